@@ -1,0 +1,137 @@
+"""Assembles the server: gRPC (inference, admin, health, reflection), auth, metrics, model.
+
+`LetheServer.start()` listens at once with health NOT_SERVING, loads the model in a worker
+thread, then flips health to SERVING. `drain()` is the SIGTERM path: NOT_SERVING, refuse new
+work, let in-flight requests finish for `grace_seconds`, then stop. Does not parse flags or read
+the environment (settings.py) and holds no request logic (servicers/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server import __version__
+from server.api import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
+from server.auth import TokenAuthInterceptor, ensure_operator_token
+from server.generation import GenerationLimits
+from server.metrics import ServerMetrics
+from server.runtime.model import LoadedModel, load_model
+from server.runtime.serving import ModelRuntime, RuntimeLimits
+from server.servicers.admin import AdminServicer
+from server.servicers.inference import InferenceServicer
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SERVICES = (inference_pb2.DESCRIPTOR.services_by_name["Inference"], admin_pb2.DESCRIPTOR.services_by_name["Admin"])
+
+
+def _streaming_methods() -> frozenset[str]:
+    return frozenset(f"/{s.full_name}/{m.name}" for s in SERVICES for m in s.methods if m.server_streaming)
+
+
+def resolve_model_dir(settings: Settings) -> Path:
+    """The model to serve: --model, else the demo model (built and cached on first use)."""
+    if settings.model is not None:
+        return settings.model
+    from unlearn_engine.demo.cli import default_demo_model
+
+    return default_demo_model(settings.cache_dir, small=settings.demo == "small")
+
+
+class LetheServer:
+    def __init__(self, settings: Settings, loader: Callable[[], LoadedModel] | None = None):
+        self.settings = settings
+        self.metrics = ServerMetrics()
+        self._loader = loader or (lambda: load_model(resolve_model_dir(settings), settings.device))
+        self.runtime = ModelRuntime(RuntimeLimits(settings.max_batch_size, settings.max_queue), self.metrics)
+        self.health = health.aio.HealthServicer()
+        self.operator_token = ensure_operator_token(settings.data_dir, settings.operator_token)
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._load_task: asyncio.Task | None = None
+        self.load_error: BaseException | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        server = grpc.aio.server(
+            interceptors=[TokenAuthInterceptor(self.operator_token, s.client_tokens, _streaming_methods())],
+            options=[
+                ("grpc.max_receive_message_length", s.max_message_bytes),
+                ("grpc.max_send_message_length", s.max_message_bytes),
+            ],
+        )
+        limits = GenerationLimits(s.default_max_new_tokens, s.max_new_tokens_limit)
+        inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(self.runtime, limits, self.metrics), server)
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if s.reflection:
+            names = [svc.full_name for svc in SERVICES] + [health.SERVICE_NAME, reflection.SERVICE_NAME]
+            reflection.enable_server_reflection(names, server)
+        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        await server.start()
+        self._server = server
+        if s.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
+        logger.info("listening on %s:%d (metrics on %s)", s.host, self.port, self.metrics_port)
+        self._load_task = asyncio.create_task(self._load_model())
+
+    async def _load_model(self) -> None:
+        try:
+            loaded = await asyncio.to_thread(self._loader)
+        except Exception as exc:
+            self.load_error = exc
+            logger.exception("model load failed; the server stays NOT_SERVING")
+            return
+        self.runtime.attach(loaded)
+        self.metrics.build_info.labels(__version__, loaded.name, loaded.device.type,
+                                       str(loaded.dtype).removeprefix("torch.")).set(1)
+        self.metrics.model_loaded.set(1)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        logger.info("model %s ready", loaded.name)
+
+    async def wait_ready(self) -> None:
+        if self._load_task is not None:
+            await self._load_task
+        if self.load_error is not None:
+            raise RuntimeError("model failed to load") from self.load_error
+
+    async def _set_health(self, status: int) -> None:
+        for name in ["", *(svc.full_name for svc in SERVICES)]:
+            await self.health.set(name, status)
+
+    async def drain(self) -> None:
+        """Graceful stop: NOT_SERVING, refuse new work, finish in-flight within the grace period."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.runtime.stop_accepting()
+        if self._server is not None:
+            await self._server.stop(self.settings.grace_seconds)
+        await self.close()
+
+    async def close(self) -> None:
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        if self._server is not None:
+            await self._server.stop(0)
+        await asyncio.to_thread(self.runtime.shutdown)
+        self.metrics.close()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        logger.info("signal received: draining for up to %.0f s", self.settings.grace_seconds)
+        await self.drain()

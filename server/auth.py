@@ -1,0 +1,108 @@
+"""Bearer-token authentication for the two audiences: operators (Admin) and clients (Inference).
+
+- Admin always needs the operator token. With none configured, a random one is created in the
+  data directory (mode 0600) on first start, so the default set-up is never open.
+- Inference needs a client (or the operator) token only when client tokens are configured.
+- Health and reflection are open (orchestrators and tools probe them unauthenticated).
+Missing or wrong credentials -> UNAUTHENTICATED; a client token on Admin -> PERMISSION_DENIED.
+Comparisons are constant-time. Does not do TLS (see app.py) or per-user identities.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import grpc
+
+logger = logging.getLogger(__name__)
+
+OPERATOR_TOKEN_FILE = "operator.token"
+ADMIN_PREFIX = "/lethe.v1.Admin/"
+INFERENCE_PREFIX = "/lethe.v1.Inference/"
+
+
+def ensure_operator_token(data_dir: Path, configured: str | None) -> str:
+    """The configured operator token, else the one in the data dir, created (0600) if missing."""
+    if configured:
+        return configured
+    path = data_dir / OPERATOR_TOKEN_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    logger.info("created operator token file %s", path)
+    return token
+
+
+def _matches(presented: str, tokens: tuple[str, ...]) -> bool:
+    # Compare against every token (no early exit) so timing reveals nothing about which matched.
+    found = False
+    for token in tokens:
+        found |= hmac.compare_digest(presented.encode(), token.encode())
+    return found
+
+
+def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer "):].strip()
+    return None
+
+
+def _deny(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    async def abort(request: object, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, message)
+    return grpc.unary_unary_rpc_method_handler(abort)
+
+
+def _deny_stream(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    async def abort(request: object, context: grpc.aio.ServicerContext):
+        await context.abort(code, message)
+        yield  # pragma: no cover - makes this an async generator
+    return grpc.unary_stream_rpc_method_handler(abort)
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, operator_token: str, client_tokens: tuple[str, ...] = (), streaming: frozenset[str] = frozenset()):
+        self.operator_tokens = (operator_token,)
+        self.client_tokens = client_tokens
+        self.streaming = streaming  # full method names that are server-streaming
+
+    def decide(self, method: str, token: str | None) -> tuple[grpc.StatusCode, str] | None:
+        """None = allowed, else the status to answer with."""
+        if method.startswith(ADMIN_PREFIX):
+            if token is None:
+                return grpc.StatusCode.UNAUTHENTICATED, "operator bearer token required"
+            if _matches(token, self.operator_tokens):
+                return None
+            if self.client_tokens and _matches(token, self.client_tokens):
+                return grpc.StatusCode.PERMISSION_DENIED, "client credentials cannot call Admin"
+            return grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token"
+        if method.startswith(INFERENCE_PREFIX) and self.client_tokens:
+            if token is None:
+                return grpc.StatusCode.UNAUTHENTICATED, "bearer token required"
+            if not (_matches(token, self.client_tokens) or _matches(token, self.operator_tokens)):
+                return grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token"
+        return None
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        verdict = self.decide(details.method, _bearer(details.invocation_metadata))
+        if verdict is None:
+            return await continuation(details)
+        deny = _deny_stream if details.method in self.streaming else _deny
+        return deny(*verdict)

@@ -1,0 +1,80 @@
+"""A small synchronous Python client for Lethe (used by the CLI and the tests).
+
+Wraps a gRPC channel with the bearer token attached to every call. Returns protobuf messages:
+it adds no caching, retries or connection pooling of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.api import admin_pb2_grpc, inference_pb2 as pb, inference_pb2_grpc
+from server.auth import OPERATOR_TOKEN_FILE
+
+
+def find_token(explicit: str | None, data_dir: Path | None) -> str | None:
+    """An explicit token, else the operator token a local server wrote into its data dir."""
+    if explicit:
+        return explicit
+    if data_dir is not None:
+        path = data_dir / OPERATOR_TOKEN_FILE
+        if path.is_file():
+            return path.read_text().strip()
+    return None
+
+
+class LetheClient:
+    def __init__(self, target: str = "127.0.0.1:50051", token: str | None = None, timeout: float | None = None):
+        self.target = target
+        self.timeout = timeout
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.channel = grpc.insecure_channel(target)
+        self.inference = inference_pb2_grpc.InferenceStub(self.channel)
+        self.admin = admin_pb2_grpc.AdminStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def __enter__(self) -> LetheClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+
+    @staticmethod
+    def request(prompt: str, max_new_tokens: int | None = None, temperature: float | None = None,
+                top_p: float | None = None, top_k: int = 0, seed: int | None = None,
+                stop: Sequence[str] = (), request_id: str = "") -> pb.GenerateRequest:
+        req = pb.GenerateRequest(prompt=prompt, top_k=top_k, stop=list(stop), request_id=request_id)
+        if max_new_tokens is not None:
+            req.max_new_tokens = max_new_tokens
+        if temperature is not None:
+            req.temperature = temperature
+        if top_p is not None:
+            req.top_p = top_p
+        if seed is not None:
+            req.seed = seed
+        return req
+
+    def generate(self, prompt: str, **params: object) -> pb.GenerateResponse:
+        return self.inference.Generate(self.request(prompt, **params), timeout=self.timeout,  # type: ignore[arg-type]
+                                       metadata=self._metadata)
+
+    def stream(self, prompt: str, **params: object) -> Iterator[pb.GenerateStreamResponse]:
+        return self.inference.GenerateStream(self.request(prompt, **params), timeout=self.timeout,  # type: ignore[arg-type]
+                                             metadata=self._metadata)
+
+    def model_info(self) -> pb.ModelInfoResponse:
+        return self.inference.ModelInfo(pb.ModelInfoRequest(), timeout=self.timeout, metadata=self._metadata)
+
+    def health(self, service: str = "") -> int:
+        resp = self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+        return resp.status

@@ -1,0 +1,89 @@
+"""One wrapper for every RPC handler: status mapping, request metrics and safe error text.
+
+`rpc_method("Generate")` decorates a unary handler (`async def`) or a server-streaming one
+(`async def` generator). Domain errors (`LetheError`) become their status code and message;
+anything else is logged with a fresh error id and the client sees only "internal error (id)".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import time
+import uuid
+from typing import Any, Callable
+
+import grpc
+
+from server.errors import LetheError
+from server.metrics import ServerMetrics
+
+logger = logging.getLogger(__name__)
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> grpc.StatusCode:
+    if isinstance(exc, LetheError):
+        await context.abort(exc.code, str(exc))
+    error_id = uuid.uuid4().hex[:12]
+    logger.error("%s failed (error id %s)", method, error_id, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (error id {error_id})")
+    return grpc.StatusCode.INTERNAL  # not reached: abort raises
+
+
+def rpc_method(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(fn):
+            @functools.wraps(fn)
+            async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext):
+                metrics: ServerMetrics = self.metrics
+                start, code = time.monotonic(), grpc.StatusCode.OK
+                try:
+                    async for item in fn(self, request, context):
+                        yield item
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except Exception as exc:
+                    code = _code_of(exc, context)
+                    if not _is_abort(exc):
+                        await _abort(context, exc, name)
+                    raise
+                finally:
+                    metrics.requests.labels(name, code.name).inc()
+                    metrics.request_duration.labels(name).observe(time.monotonic() - start)
+            return stream
+
+        @functools.wraps(fn)
+        async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext):
+            metrics: ServerMetrics = self.metrics
+            start, code = time.monotonic(), grpc.StatusCode.OK
+            try:
+                return await fn(self, request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                code = _code_of(exc, context)
+                if not _is_abort(exc):
+                    await _abort(context, exc, name)
+                raise
+            finally:
+                metrics.requests.labels(name, code.name).inc()
+                metrics.request_duration.labels(name).observe(time.monotonic() - start)
+        return unary
+    return decorate
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # grpc.aio raises AbortError out of context.abort(); it has already set the status.
+    return isinstance(exc, grpc.aio.AbortError)
+
+
+def _code_of(exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    if isinstance(exc, LetheError):
+        return exc.code
+    if _is_abort(exc):
+        return context.code() or grpc.StatusCode.UNKNOWN
+    return grpc.StatusCode.INTERNAL

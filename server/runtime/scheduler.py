@@ -1,0 +1,374 @@
+"""Step-level continuous batching on one dedicated thread.
+
+Requests wait in a bounded queue; between decode steps the thread admits as many as there are
+free slots (one batched prefill), decodes one token for every running row per step, and drops a
+row the moment it finishes, is cancelled or passes its deadline, freeing its slot. All torch work
+happens here, so the asyncio loop only moves events. Work that must happen *between* steps
+(adapter-stack swaps) is queued with `call_between_steps`.
+
+Every row is bound to the adapter stack that was current when it was admitted and finishes on it:
+its KV cache was computed under that stack, and reusing it under another would mix two models.
+Rows on different stacks share a batch through PEFT's per-row `adapter_names`.
+
+We use our own scheduler rather than transformers' continuous-batching API because ours has to
+mix adapter stacks per row and hand the guard every token as it is produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+from transformers import DynamicCache
+
+from server.runtime import kv_batch
+from server.runtime.kv_batch import KVBatch
+from server.runtime.model import LoadedModel
+from server.runtime.sampling import SamplingParams, choose_tokens, make_generator
+from server.runtime.text import IncrementalText
+
+logger = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The waiting queue is at its bound; the caller should answer RESOURCE_EXHAUSTED."""
+
+
+class SchedulerStopped(Exception):
+    """The scheduler is draining or stopped and takes no new work."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    prompt_ids: tuple[int, ...]
+    max_new_tokens: int
+    sampling: SamplingParams = SamplingParams()
+    stop: tuple[str, ...] = ()
+    deadline: float | None = None  # time.monotonic() after which the row is dropped
+
+
+@dataclass(frozen=True)
+class TextEvent:
+    text: str  # newly released text (may be empty when only the token count moved)
+    completion_tokens: int
+    stack_version: int
+
+
+@dataclass(frozen=True)
+class FinishEvent:
+    reason: str  # "length" | "stop" | "cancelled" | "error"
+    text: str  # text released together with the finish
+    prompt_tokens: int
+    completion_tokens: int
+    stack_version: int
+
+
+Event = TextEvent | FinishEvent
+
+
+class StackHandle(Protocol):
+    """What the scheduler needs of an adapter stack (see server/adapters)."""
+
+    version: int
+    adapter_name: str | None  # PEFT adapter to run, None for the bare base model
+
+    def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BaseStack:
+    """Stack version 0: the base model with no forget adapters."""
+
+    version: int = 0
+    adapter_name: str | None = None
+
+    def release(self) -> None:
+        return None
+
+
+class SchedulerObserver(Protocol):
+    def queue_wait(self, seconds: float) -> None: ...
+    def first_token(self, seconds: float) -> None: ...
+    def tokens(self, count: int) -> None: ...
+    def occupancy(self, running: int, waiting: int) -> None: ...
+
+
+class Handle:
+    """The async side of one request: an event queue fed by the decode thread."""
+
+    def __init__(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop, wake: Callable[[], None]):
+        self.request = request
+        self._loop = loop
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._wake = wake
+        self.cancelled = False
+        self.submitted_at = time.monotonic()
+
+    def cancel(self) -> None:
+        """Stop generating for this request; its slot frees at the next step."""
+        self.cancelled = True
+        self._wake()
+
+    def emit(self, event: Event) -> None:  # called from the decode thread
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    async def events(self):
+        while True:
+            event = await self._queue.get()
+            yield event
+            if isinstance(event, FinishEvent):
+                return
+
+
+@dataclass
+class _Row:
+    handle: Handle
+    stack: StackHandle
+    text: IncrementalText
+    generator: torch.Generator | None
+    started: float = field(default_factory=time.monotonic)
+    produced: int = 0
+    last_token: int = 0
+
+
+class BatchScheduler:
+    def __init__(self, loaded: LoadedModel, max_batch: int = 8, max_waiting: int = 64,
+                 observer: SchedulerObserver | None = None):
+        self.loaded = loaded
+        self.max_batch = max_batch
+        self.max_waiting = max_waiting
+        self.observer = observer
+        self._cond = threading.Condition()
+        self._waiting: collections.deque[Handle] = collections.deque()
+        self._between: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]] = collections.deque()
+        self._rows: list[_Row] = []
+        self._batch: KVBatch | None = None
+        self._stack: StackHandle = BaseStack()
+        self._stack_users: dict[int, int] = {}  # stack version -> rows using it
+        self._retired: dict[int, StackHandle] = {}
+        self._accepting = True
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="lethe-decode", daemon=True)
+
+    # ---- async-side API -------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def stack(self) -> StackHandle:
+        return self._stack
+
+    def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> Handle:
+        handle = Handle(request, loop, self._notify)
+        with self._cond:
+            if not self._accepting:
+                raise SchedulerStopped()
+            if len(self._waiting) >= self.max_waiting:
+                raise QueueFull()
+            self._waiting.append(handle)
+            self._cond.notify()
+        return handle
+
+    def call_between_steps(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
+        """Run fn on the decode thread between two steps; the future carries its result."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            self._between.append((fn, fut))
+            self._cond.notify()
+        return fut
+
+    def set_stack(self, stack: StackHandle) -> None:
+        """Make `stack` current for newly admitted rows. Call between steps."""
+        old, self._stack = self._stack, stack
+        if old.version != stack.version:
+            self._retired[old.version] = old
+            self._release_unused()
+
+    def counts(self) -> tuple[int, int]:
+        with self._cond:
+            return len(self._rows), len(self._waiting)
+
+    def stop_accepting(self) -> None:
+        with self._cond:
+            self._accepting = False
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._accepting = False
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    # ---- decode thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cond:
+                while not (self._stopping or self._waiting or self._rows or self._between):
+                    self._cond.wait()
+                if self._stopping:
+                    break
+                between = list(self._between)
+                self._between.clear()
+                admitted = self._take_admissions()
+            for fn, fut in between:
+                self._call(fn, fut)
+            try:
+                if admitted:
+                    self._prefill(admitted)
+                elif self._rows:
+                    self._decode_step()
+            except Exception:  # a failed step must not kill the thread or leak rows
+                logger.exception("decode step failed; finishing %d rows with error", len(self._rows))
+                for row in self._rows:
+                    self._finish(row, "error")
+                self._rows, self._batch = [], None
+            self._report()
+        for row in self._rows:
+            self._finish(row, "cancelled")
+        for handle in self._waiting:
+            handle.emit(FinishEvent("cancelled", "", len(handle.request.prompt_ids), 0, self._stack.version))
+        for fn, fut in self._between:
+            fut.cancel()
+
+    @staticmethod
+    def _call(fn: Callable[[], Any], fut: concurrent.futures.Future) -> None:
+        try:
+            fut.set_result(fn())
+        except Exception as exc:  # delivered to whoever waits on the future
+            fut.set_exception(exc)
+
+    def _take_admissions(self) -> list[Handle]:
+        free = self.max_batch - len(self._rows)
+        admitted: list[Handle] = []
+        while self._waiting and len(admitted) < free:
+            handle = self._waiting.popleft()
+            if handle.cancelled or self._expired(handle):
+                handle.emit(FinishEvent("cancelled", "", len(handle.request.prompt_ids), 0, self._stack.version))
+                continue
+            admitted.append(handle)
+        return admitted
+
+    @staticmethod
+    def _expired(handle: Handle) -> bool:
+        d = handle.request.deadline
+        return d is not None and time.monotonic() > d
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                 cache: Any, rows: list[_Row]) -> tuple[torch.Tensor, Any]:
+        """One forward pass -> (last-position logits [B, V], the updated cache)."""
+        kwargs: dict[str, Any] = {}
+        names = [row.stack.adapter_name for row in rows]
+        if any(n is not None for n in names):
+            kwargs["adapter_names"] = [n if n is not None else "__base__" for n in names]
+        out = self.loaded.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,  # left-padded: the model appends ids.shape[1] columns to it
+            use_cache=True,
+            logits_to_keep=1,
+            **kwargs,
+        )
+        return out.logits[:, -1, :], out.cache
+
+    def _prefill(self, handles: list[Handle]) -> None:
+        dev = self.loaded.device
+        now = time.monotonic()
+        rows = []
+        for h in handles:
+            self._stack_users[self._stack.version] = self._stack_users.get(self._stack.version, 0) + 1
+            rows.append(_Row(h, self._stack, IncrementalText(self.loaded.tokenizer, h.request.stop),
+                             make_generator(h.request.sampling, dev)))
+            if self.observer:
+                self.observer.queue_wait(now - h.submitted_at)
+        ids, mask = kv_batch.left_pad_prompts([list(h.request.prompt_ids) for h in handles], self.loaded.pad_id, dev)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits, cache = self._forward(ids, mask, positions, DynamicCache(), rows)
+        new = KVBatch(cache, mask, mask.sum(-1))
+        self._batch = kv_batch.merge(self._batch, new)
+        self._rows.extend(rows)
+        self._advance(rows, logits, offset=len(self._rows) - len(rows))
+
+    def _decode_step(self) -> None:
+        batch = self._batch
+        assert batch is not None  # rows exist only with a batch
+        ids = torch.tensor([[row.last_token] for row in self._rows], device=self.loaded.device)
+        mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=1)
+        logits, cache = self._forward(ids, mask, batch.positions[:, None], batch.cache, self._rows)
+        self._batch = KVBatch(cache, mask, batch.positions + 1)
+        self._advance(self._rows, logits, offset=0)
+
+    def _advance(self, rows: list[_Row], logits: torch.Tensor, offset: int) -> None:
+        """Sample one token per row, emit text, and drop finished rows from the batch."""
+        tokens = choose_tokens(logits, [r.handle.request.sampling for r in rows], [r.generator for r in rows])
+        done: set[int] = set()
+        for i, (row, token) in enumerate(zip(rows, tokens)):
+            reason, delta = self._step_row(row, token)
+            if reason:
+                self._finish(row, reason, delta)
+                done.add(offset + i)
+            elif delta:
+                row.handle.emit(TextEvent(delta, row.produced, row.stack.version))
+        if self.observer:
+            self.observer.tokens(len(rows))
+        if done:
+            keep = [i for i in range(len(self._rows)) if i not in done]
+            self._rows = [self._rows[i] for i in keep]
+            assert self._batch is not None  # rows exist only with a batch
+            self._batch = kv_batch.select(self._batch, keep)
+
+    def _step_row(self, row: _Row, token: int) -> tuple[str, str]:
+        """Record one token; return (finish reason or "", newly released text)."""
+        row.produced += 1
+        row.last_token = token
+        if row.produced == 1 and self.observer:
+            self.observer.first_token(time.monotonic() - row.handle.submitted_at)
+        if row.handle.cancelled or self._expired(row.handle):
+            return "cancelled", ""
+        if token in self.loaded.eos_ids:
+            return "stop", ""
+        delta = row.text.add(token)
+        if row.text.stopped:
+            return "stop", delta
+        if row.produced >= row.handle.request.max_new_tokens:
+            return "length", delta
+        return "", delta
+
+    def _finish(self, row: _Row, reason: str, pending: str = "") -> None:
+        tail = pending + (row.text.finish() if reason in ("length", "stop") else "")
+        req = row.handle.request
+        row.handle.emit(FinishEvent(reason, tail, len(req.prompt_ids), row.produced, row.stack.version))
+        v = row.stack.version
+        self._stack_users[v] -= 1
+        self._release_unused()
+
+    def _release_unused(self) -> None:
+        for version in [v for v in self._retired if self._stack_users.get(v, 0) == 0]:
+            stack = self._retired.pop(version)
+            self._stack_users.pop(version, None)
+            try:
+                stack.release()
+            except Exception:
+                logger.exception("releasing adapter stack v%d failed", version)
+
+    def _report(self) -> None:
+        if self.observer:
+            running, waiting = self.counts()
+            self.observer.occupancy(running, waiting)

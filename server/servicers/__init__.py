@@ -1,0 +1,1 @@
+"""gRPC servicers: thin adapters from protobuf to domain calls (see server/rpc.py for errors)."""

@@ -1,0 +1,105 @@
+"""The Inference service: Generate, GenerateStream and ModelInfo.
+
+Converts protobuf to domain values, submits to the model runtime and relays its events. Every
+piece of text passes the leakage guard before it leaves; the guard's hold-back decides what is
+safe to send. Cancellation (client gone or deadline) cancels the scheduler row in `finally`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import grpc
+
+from server import __version__
+from server.api import inference_pb2 as pb
+from server.api import inference_pb2_grpc
+from server.generation import FINISH_REASONS, GenerateParams, GenerationLimits, GenerationResult
+from server.metrics import ServerMetrics
+from server.rpc import rpc_method
+from server.runtime.scheduler import FinishEvent
+from server.runtime.serving import ModelRuntime
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    text: str
+    stack_version: int
+    request_id: str
+    result: GenerationResult | None = None  # set on the last chunk only
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServicer):
+    def __init__(self, runtime: ModelRuntime, limits: GenerationLimits, metrics: ServerMetrics):
+        self.runtime = runtime
+        self.limits = limits
+        self.metrics = metrics
+
+    async def _chunks(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+                      ) -> AsyncIterator[_Chunk]:
+        """Yield a chunk per piece of released text, then one carrying the result."""
+        params = GenerateParams.from_pb(request, self.limits)
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + remaining if remaining is not None else None
+        handle = await self.runtime.submit(params, deadline)
+        logger.debug("request %s: %d prompt chars", params.request_id, len(params.prompt))
+        finished = False
+        try:
+            async for event in handle.events():
+                if isinstance(event, FinishEvent):
+                    finished = True
+                    self.metrics.prompt_tokens.inc(event.prompt_tokens)
+                    self.metrics.finished.labels(event.reason).inc()
+                    if event.text:
+                        yield _Chunk(event.text, event.stack_version, params.request_id)
+                    yield _Chunk("", event.stack_version, params.request_id, GenerationResult(
+                        text="", finish_reason=event.reason, prompt_tokens=event.prompt_tokens,
+                        completion_tokens=event.completion_tokens, stack_version=event.stack_version,
+                        request_id=params.request_id))
+                elif event.text:
+                    yield _Chunk(event.text, event.stack_version, params.request_id)
+        finally:
+            if not finished:
+                handle.cancel()
+
+    @rpc_method("Generate")
+    async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
+        parts: list[str] = []
+        async for chunk in self._chunks(request, context):
+            if chunk.result is None:
+                parts.append(chunk.text)
+            else:
+                return dataclasses.replace(chunk.result, text="".join(parts)).to_pb()
+        raise RuntimeError("generation ended without a finish event")
+
+    @rpc_method("GenerateStream")
+    async def GenerateStream(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext):
+        last = None
+        async for chunk in self._chunks(request, context):
+            now = time.monotonic()
+            if last is not None:
+                self.metrics.inter_token.observe(now - last)
+            last = now
+            result = chunk.result
+            if result is None:
+                yield pb.GenerateStreamResponse(text=chunk.text, stack_version=chunk.stack_version,
+                                                request_id=chunk.request_id)
+            else:
+                yield pb.GenerateStreamResponse(
+                    finish_reason=FINISH_REASONS[result.finish_reason], usage=result.usage_pb(),
+                    stack_version=result.stack_version, request_id=result.request_id)
+
+    @rpc_method("ModelInfo")
+    async def ModelInfo(self, request: pb.ModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfoResponse:
+        loaded, scheduler = self.runtime.require()
+        return pb.ModelInfoResponse(
+            model_name=loaded.name, model_fingerprint=loaded.fingerprint, max_context_tokens=loaded.max_context,
+            max_new_tokens_limit=self.limits.max_new_tokens_limit, device=loaded.device.type,
+            dtype=str(loaded.dtype).removeprefix("torch."), stack_version=scheduler.stack.version,
+            stack_depth=getattr(scheduler.stack, "depth", 0), server_version=__version__)

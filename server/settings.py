@@ -1,0 +1,137 @@
+"""Server settings: the only module that reads the environment.
+
+Precedence: command-line flag > environment variable > default. Everything else in the server
+receives a `Settings` (or the values it needs) explicitly. Client-side defaults for the CLI
+(target address, operator token) are read here too, by `client_defaults()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _tokens(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"  # loopback by default: expose deliberately (containers set 0.0.0.0)
+    port: int = 50051  # the conventional gRPC port
+    metrics_port: int = 9464  # Prometheus exporter convention; -1 disables the endpoint
+    data_dir: Path = Path("data")  # ledger, adapter store, tokens, guard state
+    model: Path | None = None  # a local HF causal-LM directory; None = the built-in demo model
+    demo: str = "full"  # demo preset when model is None: "full" or "small" (tests)
+    cache_dir: Path = Path.home() / ".cache" / "lethe"  # demo model builds are cached here
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    max_batch_size: int = 8  # rows decoded together; more trades latency for throughput
+    max_queue: int = 64  # waiting requests beyond this get RESOURCE_EXHAUSTED
+    default_max_new_tokens: int = 64  # when a request leaves max_new_tokens at 0
+    max_new_tokens_limit: int = 1024  # hard cap per request
+    max_message_bytes: int = 4 * 1024 * 1024  # gRPC send/receive limit; a Forget can carry 2 MiB of text
+    grace_seconds: float = 10.0  # drain time on SIGTERM before in-flight requests are cancelled
+    reflection: bool = True  # gRPC server reflection (grpcurl, Postman); off for locked-down setups
+    operator_token: str | None = None  # None = read or create <data_dir>/operator.token
+    client_tokens: tuple[str, ...] = ()  # empty = Inference needs no credential
+    log_level: str = "INFO"
+
+
+# field -> (environment variable, parser)
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "host": ("LETHE_HOST", str),
+    "port": ("LETHE_PORT", int),
+    "metrics_port": ("LETHE_METRICS_PORT", int),
+    "data_dir": ("LETHE_DATA_DIR", Path),
+    "model": ("LETHE_MODEL", Path),
+    "demo": ("LETHE_DEMO", str),
+    "cache_dir": ("LETHE_CACHE_DIR", Path),
+    "device": ("LETHE_DEVICE", str),
+    "max_batch_size": ("LETHE_MAX_BATCH_SIZE", int),
+    "max_queue": ("LETHE_MAX_QUEUE", int),
+    "default_max_new_tokens": ("LETHE_DEFAULT_MAX_NEW_TOKENS", int),
+    "max_new_tokens_limit": ("LETHE_MAX_NEW_TOKENS_LIMIT", int),
+    "max_message_bytes": ("LETHE_MAX_MESSAGE_BYTES", int),
+    "grace_seconds": ("LETHE_GRACE_SECONDS", float),
+    "reflection": ("LETHE_REFLECTION", _bool),
+    "operator_token": ("LETHE_OPERATOR_TOKEN", str),
+    "client_tokens": ("LETHE_CLIENT_TOKENS", _tokens),
+    "log_level": ("LETHE_LOG_LEVEL", str),
+}
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `lethe serve`; each defaults to None so unset flags fall through to the env."""
+    p = parser.add_argument
+    p("--host", help="address to listen on (env LETHE_HOST; default 127.0.0.1)")
+    p("--port", type=int, help="gRPC port, 0 = any free port (env LETHE_PORT; default 50051)")
+    p("--metrics-port", type=int, help="Prometheus port, -1 = off (env LETHE_METRICS_PORT; default 9464)")
+    p("--data-dir", type=Path, help="data directory (env LETHE_DATA_DIR; default ./data)")
+    p("--model", type=Path, help="local HF causal-LM directory (env LETHE_MODEL; default: demo model)")
+    p("--demo", choices=["full", "small"], help="demo preset when no --model (env LETHE_DEMO)")
+    p("--cache-dir", type=Path, help="demo model cache (env LETHE_CACHE_DIR; default ~/.cache/lethe)")
+    p("--device", help="auto, cpu, cuda, cuda:N (env LETHE_DEVICE)")
+    p("--max-batch-size", type=int, help="rows decoded together (env LETHE_MAX_BATCH_SIZE)")
+    p("--max-queue", type=int, help="waiting requests before RESOURCE_EXHAUSTED (env LETHE_MAX_QUEUE)")
+    p("--grace-seconds", type=float, help="drain time on SIGTERM (env LETHE_GRACE_SECONDS)")
+    p("--no-reflection", dest="reflection", action="store_const", const=False,
+      help="disable gRPC server reflection (env LETHE_REFLECTION=0)")
+    p("--log-level", help="DEBUG, INFO, WARNING (env LETHE_LOG_LEVEL)")
+
+
+def load_settings(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        env_name, parse = _ENV[f.name]
+        flag = getattr(args, f.name, None) if args is not None else None
+        if flag is not None:
+            values[f.name] = flag
+        elif environ.get(env_name, "") != "":
+            try:
+                values[f.name] = parse(environ[env_name])
+            except ValueError as exc:
+                raise ValueError(f"{env_name}: {exc}") from None
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    if not 0 <= s.port <= 65535:
+        raise ValueError(f"port out of range: {s.port}")
+    if s.demo not in ("full", "small"):
+        raise ValueError(f"demo preset must be 'full' or 'small', not {s.demo!r}")
+    for name in ("max_batch_size", "max_queue", "default_max_new_tokens", "max_new_tokens_limit"):
+        if getattr(s, name) < 1:
+            raise ValueError(f"{name} must be >= 1")
+    if s.default_max_new_tokens > s.max_new_tokens_limit:
+        raise ValueError("default_max_new_tokens exceeds max_new_tokens_limit")
+
+
+@dataclass(frozen=True)
+class ClientDefaults:
+    target: str = "127.0.0.1:50051"
+    token: str | None = None  # operator or client bearer token
+    data_dir: Path = Path("data")  # where a local server keeps operator.token
+
+
+def client_defaults(environ: Mapping[str, str] | None = None) -> ClientDefaults:
+    environ = os.environ if environ is None else environ
+    return ClientDefaults(
+        target=environ.get("LETHE_TARGET") or ClientDefaults.target,
+        token=environ.get("LETHE_TOKEN") or None,
+        data_dir=Path(environ.get("LETHE_DATA_DIR") or ClientDefaults.data_dir),
+    )
