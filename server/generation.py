@@ -42,6 +42,7 @@ class GenerateParams:
     sampling: SamplingParams
     stop: tuple[str, ...]
     request_id: str
+    ignore_eos: bool = False
 
     @classmethod
     def from_pb(cls, req: pb.GenerateRequest, limits: GenerationLimits) -> GenerateParams:
@@ -75,6 +76,7 @@ class GenerateParams:
                 seed=int(req.seed) if req.HasField("seed") else None),
             stop=tuple(req.stop),
             request_id=request_id,
+            ignore_eos=req.ignore_eos,
         )
 
 

@@ -53,6 +53,7 @@ class GenerationRequest:
     sampling: SamplingParams = SamplingParams()
     stop: tuple[str, ...] = ()
     deadline: float | None = None  # time.monotonic() after which the row is dropped
+    ignore_eos: bool = False  # fixed-length generation for benchmarks
 
 
 @dataclass(frozen=True)
@@ -342,7 +343,7 @@ class BatchScheduler:
             self.observer.first_token(time.monotonic() - row.handle.submitted_at)
         if row.handle.cancelled or self._expired(row.handle):
             return "cancelled", ""
-        if token in self.loaded.eos_ids:
+        if token in self.loaded.eos_ids and not row.handle.request.ignore_eos:
             return "stop", ""
         delta = row.text.add(token)
         if row.text.stopped:

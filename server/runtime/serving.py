@@ -55,7 +55,7 @@ class ModelRuntime:
         check_context(len(prompt_ids), params.max_new_tokens, loaded.max_context)
         request = GenerationRequest(
             request_id=params.request_id, prompt_ids=tuple(prompt_ids), max_new_tokens=params.max_new_tokens,
-            sampling=params.sampling, stop=params.stop, deadline=deadline)
+            sampling=params.sampling, stop=params.stop, deadline=deadline, ignore_eos=params.ignore_eos)
         try:
             return scheduler.submit(request, asyncio.get_running_loop())
         except QueueFull:

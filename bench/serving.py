@@ -1,0 +1,130 @@
+"""Serving throughput: the Lethe server vs raw in-process `model.generate` on the same model.
+
+Measures generated tokens per second for 1 stream and for N concurrent streams (fixed-length
+generation via ignore_eos so both sides produce the same number of tokens). The server runs as
+its own process (`lethe serve`), as in production; the baseline runs in this process with the
+same torch thread count. Writes bench/results/serving.json and serving.md.
+
+    python bench/serving.py [--model DIR | --small] [--tokens 128] [--concurrency 8] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server.client import LetheClient  # noqa: E402
+from server.runtime.model import load_model  # noqa: E402
+from unlearn_engine.demo.cli import default_demo_model  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PROMPTS = ["Where was", "What does", "Who is the", "When was", "Tell me about", "The", "In", "What is the"]
+
+
+def baseline(model_dir: Path, tokens: int, concurrency: int, rounds: int) -> dict[str, float]:
+    loaded = load_model(model_dir)
+    tok, model = loaded.tokenizer, loaded.model
+
+    def run(batch: list[str]) -> int:
+        enc = [tok(p).input_ids for p in batch]
+        width = max(map(len, enc))
+        ids = torch.tensor([[loaded.pad_id] * (width - len(e)) + e for e in enc], device=loaded.device)
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc], device=loaded.device)
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=tokens, min_new_tokens=tokens,
+                                 do_sample=False, pad_token_id=loaded.pad_id)
+        return (out.shape[1] - width) * len(batch)
+
+    run(PROMPTS[:1])  # warm-up
+    result = {}
+    for name, batch in (("1 stream", PROMPTS[:1]), (f"{concurrency} concurrent", (PROMPTS * 4)[:concurrency])):
+        start, produced = time.perf_counter(), 0
+        for _ in range(rounds):
+            produced += run(batch)
+        result[name] = produced / (time.perf_counter() - start)
+    return result
+
+
+class Server:
+    def __init__(self, model_dir: Path, data_dir: Path, max_batch: int):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--model", str(model_dir), "--port", "0",
+             "--metrics-port", "-1", "--data-dir", str(data_dir), "--max-batch-size", str(max_batch)],
+            stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            m = re.search(r"listening on [\d.]+:(\d+)", line)
+            if m:
+                self.target = f"127.0.0.1:{m.group(1)}"
+            if "ready" in line and hasattr(self, "target"):
+                break
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def served(target: str, tokens: int, concurrency: int, rounds: int) -> dict[str, float]:
+    with LetheClient(target, timeout=600) as client:
+        client.generate("Where was", max_new_tokens=tokens, ignore_eos=True)  # warm-up
+
+        def one(prompt: str) -> int:
+            chunks = list(client.stream(prompt, max_new_tokens=tokens, ignore_eos=True))
+            return chunks[-1].usage.completion_tokens
+
+        result = {}
+        for name, n in (("1 stream", 1), (f"{concurrency} concurrent", concurrency)):
+            start, produced = time.perf_counter(), 0
+            with ThreadPoolExecutor(n) as pool:
+                for _ in range(rounds):
+                    produced += sum(pool.map(one, (PROMPTS * 4)[:n]))
+            result[name] = produced / (time.perf_counter() - start)
+        return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--small", action="store_true", help="use the small demo preset")
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    model_dir = args.model or default_demo_model(Path.home() / ".cache" / "lethe", small=args.small)
+    raw = baseline(model_dir, args.tokens, args.concurrency, args.rounds)
+    import tempfile
+
+    server = Server(model_dir, Path(tempfile.mkdtemp()), max_batch=args.concurrency)
+    try:
+        srv = served(server.target, args.tokens, args.concurrency, args.rounds)
+    finally:
+        server.stop()
+    rows = [{"workload": k, "raw_generate_tok_s": round(raw[k], 1), "lethe_tok_s": round(srv[k], 1),
+             "ratio": round(srv[k] / raw[k], 3)} for k in raw]
+    report = {"model": str(model_dir), "tokens_per_request": args.tokens, "rounds": args.rounds,
+              "device": "cuda" if torch.cuda.is_available() else "cpu", "torch_threads": torch.get_num_threads(),
+              "cpu_count": os.cpu_count(), "platform": platform.platform(), "rows": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = ["| workload | raw model.generate tok/s | Lethe server tok/s | ratio |", "|---|---|---|---|"]
+    lines += [f"| {r['workload']} | {r['raw_generate_tok_s']} | {r['lethe_tok_s']} | {r['ratio']} |" for r in rows]
+    (RESULTS / "serving.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
