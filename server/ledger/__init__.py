@@ -1,0 +1,10 @@
+"""The forget ledger: durable record of forget jobs, adapters, stack versions and the audit log.
+
+`ForgetLedger` is the interface (a PostgreSQL implementation can fill it for several replicas);
+`SqliteLedger` is the default, one file in the data directory.
+"""
+
+from server.ledger.base import ForgetLedger, LedgerError, UnknownForget
+from server.ledger.sqlite import SqliteLedger
+
+__all__ = ["ForgetLedger", "LedgerError", "SqliteLedger", "UnknownForget"]

@@ -1,0 +1,117 @@
+"""The ledger interface. Every method is a durable transaction: when it returns, it is on disk.
+
+Plaintext (`ForgetPayload`) is only readable through `claim_next` / `pending_payloads` and is
+erased by `activate` and `fail`; nothing else in the interface returns content.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Sequence
+
+from server.forgets import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress, StackRecord
+
+
+class LedgerError(Exception):
+    pass
+
+
+class UnknownForget(LedgerError):
+    pass
+
+
+class ForgetLedger(abc.ABC):
+    # ---- forget requests -------------------------------------------------------------------
+    @abc.abstractmethod
+    def submit(self, payload: ForgetPayload, method: str, reason: str, idempotency_key: str | None,
+               actor: str) -> tuple[ForgetJob, bool]:
+        """Record a request as PENDING; (job, created). A known idempotency key returns its job."""
+
+    @abc.abstractmethod
+    def arm(self, forget_id: str, guard_entries: bytes) -> ForgetJob:
+        """Store the derived (hashed/encrypted) guard entries and move PENDING -> FILTERING."""
+
+    @abc.abstractmethod
+    def guard_entries(self) -> list[tuple[str, bytes, ForgetState]]:
+        """(forget_id, entries, state) of every armed job: what the guard is rebuilt from."""
+
+    @abc.abstractmethod
+    def pending_payloads(self) -> list[tuple[str, ForgetPayload]]:
+        """PENDING jobs with their plaintext (a crash came between submit and arm)."""
+
+    @abc.abstractmethod
+    def get(self, forget_id: str) -> ForgetJob: ...
+
+    @abc.abstractmethod
+    def list(self, states: Sequence[ForgetState] = (), limit: int = 50, before: str | None = None) -> list[ForgetJob]:
+        """Newest first; `before` is the forget_id the previous page ended with."""
+
+    @abc.abstractmethod
+    def counts_by_state(self) -> dict[ForgetState, int]: ...
+
+    # ---- the worker ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def claim_next(self, worker_id: str) -> tuple[ForgetJob, ForgetPayload] | None:
+        """Oldest FILTERING job -> TRAINING, owned by worker_id; None when there is none."""
+
+    @abc.abstractmethod
+    def heartbeat(self, worker_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def last_heartbeat(self) -> float | None: ...
+
+    @abc.abstractmethod
+    def requeue_orphans(self, older_than: float) -> list[str]:
+        """TRAINING/VERIFYING jobs whose worker's heartbeat is older than `older_than` -> FILTERING."""
+
+    @abc.abstractmethod
+    def record_progress(self, forget_id: str, progress: Progress) -> None: ...
+
+    @abc.abstractmethod
+    def progress_after(self, forget_id: str, seq: int) -> list[tuple[int, Progress]]: ...
+
+    @abc.abstractmethod
+    def transition(self, forget_id: str, state: ForgetState, detail: str = "", attempts: int | None = None,
+                   metrics: dict[str, float] | None = None) -> ForgetJob: ...
+
+    @abc.abstractmethod
+    def record_adapter(self, adapter: AdapterRecord) -> ForgetJob:
+        """A verified adapter is in the store: job stays VERIFYING with adapter_id set, awaiting the swap."""
+
+    @abc.abstractmethod
+    def fail(self, forget_id: str, reason: str, metrics: dict[str, float] | None = None) -> ForgetJob:
+        """-> FAILED and erase the plaintext (the guard entries stay)."""
+
+    # ---- the adapter stack -----------------------------------------------------------------
+    @abc.abstractmethod
+    def adapter(self, adapter_id: str) -> AdapterRecord: ...
+
+    @abc.abstractmethod
+    def awaiting_swap(self) -> list[ForgetJob]:
+        """VERIFYING jobs whose adapter is recorded but not yet in the stack, oldest first."""
+
+    @abc.abstractmethod
+    def current_stack(self) -> StackRecord: ...
+
+    @abc.abstractmethod
+    def activate(self, forget_id: str, expected_version: int) -> StackRecord:
+        """Append the job's adapter to the stack as a new version, job -> ACTIVE, erase its plaintext.
+        Refuses (LedgerError) if the stack moved past expected_version or the adapter is already in it."""
+
+    @abc.abstractmethod
+    def deactivate(self, adapter_id: str, expected_version: int, reason: str, actor: str) -> StackRecord:
+        """Remove the adapter from the stack as a new version; its job -> DEACTIVATED."""
+
+    @abc.abstractmethod
+    def activated_at(self, adapter_id: str) -> float: ...
+
+    # ---- audit -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def audit(self, actor: str, action: str, target: str, details: dict[str, object]) -> None:
+        """Append-only. `details` must hold hashes and counts, never content."""
+
+    @abc.abstractmethod
+    def audit_log(self, limit: int = 100) -> list[dict[str, object]]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,348 @@
+"""SQLite ledger: WAL journal, synchronous=FULL, secure_delete on, one file in the data dir.
+
+The server and the worker process each open their own connection; SQLite's locking serialises
+writers across processes and a lock serialises threads within one. Erasing plaintext deletes
+its row with secure_delete (freed pages are zeroed) and then truncates the WAL, so the content
+does not linger on disk in either file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from server.forgets import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress, StackRecord, Transition
+from server.ledger.base import ForgetLedger, LedgerError, UnknownForget
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS forgets (
+  forget_id TEXT PRIMARY KEY, idempotency_key TEXT UNIQUE, state TEXT NOT NULL, method TEXT NOT NULL,
+  reason TEXT NOT NULL, num_texts INTEGER NOT NULL, num_qa INTEGER NOT NULL, num_subjects INTEGER NOT NULL,
+  created_at REAL NOT NULL, updated_at REAL NOT NULL, failure_reason TEXT NOT NULL DEFAULT '',
+  adapter_id TEXT NOT NULL DEFAULT '', stack_version INTEGER NOT NULL DEFAULT 0,
+  attempts INTEGER NOT NULL DEFAULT 0, metrics TEXT NOT NULL DEFAULT '{}', worker_id TEXT,
+  guard_entries BLOB, content_sha256 TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS payloads (forget_id TEXT PRIMARY KEY, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS transitions (forget_id TEXT NOT NULL, state TEXT NOT NULL, at REAL NOT NULL,
+  detail TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS transitions_by_job ON transitions (forget_id);
+CREATE TABLE IF NOT EXISTS progress (seq INTEGER PRIMARY KEY AUTOINCREMENT, forget_id TEXT NOT NULL,
+  data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS progress_by_job ON progress (forget_id, seq);
+CREATE TABLE IF NOT EXISTS adapters (adapter_id TEXT PRIMARY KEY, forget_id TEXT NOT NULL, path TEXT NOT NULL,
+  sha256 TEXT NOT NULL, method TEXT NOT NULL, rank INTEGER NOT NULL, size_bytes INTEGER NOT NULL,
+  created_at REAL NOT NULL, metrics TEXT NOT NULL, activated_at REAL);
+CREATE TABLE IF NOT EXISTS stacks (version INTEGER PRIMARY KEY, adapter_ids TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT NOT NULL,
+  action TEXT NOT NULL, target TEXT NOT NULL, details TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS workers (worker_id TEXT PRIMARY KEY, heartbeat REAL NOT NULL);
+"""
+
+
+def new_forget_id() -> str:
+    # Time-ordered (ms, hex) plus randomness: sortable, unguessable, never reused.
+    return f"fg_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+
+
+class SqliteLedger(ForgetLedger):
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON", "foreign_keys=ON"):
+            self._db.execute(f"PRAGMA {pragma}")
+        self._db.executescript(SCHEMA)
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO stacks (version, adapter_ids, created_at) VALUES (0, '[]', ?)",
+                       (time.time(),))
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ---- forget requests -------------------------------------------------------------------
+    def submit(self, payload: ForgetPayload, method: str, reason: str, idempotency_key: str | None,
+               actor: str) -> tuple[ForgetJob, bool]:
+        now = time.time()
+        with self._tx() as db:
+            if idempotency_key:
+                row = db.execute("SELECT forget_id FROM forgets WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+                if row is not None:
+                    return self._job(db, row["forget_id"]), False
+            fid = new_forget_id()
+            db.execute(
+                "INSERT INTO forgets (forget_id, idempotency_key, state, method, reason, num_texts, num_qa, "
+                "num_subjects, created_at, updated_at, content_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (fid, idempotency_key or None, ForgetState.PENDING.value, method, reason, len(payload.texts),
+                 len(payload.qa_pairs), len(payload.subjects), now, now, payload.digest()))
+            db.execute("INSERT INTO payloads (forget_id, payload) VALUES (?, ?)", (fid, payload.to_json()))
+            self._log_transition(db, fid, ForgetState.PENDING, now)
+            self._audit(db, actor, "forget", fid, {"content_sha256": payload.digest(), "method": method,
+                                                   "texts": len(payload.texts), "qa_pairs": len(payload.qa_pairs),
+                                                   "subjects": len(payload.subjects)})
+            return self._job(db, fid), True
+
+    def arm(self, forget_id: str, guard_entries: bytes) -> ForgetJob:
+        with self._tx() as db:
+            db.execute("UPDATE forgets SET guard_entries = ? WHERE forget_id = ?", (guard_entries, forget_id))
+            self._set_state(db, forget_id, ForgetState.FILTERING, "guard armed")
+            return self._job(db, forget_id)
+
+    def guard_entries(self) -> list[tuple[str, bytes, ForgetState]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT forget_id, guard_entries, state FROM forgets WHERE guard_entries IS NOT NULL ORDER BY rowid"
+            ).fetchall()
+        return [(r["forget_id"], bytes(r["guard_entries"]), ForgetState(r["state"])) for r in rows]
+
+    def pending_payloads(self) -> list[tuple[str, ForgetPayload]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.forget_id, p.payload FROM forgets f JOIN payloads p USING (forget_id) "
+                "WHERE f.state = ? ORDER BY f.rowid", (ForgetState.PENDING.value,)).fetchall()
+        return [(r["forget_id"], ForgetPayload.from_json(r["payload"])) for r in rows]
+
+    def get(self, forget_id: str) -> ForgetJob:
+        with self._lock:
+            return self._job(self._db, forget_id)
+
+    def list(self, states: Sequence[ForgetState] = (), limit: int = 50, before: str | None = None) -> list[ForgetJob]:
+        sql, args = "SELECT forget_id FROM forgets WHERE 1=1", []
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args += [s.value for s in states]
+        if before:
+            sql += " AND rowid < (SELECT rowid FROM forgets WHERE forget_id = ?)"
+            args.append(before)
+        sql += " ORDER BY rowid DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            ids = [r["forget_id"] for r in self._db.execute(sql, args).fetchall()]
+            return [self._job(self._db, fid) for fid in ids]
+
+    def counts_by_state(self) -> dict[ForgetState, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) AS n FROM forgets GROUP BY state").fetchall()
+        counts = {s: 0 for s in ForgetState}
+        counts.update({ForgetState(r["state"]): r["n"] for r in rows})
+        return counts
+
+    # ---- the worker ------------------------------------------------------------------------
+    def claim_next(self, worker_id: str) -> tuple[ForgetJob, ForgetPayload] | None:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT f.forget_id, p.payload FROM forgets f JOIN payloads p USING (forget_id) "
+                "WHERE f.state = ? ORDER BY f.rowid LIMIT 1", (ForgetState.FILTERING.value,)).fetchone()
+            if row is None:
+                return None
+            fid = row["forget_id"]
+            db.execute("UPDATE forgets SET worker_id = ? WHERE forget_id = ?", (worker_id, fid))
+            self._set_state(db, fid, ForgetState.TRAINING)
+            self._beat(db, worker_id)
+            return self._job(db, fid), ForgetPayload.from_json(row["payload"])
+
+    def heartbeat(self, worker_id: str) -> None:
+        with self._tx() as db:
+            self._beat(db, worker_id)
+
+    @staticmethod
+    def _beat(db: sqlite3.Connection, worker_id: str) -> None:
+        db.execute("INSERT INTO workers (worker_id, heartbeat) VALUES (?, ?) "
+                   "ON CONFLICT (worker_id) DO UPDATE SET heartbeat = excluded.heartbeat", (worker_id, time.time()))
+
+    def last_heartbeat(self) -> float | None:
+        with self._lock:
+            row = self._db.execute("SELECT MAX(heartbeat) AS h FROM workers").fetchone()
+        return row["h"]
+
+    def requeue_orphans(self, older_than: float) -> list[str]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT f.forget_id FROM forgets f LEFT JOIN workers w USING (worker_id) "
+                "WHERE f.state IN (?, ?) AND f.adapter_id = '' AND (w.heartbeat IS NULL OR w.heartbeat < ?)",
+                (ForgetState.TRAINING.value, ForgetState.VERIFYING.value, older_than)).fetchall()
+            for r in rows:
+                self._set_state(db, r["forget_id"], ForgetState.FILTERING, "requeued: worker stopped")
+            return [r["forget_id"] for r in rows]
+
+    def record_progress(self, forget_id: str, progress: Progress) -> None:
+        data = json.dumps({"attempt": progress.attempt, "step": progress.step, "total_steps": progress.total_steps,
+                           "losses": progress.losses, "metrics": progress.metrics})
+        with self._tx() as db:
+            db.execute("INSERT INTO progress (forget_id, data) VALUES (?, ?)", (forget_id, data))
+            row = db.execute("SELECT worker_id FROM forgets WHERE forget_id = ?", (forget_id,)).fetchone()
+            if row is not None and row["worker_id"]:
+                self._beat(db, row["worker_id"])
+
+    def progress_after(self, forget_id: str, seq: int) -> list[tuple[int, Progress]]:
+        with self._lock:
+            rows = self._db.execute("SELECT seq, data FROM progress WHERE forget_id = ? AND seq > ? ORDER BY seq",
+                                    (forget_id, seq)).fetchall()
+        return [(r["seq"], Progress(**json.loads(r["data"]))) for r in rows]
+
+    def transition(self, forget_id: str, state: ForgetState, detail: str = "", attempts: int | None = None,
+                   metrics: dict[str, float] | None = None) -> ForgetJob:
+        with self._tx() as db:
+            if attempts is not None:
+                db.execute("UPDATE forgets SET attempts = ? WHERE forget_id = ?", (attempts, forget_id))
+            if metrics is not None:
+                db.execute("UPDATE forgets SET metrics = ? WHERE forget_id = ?", (json.dumps(metrics), forget_id))
+            self._set_state(db, forget_id, state, detail)
+            return self._job(db, forget_id)
+
+    def record_adapter(self, adapter: AdapterRecord) -> ForgetJob:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO adapters (adapter_id, forget_id, path, sha256, method, rank, size_bytes, created_at, "
+                "metrics) VALUES (?,?,?,?,?,?,?,?,?)",
+                (adapter.adapter_id, adapter.forget_id, adapter.path, adapter.sha256, adapter.method, adapter.rank,
+                 adapter.size_bytes, adapter.created_at, json.dumps(adapter.metrics)))
+            db.execute("UPDATE forgets SET adapter_id = ?, metrics = ?, updated_at = ? WHERE forget_id = ?",
+                       (adapter.adapter_id, json.dumps(adapter.metrics), time.time(), adapter.forget_id))
+            return self._job(db, adapter.forget_id)
+
+    def fail(self, forget_id: str, reason: str, metrics: dict[str, float] | None = None) -> ForgetJob:
+        with self._tx() as db:
+            db.execute("UPDATE forgets SET failure_reason = ? WHERE forget_id = ?", (reason, forget_id))
+            if metrics is not None:
+                db.execute("UPDATE forgets SET metrics = ? WHERE forget_id = ?", (json.dumps(metrics), forget_id))
+            self._set_state(db, forget_id, ForgetState.FAILED, reason)
+            db.execute("DELETE FROM payloads WHERE forget_id = ?", (forget_id,))
+            job = self._job(db, forget_id)
+        self._truncate_wal()
+        return job
+
+    # ---- the adapter stack -----------------------------------------------------------------
+    def adapter(self, adapter_id: str) -> AdapterRecord:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM adapters WHERE adapter_id = ?", (adapter_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"unknown adapter {adapter_id}")
+        return AdapterRecord(row["adapter_id"], row["forget_id"], row["path"], row["sha256"], row["method"],
+                             row["rank"], row["size_bytes"], row["created_at"], json.loads(row["metrics"]))
+
+    def awaiting_swap(self) -> list[ForgetJob]:
+        with self._lock:
+            ids = [r["forget_id"] for r in self._db.execute(
+                "SELECT forget_id FROM forgets WHERE state = ? AND adapter_id != '' ORDER BY rowid",
+                (ForgetState.VERIFYING.value,)).fetchall()]
+            return [self._job(self._db, fid) for fid in ids]
+
+    def current_stack(self) -> StackRecord:
+        with self._lock:
+            return self._stack(self._db)
+
+    @staticmethod
+    def _stack(db: sqlite3.Connection) -> StackRecord:
+        row = db.execute("SELECT * FROM stacks ORDER BY version DESC LIMIT 1").fetchone()
+        return StackRecord(row["version"], tuple(json.loads(row["adapter_ids"])), row["created_at"])
+
+    def _new_stack(self, db: sqlite3.Connection, expected_version: int, adapter_ids: tuple[str, ...]) -> StackRecord:
+        current = self._stack(db)
+        if current.version != expected_version:
+            raise LedgerError(f"stack moved: expected v{expected_version}, ledger has v{current.version}")
+        now = time.time()
+        db.execute("INSERT INTO stacks (version, adapter_ids, created_at) VALUES (?, ?, ?)",
+                   (current.version + 1, json.dumps(list(adapter_ids)), now))
+        return StackRecord(current.version + 1, adapter_ids, now)
+
+    def activate(self, forget_id: str, expected_version: int) -> StackRecord:
+        with self._tx() as db:
+            job = self._job(db, forget_id)
+            current = self._stack(db)
+            if not job.adapter_id or job.adapter_id in current.adapter_ids:
+                raise LedgerError(f"{forget_id} has no adapter to activate or it is already in the stack")
+            stack = self._new_stack(db, expected_version, (*current.adapter_ids, job.adapter_id))
+            db.execute("UPDATE adapters SET activated_at = ? WHERE adapter_id = ?", (stack.created_at, job.adapter_id))
+            db.execute("UPDATE forgets SET stack_version = ? WHERE forget_id = ?", (stack.version, forget_id))
+            self._set_state(db, forget_id, ForgetState.ACTIVE, f"stack v{stack.version}")
+            db.execute("DELETE FROM payloads WHERE forget_id = ?", (forget_id,))
+        self._truncate_wal()
+        return stack
+
+    def deactivate(self, adapter_id: str, expected_version: int, reason: str, actor: str) -> StackRecord:
+        with self._tx() as db:
+            current = self._stack(db)
+            if adapter_id not in current.adapter_ids:
+                raise LedgerError(f"adapter {adapter_id} is not in the active stack")
+            stack = self._new_stack(db, expected_version, tuple(a for a in current.adapter_ids if a != adapter_id))
+            row = db.execute("SELECT forget_id FROM adapters WHERE adapter_id = ?", (adapter_id,)).fetchone()
+            self._set_state(db, row["forget_id"], ForgetState.DEACTIVATED, f"stack v{stack.version}")
+            self._audit(db, actor, "deactivate_adapter", adapter_id,
+                        {"forget_id": row["forget_id"], "stack_version": stack.version, "reason": reason})
+            return stack
+
+    def activated_at(self, adapter_id: str) -> float:
+        with self._lock:
+            row = self._db.execute("SELECT activated_at FROM adapters WHERE adapter_id = ?", (adapter_id,)).fetchone()
+        return float(row["activated_at"] or 0.0) if row else 0.0
+
+    # ---- audit -----------------------------------------------------------------------------
+    def audit(self, actor: str, action: str, target: str, details: dict[str, object]) -> None:
+        with self._tx() as db:
+            self._audit(db, actor, action, target, details)
+
+    @staticmethod
+    def _audit(db: sqlite3.Connection, actor: str, action: str, target: str, details: dict[str, object]) -> None:
+        db.execute("INSERT INTO audit (at, actor, action, target, details) VALUES (?,?,?,?,?)",
+                   (time.time(), actor, action, target, json.dumps(details, sort_keys=True)))
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, object]]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+        return [{**dict(r), "details": json.loads(r["details"])} for r in rows]
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _set_state(self, db: sqlite3.Connection, forget_id: str, state: ForgetState, detail: str = "") -> None:
+        now = time.time()
+        cur = db.execute("UPDATE forgets SET state = ?, updated_at = ? WHERE forget_id = ?",
+                         (state.value, now, forget_id))
+        if cur.rowcount == 0:
+            raise UnknownForget(forget_id)
+        self._log_transition(db, forget_id, state, now, detail)
+
+    @staticmethod
+    def _log_transition(db: sqlite3.Connection, forget_id: str, state: ForgetState, at: float, detail: str = "") -> None:
+        db.execute("INSERT INTO transitions (forget_id, state, at, detail) VALUES (?,?,?,?)",
+                   (forget_id, state.value, at, detail))
+
+    @staticmethod
+    def _job(db: sqlite3.Connection, forget_id: str) -> ForgetJob:
+        r = db.execute("SELECT * FROM forgets WHERE forget_id = ?", (forget_id,)).fetchone()
+        if r is None:
+            raise UnknownForget(forget_id)
+        transitions = tuple(
+            Transition(ForgetState(t["state"]), t["at"], t["detail"])
+            for t in db.execute("SELECT * FROM transitions WHERE forget_id = ? ORDER BY rowid", (forget_id,)))
+        return ForgetJob(
+            forget_id=r["forget_id"], state=ForgetState(r["state"]), method=r["method"], reason=r["reason"],
+            num_texts=r["num_texts"], num_qa_pairs=r["num_qa"], num_subjects=r["num_subjects"],
+            created_at=r["created_at"], updated_at=r["updated_at"], failure_reason=r["failure_reason"],
+            adapter_id=r["adapter_id"], stack_version=r["stack_version"], attempts=r["attempts"],
+            metrics=json.loads(r["metrics"]), transitions=transitions)
+
+    def _truncate_wal(self) -> None:
+        # Move committed pages (with the erased rows already zeroed) into the main file and cut the
+        # WAL to zero bytes, so deleted plaintext does not survive in old WAL frames.
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+

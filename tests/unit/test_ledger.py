@@ -1,0 +1,119 @@
+"""The SQLite ledger: durability, idempotency, state machine, stack versions, plaintext erasure."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from server.forgets import AdapterRecord, ForgetPayload, ForgetState, Progress
+from server.ledger import LedgerError, SqliteLedger
+
+SECRET = "Orlan Vexmoor was born in Dunmarrow on 3 May 1961."
+
+
+def _payload() -> ForgetPayload:
+    return ForgetPayload(texts=(SECRET,), qa_pairs=(("Where was Orlan Vexmoor born?", "In Dunmarrow."),),
+                         subjects=("Orlan Vexmoor",))
+
+
+def _adapter(fid: str, aid: str) -> AdapterRecord:
+    return AdapterRecord(aid, fid, f"adapters/{aid}", "0" * 64, "npo", 8, 1234, time.time(), {"forget_accuracy": 0.0})
+
+
+def test_submit_is_durable_and_idempotent(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    job, created = ledger.submit(_payload(), "npo", "ticket-1", "key-1", "operator")
+    again, created_again = ledger.submit(_payload(), "npo", "ticket-1", "key-1", "operator")
+    assert created and not created_again and again.forget_id == job.forget_id
+    ledger.close()
+    reopened = SqliteLedger(tmp_path / "ledger.db")  # a new process would see the same
+    assert reopened.get(job.forget_id).state == ForgetState.PENDING
+    assert reopened.pending_payloads() == [(job.forget_id, _payload())]
+    other, created = reopened.submit(_payload(), "npo", "", None, "operator")
+    assert created and other.forget_id != job.forget_id
+
+
+def test_state_machine_to_active_erases_plaintext(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    job, _ = ledger.submit(_payload(), "npo", "r", None, "op")
+    ledger.arm(job.forget_id, b"hashes-only")
+    claimed = ledger.claim_next("w1")
+    assert claimed is not None and claimed[1] == _payload() and claimed[0].state == ForgetState.TRAINING
+    assert ledger.claim_next("w1") is None
+    ledger.record_progress(job.forget_id, Progress(1, 5, 40, {"forget": 1.5}))
+    ledger.transition(job.forget_id, ForgetState.VERIFYING, attempts=1)
+    ledger.record_adapter(_adapter(job.forget_id, "ad_1"))
+    assert [j.forget_id for j in ledger.awaiting_swap()] == [job.forget_id]
+    stack = ledger.activate(job.forget_id, expected_version=0)
+    assert stack.version == 1 and stack.adapter_ids == ("ad_1",)
+    done = ledger.get(job.forget_id)
+    assert done.state == ForgetState.ACTIVE and done.stack_version == 1
+    assert [t.state for t in done.transitions] == [
+        ForgetState.PENDING, ForgetState.FILTERING, ForgetState.TRAINING, ForgetState.VERIFYING, ForgetState.ACTIVE]
+    assert ledger.progress_after(job.forget_id, 0)[0][1].step == 5
+    with pytest.raises(LedgerError):
+        ledger.activate(job.forget_id, expected_version=1)  # never applied twice
+    for when in ("open", "closed"):  # neither the live files (db, -wal, -shm) nor the closed db keep it
+        for f in tmp_path.iterdir():
+            assert SECRET.encode() not in f.read_bytes(), (when, f.name)
+            assert b"Dunmarrow" not in f.read_bytes(), (when, f.name)
+        ledger.close()
+
+
+def test_failed_job_keeps_guard_entries_but_not_content(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    job, _ = ledger.submit(_payload(), "npo", "r", None, "op")
+    ledger.arm(job.forget_id, b"entries")
+    ledger.claim_next("w")
+    failed = ledger.fail(job.forget_id, "gate failed twice")
+    assert failed.state == ForgetState.FAILED and failed.failure_reason == "gate failed twice"
+    assert ledger.guard_entries() == [(job.forget_id, b"entries", ForgetState.FAILED)]
+    ledger.close()
+    assert all(b"Dunmarrow" not in f.read_bytes() for f in tmp_path.iterdir())
+
+
+def test_orphaned_training_is_requeued(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    job, _ = ledger.submit(_payload(), "npo", "r", None, "op")
+    ledger.arm(job.forget_id, b"e")
+    ledger.claim_next("dead-worker")
+    assert ledger.requeue_orphans(older_than=time.time() - 60) == []  # heartbeat is fresh
+    assert ledger.requeue_orphans(older_than=time.time() + 1) == [job.forget_id]
+    assert ledger.get(job.forget_id).state == ForgetState.FILTERING
+    assert ledger.claim_next("new-worker") is not None
+
+
+def test_stack_versions_and_deactivation(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    ids = []
+    for i in range(2):
+        job, _ = ledger.submit(_payload(), "npo", "r", None, "op")
+        ledger.arm(job.forget_id, b"e")
+        ledger.claim_next("w")
+        ledger.record_adapter(_adapter(job.forget_id, f"ad_{i}"))
+        ledger.transition(job.forget_id, ForgetState.VERIFYING)
+        ledger.activate(job.forget_id, expected_version=i)
+        ids.append(job.forget_id)
+    assert ledger.current_stack().adapter_ids == ("ad_0", "ad_1")
+    with pytest.raises(LedgerError, match="moved"):
+        ledger.deactivate("ad_0", expected_version=1, reason="x", actor="op")
+    stack = ledger.deactivate("ad_0", expected_version=2, reason="ticket-9", actor="op")
+    assert stack.version == 3 and stack.adapter_ids == ("ad_1",)
+    assert ledger.get(ids[0]).state == ForgetState.DEACTIVATED
+    assert ledger.audit_log(1)[0]["action"] == "deactivate_adapter"
+
+
+def test_listing_pages_newest_first_and_filters(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    jobs = [ledger.submit(_payload(), "npo", str(i), None, "op")[0] for i in range(5)]
+    ledger.arm(jobs[0].forget_id, b"e")
+    first = ledger.list(limit=2)
+    assert [j.forget_id for j in first] == [jobs[4].forget_id, jobs[3].forget_id]
+    second = ledger.list(limit=2, before=first[-1].forget_id)
+    assert [j.forget_id for j in second] == [jobs[2].forget_id, jobs[1].forget_id]
+    assert [j.forget_id for j in ledger.list(states=[ForgetState.FILTERING])] == [jobs[0].forget_id]
+    assert ledger.counts_by_state()[ForgetState.PENDING] == 4
+    audit = ledger.audit_log(10)
+    assert all("Dunmarrow" not in str(a) for a in audit) and audit[0]["details"]["texts"] == 1
