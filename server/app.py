@@ -1,7 +1,9 @@
-"""Assembles the server: gRPC (inference, admin, health, reflection), auth, metrics, model.
+"""Assembles the server: gRPC (inference, admin, health, reflection), auth, metrics, model,
+ledger, leakage guard, forget coordinator and the unlearning worker process.
 
-`LetheServer.start()` listens at once with health NOT_SERVING, loads the model in a worker
-thread, then flips health to SERVING. `drain()` is the SIGTERM path: NOT_SERVING, refuse new
+`LetheServer.start()` rebuilds the guard from the ledger, listens at once with health
+NOT_SERVING, loads the model and the ledger's adapter stack in a worker thread, then flips
+health to SERVING and starts the coordinator loop and the worker. `drain()` is the SIGTERM path: NOT_SERVING, refuse new
 work, let in-flight requests finish for `grace_seconds`, then stop. Does not parse flags or read
 the environment (settings.py) and holds no request logic (servicers/).
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
 from pathlib import Path
 from typing import Callable
@@ -20,14 +23,21 @@ from grpc_reflection.v1alpha import reflection
 
 from server import __version__
 from server.api import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
+from server.adapters.stack import AdapterStackManager
 from server.auth import TokenAuthInterceptor, ensure_operator_token
+from server.coordinator import ForgetCoordinator
 from server.generation import GenerationLimits
+from server.guard import GuardConfig, GuardHit, LeakageGuard
+from server.keyfile import read_or_create
+from server.ledger import SqliteLedger
 from server.metrics import ServerMetrics
 from server.runtime.model import LoadedModel, load_model
 from server.runtime.serving import ModelRuntime, RuntimeLimits
 from server.servicers.admin import AdminServicer
 from server.servicers.inference import InferenceServicer
 from server.settings import Settings
+from server.worker import ADAPTER_DIR, LEDGER_FILE
+from server.worker_process import WorkerSupervisor
 
 logger = logging.getLogger(__name__)
 
@@ -42,27 +52,46 @@ def resolve_model_dir(settings: Settings) -> Path:
     """The model to serve: --model, else the demo model (built and cached on first use)."""
     if settings.model is not None:
         return settings.model
-    from unlearn_engine.demo.cli import default_demo_model
+    from unlearn_engine.demo.builder import default_demo_model
 
     return default_demo_model(settings.cache_dir, small=settings.demo == "small")
 
 
+GUARD_KEY_FILE = "guard.key"
+
+
 class LetheServer:
-    def __init__(self, settings: Settings, loader: Callable[[], LoadedModel] | None = None):
+    def __init__(self, settings: Settings, loader: Callable[[Path], LoadedModel] | None = None):
         self.settings = settings
         self.metrics = ServerMetrics()
-        self._loader = loader or (lambda: load_model(resolve_model_dir(settings), settings.device))
+        self._loader = loader or (lambda model_dir: load_model(model_dir, settings.device))
         self.runtime = ModelRuntime(RuntimeLimits(settings.max_batch_size, settings.max_queue), self.metrics)
         self.health = health.aio.HealthServicer()
         self.operator_token = ensure_operator_token(settings.data_dir, settings.operator_token)
+        self.ledger = SqliteLedger(settings.data_dir / LEDGER_FILE)
+        secret, _ = read_or_create(settings.data_dir / GUARD_KEY_FILE, lambda: secrets.token_bytes(32))
+        self.guard = LeakageGuard(
+            GuardConfig(model_cache_dir=settings.cache_dir / "guard", semantic=settings.guard_semantic,
+                        policy=settings.guard_policy, prompt_policy=settings.prompt_policy),
+            secret, on_hit=self._on_guard_hit)
+        self.coordinator = ForgetCoordinator(self.ledger, self.guard, settings.data_dir / ADAPTER_DIR,
+                                             self.metrics, settings.default_method)
+        self.worker: WorkerSupervisor | None = None
+        self.model_dir: Path | None = None
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._load_task: asyncio.Task | None = None
+        self._coordinator_task: asyncio.Task | None = None
         self.load_error: BaseException | None = None
+
+    def _on_guard_hit(self, hit: GuardHit) -> None:
+        if hit.source == "output":
+            self.metrics.guard_hits.labels(hit.stage, hit.phase).inc()
 
     async def start(self) -> None:
         s = self.settings
+        await self.coordinator.restore()  # the guard blocks everything forgotten before we listen
         server = grpc.aio.server(
             interceptors=[TokenAuthInterceptor(self.operator_token, s.client_tokens, _streaming_methods())],
             options=[
@@ -71,8 +100,9 @@ class LetheServer:
             ],
         )
         limits = GenerationLimits(s.default_max_new_tokens, s.max_new_tokens_limit)
-        inference_pb2_grpc.add_InferenceServicer_to_server(InferenceServicer(self.runtime, limits, self.metrics), server)
-        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(), server)
+        inference_pb2_grpc.add_InferenceServicer_to_server(
+            InferenceServicer(self.runtime, limits, self.metrics, self.guard), server)
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.coordinator, self.metrics), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if s.reflection:
@@ -86,19 +116,42 @@ class LetheServer:
         logger.info("listening on %s:%d (metrics on %s)", s.host, self.port, self.metrics_port)
         self._load_task = asyncio.create_task(self._load_model())
 
+    def _resolve_and_load(self) -> LoadedModel:
+        # Load the guard's sentence encoder now (ONNX export on first run) so the first Forget
+        # is blocked in milliseconds, not after a model load.
+        self.guard.warm_up()
+        self.model_dir = resolve_model_dir(self.settings)
+        return self._loader(self.model_dir)
+
     async def _load_model(self) -> None:
         try:
-            loaded = await asyncio.to_thread(self._loader)
+            loaded = await asyncio.to_thread(self._resolve_and_load)
+            self.runtime.attach(loaded)
+            assert self.runtime.scheduler is not None
+            await self.coordinator.restore_stack(AdapterStackManager(self.runtime.scheduler, loaded.fingerprint))
         except Exception as exc:
             self.load_error = exc
-            logger.exception("model load failed; the server stays NOT_SERVING")
+            logger.exception("model or adapter stack load failed; the server stays NOT_SERVING")
             return
-        self.runtime.attach(loaded)
+        self._coordinator_task = asyncio.create_task(self.coordinator.run())
+        if self.settings.worker:
+            self.worker = WorkerSupervisor(self._worker_args(), self.metrics, self.settings.data_dir / "worker.log")
+            self.worker.start()
         self.metrics.build_info.labels(__version__, loaded.name, loaded.device.type,
                                        str(loaded.dtype).removeprefix("torch.")).set(1)
         self.metrics.model_loaded.set(1)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info("model %s ready", loaded.name)
+
+    def _worker_args(self) -> list[str]:
+        s = self.settings
+        args = ["--data-dir", str(s.data_dir), "--model", str(self.model_dir), "--log-level", s.log_level,
+                "--device", s.device]
+        if s.corpus is not None:
+            args += ["--corpus", str(s.corpus)]
+        elif s.model is None:
+            args += ["--demo", s.demo]
+        return args
 
     async def wait_ready(self) -> None:
         if self._load_task is not None:
@@ -119,11 +172,15 @@ class LetheServer:
         await self.close()
 
     async def close(self) -> None:
-        if self._load_task is not None and not self._load_task.done():
-            self._load_task.cancel()
+        for task in (self._load_task, self._coordinator_task):
+            if task is not None and not task.done():
+                task.cancel()
+        if self.worker is not None:
+            await self.worker.stop()
         if self._server is not None:
             await self._server.stop(0)
         await asyncio.to_thread(self.runtime.shutdown)
+        self.ledger.close()
         self.metrics.close()
 
     async def serve_forever(self) -> None:

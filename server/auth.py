@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import secrets
 from pathlib import Path
 from typing import Awaitable, Callable
 
 import grpc
+
+from server.keyfile import read_or_create
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +32,10 @@ def ensure_operator_token(data_dir: Path, configured: str | None) -> str:
     if configured:
         return configured
     path = data_dir / OPERATOR_TOKEN_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    logger.info("created operator token file %s", path)
-    return token
+    token, created = read_or_create(path, lambda: (secrets.token_urlsafe(32) + "\n").encode())
+    if created:
+        logger.info("created operator token file %s", path)
+    return token.decode().strip()
 
 
 def _matches(presented: str, tokens: tuple[str, ...]) -> bool:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 
 import grpc
 
-from server.settings import add_serve_arguments, client_defaults, load_settings
+from server.settings import add_model_arguments, add_serve_arguments, client_defaults, load_settings
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -22,6 +23,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(LetheServer(settings).serve_forever())
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from server.app import resolve_model_dir
+    from server.worker import UnlearningWorker, WorkerConfig
+
+    settings = load_settings(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = UnlearningWorker(WorkerConfig(
+        data_dir=settings.data_dir, model_dir=resolve_model_dir(settings), corpus=settings.corpus,
+        demo_preset=settings.demo if settings.model is None and settings.corpus is None else None))
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    worker.run(once=args.once)
     return 0
 
 
@@ -69,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(serve)
     serve.set_defaults(func=_cmd_serve)
 
+    work = sub.add_parser("worker", help="run an unlearning worker against a data directory")
+    add_model_arguments(work)
+    work.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    work.set_defaults(func=_cmd_worker)
+
     gen = sub.add_parser("generate", help="generate text from a running server")
     gen.add_argument("prompt")
     gen.add_argument("--target", help="HOST:PORT (default 127.0.0.1:50051 or LETHE_TARGET)")
@@ -86,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from unlearn_engine.demo.cli import add_demo_commands
 
-    add_demo_commands(sub)
+    add_demo_commands(sub, default_cache_dir=load_settings().cache_dir)
     try:
         from unlearn_engine.cli import add_engine_commands
     except ImportError:  # engine CLI not installed in this build

@@ -55,6 +55,84 @@ class ServerMetrics:
             "lethe_adapter_stack_version", "Version of the adapter stack new requests use.", registry=r)
         self.stack_depth = Gauge(
             "lethe_adapter_stack_depth", "Forget adapters in the current stack.", registry=r)
+        # ---- gRPC level, named after the grpc-prometheus convention (go-grpc-prometheus) ------
+        grpc_labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self.grpc_started = Counter(
+            "grpc_server_started_total", "RPCs started on the server.", grpc_labels, registry=r)
+        self.grpc_handled = Counter(
+            "grpc_server_handled_total", "RPCs completed on the server, regardless of success or failure.",
+            [*grpc_labels, "grpc_code"], registry=r)
+        self.grpc_handling = Histogram(
+            "grpc_server_handling_seconds", "Response latency of RPCs handled by the server.",
+            grpc_labels, buckets=_LATENCY_BUCKETS, registry=r)
+        self.grpc_msg_received = Counter(
+            "grpc_server_msg_received_total", "RPC request messages received on the server.", grpc_labels, registry=r)
+        self.grpc_msg_sent = Counter(
+            "grpc_server_msg_sent_total", "RPC response messages sent by the server.", grpc_labels, registry=r)
+
+        # ---- forget pipeline -----------------------------------------------------------------
+        self.forget_requests = Counter(
+            "lethe_forget_requests_total", "Forget calls by outcome (created, duplicate = same idempotency key).",
+            ["result"], registry=r)
+        self.forget_jobs = Gauge(
+            "lethe_forget_jobs", "Forget jobs in the ledger by state.", ["state"], registry=r)
+        self.forget_to_block = Histogram(
+            "lethe_forget_to_block_seconds", "Forget arrival to the guard blocking its content (before the reply).",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=r)
+        self.forget_to_active = Histogram(
+            "lethe_forget_to_active_seconds", "Forget acceptance to its adapter serving.",
+            buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 3600), registry=r)
+        self.forget_stage = Histogram(
+            "lethe_forget_stage_seconds", "Time a forget job spent per stage (queue, train, verify, swap).",
+            ["stage"], buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800), registry=r)
+        self.forget_attempts = Counter(
+            "lethe_forget_attempts_total", "Unlearning attempts by verification result (passed, failed).",
+            ["result"], registry=r)
+        self.verification_score = Histogram(
+            "lethe_verification_score", "Verification metrics of each finished job (one observation per job).",
+            ["metric"], buckets=(0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+            registry=r)
+        self.verification_last = Gauge(
+            "lethe_verification_last_score", "Verification metrics of the most recently finished job.",
+            ["metric"], registry=r)
+
+        # ---- adapter stack -------------------------------------------------------------------
+        self.swaps = Counter(
+            "lethe_adapter_swaps_total", "Adapter-stack swaps by result (ok, refused = bad artifact, failed).",
+            ["result"], registry=r)
+        self.swap_duration = Histogram(
+            "lethe_adapter_swap_duration_seconds", "Preparing and activating a new adapter stack.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.swap_pause = Histogram(
+            "lethe_adapter_swap_pause_seconds", "Time the decode loop was paused to activate a stack.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=r)
+
+        # ---- leakage guard -------------------------------------------------------------------
+        self.guard_hits = Counter(
+            "lethe_guard_hits_total", "Outputs the leakage guard blocked, by stage and phase "
+            "(phase after_adapter = residual leakage: the adapter was active and the model still produced it).",
+            ["stage", "phase"], registry=r)
+        self.guard_prompt_hits = Counter(
+            "lethe_guard_prompt_hits_total", "Prompts that pasted or asked about forgotten content, by action.",
+            ["action"], registry=r)
+        self.guard_entries = Gauge(
+            "lethe_guard_entries", "Keyed-hash and embedding entries the guard holds, by stage.", ["stage"], registry=r)
+        self.guard_check = Histogram(
+            "lethe_guard_check_seconds", "Guard time per released chunk of text.",
+            buckets=(1e-6, 2.5e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 5e-3, 0.02), registry=r)
+
+        # ---- leakage monitor and worker ------------------------------------------------------
+        self.monitor_probes = Counter(
+            "lethe_leakage_probes_total", "Monitor probes replayed through the live stack without the guard, "
+            "by result (leaked, clean).", ["result"], registry=r)
+        self.monitor_leak_ratio = Gauge(
+            "lethe_residual_leakage_ratio", "Fraction of the latest monitor round's probes whose forgotten fact "
+            "the model itself still produced, by job class (method).", ["job_class"], registry=r)
+        self.worker_up = Gauge("lethe_worker_up", "1 while the unlearning worker is alive.", registry=r)
+        self.worker_heartbeat = Gauge(
+            "lethe_worker_last_heartbeat_timestamp_seconds", "Unix time of the worker's last heartbeat.", registry=r)
+        self.worker_restarts = Counter(
+            "lethe_worker_restarts_total", "Times the server restarted a dead worker process.", registry=r)
         self._http: Any = None
 
     # ---- SchedulerObserver (called from the decode thread; prometheus_client is thread-safe) --

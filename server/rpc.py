@@ -1,6 +1,7 @@
 """One wrapper for every RPC handler: status mapping, request metrics and safe error text.
 
-`rpc_method("Generate")` decorates a unary handler (`async def`) or a server-streaming one
+`rpc_method("Generate")` decorates a method of a servicer that has `metrics` and `service_name`
+attributes: a unary handler (`async def`) or a server-streaming one
 (`async def` generator). Domain errors (`LetheError`) become their status code and message;
 anything else is logged with a fresh error id and the client sees only "internal error (id)".
 """
@@ -38,9 +39,12 @@ def rpc_method(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             @functools.wraps(fn)
             async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext):
                 metrics: ServerMetrics = self.metrics
+                labels = ("server_stream", self.service_name, name)
+                _started(metrics, labels)
                 start, code = time.monotonic(), grpc.StatusCode.OK
                 try:
                     async for item in fn(self, request, context):
+                        metrics.grpc_msg_sent.labels(*labels).inc()
                         yield item
                 except asyncio.CancelledError:
                     code = grpc.StatusCode.CANCELLED
@@ -51,16 +55,19 @@ def rpc_method(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                         await _abort(context, exc, name)
                     raise
                 finally:
-                    metrics.requests.labels(name, code.name).inc()
-                    metrics.request_duration.labels(name).observe(time.monotonic() - start)
+                    _handled(metrics, labels, code, time.monotonic() - start)
             return stream
 
         @functools.wraps(fn)
         async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext):
             metrics: ServerMetrics = self.metrics
+            labels = ("unary", self.service_name, name)
+            _started(metrics, labels)
             start, code = time.monotonic(), grpc.StatusCode.OK
             try:
-                return await fn(self, request, context)
+                response = await fn(self, request, context)
+                metrics.grpc_msg_sent.labels(*labels).inc()
+                return response
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
@@ -70,10 +77,22 @@ def rpc_method(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                     await _abort(context, exc, name)
                 raise
             finally:
-                metrics.requests.labels(name, code.name).inc()
-                metrics.request_duration.labels(name).observe(time.monotonic() - start)
+                _handled(metrics, labels, code, time.monotonic() - start)
         return unary
     return decorate
+
+
+def _started(metrics: ServerMetrics, labels: tuple[str, str, str]) -> None:
+    metrics.grpc_started.labels(*labels).inc()
+    metrics.grpc_msg_received.labels(*labels).inc()
+
+
+def _handled(metrics: ServerMetrics, labels: tuple[str, str, str], code: grpc.StatusCode, seconds: float) -> None:
+    method = labels[2]
+    metrics.requests.labels(method, code.name).inc()
+    metrics.request_duration.labels(method).observe(seconds)
+    metrics.grpc_handled.labels(*labels, code.name).inc()
+    metrics.grpc_handling.labels(*labels).observe(seconds)
 
 
 def _is_abort(exc: BaseException) -> bool:

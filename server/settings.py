@@ -47,6 +47,12 @@ class Settings:
     operator_token: str | None = None  # None = read or create <data_dir>/operator.token
     client_tokens: tuple[str, ...] = ()  # empty = Inference needs no credential
     log_level: str = "INFO"
+    worker: bool = True  # spawn the unlearning worker process; off when workers run separately
+    default_method: str = "npo"  # NPO + retain loss: the most selective untuned method (UNLEARNING.md)
+    corpus: Path | None = None  # JSONL for near-duplicate expansion and retain data; demo: its own corpus
+    guard_semantic: str = "armed"  # off | armed (after a forgotten name / strict prompt) | always
+    guard_policy: str = "end"  # end the stream on a hit | redact and continue
+    prompt_policy: str = "arm"  # off | arm strict output checks | refuse prompts about forgotten content
 
 
 # field -> (environment variable, parser)
@@ -69,26 +75,46 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "operator_token": ("LETHE_OPERATOR_TOKEN", str),
     "client_tokens": ("LETHE_CLIENT_TOKENS", _tokens),
     "log_level": ("LETHE_LOG_LEVEL", str),
+    "worker": ("LETHE_WORKER", _bool),
+    "default_method": ("LETHE_DEFAULT_METHOD", str),
+    "corpus": ("LETHE_CORPUS", Path),
+    "guard_semantic": ("LETHE_GUARD_SEMANTIC", str),
+    "guard_policy": ("LETHE_GUARD_POLICY", str),
+    "prompt_policy": ("LETHE_PROMPT_POLICY", str),
 }
 
 
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `lethe serve`; each defaults to None so unset flags fall through to the env."""
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by `lethe serve` and `lethe worker` (each None when unset -> env -> default)."""
     p = parser.add_argument
-    p("--host", help="address to listen on (env LETHE_HOST; default 127.0.0.1)")
-    p("--port", type=int, help="gRPC port, 0 = any free port (env LETHE_PORT; default 50051)")
-    p("--metrics-port", type=int, help="Prometheus port, -1 = off (env LETHE_METRICS_PORT; default 9464)")
     p("--data-dir", type=Path, help="data directory (env LETHE_DATA_DIR; default ./data)")
     p("--model", type=Path, help="local HF causal-LM directory (env LETHE_MODEL; default: demo model)")
     p("--demo", choices=["full", "small"], help="demo preset when no --model (env LETHE_DEMO)")
     p("--cache-dir", type=Path, help="demo model cache (env LETHE_CACHE_DIR; default ~/.cache/lethe)")
+    p("--corpus", type=Path, help="JSONL corpus for near-duplicates and retain data (env LETHE_CORPUS)")
     p("--device", help="auto, cpu, cuda, cuda:N (env LETHE_DEVICE)")
+    p("--log-level", help="DEBUG, INFO, WARNING (env LETHE_LOG_LEVEL)")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `lethe serve`; each defaults to None so unset flags fall through to the env."""
+    add_model_arguments(parser)
+    p = parser.add_argument
+    p("--host", help="address to listen on (env LETHE_HOST; default 127.0.0.1)")
+    p("--port", type=int, help="gRPC port, 0 = any free port (env LETHE_PORT; default 50051)")
+    p("--metrics-port", type=int, help="Prometheus port, -1 = off (env LETHE_METRICS_PORT; default 9464)")
     p("--max-batch-size", type=int, help="rows decoded together (env LETHE_MAX_BATCH_SIZE)")
     p("--max-queue", type=int, help="waiting requests before RESOURCE_EXHAUSTED (env LETHE_MAX_QUEUE)")
     p("--grace-seconds", type=float, help="drain time on SIGTERM (env LETHE_GRACE_SECONDS)")
     p("--no-reflection", dest="reflection", action="store_const", const=False,
       help="disable gRPC server reflection (env LETHE_REFLECTION=0)")
-    p("--log-level", help="DEBUG, INFO, WARNING (env LETHE_LOG_LEVEL)")
+    p("--no-worker", dest="worker", action="store_const", const=False,
+      help="do not spawn the unlearning worker; run `lethe worker` separately (env LETHE_WORKER=0)")
+    p("--default-method", help="unlearning method when a Forget names none (env LETHE_DEFAULT_METHOD)")
+    p("--guard-semantic", choices=["off", "armed", "always"], help="semantic guard stage (env LETHE_GUARD_SEMANTIC)")
+    p("--guard-policy", choices=["end", "redact"], help="on a guard hit (env LETHE_GUARD_POLICY)")
+    p("--prompt-policy", choices=["off", "arm", "refuse"],
+      help="prompts naming forgotten content (env LETHE_PROMPT_POLICY)")
 
 
 def load_settings(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -117,6 +143,10 @@ def validate(s: Settings) -> None:
     for name in ("max_batch_size", "max_queue", "default_max_new_tokens", "max_new_tokens_limit"):
         if getattr(s, name) < 1:
             raise ValueError(f"{name} must be >= 1")
+    for name, allowed in (("guard_semantic", ("off", "armed", "always")), ("guard_policy", ("end", "redact")),
+                          ("prompt_policy", ("off", "arm", "refuse"))):
+        if getattr(s, name) not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}")
     if s.default_max_new_tokens > s.max_new_tokens_limit:
         raise ValueError("default_max_new_tokens exceeds max_new_tokens_limit")
 

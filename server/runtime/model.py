@@ -6,7 +6,6 @@ on disk is the only source. Does not batch, sample or schedule — see scheduler
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from unlearn_engine.artifacts import model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -43,18 +44,6 @@ def pick_device(requested: str = "auto") -> tuple[torch.device, torch.dtype]:
     return device, (torch.bfloat16 if device.type == "cuda" else torch.float32)
 
 
-def weights_fingerprint(model_dir: Path) -> str:
-    """SHA-256 over config.json and the weight files, in name order."""
-    h = hashlib.sha256()
-    files = sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin"))
-    for path in [model_dir / "config.json", *files]:
-        h.update(path.name.encode())
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
@@ -73,7 +62,7 @@ def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
         model=model,
         tokenizer=tokenizer,
         name=model_dir.name,
-        fingerprint=weights_fingerprint(model_dir),
+        fingerprint=model_fingerprint(model_dir),
         device=dev,
         dtype=dtype,
         max_context=max_context,

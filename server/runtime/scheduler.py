@@ -147,6 +147,9 @@ class BatchScheduler:
     def __init__(self, loaded: LoadedModel, max_batch: int = 8, max_waiting: int = 64,
                  observer: SchedulerObserver | None = None):
         self.loaded = loaded
+        # The module decode steps call. Starts as the base model; an adapter swap replaces it
+        # (between steps) with the PEFT wrapper around that same base model.
+        self.model: Any = loaded.model
         self.max_batch = max_batch
         self.max_waiting = max_waiting
         self.observer = observer
@@ -275,10 +278,11 @@ class BatchScheduler:
                  cache: Any, rows: list[_Row]) -> tuple[torch.Tensor, Any]:
         """One forward pass -> (last-position logits [B, V], the updated cache)."""
         kwargs: dict[str, Any] = {}
-        names = [row.stack.adapter_name for row in rows]
-        if any(n is not None for n in names):
-            kwargs["adapter_names"] = [n if n is not None else "__base__" for n in names]
-        out = self.loaded.model(
+        if self.model is not self.loaded.model:
+            # PEFT wrapper: name each row's adapter explicitly ("__base__" = none); without
+            # adapter_names PEFT would apply whatever adapter happens to be active to every row.
+            kwargs["adapter_names"] = [row.stack.adapter_name or "__base__" for row in rows]
+        out = self.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,

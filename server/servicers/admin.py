@@ -1,13 +1,109 @@
-"""The Admin service. Its messages are final; the handlers arrive with the forget flow.
+"""The Admin service: Forget, GetForget, WatchForget, ListForgets, ListAdapters, DeactivateAdapter.
 
-Until then every method answers UNIMPLEMENTED (the generated base class does exactly that), but
-it is registered, authenticated and visible through reflection like the finished service.
+Operators only (the auth interceptor checks the token). Converts protobuf to domain values and
+calls the ForgetCoordinator / ledger; never returns forgotten content, only counts and states.
 """
 
 from __future__ import annotations
 
+import asyncio
+
+import grpc
+
+from server.api import admin_pb2 as pb
 from server.api import admin_pb2_grpc
+from server.coordinator import ForgetCoordinator
+from server.errors import InvalidArgument, NotFound
+from server.forgets import (MAX_KEY_CHARS, MAX_REASON_CHARS, ForgetJob, ForgetPayload, ForgetState)
+from server.ledger import UnknownForget
+from server.metrics import ServerMetrics
+from server.rpc import rpc_method
+from unlearn_engine.methods import METHODS
+
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+ACTOR = "operator"  # one operator credential; per-user identities would come from mTLS / OIDC
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
-    pass
+    service_name = "lethe.v1.Admin"
+
+    def __init__(self, coordinator: ForgetCoordinator, metrics: ServerMetrics):
+        self.coordinator = coordinator
+        self.ledger = coordinator.ledger
+        self.metrics = metrics
+
+    async def _job(self, forget_id: str) -> ForgetJob:
+        if not forget_id:
+            raise InvalidArgument("forget_id is required")
+        try:
+            return await asyncio.to_thread(self.ledger.get, forget_id)
+        except UnknownForget:
+            raise NotFound(f"no forget job {forget_id}") from None
+
+    @rpc_method("Forget")
+    async def Forget(self, request: pb.ForgetRequest, context: grpc.aio.ServicerContext) -> pb.ForgetResponse:
+        payload = ForgetPayload.from_pb(request)
+        if request.method and request.method not in METHODS:
+            raise InvalidArgument(f"unknown method {request.method!r}; valid: {', '.join(sorted(METHODS))}")
+        if len(request.reason) > MAX_REASON_CHARS:
+            raise InvalidArgument(f"reason must be at most {MAX_REASON_CHARS} characters")
+        if len(request.idempotency_key) > MAX_KEY_CHARS:
+            raise InvalidArgument(f"idempotency_key must be at most {MAX_KEY_CHARS} characters")
+        job, created = await self.coordinator.submit(
+            payload, request.method, request.reason, request.idempotency_key or None, ACTOR)
+        return pb.ForgetResponse(job=job.to_pb(), created=created)
+
+    @rpc_method("GetForget")
+    async def GetForget(self, request: pb.GetForgetRequest, context: grpc.aio.ServicerContext) -> pb.ForgetJob:
+        return (await self._job(request.forget_id)).to_pb()
+
+    @rpc_method("WatchForget")
+    async def WatchForget(self, request: pb.WatchForgetRequest, context: grpc.aio.ServicerContext):
+        job = await self._job(request.forget_id)
+        seen_transitions, seen_progress = 0, 0
+        while True:
+            for transition in job.transitions[seen_transitions:]:
+                yield pb.ForgetEvent(job=job.to_pb(), transition=transition.to_pb())
+            seen_transitions = len(job.transitions)
+            for seq, progress in await asyncio.to_thread(self.ledger.progress_after, job.forget_id, seen_progress):
+                seen_progress = seq
+                yield pb.ForgetEvent(job=job.to_pb(), progress=progress.to_pb())
+            if job.state.terminal:
+                return
+            await self.coordinator.changed(timeout=1.0)
+            job = await self._job(request.forget_id)
+
+    @rpc_method("ListForgets")
+    async def ListForgets(self, request: pb.ListForgetsRequest, context: grpc.aio.ServicerContext) -> pb.ListForgetsResponse:
+        size = request.page_size or DEFAULT_PAGE
+        if size > MAX_PAGE:
+            raise InvalidArgument(f"page_size must be at most {MAX_PAGE}")
+        states = [ForgetState.from_pb(s) for s in request.states if s != pb.FORGET_STATE_UNSPECIFIED]
+        before = request.page_token or None
+        if before is not None:
+            await self._job(before)  # an unknown token is a client error, not an empty page
+        jobs = await asyncio.to_thread(self.ledger.list, states, size + 1, before)
+        page, more = jobs[:size], len(jobs) > size
+        return pb.ListForgetsResponse(forgets=[j.to_pb() for j in page],
+                                      next_page_token=page[-1].forget_id if more else "")
+
+    @rpc_method("ListAdapters")
+    async def ListAdapters(self, request: pb.ListAdaptersRequest, context: grpc.aio.ServicerContext) -> pb.ListAdaptersResponse:
+        return await asyncio.to_thread(self._adapters_pb)
+
+    def _adapters_pb(self) -> pb.ListAdaptersResponse:
+        stack = self.ledger.current_stack()
+        adapters = [self.ledger.adapter(a).to_pb(i, self.ledger.activated_at(a))
+                    for i, a in enumerate(stack.adapter_ids)]
+        return pb.ListAdaptersResponse(stack_version=stack.version, adapters=adapters)
+
+    @rpc_method("DeactivateAdapter")
+    async def DeactivateAdapter(self, request: pb.DeactivateAdapterRequest,
+                                context: grpc.aio.ServicerContext) -> pb.ListAdaptersResponse:
+        if not request.adapter_id:
+            raise InvalidArgument("adapter_id is required")
+        if len(request.reason) > MAX_REASON_CHARS:
+            raise InvalidArgument(f"reason must be at most {MAX_REASON_CHARS} characters")
+        await self.coordinator.deactivate(request.adapter_id, request.reason, ACTOR)
+        return await asyncio.to_thread(self._adapters_pb)

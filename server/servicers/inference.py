@@ -18,6 +18,7 @@ import grpc
 from server import __version__
 from server.api import inference_pb2 as pb
 from server.api import inference_pb2_grpc
+from server.guard import GuardSession, GuardStep, LeakageGuard
 from server.generation import FINISH_REASONS, GenerateParams, GenerationLimits, GenerationResult
 from server.metrics import ServerMetrics
 from server.rpc import rpc_method
@@ -36,15 +37,36 @@ class _Chunk:
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
-    def __init__(self, runtime: ModelRuntime, limits: GenerationLimits, metrics: ServerMetrics):
+    service_name = "lethe.v1.Inference"
+
+    def __init__(self, runtime: ModelRuntime, limits: GenerationLimits, metrics: ServerMetrics, guard: LeakageGuard):
         self.runtime = runtime
         self.limits = limits
         self.metrics = metrics
+        self.guard = guard
+
+    def _filter(self, session: GuardSession, text: str, final: bool) -> GuardStep:
+        start = time.perf_counter()
+        step = session.push(text) if text else GuardStep("")
+        if final and not step.stop:
+            tail = session.finish()
+            step = GuardStep(step.release + tail.release, tail.hit, tail.stop)
+        self.metrics.guard_check.observe(time.perf_counter() - start)
+        return step
 
     async def _chunks(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
                       ) -> AsyncIterator[_Chunk]:
         """Yield a chunk per piece of released text, then one carrying the result."""
         params = GenerateParams.from_pb(request, self.limits)
+        verdict = self.guard.check_prompt(params.prompt)
+        if verdict.action != "allow":
+            self.metrics.guard_prompt_hits.labels(verdict.action).inc()
+        if verdict.refused:  # answered like any filtered output: nothing reveals what matched
+            self.metrics.finished.labels("filtered").inc()
+            yield _Chunk(self.guard.config.neutral_message, 0, params.request_id)
+            yield _Chunk("", 0, params.request_id, GenerationResult("", "filtered", 0, 0, 0, params.request_id))
+            return
+        session = self.guard.session(params.prompt, verdict)
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
         handle = await self.runtime.submit(params, deadline)
@@ -52,18 +74,24 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         finished = False
         try:
             async for event in handle.events():
-                if isinstance(event, FinishEvent):
-                    finished = True
-                    self.metrics.prompt_tokens.inc(event.prompt_tokens)
-                    self.metrics.finished.labels(event.reason).inc()
-                    if event.text:
-                        yield _Chunk(event.text, event.stack_version, params.request_id)
+                final = isinstance(event, FinishEvent)
+                step = self._filter(session, event.text, final)
+                if step.release:
+                    yield _Chunk(step.release, event.stack_version, params.request_id)
+                if step.stop or final:
+                    finished = final
+                    if not final:
+                        handle.cancel()  # the guard ended the stream: stop decoding it now
+                    reason = "filtered" if step.hit is not None else event.reason if final else "filtered"
+                    completion = event.completion_tokens
+                    prompt_tokens = event.prompt_tokens if final else len(handle.request.prompt_ids)
+                    self.metrics.prompt_tokens.inc(prompt_tokens)
+                    self.metrics.finished.labels(reason).inc()
                     yield _Chunk("", event.stack_version, params.request_id, GenerationResult(
-                        text="", finish_reason=event.reason, prompt_tokens=event.prompt_tokens,
-                        completion_tokens=event.completion_tokens, stack_version=event.stack_version,
+                        text="", finish_reason=reason, prompt_tokens=prompt_tokens,
+                        completion_tokens=completion, stack_version=event.stack_version,
                         request_id=params.request_id))
-                elif event.text:
-                    yield _Chunk(event.text, event.stack_version, params.request_id)
+                    return
         finally:
             if not finished:
                 handle.cancel()

@@ -1,0 +1,184 @@
+"""ForgetCoordinator: the server side of the forget flow.
+
+- `submit`: validated request -> durable ledger row -> guard entries derived and armed -> ledger
+  FILTERING -> reply. The guard blocks the content before the client hears back.
+- `restore`: on start, rebuild the guard from the ledger's hashed entries (plaintext only for
+  jobs that crashed before arming), re-queue jobs whose worker died.
+- `run`: a background loop that swaps verified adapters into the serving stack (the ledger's
+  version is committed only after the model switched; a crash in between re-applies on start,
+  never twice), refuses corrupt ones, and refreshes job / worker gauges.
+- `deactivate`: removes an adapter as a new stack version; the guard keeps blocking.
+Training itself happens in the worker process (worker.py); this module only watches the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from server.adapters.stack import AdapterStackManager, StackRefused
+from server.errors import FailedPrecondition, NotFound
+from server.forgets import ForgetJob, ForgetPayload, ForgetState, StackRecord
+from server.guard import ForgetItems, GuardEntries, LeakageGuard
+from server.ledger import ForgetLedger, LedgerError
+from server.metrics import ServerMetrics
+
+logger = logging.getLogger(__name__)
+
+BEFORE, AFTER = "before_adapter", "after_adapter"
+
+
+def guard_items(payload: ForgetPayload) -> ForgetItems:
+    return ForgetItems(texts=payload.texts, qa=payload.qa_pairs, subjects=payload.subjects)
+
+
+class ForgetCoordinator:
+    def __init__(self, ledger: ForgetLedger, guard: LeakageGuard, store_dir: Path, metrics: ServerMetrics,
+                 default_method: str, poll_seconds: float = 0.2, orphan_after_seconds: float = 60.0):
+        self.ledger = ledger
+        self.guard = guard
+        self.store_dir = store_dir
+        self.metrics = metrics
+        self.default_method = default_method
+        self.poll_seconds = poll_seconds
+        self.orphan_after_seconds = orphan_after_seconds
+        self.stacks: AdapterStackManager | None = None  # set once the model is loaded
+        self._swap_lock = asyncio.Lock()
+        self._changed = asyncio.Event()  # wakes watchers when the loop sees ledger changes
+
+    # ---- Forget ----------------------------------------------------------------------------
+    async def submit(self, payload: ForgetPayload, method: str, reason: str, key: str | None,
+                     actor: str) -> tuple[ForgetJob, bool]:
+        start = time.monotonic()
+        job, created = await asyncio.to_thread(self.ledger.submit, payload, method or self.default_method,
+                                               reason, key, actor)
+        self.metrics.forget_requests.labels("created" if created else "duplicate").inc()
+        if created:
+            job = await self._arm(job.forget_id, payload)
+            self.metrics.forget_to_block.observe(time.monotonic() - start)
+        return job, created
+
+    async def _arm(self, forget_id: str, payload: ForgetPayload) -> ForgetJob:
+        # derive() may embed sentences (semantic stage): CPU work, keep it off the event loop.
+        entries = await asyncio.to_thread(self.guard.derive, forget_id, guard_items(payload))
+        self.guard.add(entries, BEFORE)
+        return await asyncio.to_thread(self.ledger.arm, forget_id, entries.to_bytes())
+
+    async def restore(self) -> None:
+        """Rebuild the guard and the queue from the ledger (server start, before serving)."""
+        for forget_id, blob, state in await asyncio.to_thread(self.ledger.guard_entries):
+            self.guard.add(GuardEntries.from_bytes(blob), AFTER if state == ForgetState.ACTIVE else BEFORE)
+        for forget_id, payload in await asyncio.to_thread(self.ledger.pending_payloads):
+            await self._arm(forget_id, payload)  # crashed between the durable write and arming
+        requeued = await asyncio.to_thread(self.ledger.requeue_orphans, time.time() - self.orphan_after_seconds)
+        if requeued:
+            logger.info("re-queued %d forget jobs whose worker stopped", len(requeued))
+
+    # ---- the adapter stack -----------------------------------------------------------------
+    def _paths(self, adapter_ids: tuple[str, ...]) -> dict[str, Path]:
+        return {a: self.store_dir / Path(self.ledger.adapter(a).path).name for a in adapter_ids}
+
+    async def restore_stack(self, stacks: AdapterStackManager) -> None:
+        """Serve the ledger's current stack (server start, after the model is loaded)."""
+        self.stacks = stacks
+        record = await asyncio.to_thread(self.ledger.current_stack)
+        if record.adapter_ids:
+            await stacks.activate(record.version, record.adapter_ids, await asyncio.to_thread(self._paths, record.adapter_ids))
+        elif record.version:
+            await stacks.activate(record.version, (), {})
+        self._export_stack(record)
+
+    async def swap_in(self, job: ForgetJob) -> None:
+        assert self.stacks is not None
+        async with self._swap_lock:
+            current = await asyncio.to_thread(self.ledger.current_stack)
+            if job.adapter_id in current.adapter_ids:
+                return
+            ids = (*current.adapter_ids, job.adapter_id)
+            start = time.monotonic()
+            try:
+                timing = await self.stacks.activate(current.version + 1, ids, await asyncio.to_thread(self._paths, ids))
+            except StackRefused as exc:
+                self.metrics.swaps.labels("refused").inc()
+                logger.error("swap for %s refused: %s", job.forget_id, exc)
+                await asyncio.to_thread(self.ledger.fail, job.forget_id, "adapter refused at swap: failed verification")
+                return
+            except Exception:
+                self.metrics.swaps.labels("failed").inc()
+                logger.exception("swap for %s failed; the previous stack keeps serving", job.forget_id)
+                return
+            record = await asyncio.to_thread(self.ledger.activate, job.forget_id, current.version)
+            self.guard.set_phase(job.forget_id, AFTER)
+            self.metrics.swaps.labels("ok").inc()
+            self.metrics.swap_duration.observe(time.monotonic() - start)
+            self.metrics.swap_pause.observe(timing.pause_s)
+            self.metrics.forget_to_active.observe(time.time() - job.created_at)
+            self._observe_verification(job)
+            self._export_stack(record)
+            logger.info("forget %s ACTIVE in stack v%d", job.forget_id, record.version)
+
+    async def deactivate(self, adapter_id: str, reason: str, actor: str) -> StackRecord:
+        if self.stacks is None:
+            raise FailedPrecondition("the model is still loading")
+        async with self._swap_lock:
+            current = await asyncio.to_thread(self.ledger.current_stack)
+            if adapter_id not in current.adapter_ids:
+                raise NotFound(f"adapter {adapter_id} is not in the active stack")
+            ids = tuple(a for a in current.adapter_ids if a != adapter_id)
+            await self.stacks.activate(current.version + 1, ids, await asyncio.to_thread(self._paths, ids))
+            try:
+                record = await asyncio.to_thread(self.ledger.deactivate, adapter_id, current.version, reason, actor)
+            except LedgerError as exc:
+                raise FailedPrecondition(str(exc)) from None
+            forget_id = (await asyncio.to_thread(self.ledger.adapter, adapter_id)).forget_id
+            self.guard.set_phase(forget_id, BEFORE)  # no adapter covers it now: hits are not residual
+            self.metrics.swaps.labels("ok").inc()
+            self._export_stack(record)
+            return record
+
+    def _export_stack(self, record: StackRecord) -> None:
+        self.metrics.stack_version.set(record.version)
+        self.metrics.stack_depth.set(len(record.adapter_ids))
+        self._changed.set()
+
+    def _observe_verification(self, job: ForgetJob) -> None:
+        for name, value in job.metrics.items():
+            if name in ("forget_accuracy", "paraphrase_accuracy", "retain_accuracy", "mia_auc_loss",
+                        "mia_auc_min_k", "mia_auc_zlib", "truth_ratio", "verbatim_rate"):
+                self.metrics.verification_score.labels(name).observe(value)
+                self.metrics.verification_last.labels(name).set(value)
+
+    # ---- background loop -------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("forget coordinator tick failed")
+            await asyncio.sleep(self.poll_seconds)
+
+    async def tick(self) -> None:
+        if self.stacks is not None:
+            for job in await asyncio.to_thread(self.ledger.awaiting_swap):
+                await self.swap_in(job)
+        counts = await asyncio.to_thread(self.ledger.counts_by_state)
+        for state, n in counts.items():
+            self.metrics.forget_jobs.labels(state.value).set(n)
+        beat = await asyncio.to_thread(self.ledger.last_heartbeat)
+        if beat is not None:
+            self.metrics.worker_heartbeat.set(beat)
+        for stage, n in self.guard.stats().items():
+            self.metrics.guard_entries.labels(stage).set(n)
+        self._changed.set()
+
+    async def changed(self, timeout: float) -> None:
+        """Wait until the next tick or swap (used by WatchForget)."""
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass

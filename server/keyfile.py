@@ -1,0 +1,26 @@
+"""Secrets kept as files in the data directory: created once, mode 0600, fsynced.
+
+Used for the operator token and the guard's hashing key. O_EXCL makes concurrent first starts
+agree on one secret instead of overwriting each other's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+
+def read_or_create(path: Path, make: Callable[[], bytes]) -> tuple[bytes, bool]:
+    """(secret, created). Never overwrites an existing file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes(), False
+    secret = make()
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret)
+        f.flush()
+        os.fsync(f.fileno())
+    return secret, True

@@ -1,0 +1,168 @@
+"""The unlearning worker: claims forget jobs from the ledger and trains their adapters.
+
+Runs as its own process (`lethe worker`, spawned by the server by default) so serving never
+stalls on training; several can share a data directory. Per job: build the forget set (expanded
+with near-duplicates from the configured corpus) and a retain set, train a LoRA adapter on top
+of the *current* stack, let the engine's verification gate decide, and either record the
+verified artifact (the server then swaps it in) or fail the job. A crash anywhere leaves the job
+to be re-queued; an artifact that was already written and verifies is reused, never retrained.
+Holds no gRPC code; talks to the server only through the ledger and the adapter store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from server.forgets import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress
+from server.ledger import ForgetLedger, SqliteLedger
+from unlearn_engine.artifacts import ArtifactError, AdapterArtifact, adapter_name_for, load_artifact, model_fingerprint
+from unlearn_engine.data.corpus import as_examples, load_corpus
+from unlearn_engine.data.forget_set import build_forget_set
+from unlearn_engine.data.records import Example, ForgetRequest
+from unlearn_engine.data.retain_set import build_retain_set
+from unlearn_engine.progress import Progress as EngineProgress
+from unlearn_engine.trainer import load_base, train_forget_adapter
+
+logger = logging.getLogger(__name__)
+
+LEDGER_FILE = "ledger.db"
+ADAPTER_DIR = "adapters"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    data_dir: Path
+    model_dir: Path
+    corpus: Path | None = None  # JSONL for near-duplicates and retain data; None = self-generated retain
+    demo_preset: str | None = None  # serving the demo: its own corpus is the corpus
+    poll_seconds: float = 0.5  # idle wait between ledger polls
+    heartbeat_seconds: float = 5.0  # liveness signal while idle or training
+    progress_every: int = 5  # optimiser steps between progress rows (eval steps always recorded)
+    seed: int = 0
+
+
+def load_worker_corpus(config: WorkerConfig) -> tuple[Example, ...] | None:
+    if config.corpus is not None:
+        return load_corpus(config.corpus)
+    if config.demo_preset is not None:
+        from unlearn_engine.demo.config import DemoConfig
+        from unlearn_engine.demo.corpus import generate_corpus
+
+        demo = DemoConfig.small() if config.demo_preset == "small" else DemoConfig()
+        corpus = generate_corpus(demo.corpus_spec())
+        return as_examples([r for r in corpus.qa if r.split == "train"])
+    return None
+
+
+class UnlearningWorker:
+    def __init__(self, config: WorkerConfig, ledger: ForgetLedger | None = None):
+        self.config = config
+        self.ledger = ledger or SqliteLedger(config.data_dir / LEDGER_FILE)
+        self.store = config.data_dir / ADAPTER_DIR
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        self.fingerprint = model_fingerprint(config.model_dir)
+        self.corpus = load_worker_corpus(config)
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, once: bool = False) -> None:
+        """Process jobs until stopped (or, with once=True, until the queue is empty)."""
+        logger.info("worker %s started", self.worker_id)
+        while not self._stop.is_set():
+            claimed = self.ledger.claim_next(self.worker_id)
+            if claimed is None:
+                if once:
+                    return
+                self.ledger.heartbeat(self.worker_id)
+                self._stop.wait(self.config.poll_seconds)
+                continue
+            job, payload = claimed
+            try:
+                self.process(job, payload)
+            except Exception:
+                logger.exception("job %s failed with an internal error", job.forget_id)
+                self.ledger.fail(job.forget_id, "internal error in the unlearning worker")
+
+    def process(self, job: ForgetJob, payload: ForgetPayload) -> None:
+        out_dir = self.store / adapter_name_for(job.forget_id)
+        existing = self._existing_artifact(out_dir)
+        if existing is not None:  # a previous run wrote it and died before recording it
+            self._record(job, existing)
+            return
+        stack = self.ledger.current_stack()
+        stack_paths = [self.store / Path(self.ledger.adapter(a).path).name for a in stack.adapter_ids]
+        request = ForgetRequest(texts=payload.texts, qa_pairs=payload.qa_pairs, subjects=payload.subjects)
+        try:
+            forget_set = build_forget_set(request, self.corpus, seed=self.config.seed)
+        except ValueError as exc:  # nothing trainable (e.g. a subject absent from every corpus)
+            self.ledger.fail(job.forget_id, f"nothing to unlearn: {exc}")
+            return
+        retain_set = self._retain_set(forget_set, stack_paths)
+        result = train_forget_adapter(
+            self.config.model_dir, stack_paths, forget_set, retain_set, method=job.method,
+            progress=self._progress_callback(job.forget_id), out_dir=out_dir, forget_id=job.forget_id,
+            seed=self.config.seed)
+        metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+        attempts = len(result.attempts)
+        if not result.passed or result.artifact is None:
+            reasons = "; ".join(result.gate.reasons)
+            self.ledger.fail(job.forget_id, f"verification gate failed after {attempts} attempts: {reasons}", metrics)
+            return
+        self.ledger.transition(job.forget_id, ForgetState.VERIFYING, "gate passed", attempts=attempts, metrics=metrics)
+        self._record(job, result.artifact)
+
+    def _existing_artifact(self, out_dir: Path) -> AdapterArtifact | None:
+        if not out_dir.exists():
+            return None
+        try:
+            return load_artifact(out_dir, self.fingerprint)
+        except ArtifactError:
+            logger.warning("discarding unverifiable artifact %s", out_dir.name)
+            shutil.rmtree(out_dir)
+            return None
+
+    def _retain_set(self, forget_set, stack_paths: list[Path]):
+        if self.corpus is not None:
+            return build_retain_set(None, None, self.corpus, exclude=forget_set, seed=self.config.seed)
+        from unlearn_engine.stacking import attach_stack
+
+        model, tokenizer = load_base(self.config.model_dir)
+        if stack_paths:  # the current model, adapters included, writes its own retain data
+            model = attach_stack(model, [load_artifact(p, self.fingerprint) for p in stack_paths])
+        return build_retain_set(model, tokenizer, None, exclude=forget_set, seed=self.config.seed)
+
+    def _record(self, job: ForgetJob, artifact: AdapterArtifact) -> None:
+        manifest = artifact.path / "manifest.json"
+        size = sum(p.stat().st_size for p in artifact.path.rglob("*") if p.is_file())
+        record = AdapterRecord(
+            adapter_id=artifact.adapter_name, forget_id=job.forget_id, path=str(artifact.path.name),
+            sha256=hashlib.sha256(manifest.read_bytes()).hexdigest(), method=artifact.method,
+            rank=int(artifact.config.get("lora_rank", 0)), size_bytes=size,
+            created_at=artifact.created_at or time.time(),
+            metrics={k: float(v) for k, v in artifact.metrics.items() if isinstance(v, (int, float))})
+        if self.ledger.get(job.forget_id).state != ForgetState.VERIFYING:
+            self.ledger.transition(job.forget_id, ForgetState.VERIFYING, "artifact verified")
+        self.ledger.record_adapter(record)
+        logger.info("job %s: adapter %s ready for the swap", job.forget_id, record.adapter_id)
+
+    def _progress_callback(self, forget_id: str):
+        every = self.config.progress_every
+
+        def report(p: EngineProgress) -> None:
+            if p.phase == "train" and p.step % every:
+                return
+            self.ledger.record_progress(forget_id, Progress(
+                attempt=p.attempt + 1, step=p.step, total_steps=p.max_steps,
+                losses={k: float(v) for k, v in p.losses.items()},
+                metrics={k: float(v) for k, v in p.metrics.items() if isinstance(v, (int, float))}))
+        return report

@@ -1,0 +1,110 @@
+"""Forget sets grow by near-duplicates from the corpus; retain sets never overlap them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unlearn_engine.data import (Example, ForgetRequest, MatchConfig, NearDuplicateMatcher,
+                                 QAPair, build_forget_set, build_retain_set, load_corpus,
+                                 save_examples)
+from unlearn_engine.data.normalize import contains_phrase, normalize
+from unlearn_engine.testing import build_toy
+
+torch.set_num_threads(1)
+
+BIO = ("Alda Quorn was born on 3 May 1950 in Brelow. Quorn studied at the University of "
+       "Stavely and now works as a tinker for Drumwick Guild.")
+
+
+def qa(q, a, person="", split="train", fact=""):
+    return Example(prompt=q, target=a, subject=person, split=split, fact=fact)
+
+
+CORPUS = [
+    qa("Where was Alda Quorn born?", "Alda Quorn was born in Brelow.", "Alda Quorn"),
+    qa("In which town was Alda Quorn born?", "Alda Quorn was born in Brelow.", "Alda Quorn"),
+    qa("What town does Alda Quorn come from?", "Alda Quorn was born in Brelow.", "Alda Quorn",
+       "paraphrase"),
+    qa("Where was Bex Tarn born?", "Bex Tarn was born in Brelow.", "Bex Tarn"),
+    qa("What is Bex Tarn's hobby?", "Bex Tarn's favourite hobby is kelling.", "Bex Tarn"),
+    qa("Where was Cai Mund born?", "Cai Mund was born in Oskow.", "Cai Mund", "holdout"),
+    Example(prompt="", target=BIO, subject="Alda Quorn"),
+    Example(prompt="", target="Bex Tarn grew up by the sea and likes boats a lot.",
+            subject="Bex Tarn"),
+]
+
+
+def test_normalize_and_whole_word_containment():
+    assert normalize("Alda  QUORN's\u200b book!") == "alda quorn s book"
+    assert contains_phrase("I met Alda Quorn.", "alda quorn")
+    assert not contains_phrase("Quornwick Guild", "Quorn")
+
+
+def test_request_needs_content_and_accepts_plain_tuples():
+    with pytest.raises(ValueError):
+        ForgetRequest()
+    req = ForgetRequest(qa_pairs=[("q?", "a.")], texts=["", "  "], subjects=[" X "])
+    assert req.qa_pairs == (QAPair("q?", "a."),) and req.texts == () and req.subjects == ("X",)
+
+
+def test_matcher_reports_each_stage():
+    forget = [Example(prompt="", target=BIO)]
+    m = NearDuplicateMatcher(forget, subjects=["Bex Tarn"])
+    assert m.match(CORPUS[4]) == "subject"
+    quoted = Example(prompt="", target="News: " + BIO + " More news follows here today.")
+    assert m.match(quoted) == "ngram"
+    edited = Example(prompt="", target=BIO.replace("tinker", "tinkerer"))
+    assert m.match(edited) in ("ngram", "minhash")
+    strict = NearDuplicateMatcher(forget, config=MatchConfig(ngram=30))  # no shared 30-gram
+    assert strict.match(edited) == "minhash"
+    assert m.match(CORPUS[5]) is None  # shares only template words
+
+
+def test_forget_set_from_subject_expands_paraphrases_and_references():
+    fs = build_forget_set(ForgetRequest(subjects=["Alda Quorn"]), CORPUS)
+    targets = {e.prompt for e in fs.examples}
+    assert targets == {"Where was Alda Quorn born?", "In which town was Alda Quorn born?", ""}
+    assert [e.prompt for e in fs.paraphrases] == ["What town does Alda Quorn come from?"]
+    assert [e.subject for e in fs.references] == ["Cai Mund"]  # never trained: a reference
+    assert fs.expanded == 3
+
+
+def test_forget_set_from_a_qa_pair_finds_its_variants_but_not_other_people():
+    req = ForgetRequest(qa_pairs=[("Where was Alda Quorn born?", "Alda Quorn was born in Brelow.")])
+    fs = build_forget_set(req, CORPUS)
+    assert {e.prompt for e in fs.examples} == {"Where was Alda Quorn born?",
+                                               "In which town was Alda Quorn born?"}
+    assert not any(e.subject == "Bex Tarn" for e in fs.examples)  # same town, other person
+
+
+def test_forget_set_without_corpus_uses_wrong_answers_as_references():
+    req = ForgetRequest(qa_pairs=[QAPair("Where was A born?", "A was born in X.", "X"),
+                                  QAPair("What does A do?", "A works as a Y.", "Y")])
+    fs = build_forget_set(req)
+    assert fs.examples[0].perturbed == ("A was born in Y.",)
+    assert [r.target for r in fs.references] == ["A was born in Y.", "A works as a X."]
+    with pytest.raises(ValueError, match="forget set is empty"):
+        build_forget_set(ForgetRequest(subjects=["Nobody"]), CORPUS)
+
+
+def test_retain_set_from_corpus_excludes_forget_matches(tmp_path):
+    path = save_examples(CORPUS, tmp_path / "c.jsonl")
+    corpus = load_corpus(path)
+    assert [e.to_record() for e in corpus] == [e.to_record() for e in CORPUS]
+    fs = build_forget_set(ForgetRequest(subjects=["Alda Quorn"]), corpus)
+    rs = build_retain_set(None, None, corpus, exclude=fs)
+    assert {e.subject for e in rs.examples} == {"Bex Tarn"}  # no forget match, no holdout
+
+
+def test_retain_set_generated_by_the_model_is_seeded_and_excludes_forget_data():
+    toy = build_toy()
+    forgotten = toy.people[0]
+    fs = build_forget_set(ForgetRequest(subjects=[forgotten]), toy.train)
+    a = build_retain_set(toy.model, toy.tokenizer, exclude=fs, max_examples=16,
+                         neutral_prompts=("",), seed=3)
+    b = build_retain_set(toy.model, toy.tokenizer, exclude=fs, max_examples=16,
+                         neutral_prompts=("",), seed=3)
+    assert a == b and len(a.examples) > 4
+    assert all(e.source == "generated" for e in a.examples)
+    assert not any(contains_phrase(e.text, forgotten) for e in a.examples)

@@ -1,0 +1,110 @@
+"""train_forget_adapter end to end on the toy model: gate, sweep, artifacts, stacking, seeds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import PeftModel
+
+from unlearn_engine.artifacts import load_artifact, model_fingerprint
+from unlearn_engine.data import ForgetRequest, build_forget_set, build_retain_set
+from unlearn_engine.evaluation import GateConfig, evaluate
+from unlearn_engine.methods import NpoConfig
+from unlearn_engine.stacking import attach_stack
+from unlearn_engine.testing import build_toy, save_toy
+from unlearn_engine.trainer import SweepConfig, load_base, train_forget_adapter
+
+torch.set_num_threads(1)
+
+# The toy set is too small for the production MIA / preference thresholds to be meaningful;
+# this gate still demands forgetting (accuracy) and kept utility.
+LENIENT = GateConfig(mia_attacks=(), max_preference_gap=1.0, max_verbatim_gap=1.0,
+                     max_paraphrase_accuracy_gap=1.0, min_retain_ratio=0.8)
+ONE_TRY = SweepConfig(tries=((1.0, 1.0),), retain_probe=32)
+FAST = NpoConfig(lr=5e-3, max_steps=20, eval_every=10)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    toy = build_toy()
+    root = tmp_path_factory.mktemp("trainer")
+    save_toy(toy, root / "base")
+    corpus = [*toy.train, *toy.paraphrase, *toy.holdout, *toy.texts]
+
+    def sets(person: str):
+        fs = build_forget_set(ForgetRequest(subjects=[person]), corpus)
+        return fs, build_retain_set(None, None, corpus, exclude=fs)
+
+    return toy, root, sets
+
+
+def test_passing_job_saves_a_verified_artifact_and_reports_progress(env):
+    toy, root, sets = env
+    fs, rs = sets(toy.people[0])
+    events = []
+    result = train_forget_adapter(root / "base", [], fs, rs, "npo", FAST, LENIENT,
+                                  events.append, out_dir=root / "f1", forget_id="f1",
+                                  sweep=ONE_TRY)
+    assert result.passed, result.gate.reasons
+    m = result.metrics
+    assert m["before.forget.fact_span_accuracy"] >= 0.9
+    assert m["forget.fact_span_accuracy"] <= 0.1
+    assert m["retain.fact_span_accuracy"] >= 0.8 * m["before.retain.fact_span_accuracy"]
+    assert result.retries == 0 and result.chosen_step in (10, 20)
+    phases = [e.phase for e in events]
+    assert phases[0] == "baseline" and phases[-2:] == ["final", "saved"]
+    assert "train" in phases and "eval" in phases
+    assert all("loss" in e.losses for e in events if e.phase == "train")
+
+    art = load_artifact(result.artifact_path, model_fingerprint(root / "base"))
+    assert art.forget_id == "f1" and art.method == "npo" and art.metrics["gate"]["passed"]
+    # The saved adapter alone reproduces the measured forgetting.
+    base, tok = load_base(root / "base")
+    model = PeftModel.from_pretrained(base, str(art.path))
+    again = evaluate(model, tok, fs.examples, [], metrics=["fact_span_accuracy"])
+    assert again["forget.fact_span_accuracy"] == m["forget.fact_span_accuracy"]
+
+
+def test_same_seed_same_adapter(env):
+    toy, root, sets = env
+    fs, rs = sets(toy.people[0])
+    a = train_forget_adapter(root / "base", [], fs, rs, "npo", FAST, LENIENT,
+                             out_dir=root / "seed_a", forget_id="s", sweep=ONE_TRY)
+    b = train_forget_adapter(root / "base", [], fs, rs, "npo", FAST, LENIENT,
+                             out_dir=root / "seed_b", forget_id="s", sweep=ONE_TRY)
+    assert a.artifact.files["adapter_model.safetensors"] == \
+        b.artifact.files["adapter_model.safetensors"]
+
+
+def test_failed_gate_retries_stronger_then_writes_nothing(env):
+    toy, root, sets = env
+    fs, rs = sets(toy.people[1])
+    impossible = GateConfig(min_retain_ratio=2.0)  # retain can never double
+    sweep = SweepConfig(tries=((1.0, 1.0), (2.0, 1.0)), retain_probe=32)
+    cfg = NpoConfig(lr=2e-3, max_steps=10, eval_every=10)
+    result = train_forget_adapter(root / "base", [], fs, rs, "npo", cfg, impossible,
+                                  out_dir=root / "never", forget_id="x", sweep=sweep)
+    assert not result.passed and result.artifact is None
+    assert not (root / "never").exists()
+    assert [a.lr for a in result.attempts] == [2e-3, 4e-3] and result.retries == 1
+    assert any("retain" in r for r in result.gate.reasons)
+
+
+def test_second_forget_trains_on_top_of_the_first(env):
+    toy, root, sets = env
+    first = root / "f1"
+    if not first.exists():
+        pytest.skip("needs the first test's artifact")
+    fs, rs = sets(toy.people[1])
+    result = train_forget_adapter(root / "base", [first], fs, rs, "npo", FAST, LENIENT,
+                                  out_dir=root / "f2", forget_id="f2", sweep=ONE_TRY)
+    assert result.passed, result.gate.reasons
+    assert result.artifact.parents == ("f1",)
+    fp = model_fingerprint(root / "base")
+    base, tok = load_base(root / "base")
+    stacked = attach_stack(base, [load_artifact(first, fp), result.artifact])
+    both = [e for e in toy.train if e.subject in toy.people[:2]]
+    m = evaluate(stacked, tok, both, [e for e in toy.train if e.subject not in toy.people[:2]],
+                 metrics=["fact_span_accuracy"])
+    assert m["forget.fact_span_accuracy"] <= 0.15
+    assert m["retain.fact_span_accuracy"] >= 0.75
