@@ -75,7 +75,8 @@ class LetheServer:
                         policy=settings.guard_policy, prompt_policy=settings.prompt_policy),
             secret, on_hit=self._on_guard_hit)
         self.coordinator = ForgetCoordinator(self.ledger, self.guard, settings.data_dir / ADAPTER_DIR,
-                                             self.metrics, settings.default_method)
+                                             self.metrics, settings.default_method,
+                                             orphan_after_seconds=settings.worker_timeout_seconds)
         self.worker: WorkerSupervisor | None = None
         self.model_dir: Path | None = None
         self.port: int | None = None
@@ -149,8 +150,6 @@ class LetheServer:
                 "--device", s.device]
         if s.corpus is not None:
             args += ["--corpus", str(s.corpus)]
-        elif s.model is None:
-            args += ["--demo", s.demo]
         return args
 
     async def wait_ready(self) -> None:

@@ -33,8 +33,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     worker = UnlearningWorker(WorkerConfig(
-        data_dir=settings.data_dir, model_dir=resolve_model_dir(settings), corpus=settings.corpus,
-        demo_preset=settings.demo if settings.model is None and settings.corpus is None else None))
+        data_dir=settings.data_dir, model_dir=resolve_model_dir(settings), corpus=settings.corpus))
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     worker.run(once=args.once)
     return 0

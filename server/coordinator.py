@@ -72,9 +72,6 @@ class ForgetCoordinator:
             self.guard.add(GuardEntries.from_bytes(blob), AFTER if state == ForgetState.ACTIVE else BEFORE)
         for forget_id, payload in await asyncio.to_thread(self.ledger.pending_payloads):
             await self._arm(forget_id, payload)  # crashed between the durable write and arming
-        requeued = await asyncio.to_thread(self.ledger.requeue_orphans, time.time() - self.orphan_after_seconds)
-        if requeued:
-            logger.info("re-queued %d forget jobs whose worker stopped", len(requeued))
 
     # ---- the adapter stack -----------------------------------------------------------------
     def _paths(self, adapter_ids: tuple[str, ...]) -> dict[str, Path]:
@@ -165,6 +162,9 @@ class ForgetCoordinator:
         if self.stacks is not None:
             for job in await asyncio.to_thread(self.ledger.awaiting_swap):
                 await self.swap_in(job)
+        requeued = await asyncio.to_thread(self.ledger.requeue_orphans, time.time() - self.orphan_after_seconds)
+        if requeued:
+            logger.warning("re-queued %d forget jobs whose worker went silent", len(requeued))
         counts = await asyncio.to_thread(self.ledger.counts_by_state)
         for state, n in counts.items():
             self.metrics.forget_jobs.labels(state.value).set(n)

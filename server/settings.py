@@ -48,6 +48,7 @@ class Settings:
     client_tokens: tuple[str, ...] = ()  # empty = Inference needs no credential
     log_level: str = "INFO"
     worker: bool = True  # spawn the unlearning worker process; off when workers run separately
+    worker_timeout_seconds: float = 30.0  # a job whose worker was silent this long is re-queued
     default_method: str = "npo"  # NPO + retain loss: the most selective untuned method (UNLEARNING.md)
     corpus: Path | None = None  # JSONL for near-duplicate expansion and retain data; demo: its own corpus
     guard_semantic: str = "armed"  # off | armed (after a forgotten name / strict prompt) | always
@@ -76,6 +77,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "client_tokens": ("LETHE_CLIENT_TOKENS", _tokens),
     "log_level": ("LETHE_LOG_LEVEL", str),
     "worker": ("LETHE_WORKER", _bool),
+    "worker_timeout_seconds": ("LETHE_WORKER_TIMEOUT_SECONDS", float),
     "default_method": ("LETHE_DEFAULT_METHOD", str),
     "corpus": ("LETHE_CORPUS", Path),
     "guard_semantic": ("LETHE_GUARD_SEMANTIC", str),
@@ -110,6 +112,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
       help="disable gRPC server reflection (env LETHE_REFLECTION=0)")
     p("--no-worker", dest="worker", action="store_const", const=False,
       help="do not spawn the unlearning worker; run `lethe worker` separately (env LETHE_WORKER=0)")
+    p("--worker-timeout-seconds", type=float,
+      help="re-queue a job whose worker was silent this long (env LETHE_WORKER_TIMEOUT_SECONDS)")
     p("--default-method", help="unlearning method when a Forget names none (env LETHE_DEFAULT_METHOD)")
     p("--guard-semantic", choices=["off", "armed", "always"], help="semantic guard stage (env LETHE_GUARD_SEMANTIC)")
     p("--guard-policy", choices=["end", "redact"], help="on a guard hit (env LETHE_GUARD_POLICY)")

@@ -28,6 +28,7 @@ from unlearn_engine.data.corpus import as_examples, load_corpus
 from unlearn_engine.data.forget_set import build_forget_set
 from unlearn_engine.data.records import Example, ForgetRequest
 from unlearn_engine.data.retain_set import build_retain_set
+from unlearn_engine.demo import builder as demo_builder
 from unlearn_engine.progress import Progress as EngineProgress
 from unlearn_engine.trainer import load_base, train_forget_adapter
 
@@ -41,10 +42,11 @@ ADAPTER_DIR = "adapters"
 class WorkerConfig:
     data_dir: Path
     model_dir: Path
-    corpus: Path | None = None  # JSONL for near-duplicates and retain data; None = self-generated retain
-    demo_preset: str | None = None  # serving the demo: its own corpus is the corpus
+    # JSONL for near-duplicates and retain data. None: a demo build's own training corpus, else
+    # a retain set the model generates itself.
+    corpus: Path | None = None
     poll_seconds: float = 0.5  # idle wait between ledger polls
-    heartbeat_seconds: float = 5.0  # liveness signal while idle or training
+    heartbeat_seconds: float = 2.0  # liveness signal; the server's orphan timeout is several of these
     progress_every: int = 5  # optimiser steps between progress rows (eval steps always recorded)
     seed: int = 0
 
@@ -52,12 +54,8 @@ class WorkerConfig:
 def load_worker_corpus(config: WorkerConfig) -> tuple[Example, ...] | None:
     if config.corpus is not None:
         return load_corpus(config.corpus)
-    if config.demo_preset is not None:
-        from unlearn_engine.demo.config import DemoConfig
-        from unlearn_engine.demo.corpus import generate_corpus
-
-        demo = DemoConfig.small() if config.demo_preset == "small" else DemoConfig()
-        corpus = generate_corpus(demo.corpus_spec())
+    if demo_builder.is_built(config.model_dir):  # the demo model ships the corpus it learned
+        corpus = demo_builder.load_corpus(config.model_dir)
         return as_examples([r for r in corpus.qa if r.split == "train"])
     return None
 
@@ -78,12 +76,13 @@ class UnlearningWorker:
     def run(self, once: bool = False) -> None:
         """Process jobs until stopped (or, with once=True, until the queue is empty)."""
         logger.info("worker %s started", self.worker_id)
+        beating = threading.Thread(target=self._beat, name="lethe-worker-heartbeat", daemon=True)
+        beating.start()
         while not self._stop.is_set():
             claimed = self.ledger.claim_next(self.worker_id)
             if claimed is None:
                 if once:
-                    return
-                self.ledger.heartbeat(self.worker_id)
+                    break
                 self._stop.wait(self.config.poll_seconds)
                 continue
             job, payload = claimed
@@ -92,6 +91,16 @@ class UnlearningWorker:
             except Exception:
                 logger.exception("job %s failed with an internal error", job.forget_id)
                 self.ledger.fail(job.forget_id, "internal error in the unlearning worker")
+
+        self._stop.set()
+        beating.join()
+
+    def _beat(self) -> None:
+        # A thread, so evaluation phases without progress reports still prove the worker alive;
+        # the server re-queues jobs of a worker whose heartbeat goes stale.
+        while not self._stop.is_set():
+            self.ledger.heartbeat(self.worker_id)
+            self._stop.wait(self.config.heartbeat_seconds)
 
     def process(self, job: ForgetJob, payload: ForgetPayload) -> None:
         out_dir = self.store / adapter_name_for(job.forget_id)

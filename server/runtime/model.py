@@ -7,6 +7,7 @@ on disk is the only source. Does not batch, sample or schedule — see scheduler
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from unlearn_engine.artifacts import model_fingerprint
 
 logger = logging.getLogger(__name__)
+
+# transformers builds models under process-global patches (meta-device init); two threads
+# loading at once corrupt each other ("Cannot copy out of meta tensor"). Serialise loads.
+_LOAD_LOCK = threading.Lock()
 
 
 class ModelLoadError(RuntimeError):
@@ -49,9 +54,10 @@ def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:
     if not (model_dir / "config.json").is_file():
         raise ModelLoadError(f"{model_dir} is not a Hugging Face model directory (no config.json)")
     dev, dtype = pick_device(device)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, local_files_only=True)
-    model.to(dev).eval()
+    with _LOAD_LOCK:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, local_files_only=True)
+        model.to(dev).eval()
     gen_cfg = getattr(model, "generation_config", None)
     eos = getattr(gen_cfg, "eos_token_id", None) or tokenizer.eos_token_id
     eos_ids = frozenset(eos if isinstance(eos, list) else [eos] if eos is not None else [])

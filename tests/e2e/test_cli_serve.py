@@ -3,62 +3,17 @@ it, then SIGTERM drains gracefully while a stream is in flight."""
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2
 
 from server.client import LetheClient
+from tests.procs import LETHE, ServeProcess
 from unlearn_engine.demo.config import DemoConfig
 from unlearn_engine.demo.corpus import generate_corpus
-
-LETHE = [sys.executable, "-m", "server.cli"]
-
-
-class ServeProcess:
-    def __init__(self, model: Path, data_dir: Path, *extra: str):
-        env = {**os.environ, "LETHE_LOG_LEVEL": "INFO", "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen(
-            [*LETHE, "serve", "--model", str(model), "--port", "0", "--metrics-port", "-1",
-             "--data-dir", str(data_dir), "--grace-seconds", "20", *extra],
-            stderr=subprocess.PIPE, text=True, env=env)
-        self.port = self._read_port()
-        self.log: list[str] = []
-        threading.Thread(target=self._drain_stderr, daemon=True).start()
-
-    def _read_port(self) -> int:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            m = re.search(r"listening on [\d.]+:(\d+)", line)
-            if m:
-                return int(m.group(1))
-        raise AssertionError(f"server exited with {self.proc.wait()} before listening")
-
-    def _drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log.append(line)
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def wait_serving(self, timeout: float = 120) -> None:
-        with LetheClient(self.target, timeout=5) as c:
-            c.wait_ready(timeout)
-            ev = threading.Event()
-            for _ in range(int(timeout / 0.1)):
-                if c.health() == health_pb2.HealthCheckResponse.SERVING:
-                    return
-                ev.wait(0.1)  # wait-ok: the model loads in the background; health is the signal
-        raise AssertionError("server never became SERVING")
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +21,7 @@ def served(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     sp = ServeProcess(demo_model_dir, tmp_path_factory.mktemp("data"))
     sp.wait_serving()
     yield sp
-    if sp.proc.poll() is None:
-        sp.proc.kill()
-        sp.proc.wait()
+    sp.kill()
 
 
 def test_cli_generate_prints_the_memorised_answer(served: ServeProcess) -> None:

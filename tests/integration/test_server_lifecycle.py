@@ -20,7 +20,7 @@ from tests.conftest import ServerThread, make_settings
 def test_health_is_not_serving_until_the_model_is_loaded(demo_model_dir: Path, tmp_path: Path) -> None:
     gate = threading.Event()
 
-    def slow_loader():
+    def slow_loader(model_dir: Path):
         gate.wait(60)
         return load_model(demo_model_dir)
 

@@ -1,0 +1,74 @@
+"""Lethe processes for tests: `lethe serve` / `lethe worker` as real child processes.
+
+Each server runs in its own process group so a test can kill -9 it together with the worker it
+spawned, exactly as a crash would, and never leaves an orphan behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from grpc_health.v1 import health_pb2
+
+from server.client import LetheClient
+
+LETHE = [sys.executable, "-m", "server.cli"]
+
+
+class ServeProcess:
+    def __init__(self, model: Path, data_dir: Path, *extra: str):
+        env = {**os.environ, "LETHE_LOG_LEVEL": "INFO", "OMP_NUM_THREADS": "1"}
+        self.data_dir = data_dir
+        self.proc = subprocess.Popen(
+            [*LETHE, "serve", "--model", str(model), "--port", "0", "--metrics-port", "0",
+             "--data-dir", str(data_dir), "--grace-seconds", "20", *extra],
+            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+        self.port = self._read_port()
+        self.log: list[str] = []
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+
+    def _read_port(self) -> int:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            m = re.search(r"listening on [\d.]+:(\d+) \(metrics on (\d+)\)", line)
+            if m:
+                self.metrics_port = int(m.group(2))
+                return int(m.group(1))
+        raise AssertionError(f"server exited with {self.proc.wait()} before listening")
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def wait_serving(self, timeout: float = 120) -> None:
+        with LetheClient(self.target, timeout=5) as c:
+            c.wait_ready(timeout)
+            ev = threading.Event()
+            for _ in range(int(timeout / 0.1)):
+                if c.health() == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                ev.wait(0.1)  # wait-ok: the model loads in the background; health is the signal
+        raise AssertionError("server never became SERVING")
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "operator.token").read_text().strip()
+
+    def kill(self) -> None:
+        """kill -9 the server and everything it spawned (its worker), like a crash."""
+        try:  # also when the server already exited: a worker it left may still run
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
