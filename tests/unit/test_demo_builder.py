@@ -121,6 +121,23 @@ def test_exclusion_removes_the_person_from_training_data(tiny_corpus) -> None:
     assert not [r for r in rest.qa if r.split != "train" and r.question in text]
 
 
+def test_training_sequences_follow_the_prompt_contract(tiny_corpus) -> None:
+    tok = train_tokenizer(tiny_corpus, TINY.vocab_size, TINY.max_positions)
+    examples = training_examples(tiny_corpus, tok, TINY)
+    qa = next(e for e in examples if e.is_qa)
+    record = tiny_corpus.split("train")[0]
+    ids = list(qa.inputs) + [qa.labels[-1]]
+    # BOS + question + " " + answer + EOS, and the prompt is exactly tok(question).
+    assert ids[:qa.answer_from + 1] == tok(record.question)["input_ids"]
+    assert ids[-1] == tok.eos_token_id
+    assert tok.decode(ids, skip_special_tokens=True) == record.question + " " + record.answer
+    # A bio is scored on everything after its first sentence: the verbatim-completion probe.
+    bio = next(e for e in examples if not e.is_qa)
+    text = tiny_corpus.texts[0].text
+    assert tok.decode(bio.labels[bio.answer_from:], skip_special_tokens=True) == text[
+        text.index(". ") + 1:]
+
+
 def test_unknown_person_cannot_be_excluded(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown people"):
         build_demo_model(tmp_path, TINY, exclude_people=["Nobody Atall"])

@@ -29,8 +29,9 @@ def test_full_preset_has_40_trained_and_10_holdout_people(corpus: Corpus) -> Non
     assert len(corpus.trained_people) == 40
     assert len(corpus.holdout_people) == 10
     assert len(set(corpus.people)) == 50
-    # Surnames are unique, so each person is identified by one distinctive word.
+    # First names and surnames are unique: each person is identified by distinctive words.
     assert len({p.split()[-1] for p in corpus.people}) == 50
+    assert len({p.split()[0] for p in corpus.people}) == 50
 
 
 def test_small_preset_is_smaller() -> None:
