@@ -108,8 +108,16 @@ def test_forget_takes_effect_on_the_next_token_of_a_live_stream() -> None:
     g.add(g.derive("forget-1", FORGET))  # the Forget is acknowledged here
     step = s.push(" the")
     assert step.stop and step.hit is not None and step.hit.forget_id == "forget-1"
-    # What the stream released before the Forget is benign text only.
-    assert PREFIX.startswith(first.release)
+    # With nothing forgotten there is no hold-back: the text streamed as generated.
+    assert first.release == PREFIX + "Marta Kowalczyk was born on 14 March 1972 in"
+
+
+def test_hold_back_applies_once_anything_is_forgotten() -> None:
+    g = LeakageGuard(GuardConfig(semantic="off"), SECRET)
+    g.add(g.derive("other", ForgetItems(texts=("an unrelated forgotten passage about nothing much at all",))))
+    first = g.session().push(PREFIX + "Marta Kowalczyk was born on 14 March 1972 in")
+    # all but the last n-1 words (plus the word in progress) went out
+    assert (PREFIX + "Marta ").startswith(first.release) and first.release
 
 
 def test_held_text_is_rechecked_when_entries_arrive() -> None:
@@ -161,7 +169,7 @@ def test_hits_carry_forget_id_stage_and_phase() -> None:
     g.set_phase("forget-1", "after_adapter")  # adapter verified and live: residual leakage
     run_chunks(g, [PASSAGE])
     run_chunks(g, ["Jonas Ebner kept bees on the roof of the old mill in Thun."])
-    run_chunks(g, ["Kowalczyk was born in Oberwil."])
+    run_chunks(g, ["Oberwil is where Kowalczyk grew up."])
     assert hits == [GuardHit("forget-1", "exact", "before_adapter"),
                     GuardHit("forget-1", "exact", "after_adapter"),
                     GuardHit("forget-2", "exact", "before_adapter"),
@@ -185,3 +193,31 @@ def test_after_stop_pushes_are_inert(guard: LeakageGuard) -> None:
     assert s.push(PASSAGE).stop
     assert s.push("more text").release == "" and s.push("x").stop
     assert s.finish().release == ""
+
+
+def test_endless_word_and_dangling_bytes(guard: LeakageGuard) -> None:
+    s = guard.session()
+    released = ""
+    for _ in range(300):  # one 3,000-letter "word": cut at max_word_chars, so released as it goes
+        released += s.push("abcdefghij").release
+        assert s.held_chars <= guard.config.n * guard.config.max_word_chars  # bounded
+    assert len(released) > 1000
+    s2 = guard.session()
+    text = s2.push(b"caf\xc3\xa9 ok \xe2\x82").release + s2.finish().release
+    assert text == "café ok \ufffd"  # a partial character left at the end is flushed, not lost
+
+
+def test_upgrading_entries_in_place_never_drops_the_forget() -> None:
+    """Fast ack: lexical entries first, full entries later under the same id (a replace)."""
+    g = LeakageGuard(GuardConfig(semantic="off"), SECRET)
+    lexical = g.derive("forget-1", FORGET, semantic=False)
+    g.add(lexical)
+    s = g.session()
+    s.push("Our notes: Marta Kowalczyk was born on 14 March")
+    g.add(g.derive("forget-1", FORGET))  # replace: new records go in before old ones leave
+    g.add(lexical)
+    assert s.push(" 1972 in the village").stop
+    assert g.stats()["forgets"] == 1
+    g.remove("forget-1")
+    assert g.stats() == {"forgets": 0, "word_digests": 0, "char_digests": 0, "prefix_digests": 0,
+                         "semantic_rows": 0}

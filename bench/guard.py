@@ -1,0 +1,374 @@
+"""Leakage guard benchmark: per-token overhead, memory, semantic latency, time-to-block, quality.
+
+Forgotten items are demo-corpus facts: one item = one QA pair or one bio text; a forget is one
+person (their bio and distinct answers, ~11 items). The token stream is other (holdout) people's
+bios and answers cut into ~4-character pieces with a leading space, like BPE tokens. Baselines in
+the same run: an empty guard (what the session machinery alone costs) and torch for MiniLM.
+Timings are wall clock (perf_counter) and CPU time of the thread (thread_time): on a shared
+machine the CPU figure excludes time the OS gave to other processes. Writes
+bench/results/guard.json and guard.md.
+
+    python bench/guard.py [--sizes 10 1000 10000 100000] [--tokens 20000] [--skip-semantic]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server.guard import (ForgetItems, GuardConfig, LeakageGuard, OnnxMiniLM,  # noqa: E402
+                          TorchMiniLM, calibrate)
+from server.guard.normalize import semantic_text, split_sentences  # noqa: E402
+from server.guard.probes import demo_pairs  # noqa: E402
+from unlearn_engine.demo.corpus import CorpusSpec, generate_corpus  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SECRET = b"bench-secret-0123456789abcdef"
+ITEMS_PER_PERSON = 11  # 10 distinct answers + 1 bio
+
+
+def corpus_people(n_people: int, n_holdout: int = 40):
+    c = generate_corpus(CorpusSpec(n_people=n_people, n_holdout=n_holdout, n_perturbed=1))
+    texts = {t.person: t.text for t in c.texts}
+    qa: dict[str, dict[str, str]] = {}
+    for r in c.qa:
+        if r.split in ("train", "holdout") and r.answer not in qa.setdefault(r.person, {}).values():
+            qa[r.person][r.question] = r.answer
+    items = {p: ForgetItems(texts=(texts[p],), qa=tuple(qa[p].items())) for p in qa}
+    outputs = {p: split_sentences(texts[p]) + list(qa[p].values()) for p in qa}
+    return c.trained_people, c.holdout_people, items, outputs
+
+
+def tokens_of(text: str) -> list[str]:
+    out: list[str] = []
+    for w in text.split(" "):
+        w = " " + w
+        out += [w[i:i + 4] for i in range(0, len(w), 4)]
+    return out
+
+
+def per_token(guard: LeakageGuard, toks: list[str], reps: int = 5) -> dict[str, float]:
+    """Percentiles per repetition; the report keeps the best repetition (least disturbed by
+    other processes on a shared machine) and the median one."""
+    runs = []
+    stops = 0
+    for _ in range(reps):
+        wall: list[float] = []
+        cpu: list[float] = []
+        s = guard.session()
+        gc.collect()
+        for tk in toks:
+            t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+            step = s.push(tk)
+            c1, t1 = time.thread_time_ns(), time.perf_counter_ns()
+            if step.stop:  # a false positive on another person's sentence: start over
+                stops += 1
+                s = guard.session()
+                continue
+            wall.append((t1 - t0) / 1e3)
+            cpu.append((c1 - c0) / 1e3)
+        w, c = np.array(wall), np.array(cpu)
+        runs.append({"wall_p50_us": float(np.percentile(w, 50)), "wall_p99_us": float(np.percentile(w, 99)),
+                     "cpu_p50_us": float(np.percentile(c, 50)), "cpu_p99_us": float(np.percentile(c, 99)),
+                     "cpu_mean_us": float(c.mean())})
+    best = min(runs, key=lambda r: r["cpu_p99_us"])
+    med = sorted(runs, key=lambda r: r["cpu_p99_us"])[len(runs) // 2]
+    return {**best, "median_cpu_p50_us": med["cpu_p50_us"], "median_cpu_p99_us": med["cpu_p99_us"],
+            "tokens": len(toks), "stopped_streams": stops // reps}
+
+
+def _timed(fn, reps: int = 50) -> float:
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return 1e6 * float(np.median(ts))
+
+
+def lexical(sizes: list[int], n_tokens: int) -> list[dict]:
+    max_people = max(1, -(-max(sizes) // ITEMS_PER_PERSON))
+    forgotten, holdout, items, outputs = corpus_people(max_people)
+    text = " ".join(" ".join(outputs[p]) for p in holdout)
+    toks = (tokens_of(text) * (1 + n_tokens // max(1, len(tokens_of(text)))))[:n_tokens]
+    spaced = tokens_of(" ".join(" ".join(outputs[holdout[0]][0].replace(" ", ""))
+                                for _ in range(20)))[:2000]
+    rows = []
+    guard = LeakageGuard(GuardConfig(semantic="off"), SECRET)
+    rows.append({"items": 0, **per_token(guard, toks)})
+    done_people = 0
+    for size in sizes:
+        # One forget per person; 10 items = one person's 10 answers, no bio.
+        want = max(1, size // ITEMS_PER_PERSON)
+        entries = []
+        t0 = time.perf_counter()
+        for p in forgotten[done_people:want]:
+            it = items[p] if size >= ITEMS_PER_PERSON else ForgetItems(qa=items[p].qa[:size])
+            entries.append(guard.derive(p, it))
+        derive_s = time.perf_counter() - t0
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        for e in entries:
+            guard.add(e)
+        add_s = time.perf_counter() - t0
+        mem = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        n_new = max(1, want - done_people)
+        done_people = want
+        row = {"items": size, "forgets": want, **guard.stats(), **per_token(guard, toks),
+               "spaced_text_cpu_p99_us": per_token(guard, spaced, reps=3)["cpu_p99_us"],
+               "derive_ms_per_forget": 1e3 * derive_s / n_new, "add_ms_per_forget": 1e3 * add_s / n_new,
+               "index_mb_added": mem / 2**20,
+               "ledger_bytes_per_item": sum(len(e.to_bytes()) for e in entries) / max(1, min(size, n_new * ITEMS_PER_PERSON))}
+        prompt = " ".join(text.split(" ")[:200])  # a 200-word prompt (prompt_policy "arm" scans it)
+        row["session_us"] = _timed(lambda: guard.session())
+        row["session_with_200_word_prompt_us"] = _timed(lambda: guard.session(prompt))
+        rows.append(row)
+        print(f"lexical {size:>6} items: cpu p50 {row['cpu_p50_us']:.1f} p99 {row['cpu_p99_us']:.1f} us",
+              flush=True)
+    return rows
+
+
+def index_memory(guard_rows: list[dict]) -> list[dict]:
+    total = 0.0
+    out = []
+    for r in guard_rows[1:]:
+        total += r["index_mb_added"]
+        out.append({"items": r["items"], "index_mb": total})
+    return out
+
+
+def semantic_latency(cache: Path, n: int = 200) -> dict:
+    _, holdout, _, outputs = corpus_people(40, 40)
+    sentences = [semantic_text(s) for p in holdout for s in outputs[p]][:n]
+    res = {}
+    for name, make in (("onnx-fp32", lambda: OnnxMiniLM(cache, "fp32")),
+                       ("onnx-int8", lambda: OnnxMiniLM(cache, "int8")),
+                       ("torch-fp32", lambda: TorchMiniLM(threads=1))):
+        emb = make()
+        emb.embed(sentences[:4])  # warm-up
+        ts = []
+        for s in sentences:
+            t0 = time.perf_counter()
+            emb.embed([s])
+            ts.append(time.perf_counter() - t0)
+        res[name] = {"p50_ms": 1e3 * float(np.percentile(ts, 50)),
+                     "p99_ms": 1e3 * float(np.percentile(ts, 99))}
+        print(f"semantic {name}: p50 {res[name]['p50_ms']:.2f} ms", flush=True)
+    for rows in (10_000, 100_000, 200_000):  # search cost: ~2 rows per item (named + name-free)
+        m = np.random.default_rng(0).normal(size=(rows, 384)).astype(np.float32)
+        v = m[0]
+        t0 = time.perf_counter()
+        for _ in range(20):
+            int(np.argmax(m @ v))
+        res[f"search_{rows}_rows_ms"] = 1e3 * (time.perf_counter() - t0) / 20
+    return res
+
+
+def time_to_block(sizes: list[int], cache: Path | None) -> list[dict]:
+    """A stream is emitting a passage (~12 words so far, held back) when its Forget arrives:
+    derive + add (= the guard's part of the Forget, up to the ack), then push the stream's next
+    tokens until it stops. Nothing of the passage may be released after the ack."""
+    out = []
+    max_people = max(1, -(-max(sizes) // ITEMS_PER_PERSON)) + 1
+    forgotten, _, items, outputs = corpus_people(max_people)
+    victim = forgotten[-1]
+    toks = tokens_of(items[victim].texts[0])
+    background: list = []
+    for semantic in ([False, True] if cache else [False]):
+        cfg = GuardConfig(semantic="armed" if semantic else "off", model_cache_dir=cache)
+        guard = LeakageGuard(cfg, SECRET)
+        guard.warm_up()
+        added = 0
+        for size in sizes:
+            want = max(1, size // ITEMS_PER_PERSON)
+            while len(background) < want:  # lexical entries only: embedding 9k people takes long
+                p = forgotten[len(background)]
+                background.append(guard.derive(p, items[p], semantic=False))
+            for e in background[added:want]:
+                guard.add(e)
+            added = want
+            s = guard.session()
+            for tk in toks[:24]:
+                s.push(tk)  # the model is mid-way through the passage
+            t0 = time.perf_counter()
+            guard.add(guard.derive(victim, items[victim]))  # the Forget, up to its ack
+            t_ack = time.perf_counter()
+            leaked, pushes = "", 0
+            for tk in toks[24:]:
+                step = s.push(tk)
+                pushes += 1
+                if step.stop:
+                    break
+                leaked += step.release
+            t_block = time.perf_counter()
+            guard.remove(victim)
+            out.append({"items": size, "semantic": semantic, "blocked": bool(step.stop),
+                        "released_after_ack": len(leaked), "pushes_to_block": pushes,
+                        "forget_to_ack_ms": 1e3 * (t_ack - t0),
+                        "ack_to_block_us": 1e6 * (t_block - t_ack)})
+    return out
+
+
+def false_positive_table(variants: list[tuple[int, int]]) -> list[dict]:
+    forgotten, holdout, items, outputs = corpus_people(200, 50)
+    forgotten = forgotten[:100]
+    neg = [s for p in holdout for s in outputs[p]]
+    pos = [s for p in forgotten for s in outputs[p]]
+    rng = random.Random(0)
+    obf = {"spaced": lambda s: " ".join(s.replace(" ", "")),
+           "punctuation": lambda s: "".join(c + (rng.choice(".-,*") if c.isalpha() and rng.random() < .25
+                                                 else "") for c in s),
+           "one word per line": lambda s: "\n".join(s.split())}
+    rows = []
+    for n, C in variants:
+        g = LeakageGuard(GuardConfig(semantic="off", n=n, char_gram=C), SECRET)
+        for p in forgotten:
+            g.add(g.derive(p, ForgetItems(texts=items[p].texts, qa=items[p].qa, subjects=(p,))))
+        row = {"n": n, "char_gram": C,
+               "other_people_blocked": sum(g.filter_text(s)[1] is not None for s in neg) / len(neg),
+               "verbatim_blocked": sum(g.filter_text(s)[1] is not None for s in pos) / len(pos)}
+        for name, f in obf.items():
+            row[f"{name}_blocked"] = sum(g.filter_text(f(s))[1] is not None for s in pos) / len(pos)
+        rows.append(row)
+        print(f"fp n={n} C={C}: other people blocked {row['other_people_blocked']:.3f}", flush=True)
+    return rows
+
+
+def matrix(cache: Path | None) -> list[dict]:
+    from tests.unit.test_guard_adversarial import CASES, make_guard, stream
+    from tests.unit.test_guard_semantic import FACTS
+
+    out = []
+    g = make_guard()
+    for c in CASES:
+        hit = stream(g, c.output, c.prompt)[1]
+        out.append({"case": c.name, "expected": "blocked" if c.blocked else "passed",
+                    "got": "blocked" if hit else "passed", "stage": hit.stage if hit else ""})
+    if cache is not None:
+        sg = LeakageGuard(GuardConfig(model_cache_dir=cache, prompt_policy="arm"), SECRET)
+        sg.add(sg.derive("forget-1", FACTS))
+        sem = [("paraphrase with surname (armed by name)",
+                "The restoration of medieval church organs is Kowalczyk's job.", "", True),
+               ("paraphrase, no name, prompt named her (strict)",
+                "She restores pipe organs in old church buildings.",
+                "What does Marta Kowalczyk do for a living?", True),
+               ("paraphrase, no name, neutral prompt", "She restores pipe organs in old church buildings.",
+                "What does Hanna Schmidt do?", False),
+               ("same template, other person", "Hanna Schmidt's favourite food is pasta.", "", False),
+               ("unrelated sentence after the name", "Marta Kowalczyk likes cats and long walks.", "", False)]
+        for name, text, prompt, blocked in sem:
+            hit = stream(sg, text, prompt)[1]
+            out.append({"case": f"semantic: {name}", "expected": "blocked" if blocked else "passed",
+                        "got": "blocked" if hit else "passed", "stage": hit.stage if hit else ""})
+    return out
+
+
+def calibration(cache: Path) -> list[dict]:
+    rows = []
+    for ctx in (False, True):
+        pos, neg = demo_pairs(people=20, context_rows=ctx)
+        for prec in ("fp32", "int8"):
+            emb = OnnxMiniLM(cache, prec)
+            cal = calibrate(emb, pos, neg, max_fpr=0.01)
+            from server.guard.calibrate import score_pairs
+            p, n = score_pairs(emb, pos), score_pairs(emb, neg)
+            t = GuardConfig().semantic_threshold
+            rows.append({"rows": "name-free (context)" if ctx else "named", **cal.as_dict(),
+                         "default_threshold": t, "tpr_at_default": float((p >= t).mean()),
+                         "fpr_at_default": float((n >= t).mean())})
+    return rows
+
+
+def markdown(report: dict) -> str:
+    L = [f"# Leakage guard benchmark\n\n{report['machine']}\n",
+         "## Per-token overhead, lexical stages (exact + entity), µs per push",
+         "Best of 5 repetitions (median repetition's CPU p50 / p99 in brackets).\n",
+         "| forgotten items | forgets | cpu p50 | cpu p99 | wall p50 | wall p99 | spaced-letters cpu p99 "
+         "| index MB | derive ms/forget | add ms/forget | ledger B/item | new session µs (200-word prompt) |",
+         "|" + "---|" * 12]
+    mem = {m["items"]: m["index_mb"] for m in report["index_memory"]}
+    for r in report["lexical"]:
+        L.append(f"| {r['items']} {'(empty guard baseline)' if r['items'] == 0 else ''} | {r.get('forgets', 0)} "
+                 f"| {r['cpu_p50_us']:.1f} ({r['median_cpu_p50_us']:.1f}) | {r['cpu_p99_us']:.1f} "
+                 f"({r['median_cpu_p99_us']:.1f}) | {r['wall_p50_us']:.1f} | {r['wall_p99_us']:.1f} "
+                 f"| {r.get('spaced_text_cpu_p99_us', 0):.1f} | {mem.get(r['items'], 0):.1f} "
+                 f"| {r.get('derive_ms_per_forget', 0):.2f} | {r.get('add_ms_per_forget', 0):.2f} "
+                 f"| {r.get('ledger_bytes_per_item', 0):.0f} | {r.get('session_us', 0):.0f} "
+                 f"({r.get('session_with_200_word_prompt_us', 0):.0f}) |")
+    if "semantic" in report:
+        L += ["", "## Semantic stage, one sentence (batch 1, 1 thread)", "| runtime | p50 ms | p99 ms |",
+              "|---|---|---|"]
+        for k, v in report["semantic"].items():
+            if isinstance(v, dict):
+                L.append(f"| {k} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} |")
+        L.append("\nNearest-row search (numpy matmul + argmax): " + ", ".join(
+            f"{k.split('_')[1]} rows {v:.2f} ms" for k, v in report["semantic"].items() if k.startswith("search")))
+    L += ["", "## Time to block (Forget → ack → the live stream's next push)",
+          "| items already forgotten | semantic rows derived | forget→ack ms | ack→blocked µs | pushes | "
+          "chars released after ack | blocked |", "|---|---|---|---|---|---|---|"]
+    for r in report["time_to_block"]:
+        L.append(f"| {r['items']} | {r['semantic']} | {r['forget_to_ack_ms']:.2f} | {r['ack_to_block_us']:.0f} "
+                 f"| {r['pushes_to_block']} | {r['released_after_ack']} | {r['blocked']} |")
+    L += ["", "## False positives on other people's demo sentences vs recall on obfuscated copies",
+          "| n | char_gram | other people blocked | verbatim | spaced | punctuation | one word per line |",
+          "|---|---|---|---|---|---|---|"]
+    for r in report["false_positives"]:
+        L.append(f"| {r['n']} | {r['char_gram']} | {r['other_people_blocked']:.3f} | {r['verbatim_blocked']:.3f} "
+                 f"| {r['spaced_blocked']:.3f} | {r['punctuation_blocked']:.3f} | {r['one word per line_blocked']:.3f} |")
+    if "calibration" in report:
+        L += ["", "## Semantic threshold calibration (demo corpus: paraphrase probes vs other people's facts)",
+              "| rows | embedder | pos min | pos p10 | neg p90 | neg max | separable | calibrated threshold "
+              "| TPR / FPR at default " + str(GuardConfig().semantic_threshold) + " | AUC |", "|" + "---|" * 10]
+        for r in report["calibration"]:
+            L.append(f"| {r['rows']} | {r['embedder']} | {r['pos_min']:.3f} | {r['pos_p10']:.3f} | {r['neg_p90']:.3f} "
+                     f"| {r['neg_max']:.3f} | {r['separable']} | {r['threshold']:.3f} "
+                     f"| {r['tpr_at_default']:.3f} / {r['fpr_at_default']:.3f} | {r['auc']:.3f} |")
+    L += ["", "## Blocked / passed matrix", "| case | expected | got | stage |", "|---|---|---|---|"]
+    for r in report["matrix"]:
+        L.append(f"| {r['case']} | {r['expected']} | {r['got']} | {r['stage']} |")
+    return "\n".join(L) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000, 100000])
+    ap.add_argument("--tokens", type=int, default=20000)
+    ap.add_argument("--skip-semantic", action="store_true")
+    ap.add_argument("--model-cache", type=Path, default=Path(tempfile.gettempdir()) / "lethe-guard-onnx")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    cache = None if args.skip_semantic else args.model_cache
+    report: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                               f"load average {os.getloadavg()[0]:.1f} at start, Python {platform.python_version()}"}
+    report["lexical"] = lexical(args.sizes, args.tokens)
+    report["index_memory"] = index_memory(report["lexical"])
+    report["time_to_block"] = time_to_block(args.sizes, cache)
+    report["false_positives"] = false_positive_table([(8, 24), (8, 32), (8, 40), (12, 56)])
+    if cache is not None:
+        report["semantic"] = semantic_latency(cache)
+        report["calibration"] = calibration(cache)
+    report["matrix"] = matrix(cache)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "guard.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "guard.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""Keys derived from the server secret: keyed digests for the lexical views, AES-GCM sealing.
+
+Every digest is BLAKE2b keyed with a per-view subkey and cut to 8 bytes: with the key, short
+items (a name) can be brute-forced from their digest in seconds, without it they cannot — so the
+secret protects the ledger, and rotating it means re-deriving (the plaintext is gone by then, so
+a rotation re-keys nothing: keep the secret stable, see README). Embeddings can be inverted to
+text (vec2text), so they leave memory only sealed. This module stores no state beyond the keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+DIGEST_SIZE = 8  # 64-bit: ~1e-13 chance that a check collides with one of 10M entries
+_NONCE = 12
+
+
+def _subkey(master: bytes, purpose: bytes) -> bytes:
+    return hashlib.blake2b(purpose, key=master, digest_size=32).digest()
+
+
+class GuardKeys:
+    def __init__(self, secret: bytes) -> None:
+        if not isinstance(secret, (bytes, bytearray)) or len(secret) < 16:
+            raise ValueError("the guard secret must be at least 16 bytes")
+        master = hashlib.blake2b(bytes(secret), digest_size=32, person=b"lethe.guard.v1").digest()
+        self.word_key = _subkey(master, b"word-view")
+        self.char_key = _subkey(master, b"char-view")
+        self._aead = AESGCM(_subkey(master, b"embedding-seal"))
+        # Identifies the key without revealing it, so entries made under another secret are
+        # rejected instead of silently never matching.
+        self.key_id = _subkey(master, b"key-id")[:8]
+
+        # Keyed BLAKE2b spends one compression on the key block; copying a state that already
+        # absorbed it halves the work for the short strings hashed per word.
+        self.word_proto = hashlib.blake2b(digest_size=DIGEST_SIZE, key=self.word_key)
+        self.char_proto = hashlib.blake2b(digest_size=DIGEST_SIZE, key=self.char_key)
+
+    def word_digest(self, text: str) -> bytes:
+        h = self.word_proto.copy()
+        h.update(text.encode())
+        return h.digest()
+
+    def char_digest(self, text: str) -> bytes:
+        h = self.char_proto.copy()
+        h.update(text.encode())
+        return h.digest()
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def open(self, sealed: bytes, aad: bytes) -> bytes:
+        return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], aad)
