@@ -35,7 +35,7 @@ from server.runtime.model import LoadedModel, load_model
 from server.runtime.serving import ModelRuntime, RuntimeLimits
 from server.servicers.admin import AdminServicer
 from server.servicers.inference import InferenceServicer
-from server.settings import Settings
+from server.settings import Settings, thread_budget
 from server.worker import ADAPTER_DIR, LEDGER_FILE
 from server.worker_process import WorkerSupervisor
 
@@ -147,7 +147,7 @@ class LetheServer:
     def _worker_args(self) -> list[str]:
         s = self.settings
         args = ["--data-dir", str(s.data_dir), "--model", str(self.model_dir), "--log-level", s.log_level,
-                "--device", s.device]
+                "--device", s.device, "--worker-threads", str(thread_budget(s)[1])]
         if s.corpus is not None:
             args += ["--corpus", str(s.corpus)]
         return args

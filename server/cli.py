@@ -13,8 +13,10 @@ import signal
 import sys
 
 import grpc
+import torch
 
-from server.settings import add_model_arguments, add_serve_arguments, client_defaults, load_settings
+from server.settings import (add_model_arguments, add_serve_arguments, client_defaults, load_settings,
+                             thread_budget)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -22,6 +24,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = load_settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(thread_budget(settings)[0])
     asyncio.run(LetheServer(settings).serve_forever())
     return 0
 
@@ -32,6 +35,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     settings = load_settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(thread_budget(settings)[1])
     worker = UnlearningWorker(WorkerConfig(
         data_dir=settings.data_dir, model_dir=resolve_model_dir(settings), corpus=settings.corpus))
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())

@@ -28,6 +28,9 @@ from server.metrics import ServerMetrics
 logger = logging.getLogger(__name__)
 
 BEFORE, AFTER = "before_adapter", "after_adapter"
+# Engine metrics exported per finished job (a fixed set: bounded label values).
+VERIFICATION_SCORES = ("forget.fact_span_accuracy", "retain.fact_span_accuracy", "forget.verbatim_rate",
+                       "forget.truth_ratio", "mia.loss_auc", "mia.min_k_auc", "mia.zlib_auc", "model_utility")
 
 
 def guard_items(payload: ForgetPayload) -> ForgetItems:
@@ -46,6 +49,7 @@ class ForgetCoordinator:
         self.orphan_after_seconds = orphan_after_seconds
         self.stacks: AdapterStackManager | None = None  # set once the model is loaded
         self._swap_lock = asyncio.Lock()
+        self._failed_seen: set[str] | None = None  # FAILED jobs already counted (None until first tick)
         self._changed = asyncio.Event()  # wakes watchers when the loop sees ledger changes
 
     # ---- Forget ----------------------------------------------------------------------------
@@ -112,6 +116,9 @@ class ForgetCoordinator:
             self.metrics.swap_duration.observe(time.monotonic() - start)
             self.metrics.swap_pause.observe(timing.pause_s)
             self.metrics.forget_to_active.observe(time.time() - job.created_at)
+            self._observe_stages(job)
+            self.metrics.forget_attempts.labels("passed").inc()
+            self.metrics.forget_attempts.labels("failed").inc(max(job.attempts - 1, 0))
             self._observe_verification(job)
             self._export_stack(record)
             logger.info("forget %s ACTIVE in stack v%d", job.forget_id, record.version)
@@ -140,12 +147,27 @@ class ForgetCoordinator:
         self.metrics.stack_depth.set(len(record.adapter_ids))
         self._changed.set()
 
+    def _observe_stages(self, job: ForgetJob) -> None:
+        """queue (FILTERING->TRAINING), train (->VERIFYING), verify (->adapter recorded), swap (->now)."""
+        first: dict[ForgetState, float] = {}
+        for t in job.transitions:
+            first.setdefault(t.state, t.at)
+        last_training = max((t.at for t in job.transitions if t.state == ForgetState.TRAINING), default=None)
+        marks = [("queue", first.get(ForgetState.FILTERING), first.get(ForgetState.TRAINING)),
+                 ("train", last_training, first.get(ForgetState.VERIFYING)),
+                 ("verify", first.get(ForgetState.VERIFYING), job.updated_at),
+                 ("swap", job.updated_at, time.time())]
+        for stage, start, end in marks:
+            if start is not None and end is not None and end >= start:
+                self.metrics.forget_stage.labels(stage).observe(end - start)
+
     def _observe_verification(self, job: ForgetJob) -> None:
-        for name, value in job.metrics.items():
-            if name in ("forget_accuracy", "paraphrase_accuracy", "retain_accuracy", "mia_auc_loss",
-                        "mia_auc_min_k", "mia_auc_zlib", "truth_ratio", "verbatim_rate"):
-                self.metrics.verification_score.labels(name).observe(value)
-                self.metrics.verification_last.labels(name).set(value)
+        for name in VERIFICATION_SCORES:
+            if name in job.metrics:
+                self.metrics.verification_score.labels(name).observe(job.metrics[name])
+                self.metrics.verification_last.labels(name).set(job.metrics[name])
+        if "privleak" in job.metrics:  # a percentage around 0, not a [0, 1] score: gauge only
+            self.metrics.verification_last.labels("privleak").set(job.metrics["privleak"])
 
     # ---- background loop -------------------------------------------------------------------
     async def run(self) -> None:
@@ -168,12 +190,25 @@ class ForgetCoordinator:
         counts = await asyncio.to_thread(self.ledger.counts_by_state)
         for state, n in counts.items():
             self.metrics.forget_jobs.labels(state.value).set(n)
+        if self._failed_seen is None or counts[ForgetState.FAILED] > len(self._failed_seen):
+            await self._count_failures()
         beat = await asyncio.to_thread(self.ledger.last_heartbeat)
         if beat is not None:
             self.metrics.worker_heartbeat.set(beat)
         for stage, n in self.guard.stats().items():
             self.metrics.guard_entries.labels(stage).set(n)
         self._changed.set()
+
+    async def _count_failures(self) -> None:
+        failed = await asyncio.to_thread(self.ledger.list, [ForgetState.FAILED], 1_000_000)
+        if self._failed_seen is None:  # jobs that failed before this server started are history
+            self._failed_seen = {j.forget_id for j in failed}
+            return
+        for job in failed:
+            if job.forget_id not in self._failed_seen:
+                self._failed_seen.add(job.forget_id)
+                self.metrics.forget_attempts.labels("failed").inc(max(job.attempts, 1))
+                self._observe_verification(job)
 
     async def changed(self, timeout: float) -> None:
         """Wait until the next tick or swap (used by WatchForget)."""

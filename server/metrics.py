@@ -134,6 +134,26 @@ class ServerMetrics:
         self.worker_restarts = Counter(
             "lethe_worker_restarts_total", "Times the server restarted a dead worker process.", registry=r)
         self._http: Any = None
+        self._precreate()
+
+    def _precreate(self) -> None:
+        """Expose every bounded label set at 0 from the start, so rate()/increase() and alerts see
+        the first increment instead of a series that appears already at 1."""
+        for stage in ("exact", "entity", "semantic"):
+            for phase in ("before_adapter", "after_adapter"):
+                self.guard_hits.labels(stage, phase)
+        for result in ("ok", "refused", "failed"):
+            self.swaps.labels(result)
+        for reason in ("length", "stop", "filtered", "cancelled", "error"):
+            self.finished.labels(reason)
+        for result in ("created", "duplicate"):
+            self.forget_requests.labels(result)
+        for result in ("passed", "failed"):
+            self.forget_attempts.labels(result)
+        for action in ("arm", "refuse"):
+            self.guard_prompt_hits.labels(action)
+        for result in ("leaked", "clean"):
+            self.monitor_probes.labels(result)
 
     # ---- SchedulerObserver (called from the decode thread; prometheus_client is thread-safe) --
     def queue_wait(self, seconds: float) -> None:

@@ -48,6 +48,10 @@ class Settings:
     client_tokens: tuple[str, ...] = ()  # empty = Inference needs no credential
     log_level: str = "INFO"
     worker: bool = True  # spawn the unlearning worker process; off when workers run separately
+    # torch threads; 0 = auto: with a worker on this machine, server and worker get half the
+    # cores each (two processes with a thread per core each run many times slower, MEASURED.md).
+    torch_threads: int = 0
+    worker_threads: int = 0
     worker_timeout_seconds: float = 30.0  # a job whose worker was silent this long is re-queued
     default_method: str = "npo"  # NPO + retain loss: the most selective untuned method (UNLEARNING.md)
     corpus: Path | None = None  # JSONL for near-duplicate expansion and retain data; demo: its own corpus
@@ -78,6 +82,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "log_level": ("LETHE_LOG_LEVEL", str),
     "worker": ("LETHE_WORKER", _bool),
     "worker_timeout_seconds": ("LETHE_WORKER_TIMEOUT_SECONDS", float),
+    "torch_threads": ("LETHE_TORCH_THREADS", int),
+    "worker_threads": ("LETHE_WORKER_THREADS", int),
     "default_method": ("LETHE_DEFAULT_METHOD", str),
     "corpus": ("LETHE_CORPUS", Path),
     "guard_semantic": ("LETHE_GUARD_SEMANTIC", str),
@@ -96,6 +102,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     p("--corpus", type=Path, help="JSONL corpus for near-duplicates and retain data (env LETHE_CORPUS)")
     p("--device", help="auto, cpu, cuda, cuda:N (env LETHE_DEVICE)")
     p("--log-level", help="DEBUG, INFO, WARNING (env LETHE_LOG_LEVEL)")
+    p("--worker-threads", type=int, help="torch threads of the unlearning worker, 0 = auto (env LETHE_WORKER_THREADS)")
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +112,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     p("--host", help="address to listen on (env LETHE_HOST; default 127.0.0.1)")
     p("--port", type=int, help="gRPC port, 0 = any free port (env LETHE_PORT; default 50051)")
     p("--metrics-port", type=int, help="Prometheus port, -1 = off (env LETHE_METRICS_PORT; default 9464)")
+    p("--torch-threads", type=int, help="torch threads of the server, 0 = auto (env LETHE_TORCH_THREADS)")
     p("--max-batch-size", type=int, help="rows decoded together (env LETHE_MAX_BATCH_SIZE)")
     p("--max-queue", type=int, help="waiting requests before RESOURCE_EXHAUSTED (env LETHE_MAX_QUEUE)")
     p("--grace-seconds", type=float, help="drain time on SIGTERM (env LETHE_GRACE_SECONDS)")
@@ -137,6 +145,13 @@ def load_settings(args: argparse.Namespace | None = None, environ: Mapping[str, 
     settings = Settings(**values)
     validate(settings)
     return settings
+
+
+def thread_budget(s: Settings) -> tuple[int, int]:
+    """(server torch threads, worker torch threads) after resolving 0 = auto."""
+    cores = os.cpu_count() or 1
+    share = max(1, cores // 2) if s.worker else cores
+    return (s.torch_threads or share, s.worker_threads or max(1, cores // 2))
 
 
 def validate(s: Settings) -> None:

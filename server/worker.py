@@ -125,10 +125,10 @@ class UnlearningWorker:
         attempts = len(result.attempts)
         if not result.passed or result.artifact is None:
             reasons = "; ".join(result.gate.reasons)
-            self.ledger.fail(job.forget_id, f"verification gate failed after {attempts} attempts: {reasons}", metrics)
+            self.ledger.fail(job.forget_id, f"verification gate failed after {attempts} attempts: {reasons}",
+                             metrics, attempts)
             return
-        self.ledger.transition(job.forget_id, ForgetState.VERIFYING, "gate passed", attempts=attempts, metrics=metrics)
-        self._record(job, result.artifact)
+        self._record(job, result.artifact, attempts)
 
     def _existing_artifact(self, out_dir: Path) -> AdapterArtifact | None:
         if not out_dir.exists():
@@ -150,7 +150,7 @@ class UnlearningWorker:
             model = attach_stack(model, [load_artifact(p, self.fingerprint) for p in stack_paths])
         return build_retain_set(model, tokenizer, None, exclude=forget_set, seed=self.config.seed)
 
-    def _record(self, job: ForgetJob, artifact: AdapterArtifact) -> None:
+    def _record(self, job: ForgetJob, artifact: AdapterArtifact, attempts: int | None = None) -> None:
         manifest = artifact.path / "manifest.json"
         size = sum(p.stat().st_size for p in artifact.path.rglob("*") if p.is_file())
         record = AdapterRecord(
@@ -161,13 +161,18 @@ class UnlearningWorker:
             metrics={k: float(v) for k, v in artifact.metrics.items() if isinstance(v, (int, float))})
         if self.ledger.get(job.forget_id).state != ForgetState.VERIFYING:
             self.ledger.transition(job.forget_id, ForgetState.VERIFYING, "artifact verified")
-        self.ledger.record_adapter(record)
+        self.ledger.record_adapter(record, attempts)
         logger.info("job %s: adapter %s ready for the swap", job.forget_id, record.adapter_id)
 
     def _progress_callback(self, forget_id: str):
         every = self.config.progress_every
+        verifying = False
 
         def report(p: EngineProgress) -> None:
+            nonlocal verifying
+            if p.phase == "final" and not verifying:  # training done: the final evaluation starts
+                verifying = True
+                self.ledger.transition(forget_id, ForgetState.VERIFYING, "final evaluation")
             if p.phase == "train" and p.step % every:
                 return
             self.ledger.record_progress(forget_id, Progress(

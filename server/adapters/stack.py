@@ -117,4 +117,10 @@ class AdapterStackManager:
         in_use = {a for s in (*self._live.values(), self.current) for a in s.adapter_ids}
         for adapter_id in [a for a in self._members if a not in in_use]:
             stacking.remove_adapter(model, self._members.pop(adapter_id))
+        if not model.peft_config:
+            # Nothing left: take the LoRA layers out so the base runs exactly as before any forget
+            # (PEFT would otherwise still point its active adapter at a deleted one).
+            self.scheduler.model = model.unload()
+        elif model.active_adapter not in model.peft_config:
+            model.set_adapter(next(iter(model.peft_config)))
         logger.info("released adapter stack v%d", stack.version)

@@ -75,11 +75,12 @@ class ForgetLedger(abc.ABC):
                    metrics: dict[str, float] | None = None) -> ForgetJob: ...
 
     @abc.abstractmethod
-    def record_adapter(self, adapter: AdapterRecord) -> ForgetJob:
+    def record_adapter(self, adapter: AdapterRecord, attempts: int | None = None) -> ForgetJob:
         """A verified adapter is in the store: job stays VERIFYING with adapter_id set, awaiting the swap."""
 
     @abc.abstractmethod
-    def fail(self, forget_id: str, reason: str, metrics: dict[str, float] | None = None) -> ForgetJob:
+    def fail(self, forget_id: str, reason: str, metrics: dict[str, float] | None = None,
+             attempts: int | None = None) -> ForgetJob:
         """-> FAILED and erase the plaintext (the guard entries stay)."""
 
     # ---- the adapter stack -----------------------------------------------------------------

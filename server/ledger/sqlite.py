@@ -209,7 +209,7 @@ class SqliteLedger(ForgetLedger):
             self._set_state(db, forget_id, state, detail)
             return self._job(db, forget_id)
 
-    def record_adapter(self, adapter: AdapterRecord) -> ForgetJob:
+    def record_adapter(self, adapter: AdapterRecord, attempts: int | None = None) -> ForgetJob:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO adapters (adapter_id, forget_id, path, sha256, method, rank, size_bytes, created_at, "
@@ -218,13 +218,18 @@ class SqliteLedger(ForgetLedger):
                  adapter.size_bytes, adapter.created_at, json.dumps(adapter.metrics)))
             db.execute("UPDATE forgets SET adapter_id = ?, metrics = ?, updated_at = ? WHERE forget_id = ?",
                        (adapter.adapter_id, json.dumps(adapter.metrics), time.time(), adapter.forget_id))
+            if attempts is not None:
+                db.execute("UPDATE forgets SET attempts = ? WHERE forget_id = ?", (attempts, adapter.forget_id))
             return self._job(db, adapter.forget_id)
 
-    def fail(self, forget_id: str, reason: str, metrics: dict[str, float] | None = None) -> ForgetJob:
+    def fail(self, forget_id: str, reason: str, metrics: dict[str, float] | None = None,
+             attempts: int | None = None) -> ForgetJob:
         with self._tx() as db:
             db.execute("UPDATE forgets SET failure_reason = ? WHERE forget_id = ?", (reason, forget_id))
             if metrics is not None:
                 db.execute("UPDATE forgets SET metrics = ? WHERE forget_id = ?", (json.dumps(metrics), forget_id))
+            if attempts is not None:
+                db.execute("UPDATE forgets SET attempts = ? WHERE forget_id = ?", (attempts, forget_id))
             self._set_state(db, forget_id, ForgetState.FAILED, reason)
             db.execute("DELETE FROM payloads WHERE forget_id = ?", (forget_id,))
             job = self._job(db, forget_id)
