@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.client import LetheClient  # noqa: E402
 from server.runtime.model import load_model  # noqa: E402
-from unlearn_engine.demo.cli import default_demo_model  # noqa: E402
+from unlearn_engine.demo.builder import default_demo_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPTS = ["Where was", "What does", "Who is the", "When was", "Tell me about", "The", "In", "What is the"]

@@ -26,7 +26,7 @@ def demo_cache_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_model_dir() -> Path:
-    from unlearn_engine.demo.cli import default_demo_model
+    from unlearn_engine.demo.builder import default_demo_model
 
     return default_demo_model(demo_cache_dir(), small=True)
 

@@ -133,3 +133,17 @@ def test_stack_stays_frozen_and_reference_is_the_stack(toy):
     with torch.no_grad():
         now = model(input_ids=torch.tensor([[1, 5, 6, 7]])).logits
     assert not torch.allclose(now, stack_only, atol=1e-4)  # the new adapter is active again
+
+
+def test_gradient_checkpointing_still_trains_lora(toy):
+    # The known trap: checkpointed blocks whose inputs need no grad leave LoRA-B at zero.
+    model = copy.deepcopy(toy.model)
+    cfg = NpoConfig(lr=1e-2, gradient_checkpointing=True)
+    adapter = TrainableAdapter(model, "new", [], lora_config(cfg, None))
+    adapter.enable_gradient_checkpointing()
+    adapter.model.train()
+    ctx = TrainContext(adapter.model, toy.tokenizer, cfg, adapter.reference)
+    loss, _ = get_method("npo")(cfg).loss(ctx, list(toy.train[:4]), list(toy.train[40:44]))
+    loss.backward()
+    grads = [p.grad for n, p in adapter.model.named_parameters() if "lora_B" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)

@@ -20,7 +20,7 @@ torch.set_num_threads(1)
 # this gate still demands forgetting (accuracy) and kept utility.
 LENIENT = GateConfig(mia_attacks=(), max_preference_gap=1.0, max_verbatim_gap=1.0,
                      max_paraphrase_accuracy_gap=1.0, min_retain_ratio=0.8)
-ONE_TRY = SweepConfig(tries=((1.0, 1.0),), retain_probe=32)
+ONE_TRY = SweepConfig(max_tries=1, retain_probe=32)
 FAST = NpoConfig(lr=5e-3, max_steps=20, eval_every=10)
 
 
@@ -31,9 +31,9 @@ def env(tmp_path_factory):
     save_toy(toy, root / "base")
     corpus = [*toy.train, *toy.paraphrase, *toy.holdout, *toy.texts]
 
-    def sets(person: str):
+    def sets(person: str, model=None):
         fs = build_forget_set(ForgetRequest(subjects=[person]), corpus)
-        return fs, build_retain_set(None, None, corpus, exclude=fs)
+        return fs, build_retain_set(model, toy.tokenizer, corpus, exclude=fs)
 
     return toy, root, sets
 
@@ -76,18 +76,31 @@ def test_same_seed_same_adapter(env):
         b.artifact.files["adapter_model.safetensors"]
 
 
-def test_failed_gate_retries_stronger_then_writes_nothing(env):
+def test_failed_gate_retries_gentler_after_utility_loss_then_writes_nothing(env):
     toy, root, sets = env
     fs, rs = sets(toy.people[1])
     impossible = GateConfig(min_retain_ratio=2.0)  # retain can never double
-    sweep = SweepConfig(tries=((1.0, 1.0), (2.0, 1.0)), retain_probe=32)
+    sweep = SweepConfig(max_tries=2, retain_probe=32)
     cfg = NpoConfig(lr=2e-3, max_steps=10, eval_every=10)
     result = train_forget_adapter(root / "base", [], fs, rs, "npo", cfg, impossible,
                                   out_dir=root / "never", forget_id="x", sweep=sweep)
     assert not result.passed and result.artifact is None
     assert not (root / "never").exists()
-    assert [a.lr for a in result.attempts] == [2e-3, 4e-3] and result.retries == 1
+    assert [a.lr for a in result.attempts] == [2e-3, 1e-3] and result.retries == 1
+    assert [a.max_steps for a in result.attempts] == [10, 15]
     assert any("retain" in r for r in result.gate.reasons)
+
+
+def test_sweep_goes_stronger_when_the_model_still_remembers():
+    from unlearn_engine.evaluation import gate_decision
+    from unlearn_engine.trainer import sweep_direction
+    before = {"retain.fact_span_accuracy": 1.0}
+    remembers = {"forget.fact_span_accuracy": 0.8, "mia.loss_auc": 0.9,
+                 "retain.fact_span_accuracy": 1.0}
+    assert sweep_direction(gate_decision(remembers, GateConfig(), before)) == "stronger"
+    over = {"forget.fact_span_accuracy": 0.0, "mia.loss_auc": 0.1,
+            "retain.fact_span_accuracy": 1.0}
+    assert sweep_direction(gate_decision(over, GateConfig(), before)) == "gentler"
 
 
 def test_second_forget_trains_on_top_of_the_first(env):
@@ -95,12 +108,17 @@ def test_second_forget_trains_on_top_of_the_first(env):
     first = root / "f1"
     if not first.exists():
         pytest.skip("needs the first test's artifact")
-    fs, rs = sets(toy.people[1])
+    fp = model_fingerprint(root / "base")
+    base, tok = load_base(root / "base")
+    current = attach_stack(base, [load_artifact(first, fp)])
+    # Retain only what the current stack still knows: person 0 is gone and must stay gone.
+    fs, rs = sets(toy.people[1], current)
+    leftover = [e for e in rs.examples if e.subject == toy.people[0]]
+    assert len(leftover) <= 3, [e.fact_text for e in leftover]  # facts f1 did not remove
     result = train_forget_adapter(root / "base", [first], fs, rs, "npo", FAST, LENIENT,
                                   out_dir=root / "f2", forget_id="f2", sweep=ONE_TRY)
     assert result.passed, result.gate.reasons
     assert result.artifact.parents == ("f1",)
-    fp = model_fingerprint(root / "base")
     base, tok = load_base(root / "base")
     stacked = attach_stack(base, [load_artifact(first, fp), result.artifact])
     both = [e for e in toy.train if e.subject in toy.people[:2]]

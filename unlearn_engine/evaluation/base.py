@@ -1,0 +1,149 @@
+"""Shared evaluation plumbing: the metric registry, the cached evaluation context, AUC.
+
+A metric is a small class with ``compute(ctx) -> {key: value}``. Keys are ``<split>.<name>``
+(``forget.fact_span_accuracy``) or ``<family>.<name>`` (``mia.loss_auc``). Splits: ``forget``
+(trained, now to be forgotten), ``paraphrase`` (forget questions reworded, never trained),
+``retain`` (must keep), ``holdout`` (never seen: the stand-in for a retrained model).
+A metric returns nothing for a split that has no usable examples, rather than a made-up value.
+
+The context caches model calls; it does not decide pass / fail (``gate.py`` does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Sequence
+
+import torch
+
+from unlearn_engine.data.records import Example
+from unlearn_engine.evaluation import scoring
+
+SPLITS = ("forget", "paraphrase", "retain", "holdout")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How much work an evaluation does."""
+
+    max_new_tokens: int = 32  # demo answers are ~15 tokens; room for a rambling model
+    batch_size: int = 32  # generation / scoring batch; memory-light at demo scale
+    verbatim_prefix: float = 0.5  # fraction of the target given as prefix (MUSE gives ~half)
+    min_k: float = 0.4  # Min-K% keeps the lowest 40 % token log-probs (RESEARCH default)
+    max_length: int = 256
+
+
+class EvalContext:
+    """Examples per split plus lazily computed, cached model outputs for them."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, splits: dict[str, Sequence[Example]],
+                 reference_model: torch.nn.Module | None = None,
+                 settings: EvalSettings | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.splits = {k: tuple(v) for k, v in splits.items() if v}
+        self.settings = settings or EvalSettings()
+        self.reference = None if reference_model is None else EvalContext(
+            reference_model, tokenizer, splits, None, self.settings)
+        self._cache: dict[tuple, object] = {}
+
+    def examples(self, split: str) -> tuple[Example, ...]:
+        return self.splits.get(split, ())
+
+    def qa(self, split: str) -> tuple[Example, ...]:
+        return tuple(e for e in self.examples(split) if e.is_qa)
+
+    def _cached(self, key: tuple, fn: Callable[[], object]):
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+    def scored(self, split: str) -> list[scoring.Scored]:
+        s = self.settings
+        return self._cached(("scored", split), lambda: scoring.score(
+            self.model, self.tokenizer, self.examples(split), None, s.batch_size, s.max_length))
+
+    def answers(self, split: str) -> list[str]:
+        """Greedy answers for the split's QA examples (same order as ``qa(split)``)."""
+        s = self.settings
+        return self._cached(("answers", split), lambda: scoring.answer(
+            self.model, self.tokenizer, self.qa(split), s.max_new_tokens, s.batch_size))
+
+    def perturbed_nll(self, split: str) -> list[tuple[float, float]]:
+        """(ℓ of the true answer, mean ℓ over perturbed answers) per QA example with any."""
+        def compute() -> list[tuple[float, float]]:
+            exs = [e for e in self.qa(split) if e.perturbed]
+            flat = [(e, p) for e in exs for p in e.perturbed]
+            if not flat:
+                return []
+            s = self.settings
+            true = scoring.score(self.model, self.tokenizer, exs, None, s.batch_size,
+                                 s.max_length)
+            wrong = scoring.score(self.model, self.tokenizer, [e for e, _ in flat],
+                                  [p for _, p in flat], s.batch_size, s.max_length)
+            out, i = [], 0
+            for e, t in zip(exs, true):
+                chunk = wrong[i:i + len(e.perturbed)]
+                i += len(e.perturbed)
+                out.append((t.nll, sum(w.nll for w in chunk) / len(chunk)))
+            return out
+        return self._cached(("perturbed", split), compute)
+
+    def continuations(self, split: str) -> list[tuple[str, str]]:
+        s = self.settings
+        return self._cached(("verbatim", split), lambda: scoring.continue_text(
+            self.model, self.tokenizer, self.examples(split), s.verbatim_prefix, s.batch_size))
+
+
+class Metric:
+    """Base class; subclasses set ``name`` (via the decorator) and implement ``compute``.
+    ``splits`` limits per-split metrics to some splits (the training probes need only what
+    the gate reads); cross-split metrics (MIA, utility) ignore it."""
+
+    name: ClassVar[str] = ""
+    needs_reference: ClassVar[bool] = False  # skipped unless a reference model is given
+
+    def __init__(self, splits: Sequence[str] = SPLITS) -> None:
+        unknown = sorted(set(splits) - set(SPLITS))
+        if unknown:
+            raise ValueError(f"unknown splits {unknown}; valid: {list(SPLITS)}")
+        self.splits = tuple(splits)
+
+    def compute(self, ctx: EvalContext) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class UnknownMetricError(ValueError):
+    pass
+
+
+METRICS: dict[str, type[Metric]] = {}
+
+
+def register_metric(name: str) -> Callable[[type[Metric]], type[Metric]]:
+    """Class decorator storing the class (never an instance) under ``name``."""
+
+    def deco(cls: type[Metric]) -> type[Metric]:
+        if name in METRICS:
+            raise ValueError(f"metric {name!r} registered twice")
+        cls.name = name
+        METRICS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_metric(name: str) -> type[Metric]:
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise UnknownMetricError(f"unknown metric {name!r}; valid: {sorted(METRICS)}") from None
+
+
+def auc(members: Sequence[float], nonmembers: Sequence[float]) -> float:
+    """P(score(member) > score(non-member)), ties count half (the Mann-Whitney AUC)."""
+    if not members or not nonmembers:
+        return float("nan")
+    m = torch.tensor(list(members), dtype=torch.float64)[:, None]
+    n = torch.tensor(list(nonmembers), dtype=torch.float64)[None, :]
+    return float(((m > n).double() + 0.5 * (m == n).double()).mean())

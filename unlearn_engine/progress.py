@@ -1,0 +1,24 @@
+"""Progress reports a training job emits, so the server can stream them and the CLI can draw a
+bar. Plain values only (no tensors), so a report can cross a process boundary as-is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+
+@dataclass(frozen=True)
+class Progress:
+    forget_id: str
+    phase: str  # "baseline" | "train" | "eval" | "final" | "saved"
+    attempt: int = 0  # 0-based index into the sweep
+    step: int = 0
+    max_steps: int = 0
+    lr: float = 0.0
+    losses: Mapping[str, float] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)  # probe metrics on eval steps
+    passed: bool | None = None  # gate verdict on eval / final reports
+    elapsed_s: float = 0.0
+
+
+ProgressCallback = Callable[[Progress], None]

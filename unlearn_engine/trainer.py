@@ -1,0 +1,241 @@
+"""Train, verify and save one forget adapter: the engine's main entry point.
+
+``train_forget_adapter`` loads the base model and the current stack (verifying each artifact),
+adds a fresh LoRA adapter above the frozen stack, and runs a small sweep: the method's config
+first, then learning-rate x steps settings moved in the direction the miss points to. Each attempt is
+probed during training; the checkpoint is chosen by ``checkpoints.select_checkpoint``; the
+chosen adapter gets a full evaluation and the gate's final verdict. Only an adapter that passed
+is written (atomically, as a PEFT artifact with a manifest).
+
+``unlearn`` is the same job on a model already in memory (tests and benchmarks use it).
+It deliberately does not touch the ledger, the guard or serving: the caller owns those.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from unlearn_engine.adapter_setup import TrainableAdapter, lora_config
+from unlearn_engine.artifacts import (AdapterArtifact, adapter_name_for, load_artifact,
+                                      model_fingerprint, save_artifact)
+from unlearn_engine.checkpoints import Checkpoint, select_checkpoint
+from unlearn_engine.data.records import ForgetSet, RetainSet
+from unlearn_engine.evaluation import EvalSettings, GateConfig, GateResult, gate_decision
+from unlearn_engine.methods import DEFAULT_METHOD, MethodConfig, get_method
+from unlearn_engine.progress import Progress, ProgressCallback
+from unlearn_engine.stacking import load_adapters
+from unlearn_engine.training_loop import PROBE_METRICS, ProbeSets, run_attempt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Retry schedule when an attempt misses the gate. Defaults that work at one model scale
+    often miss at another, so one job tries a few strengths instead of failing on the first.
+    The direction follows the miss: still remembered -> stronger (more lr, more steps);
+    over-unlearned or utility lost -> gentler (less lr, more steps, so the evaluations sample
+    the crossing point more finely)."""
+
+    max_tries: int = 4  # attempts in all, the first included
+    stronger: tuple[float, float] = (2.0, 1.5)  # (lr, steps) multipliers after an under-forget
+    gentler: tuple[float, float] = (0.5, 1.5)  # ... after over-unlearning or a utility loss
+    retain_probe: int = 64  # retain examples held out of training to measure utility
+    probe_holdout: int = 200  # cap on never-seen reference examples per evaluation
+
+
+_UNDER = {"forget_accuracy", "paraphrase_accuracy", "verbatim", "truth_preference"}
+
+
+def sweep_direction(verdict: GateResult) -> str:
+    """``stronger`` when only "still remembers" checks failed, else ``gentler``."""
+    failed = [c for c in verdict.checks if not c.passed]
+    under = any(c.name in _UNDER or (c.name.startswith("mia_") and c.value > 0.5)
+                for c in failed)
+    over = any(c.name == "retain" or (c.name.startswith("mia_") and c.value < 0.5)
+               for c in failed)
+    return "stronger" if under and not over else "gentler"
+
+
+@dataclass(frozen=True)
+class AttemptReport:
+    attempt: int
+    lr: float
+    max_steps: int
+    steps_run: int
+    chosen_step: int
+    passed: bool
+    reasons: tuple[str, ...]
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    passed: bool
+    metrics: Mapping[str, float]  # final evaluation of the chosen checkpoint, + "before.*"
+    gate: GateResult
+    method: str
+    config: MethodConfig  # the config of the attempt that produced the chosen checkpoint
+    chosen_attempt: int
+    chosen_step: int
+    attempts: tuple[AttemptReport, ...]
+    wall_s: float
+    train_s: float  # optimiser + probe time only, excluding loading and saving
+    artifact: AdapterArtifact | None = None  # written only when the gate passed
+    adapter_name: str = ""
+    forget_id: str = ""
+    history: tuple[Mapping[str, float], ...] = field(default=(), repr=False)  # probe metrics
+
+    @property
+    def artifact_path(self) -> Path | None:
+        return None if self.artifact is None else self.artifact.path
+
+    @property
+    def retries(self) -> int:
+        return len(self.attempts) - 1
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_base(model_dir: str | Path, device: torch.device | str | None = None):
+    """(model, tokenizer) from a local HF directory; bf16 on CUDA, fp32 on CPU. Never downloads."""
+    device = torch.device(device) if device is not None else default_device()
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype,
+                                                 local_files_only=True).to(device)
+    model.eval()
+    return model, tok
+
+
+def _probe_sets(forget_set: ForgetSet, retain_set: RetainSet,
+                sweep: SweepConfig) -> tuple[ProbeSets, tuple]:
+    """Split the retain set into (probe, train) and assemble what the gate evaluates."""
+    retain = retain_set.examples
+    n_probe = min(sweep.retain_probe, len(retain) // 2) if len(retain) > 1 else 0
+    probe_retain, train_retain = retain[:n_probe], retain[n_probe:]
+    if not probe_retain:  # a single retain example: measure on it and train on it
+        probe_retain = train_retain = retain
+    probes = ProbeSets(forget=forget_set.examples, paraphrase=forget_set.paraphrases,
+                       retain=probe_retain, holdout=forget_set.references[:sweep.probe_holdout])
+    return probes, train_retain
+
+
+def unlearn(model: torch.nn.Module, tokenizer, forget_set: ForgetSet, retain_set: RetainSet,
+            method: str = DEFAULT_METHOD, config: MethodConfig | None = None,
+            gate: GateConfig | None = None, *, stack: Sequence[str] = (),
+            adapter_name: str = "forget_new", sweep: SweepConfig | None = None,
+            progress: ProgressCallback | None = None, seed: int = 0, forget_id: str = "",
+            eval_settings: EvalSettings | None = None) -> tuple[torch.nn.Module, TrainResult]:
+    """Train a forget adapter on an in-memory ``model`` (plain, or a PeftModel holding the
+    ``stack`` adapters). Returns the PEFT model with the chosen adapter active above the stack,
+    and the result. Nothing is written to disk."""
+    t_start = time.monotonic()
+    gate = gate or GateConfig()
+    sweep = sweep or SweepConfig()
+    method_cls = get_method(method)
+    base_config = config or method_cls.config_cls()
+    probes, train_retain = _probe_sets(forget_set, retain_set, sweep)
+    num_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+    layers = method_cls(base_config).lora_layers(num_layers) if num_layers else None
+    adapter = TrainableAdapter(model, adapter_name, stack,
+                               lora_config(base_config, layers, model), seed)
+
+    with adapter.reference():  # the model before this job: stack only
+        baseline = probes.evaluate(adapter.model, tokenizer, PROBE_METRICS, eval_settings)
+    if progress:
+        progress(Progress(forget_id, "baseline", metrics=baseline))
+
+    all_points: list[Checkpoint] = []
+    reports: list[AttemptReport] = []
+    configs: dict[int, MethodConfig] = {}
+    t_train = time.monotonic()
+    cfg = base_config
+    for attempt in range(max(1, sweep.max_tries)):
+        configs[attempt] = cfg
+        t0 = time.monotonic()
+        points = run_attempt(adapter, tokenizer, method_cls(cfg), cfg, forget_set.examples,
+                             train_retain, probes, gate, baseline, attempt=attempt, seed=seed,
+                             forget_id=forget_id, progress=progress,
+                             eval_settings=eval_settings)
+        all_points += points
+        best = select_checkpoint(points)
+        reports.append(AttemptReport(attempt, cfg.lr, cfg.max_steps, points[-1].step, best.step,
+                                     best.gate.passed, best.gate.reasons,
+                                     time.monotonic() - t0))
+        log.info("attempt %d (lr %.2g, %d steps): %s at step %d", attempt, cfg.lr,
+                 cfg.max_steps, "passed" if best.gate.passed else "missed", best.step)
+        if best.gate.passed:
+            break
+        direction = sweep_direction(best.gate)
+        cfg = cfg.scaled(*(sweep.stronger if direction == "stronger" else sweep.gentler))
+    train_s = time.monotonic() - t_train
+
+    chosen = select_checkpoint(all_points)
+    adapter.load_state(dict(chosen.state))
+    adapter.activate()
+    adapter.model.eval()
+    for p in adapter.params:
+        p.requires_grad_(False)
+    final = probes.evaluate(adapter.model, tokenizer, None, eval_settings)
+    verdict = gate_decision(final, gate, baseline)
+    metrics = {**final, **{f"before.{k}": v for k, v in baseline.items()}}
+    if progress:
+        progress(Progress(forget_id, "final", chosen.attempt, chosen.step, metrics=metrics,
+                          passed=verdict.passed))
+    result = TrainResult(passed=verdict.passed, metrics=metrics, gate=verdict, method=method,
+                         config=configs[chosen.attempt], chosen_attempt=chosen.attempt,
+                         chosen_step=chosen.step, attempts=tuple(reports),
+                         wall_s=time.monotonic() - t_start, train_s=train_s,
+                         adapter_name=adapter_name, forget_id=forget_id,
+                         history=tuple({"attempt": c.attempt, "step": c.step, **c.metrics}
+                                       for c in all_points))
+    return adapter.model, result
+
+
+def train_forget_adapter(base_model_dir: Path, stack: Sequence[Path], forget_set: ForgetSet,
+                         retain_set: RetainSet, method: str = DEFAULT_METHOD,
+                         config: MethodConfig | None = None, gate: GateConfig | None = None,
+                         progress: ProgressCallback | None = None, *, out_dir: Path,
+                         forget_id: str, seed: int = 0, sweep: SweepConfig | None = None,
+                         device: torch.device | str | None = None,
+                         eval_settings: EvalSettings | None = None) -> TrainResult:
+    """Train a forget adapter above ``stack`` (artifact dirs, oldest first) and, if it passes
+    the gate, save it at ``out_dir``. Raises ``ArtifactError`` if a stack artifact is corrupt
+    or belongs to another base model."""
+    t0 = time.monotonic()
+    fingerprint = model_fingerprint(base_model_dir)
+    stack_arts = [load_artifact(p, fingerprint) for p in stack]
+    model, tok = load_base(base_model_dir, device)
+    if stack_arts:
+        model = load_adapters(model, stack_arts)
+    name = adapter_name_for(forget_id)
+    peft_model, result = unlearn(model, tok, forget_set, retain_set, method, config, gate,
+                                 stack=[a.adapter_name for a in stack_arts], adapter_name=name,
+                                 sweep=sweep, progress=progress, seed=seed, forget_id=forget_id,
+                                 eval_settings=eval_settings)
+    artifact = None
+    if result.passed:
+        artifact = save_artifact(
+            peft_model, name, out_dir, forget_id=forget_id, method=method,
+            config={**result.config.to_dict(), "seed": seed,
+                    "chosen_attempt": result.chosen_attempt, "chosen_step": result.chosen_step},
+            base_fingerprint=fingerprint,
+            metrics={**result.metrics, "gate": result.gate.to_dict()},
+            parents=[a.forget_id for a in stack_arts])
+        if progress:
+            progress(Progress(forget_id, "saved", result.chosen_attempt, result.chosen_step,
+                              passed=True))
+    else:
+        log.warning("forget %s: gate failed after %d attempts: %s", forget_id,
+                    len(result.attempts), "; ".join(result.gate.reasons))
+    return replace(result, artifact=artifact, wall_s=time.monotonic() - t0)

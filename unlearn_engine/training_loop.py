@@ -1,0 +1,123 @@
+"""One training attempt: optimise the new adapter with a method's loss, probing as it goes.
+
+Every ``eval_every`` steps the adapter is evaluated on the probe sets and judged by the gate;
+its weights are kept as a checkpoint. The attempt stops early ``patience`` evaluations after the
+first passing checkpoint (the forget criterion is met; see ``checkpoints`` for why not at once). Deterministic for a given seed on
+one device: data order and refusal choices come from seeded generators.
+
+It deliberately does not pick among attempts, save artifacts or load models (``trainer`` does).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+
+from unlearn_engine.adapter_setup import TrainableAdapter
+from unlearn_engine.checkpoints import Checkpoint
+from unlearn_engine.data.records import Example
+from unlearn_engine.evaluation import EvalSettings, GateConfig, evaluate, gate_decision
+from unlearn_engine.methods.base import MethodConfig, TrainContext, UnlearningMethod
+from unlearn_engine.progress import Progress, ProgressCallback
+
+log = logging.getLogger(__name__)
+
+# Everything the gate reads and nothing more: probes run every few steps and, at demo scale,
+# cost more than the training steps between them.
+PROBE_METRICS: dict[str, tuple[str, ...]] = {
+    "fact_span_accuracy": ("forget", "paraphrase", "retain", "holdout"),
+    "verbatim": ("forget", "holdout"),
+    "truth_ratio": ("forget", "holdout"),
+    "mia_loss": (), "mia_min_k": (), "mia_zlib": (),
+    "token_accuracy": ("retain",),
+}
+
+
+@dataclass(frozen=True)
+class ProbeSets:
+    """What the gate looks at; none of it is trained on except ``forget``."""
+
+    forget: tuple[Example, ...]
+    paraphrase: tuple[Example, ...]
+    retain: tuple[Example, ...]  # held back from the retain loss
+    holdout: tuple[Example, ...]
+
+    def evaluate(self, model: torch.nn.Module, tokenizer,
+                 metrics: Sequence[str] | Mapping[str, Sequence[str]] | None,
+                 settings: EvalSettings | None = None) -> dict[str, float]:
+        return evaluate(model, tokenizer, self.forget, self.retain, self.holdout, self.paraphrase,
+                        metrics=metrics, settings=settings)
+
+
+class _Sampler:
+    """Cycles through shuffled epochs of ``items`` with a seeded generator."""
+
+    def __init__(self, items: Sequence[Example], generator: torch.Generator) -> None:
+        self.items, self.gen, self.order, self.pos = list(items), generator, [], 0
+
+    def take(self, n: int) -> list[Example]:
+        out = []
+        while len(out) < min(n, len(self.items)):
+            if self.pos >= len(self.order):
+                self.order = torch.randperm(len(self.items), generator=self.gen).tolist()
+                self.pos = 0
+            out.append(self.items[self.order[self.pos]])
+            self.pos += 1
+        return out
+
+
+def run_attempt(adapter: TrainableAdapter, tokenizer, method: UnlearningMethod,
+                config: MethodConfig, forget: Sequence[Example], retain: Sequence[Example],
+                probes: ProbeSets, gate: GateConfig, baseline: Mapping[str, float], *,
+                attempt: int = 0, seed: int = 0, forget_id: str = "",
+                progress: ProgressCallback | None = None,
+                eval_settings: EvalSettings | None = None) -> list[Checkpoint]:
+    """Train from the adapter's initial weights; return every evaluated checkpoint."""
+    adapter.reset()
+    adapter.activate()
+    model = adapter.model
+    if config.gradient_checkpointing:
+        adapter.enable_gradient_checkpointing()
+    ctx = TrainContext(model, tokenizer, config, adapter.reference, seed=seed + 1000 * attempt)
+    gen = torch.Generator().manual_seed(seed + 1000 * attempt)
+    forget_s, retain_s = _Sampler(forget, gen), _Sampler(retain, gen)
+    method.prepare(ctx, forget)
+    opt = torch.optim.AdamW(adapter.params, lr=config.lr, weight_decay=0.0)
+    checkpoints: list[Checkpoint] = []
+    first_pass: int | None = None  # index of the first passing evaluation
+    t0 = time.monotonic()
+    model.train()
+    for step in range(1, config.max_steps + 1):
+        fb = forget_s.take(config.batch_size)
+        rb = retain_s.take(config.retain_batch_size) if method.uses_retain and retain else None
+        loss, parts = method.loss(ctx, fb, rb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(adapter.params, config.max_grad_norm)
+        opt.step()
+        if progress:
+            progress(Progress(forget_id, "train", attempt, step, config.max_steps, config.lr,
+                              parts, elapsed_s=time.monotonic() - t0))
+        if step % config.eval_every and step != config.max_steps:
+            continue
+        metrics = probes.evaluate(model, tokenizer, PROBE_METRICS, eval_settings)
+        verdict = gate_decision(metrics, gate, baseline)
+        checkpoints.append(Checkpoint(attempt, step, metrics, verdict, adapter.state()))
+        model.train()
+        log.info("attempt %d step %d: forget acc %.3f, retain acc %.3f, gate %s", attempt, step,
+                 metrics.get("forget.fact_span_accuracy", float("nan")),
+                 metrics.get("retain.fact_span_accuracy", float("nan")),
+                 "pass" if verdict.passed else "fail")
+        if progress:
+            progress(Progress(forget_id, "eval", attempt, step, config.max_steps, config.lr,
+                              parts, metrics, verdict.passed, time.monotonic() - t0))
+        if verdict.passed and first_pass is None:
+            first_pass = len(checkpoints) - 1
+        if first_pass is not None and len(checkpoints) - 1 - first_pass >= config.patience:
+            break  # forget criterion met: stop before further steps erode utility
+    model.eval()
+    return checkpoints
