@@ -79,6 +79,114 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_client(args: argparse.Namespace):
+    from server.client import LetheClient, find_token
+
+    defaults = client_defaults()
+    token = find_token(args.token or defaults.token, defaults.data_dir)
+    return LetheClient(args.target or defaults.target, token, timeout=args.timeout)
+
+
+def _state(value: int) -> str:
+    from server.api import admin_pb2 as apb
+
+    return apb.ForgetState.Name(value).removeprefix("FORGET_STATE_")
+
+
+def _cmd_forget(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from server.api import admin_pb2 as apb
+
+    pairs = []
+    for qa in args.qa or ():
+        question, sep, answer = qa.partition("|")
+        if not sep or not question.strip() or not answer.strip():
+            print(f"error: --qa needs 'QUESTION|ANSWER', got {qa!r}", file=sys.stderr)
+            return 2
+        pairs.append(apb.QAPair(question=question.strip(), answer=answer.strip()))
+    request = apb.ForgetRequest(texts=args.text or [], qa_pairs=pairs, subjects=args.subject or [],
+                                method=args.method or "", reason=args.reason or "",
+                                idempotency_key=args.idempotency_key or "")
+    with _admin_client(args) as client:
+        try:
+            reply = client.admin.Forget(request, metadata=client._metadata, timeout=args.timeout)
+            job = reply.job
+            print(f"{job.forget_id} {_state(job.state)}{'' if reply.created else ' (existing)'}")
+            if not args.wait:
+                return 0
+            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                          transient=True) as bar:
+                task = bar.add_task(_state(job.state), total=None)
+                for ev in client.admin.WatchForget(apb.WatchForgetRequest(forget_id=job.forget_id),
+                                                   metadata=client._metadata, timeout=None):
+                    job = ev.job
+                    if ev.HasField("progress") and ev.progress.total_steps:
+                        p = ev.progress
+                        bar.update(task, description=f"TRAINING attempt {p.attempt}", completed=p.step,
+                                   total=p.total_steps)
+                    elif ev.HasField("transition"):
+                        bar.update(task, description=_state(ev.transition.state))
+        except grpc.RpcError as err:
+            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    print(f"{job.forget_id} {_state(job.state)}" + (f": {job.failure_reason}" if job.failure_reason else ""))
+    return 0 if job.state == apb.FORGET_STATE_ACTIVE else 1
+
+
+def _cmd_forgets(args: argparse.Namespace) -> int:
+    from server.api import admin_pb2 as apb
+
+    with _admin_client(args) as client:
+        try:
+            page = client.admin.ListForgets(apb.ListForgetsRequest(page_size=args.limit), metadata=client._metadata)
+        except grpc.RpcError as err:
+            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    for job in page.forgets:
+        created = job.created_at.ToDatetime().isoformat(timespec="seconds")
+        print(f"{job.forget_id}  {_state(job.state):<11} {job.method:<8} {created}  "
+              f"texts={job.num_texts} qa={job.num_qa_pairs} subjects={job.num_subjects}  {job.failure_reason}")
+    return 0
+
+
+def _cmd_adapters(args: argparse.Namespace) -> int:
+    from server.api import admin_pb2 as apb
+
+    with _admin_client(args) as client:
+        try:
+            stack = client.admin.ListAdapters(apb.ListAdaptersRequest(), metadata=client._metadata)
+        except grpc.RpcError as err:
+            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    print(f"stack v{stack.stack_version}: {len(stack.adapters)} adapter(s)")
+    for a in stack.adapters:
+        print(f"  {a.position}: {a.adapter_id}  forget={a.forget_id} method={a.method} rank={a.rank} "
+              f"{a.size_bytes} bytes")
+    return 0
+
+
+def _cmd_deactivate(args: argparse.Namespace) -> int:
+    from server.api import admin_pb2 as apb
+
+    with _admin_client(args) as client:
+        try:
+            stack = client.admin.DeactivateAdapter(
+                apb.DeactivateAdapterRequest(adapter_id=args.adapter_id, reason=args.reason or ""),
+                metadata=client._metadata)
+        except grpc.RpcError as err:
+            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    print(f"stack v{stack.stack_version}: {len(stack.adapters)} adapter(s)")
+    return 0
+
+
+def _add_target(parser: argparse.ArgumentParser, timeout: float | None = 60.0) -> None:
+    parser.add_argument("--target", help="HOST:PORT (default 127.0.0.1:50051 or LETHE_TARGET)")
+    parser.add_argument("--token", help="bearer token (default LETHE_TOKEN, else <data dir>/operator.token)")
+    parser.add_argument("--timeout", type=float, default=timeout, help="deadline in seconds")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lethe", description="Lethe: an inference server that can forget.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,15 +215,35 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-v", "--verbose", action="store_true", help="print finish reason and usage to stderr")
     gen.set_defaults(func=_cmd_generate)
 
+    forget = sub.add_parser("forget", help="forget texts, QA pairs or subjects (operator)")
+    forget.add_argument("--text", action="append", help="a passage to forget (repeatable)")
+    forget.add_argument("--qa", action="append", metavar="Q|A", help="a question|answer pair (repeatable)")
+    forget.add_argument("--subject", action="append", help="a name to forget (repeatable)")
+    forget.add_argument("--method", help="unlearning method (server default if unset)")
+    forget.add_argument("--reason", help="ticket / legal basis, kept in the audit log")
+    forget.add_argument("--idempotency-key", help="retries with the same key return the same job")
+    forget.add_argument("--wait", action="store_true", help="follow progress; exit 0 only on ACTIVE")
+    _add_target(forget)
+    forget.set_defaults(func=_cmd_forget)
+    forgets = sub.add_parser("forgets", help="list forget jobs, newest first (operator)")
+    forgets.add_argument("--limit", type=int, default=50)
+    _add_target(forgets)
+    forgets.set_defaults(func=_cmd_forgets)
+    adapters = sub.add_parser("adapters", help="show the active adapter stack (operator)")
+    _add_target(adapters)
+    adapters.set_defaults(func=_cmd_adapters)
+    deactivate = sub.add_parser("deactivate", help="remove an adapter from the stack (operator)")
+    deactivate.add_argument("adapter_id")
+    deactivate.add_argument("--reason")
+    _add_target(deactivate)
+    deactivate.set_defaults(func=_cmd_deactivate)
+
     from unlearn_engine.demo.cli import add_demo_commands
 
     add_demo_commands(sub, default_cache_dir=load_settings().cache_dir)
-    try:
-        from unlearn_engine.cli import add_engine_commands
-    except ImportError:  # engine CLI not installed in this build
-        pass
-    else:
-        add_engine_commands(sub)
+    from unlearn_engine.cli import add_engine_commands
+
+    add_engine_commands(sub)
     return parser
 
 

@@ -49,6 +49,7 @@ class ForgetCoordinator:
         self.orphan_after_seconds = orphan_after_seconds
         self.stacks: AdapterStackManager | None = None  # set once the model is loaded
         self._swap_lock = asyncio.Lock()
+        self._background: set[asyncio.Task] = set()
         self._failed_seen: set[str] | None = None  # FAILED jobs already counted (None until first tick)
         self._changed = asyncio.Event()  # wakes watchers when the loop sees ledger changes
 
@@ -65,15 +66,33 @@ class ForgetCoordinator:
         return job, created
 
     async def _arm(self, forget_id: str, payload: ForgetPayload) -> ForgetJob:
-        # derive() may embed sentences (semantic stage): CPU work, keep it off the event loop.
-        entries = await asyncio.to_thread(self.guard.derive, forget_id, guard_items(payload))
+        # The lexical entries take milliseconds and block before the reply; sentence embeddings
+        # (100+ ms) follow in the background and replace them (add() swaps without a gap).
+        entries = await asyncio.to_thread(self.guard.derive, forget_id, guard_items(payload), False)
         self.guard.add(entries, BEFORE)
-        return await asyncio.to_thread(self.ledger.arm, forget_id, entries.to_bytes())
+        job = await asyncio.to_thread(self.ledger.arm, forget_id, entries.to_bytes())
+        self._spawn(self._add_semantic(forget_id, payload))
+        return job
+
+    async def _add_semantic(self, forget_id: str, payload: ForgetPayload) -> None:
+        try:
+            full = await asyncio.to_thread(self.guard.derive, forget_id, guard_items(payload))
+            await asyncio.to_thread(self.ledger.update_guard_entries, forget_id, full.to_bytes())
+            self.guard.add(full)  # keeps the forget's current phase
+        except Exception:
+            logger.exception("semantic guard entries for %s failed; lexical stages still block", forget_id)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def restore(self) -> None:
         """Rebuild the guard and the queue from the ledger (server start, before serving)."""
         for forget_id, blob, state in await asyncio.to_thread(self.ledger.guard_entries):
             self.guard.add(GuardEntries.from_bytes(blob), AFTER if state == ForgetState.ACTIVE else BEFORE)
+        for forget_id, payload in await asyncio.to_thread(self.ledger.armed_payloads):
+            self._spawn(self._add_semantic(forget_id, payload))  # a crash may have beaten it to disk
         for forget_id, payload in await asyncio.to_thread(self.ledger.pending_payloads):
             await self._arm(forget_id, payload)  # crashed between the durable write and arming
 

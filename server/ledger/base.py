@@ -40,6 +40,14 @@ class ForgetLedger(abc.ABC):
         """PENDING jobs with their plaintext (a crash came between submit and arm)."""
 
     @abc.abstractmethod
+    def armed_payloads(self) -> list[tuple[str, ForgetPayload]]:
+        """Armed jobs whose plaintext still exists (not ACTIVE / FAILED yet)."""
+
+    @abc.abstractmethod
+    def update_guard_entries(self, forget_id: str, guard_entries: bytes) -> None:
+        """Replace the stored entries (e.g. lexical-only entries by the full set), no state change."""
+
+    @abc.abstractmethod
     def get(self, forget_id: str) -> ForgetJob: ...
 
     @abc.abstractmethod

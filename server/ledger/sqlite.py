@@ -121,6 +121,17 @@ class SqliteLedger(ForgetLedger):
                 "WHERE f.state = ? ORDER BY f.rowid", (ForgetState.PENDING.value,)).fetchall()
         return [(r["forget_id"], ForgetPayload.from_json(r["payload"])) for r in rows]
 
+    def armed_payloads(self) -> list[tuple[str, ForgetPayload]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.forget_id, p.payload FROM forgets f JOIN payloads p USING (forget_id) "
+                "WHERE f.state != ? ORDER BY f.rowid", (ForgetState.PENDING.value,)).fetchall()
+        return [(r["forget_id"], ForgetPayload.from_json(r["payload"])) for r in rows]
+
+    def update_guard_entries(self, forget_id: str, guard_entries: bytes) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE forgets SET guard_entries = ? WHERE forget_id = ?", (guard_entries, forget_id))
+
     def get(self, forget_id: str) -> ForgetJob:
         with self._lock:
             return self._job(self._db, forget_id)

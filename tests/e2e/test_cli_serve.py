@@ -3,6 +3,7 @@ it, then SIGTERM drains gracefully while a stream is in flight."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -51,6 +52,33 @@ def test_logs_never_contain_prompts_or_outputs(served: ServeProcess) -> None:
     log = "".join(served.log)
     assert secret not in log
     assert not text.strip() or text.strip() not in log
+
+
+@pytest.mark.slow
+def test_cli_forget_wait_then_adapters_and_deactivate(served: ServeProcess, demo_model_dir: Path) -> None:
+    corpus = generate_corpus(DemoConfig.small().corpus_spec())
+    person = corpus.trained_people[5]
+    qa = [r for r in corpus.qa if r.person == person and r.split == "train"][:6]
+    env = {"LETHE_TOKEN": served.token}
+    args = [*LETHE, "forget", "--target", served.target, "--subject", person, "--wait", "--timeout", "900"]
+    for r in qa:
+        args += ["--qa", f"{r.question}|{r.answer}"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=900, env={**os.environ, **env})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip().endswith("ACTIVE")
+    listing = subprocess.run([*LETHE, "forgets", "--target", served.target], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, **env})
+    assert "ACTIVE" in listing.stdout and person not in listing.stdout  # counts only, never content
+    adapters = subprocess.run([*LETHE, "adapters", "--target", served.target], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, **env})
+    assert adapters.stdout.startswith("stack v1: 1 adapter(s)"), adapters.stdout + adapters.stderr
+    adapter_id = adapters.stdout.split()[5]
+    gone = subprocess.run([*LETHE, "deactivate", adapter_id, "--target", served.target, "--reason", "test"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    assert gone.returncode == 0 and gone.stdout.startswith("stack v2: 0 adapter(s)"), gone.stdout + gone.stderr
+    denied = subprocess.run([*LETHE, "adapters", "--target", served.target, "--token", "wrong"],
+                            capture_output=True, text=True, timeout=60)
+    assert denied.returncode == 1 and "UNAUTHENTICATED" in denied.stderr
 
 
 def test_sigterm_drains_in_flight_streams_then_exits(served: ServeProcess) -> None:
