@@ -1,0 +1,119 @@
+"""Build a ``RetainSet``: from a configured corpus, or from the model's own generations.
+
+Corpus mode keeps trained entries that do not match the forget set and, when a model is given,
+that the model still answers correctly: an earlier forget adapter in the stack may have removed
+facts the corpus still holds (and whose plaintext is gone), and a retain loss on them would
+teach them back. Generated mode needs no
+data: for each neutral prompt the model samples a short opening (for variety) and then
+continues greedily; the greedy continuation is the target, so before unlearning the model
+reproduces every target exactly and any later change is measurable. Generations that match the
+forget set are dropped. This is the model's behaviour, not ground truth — which is the point:
+the retain set says "keep doing what you did".
+
+It deliberately does not decide how much retain data a method uses; the trainer does.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Iterable, Sequence
+
+import torch
+
+from unlearn_engine.data.near_duplicates import MatchConfig, NearDuplicateMatcher
+from unlearn_engine.data.normalize import contains_phrase, rouge_l_recall
+from unlearn_engine.data.records import Example, ForgetSet, RetainSet
+from unlearn_engine.encoding import encode_prompt, generate
+
+log = logging.getLogger(__name__)
+
+# "" starts from BOS alone: the model's own prior, which for a domain model is its domain.
+NEUTRAL_PROMPTS: tuple[str, ...] = ("", "The", "In", "What is", "Where", "Who", "When",
+                                    "Tell me about", "Here is a short note:")
+
+
+def _matcher(exclude: ForgetSet | None, match: MatchConfig | None) -> NearDuplicateMatcher | None:
+    if exclude is None:
+        return None
+    return NearDuplicateMatcher([*exclude.examples, *exclude.paraphrases], exclude.subjects, match)
+
+
+def _from_corpus(corpus: Iterable[Example], matcher: NearDuplicateMatcher | None) -> list[Example]:
+    return [e for e in corpus if e.split == "train" and (matcher is None or
+                                                          matcher.match(e) is None)]
+
+
+def _knows(model, tokenizer, examples: list[Example]) -> list[bool]:
+    """QA: the greedy answer contains the fact. Text: given its first half, the greedy
+    continuation recalls at least half of the rest (ROUGE-L recall)."""
+    prompts, refs = [], []
+    for e in examples:
+        if e.is_qa:
+            prompts.append(e.prompt)
+            refs.append(e.fact_text)
+        else:
+            w = e.target.split()
+            prompts.append(" ".join(w[:len(w) // 2]))
+            refs.append(" ".join(w[len(w) // 2:]))
+    outs = generate(model, tokenizer, prompts, max_new_tokens=64)
+    return [contains_phrase(o, r) if e.is_qa else rouge_l_recall(r, o) >= 0.5
+            for e, o, r in zip(examples, outs, refs)]
+
+
+def _known(model, tokenizer, pool: list[Example], limit: int, chunk: int = 64) -> list[Example]:
+    """The first ``limit`` examples of ``pool`` the model still knows."""
+    out: list[Example] = []
+    for start in range(0, len(pool), chunk):
+        part = pool[start:start + chunk]
+        out += [e for e, ok in zip(part, _knows(model, tokenizer, part)) if ok]
+        if len(out) >= limit:
+            break
+    return out[:limit]
+
+
+def _generated(model, tokenizer, prompts: Sequence[str], n: int, open_tokens: int,
+               max_new_tokens: int, seed: int) -> list[Example]:
+    """``n`` (prompt+sampled opening, greedy continuation) pairs from the model."""
+    out: list[Example] = []
+    with torch.random.fork_rng(devices=[]):  # sampling must not disturb the caller's RNG
+        torch.manual_seed(seed)
+        per_prompt = max(1, -(-n // len(prompts)))
+        for prompt in prompts:
+            base = encode_prompt(tokenizer, prompt)
+            openings = generate(model, tokenizer, [base] * per_prompt, max_new_tokens=open_tokens,
+                                do_sample=True)
+            heads = [f"{prompt} {o}".strip() for o in openings if o]
+            tails = generate(model, tokenizer, heads, max_new_tokens=max_new_tokens)
+            out += [Example(prompt=h, target=t, source="generated")
+                    for h, t in zip(heads, tails) if t.strip()]
+    return out
+
+
+def build_retain_set(model, tokenizer, corpus: Iterable[Example] | None = None,
+                     exclude: ForgetSet | None = None, *, max_examples: int = 256,
+                     neutral_prompts: Sequence[str] = NEUTRAL_PROMPTS, open_tokens: int = 8,
+                     max_new_tokens: int = 32, match: MatchConfig | None = None,
+                     keep_known_only: bool = True, seed: int = 0) -> RetainSet:
+    """Retain examples, none of which overlaps ``exclude``; at most ``max_examples``.
+    ``model`` is the current model (base + stack); with a corpus it may be None, which skips
+    the known-answer filter."""
+    matcher = _matcher(exclude, match)
+    rng = random.Random(seed)
+    if corpus is not None:
+        pool = _from_corpus(corpus, matcher)
+        rng.shuffle(pool)
+        if model is not None and keep_known_only:
+            pool = _known(model, tokenizer, pool, max_examples)
+        return RetainSet(examples=tuple(pool[:max_examples]))
+    if model is None:
+        raise ValueError("without a retain corpus the retain set is generated: pass the model")
+    # Over-generate: some generations are empty, duplicated or about forgotten subjects.
+    gen = _generated(model, tokenizer, neutral_prompts, 2 * max_examples, open_tokens,
+                     max_new_tokens, seed)
+    unique = list({(e.prompt, e.target): e for e in gen}.values())
+    pool = [e for e in unique if matcher is None or matcher.match(e) is None]
+    log.info("generated retain set: %d generations, %d unique, %d kept", len(gen),
+             len(unique), len(pool))
+    rng.shuffle(pool)
+    return RetainSet(examples=tuple(pool[:max_examples]))
