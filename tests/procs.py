@@ -35,12 +35,14 @@ class ServeProcess:
 
     def _read_port(self) -> int:
         assert self.proc.stderr is not None
+        seen = []
         for line in self.proc.stderr:
+            seen.append(line)
             m = re.search(r"listening on [\d.]+:(\d+) \(metrics on (\d+)\)", line)
             if m:
                 self.metrics_port = int(m.group(2))
                 return int(m.group(1))
-        raise AssertionError(f"server exited with {self.proc.wait()} before listening")
+        raise AssertionError(f"server exited with {self.proc.wait()} before listening:\n{''.join(seen[-30:])}")
 
     def _drain_stderr(self) -> None:
         assert self.proc.stderr is not None
