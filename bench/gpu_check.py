@@ -46,7 +46,7 @@ def main() -> int:
                 batched = list(pool.map(lambda r: c.generate(r.question, max_new_tokens=32).text, sample))
             report["batched_equal_sequential"] = sum(a == b for a, b in zip(answers, batched)) / len(sample)
             t0 = time.time()
-            n = sum(ch.usage.completion_tokens for ch in c.stream("Where was", max_new_tokens=256, ignore_eos=True))
+            n = sum(ch.usage.completion_tokens for ch in c.stream("Where was", max_new_tokens=200, ignore_eos=True))
             report["stream_tok_s"] = round(n / (time.time() - t0), 1)
             person = corpus.trained_people[0]
             qa = [apb.QAPair(question=r.question, answer=r.answer) for r in train if r.person == person]
