@@ -50,36 +50,29 @@ def _finish_name(value: int) -> str:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from server.client import LetheClient, find_token
-
-    defaults = client_defaults()
-    token = find_token(args.token or defaults.token, defaults.data_dir)
     params = dict(max_new_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                   top_k=args.top_k, seed=args.seed, stop=args.stop or ())
-    with LetheClient(args.target or defaults.target, token, timeout=args.timeout) as client:
-        try:
-            if args.stream:
-                finish = 0
-                for chunk in client.stream(args.prompt, **params):
-                    sys.stdout.write(chunk.text)
-                    sys.stdout.flush()
-                    finish = chunk.finish_reason or finish
-                sys.stdout.write("\n")
-                if args.verbose:
-                    print(f"[finish: {_finish_name(finish)}]", file=sys.stderr)
-            else:
-                resp = client.generate(args.prompt, **params)
-                print(resp.text)
-                if args.verbose:
-                    print(f"[finish: {_finish_name(resp.finish_reason)}, tokens: {resp.usage.completion_tokens}, "
-                          f"stack v{resp.stack_version}]", file=sys.stderr)
-        except grpc.RpcError as err:
-            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
-            return 1
+    with _client(args) as client:
+        if args.stream:
+            finish = 0
+            for chunk in client.stream(args.prompt, **params):
+                sys.stdout.write(chunk.text)
+                sys.stdout.flush()
+                finish = chunk.finish_reason or finish
+            sys.stdout.write("\n")
+            if args.verbose:
+                print(f"[finish: {_finish_name(finish)}]", file=sys.stderr)
+        else:
+            resp = client.generate(args.prompt, **params)
+            print(resp.text)
+            if args.verbose:
+                print(f"[finish: {_finish_name(resp.finish_reason)}, tokens: {resp.usage.completion_tokens}, "
+                      f"stack v{resp.stack_version}]", file=sys.stderr)
     return 0
 
 
-def _admin_client(args: argparse.Namespace):
+def _client(args: argparse.Namespace):
+    """A client for --target with --token, else LETHE_TOKEN, else a local server's operator.token."""
     from server.client import LetheClient, find_token
 
     defaults = client_defaults()
@@ -108,28 +101,24 @@ def _cmd_forget(args: argparse.Namespace) -> int:
     request = apb.ForgetRequest(texts=args.text or [], qa_pairs=pairs, subjects=args.subject or [],
                                 method=args.method or "", reason=args.reason or "",
                                 idempotency_key=args.idempotency_key or "")
-    with _admin_client(args) as client:
-        try:
-            reply = client.admin.Forget(request, metadata=client._metadata, timeout=args.timeout)
-            job = reply.job
-            print(f"{job.forget_id} {_state(job.state)}{'' if reply.created else ' (existing)'}")
-            if not args.wait:
-                return 0
-            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                          transient=True) as bar:
-                task = bar.add_task(_state(job.state), total=None)
-                for ev in client.admin.WatchForget(apb.WatchForgetRequest(forget_id=job.forget_id),
-                                                   metadata=client._metadata, timeout=None):
-                    job = ev.job
-                    if ev.HasField("progress") and ev.progress.total_steps:
-                        p = ev.progress
-                        bar.update(task, description=f"TRAINING attempt {p.attempt}", completed=p.step,
-                                   total=p.total_steps)
-                    elif ev.HasField("transition"):
-                        bar.update(task, description=_state(ev.transition.state))
-        except grpc.RpcError as err:
-            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
-            return 1
+    with _client(args) as client:
+        reply = client.admin.Forget(request, metadata=client._metadata, timeout=args.timeout)
+        job = reply.job
+        print(f"{job.forget_id} {_state(job.state)}{'' if reply.created else ' (existing)'}")
+        if not args.wait:
+            return 0
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      transient=True) as bar:
+            task = bar.add_task(_state(job.state), total=None)
+            for ev in client.admin.WatchForget(apb.WatchForgetRequest(forget_id=job.forget_id),
+                                               metadata=client._metadata, timeout=None):
+                job = ev.job
+                if ev.HasField("progress") and ev.progress.total_steps:
+                    p = ev.progress
+                    bar.update(task, description=f"TRAINING attempt {p.attempt}", completed=p.step,
+                               total=p.total_steps)
+                elif ev.HasField("transition"):
+                    bar.update(task, description=_state(ev.transition.state))
     print(f"{job.forget_id} {_state(job.state)}" + (f": {job.failure_reason}" if job.failure_reason else ""))
     return 0 if job.state == apb.FORGET_STATE_ACTIVE else 1
 
@@ -137,12 +126,8 @@ def _cmd_forget(args: argparse.Namespace) -> int:
 def _cmd_forgets(args: argparse.Namespace) -> int:
     from server.api import admin_pb2 as apb
 
-    with _admin_client(args) as client:
-        try:
-            page = client.admin.ListForgets(apb.ListForgetsRequest(page_size=args.limit), metadata=client._metadata)
-        except grpc.RpcError as err:
-            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
-            return 1
+    with _client(args) as client:
+        page = client.admin.ListForgets(apb.ListForgetsRequest(page_size=args.limit), metadata=client._metadata)
     for job in page.forgets:
         created = job.created_at.ToDatetime().isoformat(timespec="seconds")
         print(f"{job.forget_id}  {_state(job.state):<11} {job.method:<8} {created}  "
@@ -153,12 +138,8 @@ def _cmd_forgets(args: argparse.Namespace) -> int:
 def _cmd_adapters(args: argparse.Namespace) -> int:
     from server.api import admin_pb2 as apb
 
-    with _admin_client(args) as client:
-        try:
-            stack = client.admin.ListAdapters(apb.ListAdaptersRequest(), metadata=client._metadata)
-        except grpc.RpcError as err:
-            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
-            return 1
+    with _client(args) as client:
+        stack = client.admin.ListAdapters(apb.ListAdaptersRequest(), metadata=client._metadata)
     print(f"stack v{stack.stack_version}: {len(stack.adapters)} adapter(s)")
     for a in stack.adapters:
         print(f"  {a.position}: {a.adapter_id}  forget={a.forget_id} method={a.method} rank={a.rank} "
@@ -169,14 +150,10 @@ def _cmd_adapters(args: argparse.Namespace) -> int:
 def _cmd_deactivate(args: argparse.Namespace) -> int:
     from server.api import admin_pb2 as apb
 
-    with _admin_client(args) as client:
-        try:
-            stack = client.admin.DeactivateAdapter(
-                apb.DeactivateAdapterRequest(adapter_id=args.adapter_id, reason=args.reason or ""),
-                metadata=client._metadata)
-        except grpc.RpcError as err:
-            print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
-            return 1
+    with _client(args) as client:
+        stack = client.admin.DeactivateAdapter(
+            apb.DeactivateAdapterRequest(adapter_id=args.adapter_id, reason=args.reason or ""),
+            metadata=client._metadata)
     print(f"stack v{stack.stack_version}: {len(stack.adapters)} adapter(s)")
     return 0
 
@@ -249,7 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except grpc.RpcError as err:  # every client command reports a failed call the same way
+        print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -51,8 +51,7 @@ def rpc_method(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                     raise
                 except Exception as exc:
                     code = _code_of(exc, context)
-                    if not _is_abort(exc):
-                        await _abort(context, exc, name)
+                    await _answer(context, exc, name)
                     raise
                 finally:
                     _handled(metrics, labels, code, time.monotonic() - start)
@@ -73,13 +72,18 @@ def rpc_method(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                 raise
             except Exception as exc:
                 code = _code_of(exc, context)
-                if not _is_abort(exc):
-                    await _abort(context, exc, name)
+                await _answer(context, exc, name)
                 raise
             finally:
                 _handled(metrics, labels, code, time.monotonic() - start)
         return unary
     return decorate
+
+
+async def _answer(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+    """Set the client's status for a failed handler (abort raises), unless it aborted itself."""
+    if not _is_abort(exc):
+        await _abort(context, exc, method)
 
 
 def _started(metrics: ServerMetrics, labels: tuple[str, str, str]) -> None:
