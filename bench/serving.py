@@ -61,7 +61,8 @@ class Server:
     def __init__(self, model_dir: Path, data_dir: Path, max_batch: int):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "serve", "--model", str(model_dir), "--port", "0",
-             "--metrics-port", "-1", "--data-dir", str(data_dir), "--max-batch-size", str(max_batch)],
+             "--metrics-port", "-1", "--data-dir", str(data_dir), "--max-batch-size", str(max_batch),
+             "--torch-threads", str(torch.get_num_threads()), "--no-worker"],
             stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
@@ -102,7 +103,10 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for both sides (1: two threads on a shared 2-core box thrash)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     model_dir = args.model or default_demo_model(Path.home() / ".cache" / "lethe", small=args.small)
     raw = baseline(model_dir, args.tokens, args.concurrency, args.rounds)
     import tempfile

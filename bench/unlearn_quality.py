@@ -1,0 +1,285 @@
+"""Benchmark the unlearning methods on the demo model against the retrained gold standard.
+
+Forgets ~10 % of the demo people with every registered method (each a LoRA adapter on the
+original model) and reports, side by side with the original model and the model retrained from
+scratch without those people: forget / paraphrase fact accuracy, verbatim rate, MIA AUCs, truth
+ratio, forget quality (KS p-value vs retrained), retain accuracy, utility, PrivLeak, gate verdict
+and wall time (also as a ratio to the retrain time). Then a sequential run: N forget requests of
+different people, each adapter stacked on the previous, with retain accuracy after each.
+
+Writes bench/results/unlearn_quality.{json,md,png}. Usage:
+    python bench/unlearn_quality.py --preset small --threads 1
+    python bench/unlearn_quality.py --preset full --methods npo simnpo --sequential 10
+It compares against baselines measured in the same run (original and retrained models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from unlearn_engine.data import (ForgetRequest, build_forget_set,  # noqa: E402
+                                 build_retain_set, load_corpus)
+from unlearn_engine.demo.builder import build_demo_model, load_report  # noqa: E402
+from unlearn_engine.demo.config import DemoConfig  # noqa: E402
+from unlearn_engine.evaluation import evaluate  # noqa: E402
+from unlearn_engine.methods import METHODS  # noqa: E402
+from unlearn_engine.stacking import activate  # noqa: E402
+from unlearn_engine.trainer import SweepConfig, load_base, unlearn  # noqa: E402
+
+log = logging.getLogger("bench.unlearn_quality")
+
+COLUMNS = [  # (key in the row, header, format)
+    ("forget_acc", "forget acc", "{:.3f}"), ("paraphrase_acc", "para acc", "{:.3f}"),
+    ("verbatim", "verbatim", "{:.3f}"), ("mia_loss", "MIA loss", "{:.3f}"),
+    ("mia_min_k", "MIA min-k", "{:.3f}"), ("mia_zlib", "MIA zlib", "{:.3f}"),
+    ("truth_ratio", "truth ratio", "{:.3f}"), ("forget_quality", "FQ p", "{:.3g}"),
+    ("retain_acc", "retain acc", "{:.3f}"), ("model_utility", "utility", "{:.3f}"),
+    ("privleak", "PrivLeak", "{:+.1f}"), ("gate", "gate", "{}"),
+    ("train_s", "train s", "{:.1f}"), ("total_s", "total s", "{:.1f}"),
+    ("time_ratio", "train/retrain", "{:.3f}")]
+
+
+def sweep(args) -> SweepConfig:
+    return SweepConfig(max_tries=max(1, args.max_tries))
+
+
+def summarize(m: dict, **extra) -> dict:
+    return {"forget_acc": m.get("forget.fact_span_accuracy"),
+            "paraphrase_acc": m.get("paraphrase.fact_span_accuracy"),
+            "verbatim": m.get("forget.verbatim_rate"), "mia_loss": m.get("mia.loss_auc"),
+            "mia_min_k": m.get("mia.min_k_auc"), "mia_zlib": m.get("mia.zlib_auc"),
+            "truth_ratio": m.get("forget.truth_ratio"), "forget_quality": m.get("forget_quality"),
+            "retain_acc": m.get("retain.fact_span_accuracy"),
+            "model_utility": m.get("model_utility"), "privleak": m.get("privleak"), **extra}
+
+
+def targets(row: dict, original: dict, retrained: dict) -> dict:
+    """The issue's targets, each as (met, measured gap)."""
+    out = {}
+    if row.get("forget_acc") is not None:
+        gap = row["forget_acc"] - retrained["forget_acc"]
+        out["forget_acc_within_2pts_of_retrained"] = (abs(gap) <= 0.02, round(gap, 4))
+    if row.get("retain_acc") is not None:
+        ratio = row["retain_acc"] / max(1e-9, original["retain_acc"])
+        out["retain_acc_ge_97pct_original"] = (ratio >= 0.97, round(ratio, 4))
+    for k in ("mia_loss", "mia_min_k", "mia_zlib"):
+        if row.get(k) is not None:
+            out[f"{k}_auc_0.5_pm_0.05"] = (abs(row[k] - 0.5) <= 0.05, round(row[k] - 0.5, 4))
+    if row.get("time_ratio") is not None:
+        out["train_le_2pct_retrain"] = (row["time_ratio"] <= 0.02, round(row["time_ratio"], 4))
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Unlearning quality on the demo model ({result['preset']} preset)", "",
+             f"Forgot {len(result['forget_people'])} of {result['n_people']} people "
+             f"({', '.join(result['forget_people'])}); retrain took {result['retrain_s']:.1f} s "
+             f"(training only). Device: {result['device']}, torch threads: {result['threads']}.",
+             f"Eval sets: {result['eval_sizes']}. Retry sweep capped at "
+             f"{result.get('max_tries')} attempt(s) per job. 'train s' = optimiser steps plus the "
+             "probe evaluations that pick the checkpoint.", "",
+             "| model | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+             "|---|" + "---|" * len(COLUMNS)]
+    for row in result["rows"]:
+        cells = []
+        for key, _, fmt in COLUMNS:
+            v = row.get(key)
+            cells.append("—" if v is None else fmt.format(v))
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    lines += ["", "Targets (met, measured): forget acc within 2 pts of retrained; retain >= 97 % "
+              "of original; MIA AUC 0.5 +- 0.05; train time <= 2 % of retrain.", ""]
+    for row in result["rows"]:
+        if row.get("targets"):
+            lines.append(f"- **{row['name']}**: " + "; ".join(
+                f"{k} {'MET' if ok else 'MISSED'} ({v})" for k, (ok, v) in row["targets"].items()))
+    seq = result.get("sequential")
+    if seq:
+        lines += ["", f"## Sequential: {len(seq['steps'])} forget requests, stacked "
+                  f"({seq['method']})",
+                  "", "| # | person forgotten | gate | train s | forgotten-so-far acc | "
+                  "retain acc | retain / original |", "|---|---|---|---|---|---|---|"]
+        for s in seq["steps"]:
+            lines.append(f"| {s['n']} | {s['person']} | {'pass' if s['passed'] else 'fail'} | "
+                         f"{s['train_s']:.1f} | {s['forgotten_acc']:.3f} | {s['retain_acc']:.3f} | "
+                         f"{s['retain_ratio']:.3f} |")
+        final = seq["steps"][-1]["retain_ratio"] if seq["steps"] else float("nan")
+        lines.append(f"\nAfter {len(seq['steps'])} forgets retain accuracy is {final:.1%} of the "
+                     f"original (target >= 90 %: {'MET' if final >= 0.9 else 'MISSED'}).")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2 if result.get("sequential") else 1, figsize=(11, 4.5),
+                             squeeze=False)
+    ax = axes[0][0]
+    for row in result["rows"]:
+        if row.get("forget_acc") is None:
+            continue
+        marker = {"original": "s", "retrained": "*"}.get(row["name"], "o")
+        ax.scatter(row["forget_acc"], row["retain_acc"], marker=marker, s=80)
+        ax.annotate(row["name"], (row["forget_acc"], row["retain_acc"]),
+                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("forget fact accuracy (lower is better)")
+    ax.set_ylabel("retain fact accuracy (higher is better)")
+    ax.set_title("forget vs retain accuracy per method")
+    ax.grid(alpha=0.3)
+    if result.get("sequential"):
+        seq = result["sequential"]["steps"]
+        ax2 = axes[0][1]
+        ax2.plot([s["n"] for s in seq], [s["retain_acc"] for s in seq], "o-", label="retain")
+        ax2.plot([s["n"] for s in seq], [s["forgotten_acc"] for s in seq], "x-",
+                 label="forgotten so far")
+        ax2.axhline(0.9 * result["sequential"]["retain_eval_original"], ls="--", c="gray",
+                    label="90 % of original retain")
+        ax2.set_xlabel("number of stacked forget adapters")
+        ax2.set_ylabel("fact accuracy")
+        ax2.set_title("sequential forgetting")
+        ax2.legend(fontsize=8)
+        ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", choices=["small", "full"], default="small")
+    ap.add_argument("--methods", nargs="*", default=sorted(METHODS))
+    ap.add_argument("--sequential", type=int, default=10, help="0 to skip")
+    ap.add_argument("--sequential-method", default="npo")
+    ap.add_argument("--forget-fraction", type=float, default=0.10)
+    ap.add_argument("--retain-eval", type=int, default=300, help="retain QA evaluated (sample)")
+    ap.add_argument("--max-tries", type=int, default=2,
+                    help="cap on the trainer's retry sweep (each miss costs a full attempt)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", type=Path, default=Path("~/.cache/lethe").expanduser())
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # memorised tiny models produce denormals (MEASURED.md)
+
+    config = DemoConfig.small() if args.preset == "small" else DemoConfig()
+    model_dir = build_demo_model(args.cache, config, num_threads=args.threads)
+    people = load_report(model_dir)["trained_people"]
+    rng = random.Random(args.seed)
+    n_forget = max(1, round(args.forget_fraction * len(people)))
+    forget_people = sorted(rng.sample(people, n_forget))
+    retrained_dir = build_demo_model(args.cache, config, exclude_people=forget_people,
+                                     num_threads=args.threads)
+    retrain_s = float(load_report(retrained_dir)["train_seconds"])
+    corpus = load_corpus(model_dir / "corpus.jsonl")
+
+    qa = [e for e in corpus if e.is_qa]
+    f_qa = [e for e in qa if e.subject in forget_people and e.split == "train"]
+    para = [e for e in qa if e.subject in forget_people and e.split == "paraphrase"]
+    others = [e for e in qa if e.subject in people and e.subject not in forget_people
+              and e.split == "train"]
+    retain_eval = rng.sample(others, min(args.retain_eval, len(others)))
+    holdout = [e for e in qa if e.split == "holdout"]
+    holdout = rng.sample(holdout, min(len(holdout), max(2 * len(f_qa), 100)))
+    sizes = {"forget": len(f_qa), "paraphrase": len(para), "retain": len(retain_eval),
+             "holdout": len(holdout)}
+
+    reference, tok = load_base(retrained_dir)
+
+    def measure(model) -> dict:
+        return evaluate(model, tok, f_qa, retain_eval, holdout, para, reference)
+
+    rows = []
+    original, _ = load_base(model_dir)
+    rows.append({"name": "original", **summarize(measure(original))})
+    rows.append({"name": "retrained", **summarize(measure(reference), train_s=retrain_s,
+                                                   time_ratio=1.0)})
+    request = ForgetRequest(subjects=tuple(forget_people))
+    forget_set = build_forget_set(request, corpus, seed=args.seed)
+    retain_set = build_retain_set(original, tok, corpus, exclude=forget_set, seed=args.seed)
+    for method in args.methods:
+        model, _ = load_base(model_dir)
+        t0 = time.monotonic()
+        peft_model, res = unlearn(model, tok, forget_set, retain_set, method, seed=args.seed,
+                                  forget_id=f"bench-{method}", sweep=sweep(args))
+        total = time.monotonic() - t0
+        row = {"name": method, **summarize(measure(peft_model), train_s=res.train_s,
+                                           total_s=total, time_ratio=res.train_s / retrain_s),
+               "gate": "pass" if res.passed else "fail", "gate_reasons": list(res.gate.reasons),
+               "attempts": [a.__dict__ for a in res.attempts], "chosen_step": res.chosen_step,
+               "config": res.config.to_dict()}
+        rows.append(row)
+        log.info("%s: %s", method, {k: row[k] for k in ("forget_acc", "retain_acc", "gate")})
+    for row in rows[2:]:
+        row["targets"] = targets(row, rows[0], rows[1])
+
+    result = {"preset": args.preset, "model_dir": str(model_dir),
+              "retrained_dir": str(retrained_dir), "n_people": len(people),
+              "forget_people": forget_people, "retrain_s": retrain_s, "eval_sizes": sizes,
+              "device": str(original.device), "threads": args.threads,
+              "max_tries": args.max_tries, "rows": rows}
+    write(result, args.out)  # the method table is kept even if the sequential run is cut short
+    if args.sequential:
+        result["sequential"] = sequential(args, model_dir, corpus, people, tok,
+                                          lambda seq: write({**result, "sequential": seq},
+                                                            args.out))
+        write(result, args.out)
+    print(markdown(result))
+    return 0
+
+
+def write(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "unlearn_quality.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / "unlearn_quality.md").write_text(markdown(result))
+    plot(result, out / "unlearn_quality.png")
+
+
+def sequential(args, model_dir: Path, corpus, people, tok, checkpoint=None) -> dict:
+    """N single-person forget requests, each adapter trained on top of the previous stack."""
+    rng = random.Random(args.seed + 1)
+    seq_people = rng.sample(people, min(args.sequential, len(people) - 1))
+    keep = [e for e in corpus if e.is_qa and e.split == "train" and e.subject in people
+            and e.subject not in seq_people]
+    keep = rng.sample(keep, min(args.retain_eval, len(keep)))
+    base_retain = evaluate(load_base(model_dir)[0], tok, [], keep,
+                           metrics=["fact_span_accuracy"])["retain.fact_span_accuracy"]
+    model, _ = load_base(model_dir)
+    stack: list[str] = []
+    steps = []
+    for i, person in enumerate(seq_people):
+        fs = build_forget_set(ForgetRequest(subjects=(person,)), corpus, seed=args.seed)
+        rs = build_retain_set(model, tok, corpus, exclude=fs, seed=args.seed + i)
+        model, res = unlearn(model, tok, fs, rs, args.sequential_method, stack=stack,
+                             adapter_name=f"seq{i}", seed=args.seed + i,
+                             forget_id=f"seq-{i}", sweep=sweep(args))
+        stack.append(f"seq{i}")
+        activate(model, stack)
+        forgotten = [e for e in corpus if e.is_qa and e.split == "train"
+                     and e.subject in seq_people[:i + 1]]
+        m = evaluate(model, tok, forgotten, keep, metrics=["fact_span_accuracy"])
+        steps.append({"n": i + 1, "person": person, "passed": res.passed,
+                      "train_s": res.train_s, "forgotten_acc": m["forget.fact_span_accuracy"],
+                      "retain_acc": m["retain.fact_span_accuracy"],
+                      "retain_ratio": m["retain.fact_span_accuracy"] / max(1e-9, base_retain)})
+        log.info("sequential %d: %s", i + 1, steps[-1])
+        if checkpoint is not None:
+            checkpoint({"method": args.sequential_method, "people": seq_people,
+                        "retain_eval_original": base_retain, "steps": steps})
+    return {"method": args.sequential_method, "people": seq_people,
+            "retain_eval_original": base_retain, "steps": steps}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
