@@ -9,6 +9,7 @@ anything else is logged with a fresh error id and the client sees only "internal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -33,49 +34,44 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
     return grpc.StatusCode.INTERNAL  # not reached: abort raises
 
 
+@contextlib.asynccontextmanager
+async def _observed(metrics: ServerMetrics, labels: tuple[str, str, str], context: grpc.aio.ServicerContext):
+    """Count the call, map its failure to a status for the client, record code and latency."""
+    metrics.grpc_started.labels(*labels).inc()
+    metrics.grpc_msg_received.labels(*labels).inc()
+    start, code = time.monotonic(), grpc.StatusCode.OK
+    try:
+        yield
+    except asyncio.CancelledError:
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception as exc:
+        code = _code_of(exc, context)
+        await _answer(context, exc, labels[2])
+        raise
+    finally:
+        _handled(metrics, labels, code, time.monotonic() - start)
+
+
 def rpc_method(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.isasyncgenfunction(fn):
             @functools.wraps(fn)
             async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext):
-                metrics: ServerMetrics = self.metrics
                 labels = ("server_stream", self.service_name, name)
-                _started(metrics, labels)
-                start, code = time.monotonic(), grpc.StatusCode.OK
-                try:
+                async with _observed(self.metrics, labels, context):
                     async for item in fn(self, request, context):
-                        metrics.grpc_msg_sent.labels(*labels).inc()
+                        self.metrics.grpc_msg_sent.labels(*labels).inc()
                         yield item
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except Exception as exc:
-                    code = _code_of(exc, context)
-                    await _answer(context, exc, name)
-                    raise
-                finally:
-                    _handled(metrics, labels, code, time.monotonic() - start)
             return stream
 
         @functools.wraps(fn)
         async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext):
-            metrics: ServerMetrics = self.metrics
             labels = ("unary", self.service_name, name)
-            _started(metrics, labels)
-            start, code = time.monotonic(), grpc.StatusCode.OK
-            try:
+            async with _observed(self.metrics, labels, context):
                 response = await fn(self, request, context)
-                metrics.grpc_msg_sent.labels(*labels).inc()
+                self.metrics.grpc_msg_sent.labels(*labels).inc()
                 return response
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                code = _code_of(exc, context)
-                await _answer(context, exc, name)
-                raise
-            finally:
-                _handled(metrics, labels, code, time.monotonic() - start)
         return unary
     return decorate
 
@@ -84,11 +80,6 @@ async def _answer(context: grpc.aio.ServicerContext, exc: BaseException, method:
     """Set the client's status for a failed handler (abort raises), unless it aborted itself."""
     if not _is_abort(exc):
         await _abort(context, exc, method)
-
-
-def _started(metrics: ServerMetrics, labels: tuple[str, str, str]) -> None:
-    metrics.grpc_started.labels(*labels).inc()
-    metrics.grpc_msg_received.labels(*labels).inc()
 
 
 def _handled(metrics: ServerMetrics, labels: tuple[str, str, str], code: grpc.StatusCode, seconds: float) -> None:
