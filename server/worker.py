@@ -141,14 +141,15 @@ class UnlearningWorker:
             return None
 
     def _retain_set(self, forget_set, stack_paths: list[Path]):
-        if self.corpus is not None:
-            return build_retain_set(None, None, self.corpus, exclude=forget_set, seed=self.config.seed)
+        # The current model (base + stack) picks the retain data: with a corpus it keeps only what
+        # the model still knows, so the retain loss never re-teaches people an earlier adapter
+        # removed; without one it generates its own retain data.
         from unlearn_engine.stacking import attach_stack
 
         model, tokenizer = load_base(self.config.model_dir)
-        if stack_paths:  # the current model, adapters included, writes its own retain data
+        if stack_paths:
             model = attach_stack(model, [load_artifact(p, self.fingerprint) for p in stack_paths])
-        return build_retain_set(model, tokenizer, None, exclude=forget_set, seed=self.config.seed)
+        return build_retain_set(model, tokenizer, self.corpus, exclude=forget_set, seed=self.config.seed)
 
     def _record(self, job: ForgetJob, artifact: AdapterArtifact, attempts: int | None = None) -> None:
         manifest = artifact.path / "manifest.json"
