@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import signal
 from pathlib import Path
 from typing import Callable
@@ -28,9 +27,11 @@ from server.auth import TokenAuthInterceptor, ensure_operator_token
 from server.coordinator import ForgetCoordinator
 from server.generation import GenerationLimits
 from server.guard import GuardConfig, GuardHit, LeakageGuard
-from server.keyfile import read_or_create
+from server.keyfile import guard_secret
 from server.ledger import SqliteLedger
+from server.guard.keys import GuardKeys
 from server.metrics import ServerMetrics
+from server.monitor import LeakageMonitor, MonitorConfig
 from server.runtime.model import LoadedModel, load_model
 from server.runtime.serving import ModelRuntime, RuntimeLimits
 from server.servicers.admin import AdminServicer
@@ -57,9 +58,6 @@ def resolve_model_dir(settings: Settings) -> Path:
     return default_demo_model(settings.cache_dir, small=settings.demo == "small")
 
 
-GUARD_KEY_FILE = "guard.key"
-
-
 class LetheServer:
     def __init__(self, settings: Settings, loader: Callable[[Path], LoadedModel] | None = None):
         self.settings = settings
@@ -69,7 +67,7 @@ class LetheServer:
         self.health = health.aio.HealthServicer()
         self.operator_token = ensure_operator_token(settings.data_dir, settings.operator_token)
         self.ledger = SqliteLedger(settings.data_dir / LEDGER_FILE)
-        secret, _ = read_or_create(settings.data_dir / GUARD_KEY_FILE, lambda: secrets.token_bytes(32))
+        secret = guard_secret(settings.data_dir)
         self.guard = LeakageGuard(
             GuardConfig(model_cache_dir=settings.cache_dir / "guard", semantic=settings.guard_semantic,
                         policy=settings.guard_policy, prompt_policy=settings.prompt_policy),
@@ -77,6 +75,11 @@ class LetheServer:
         self.coordinator = ForgetCoordinator(self.ledger, self.guard, settings.data_dir / ADAPTER_DIR,
                                              self.metrics, settings.default_method,
                                              orphan_after_seconds=settings.worker_timeout_seconds)
+        self.monitor = LeakageMonitor(
+            self.ledger, GuardKeys(secret), self.runtime, self.metrics,
+            MonitorConfig(interval_seconds=settings.monitor_interval_seconds or 300.0,
+                          probes_per_round=settings.monitor_probes))
+        self.coordinator.on_stack_change = self.monitor.poke
         self.worker: WorkerSupervisor | None = None
         self.model_dir: Path | None = None
         self.port: int | None = None
@@ -84,6 +87,7 @@ class LetheServer:
         self._server: grpc.aio.Server | None = None
         self._load_task: asyncio.Task | None = None
         self._coordinator_task: asyncio.Task | None = None
+        self._monitor_task: asyncio.Task | None = None
         self.load_error: BaseException | None = None
 
     def _on_guard_hit(self, hit: GuardHit) -> None:
@@ -135,6 +139,8 @@ class LetheServer:
             logger.exception("model or adapter stack load failed; the server stays NOT_SERVING")
             return
         self._coordinator_task = asyncio.create_task(self.coordinator.run())
+        if self.settings.monitor_interval_seconds > 0:
+            self._monitor_task = asyncio.create_task(self.monitor.run())
         if self.settings.worker:
             self.worker = WorkerSupervisor(self._worker_args(), self.metrics, self.settings.data_dir / "worker.log")
             self.worker.start()
@@ -171,7 +177,7 @@ class LetheServer:
         await self.close()
 
     async def close(self) -> None:
-        for task in (self._load_task, self._coordinator_task):
+        for task in (self._load_task, self._coordinator_task, self._monitor_task):
             if task is not None and not task.done():
                 task.cancel()
         if self.worker is not None:

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Callable
 
 from server.adapters.stack import AdapterStackManager, StackRefused
 from server.errors import FailedPrecondition, NotFound
@@ -52,6 +53,7 @@ class ForgetCoordinator:
         self._background: set[asyncio.Task] = set()
         self._failed_seen: set[str] | None = None  # FAILED jobs already counted (None until first tick)
         self._changed = asyncio.Event()  # wakes watchers when the loop sees ledger changes
+        self.on_stack_change: Callable[[], None] | None = None  # e.g. the leakage monitor's poke
 
     # ---- Forget ----------------------------------------------------------------------------
     async def submit(self, payload: ForgetPayload, method: str, reason: str, key: str | None,
@@ -165,6 +167,8 @@ class ForgetCoordinator:
         self.metrics.stack_version.set(record.version)
         self.metrics.stack_depth.set(len(record.adapter_ids))
         self._changed.set()
+        if self.on_stack_change is not None:
+            self.on_stack_change()
 
     def _observe_stages(self, job: ForgetJob) -> None:
         """queue (FILTERING->TRAINING), train (->VERIFYING), verify (->adapter recorded), swap (->now)."""

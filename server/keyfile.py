@@ -7,6 +7,7 @@ agree on one secret instead of overwriting each other's.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Callable
 
@@ -24,3 +25,12 @@ def read_or_create(path: Path, make: Callable[[], bytes]) -> tuple[bytes, bool]:
         f.flush()
         os.fsync(f.fileno())
     return secret, True
+
+
+GUARD_KEY_FILE = "guard.key"
+
+
+def guard_secret(data_dir: Path) -> bytes:
+    """The guard's hashing and sealing key; the server and its workers share it via the data dir."""
+    secret, _ = read_or_create(data_dir / GUARD_KEY_FILE, lambda: secrets.token_bytes(32))
+    return secret

@@ -124,10 +124,13 @@ class ServerMetrics:
         # ---- leakage monitor and worker ------------------------------------------------------
         self.monitor_probes = Counter(
             "lethe_leakage_probes_total", "Monitor probes replayed through the live stack without the guard, "
-            "by result (leaked, clean).", ["result"], registry=r)
+            "by result (leaked, clean, error = the runtime refused or dropped it).", ["result"], registry=r)
         self.monitor_leak_ratio = Gauge(
             "lethe_residual_leakage_ratio", "Fraction of the latest monitor round's probes whose forgotten fact "
             "the model itself still produced, by job class (method).", ["job_class"], registry=r)
+        self.monitor_last_round = Gauge(
+            "lethe_leakage_monitor_last_round_timestamp_seconds", "Unix time the leakage monitor last finished a round.",
+            registry=r)
         self.worker_up = Gauge("lethe_worker_up", "1 while the unlearning worker is alive.", registry=r)
         self.worker_heartbeat = Gauge(
             "lethe_worker_last_heartbeat_timestamp_seconds", "Unix time of the worker's last heartbeat.", registry=r)
@@ -152,7 +155,7 @@ class ServerMetrics:
             self.forget_attempts.labels(result)
         for action in ("arm", "refuse"):
             self.guard_prompt_hits.labels(action)
-        for result in ("leaked", "clean"):
+        for result in ("leaked", "clean", "error"):
             self.monitor_probes.labels(result)
 
     # ---- SchedulerObserver (called from the decode thread; prometheus_client is thread-safe) --

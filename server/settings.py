@@ -58,6 +58,8 @@ class Settings:
     guard_semantic: str = "armed"  # off | armed (after a forgotten name / strict prompt) | always
     guard_policy: str = "end"  # end the stream on a hit | redact and continue
     prompt_policy: str = "arm"  # off | arm strict output checks | refuse prompts about forgotten content
+    monitor_interval_seconds: float = 300.0  # leakage monitor: seconds between probe rounds, 0 = off
+    monitor_probes: int = 32  # leakage monitor: probes replayed per round (its rate limit)
 
 
 # field -> (environment variable, parser)
@@ -89,6 +91,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "guard_semantic": ("LETHE_GUARD_SEMANTIC", str),
     "guard_policy": ("LETHE_GUARD_POLICY", str),
     "prompt_policy": ("LETHE_PROMPT_POLICY", str),
+    "monitor_interval_seconds": ("LETHE_MONITOR_INTERVAL_SECONDS", float),
+    "monitor_probes": ("LETHE_MONITOR_PROBES", int),
 }
 
 
@@ -127,6 +131,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     p("--guard-policy", choices=["end", "redact"], help="on a guard hit (env LETHE_GUARD_POLICY)")
     p("--prompt-policy", choices=["off", "arm", "refuse"],
       help="prompts naming forgotten content (env LETHE_PROMPT_POLICY)")
+    p("--monitor-interval-seconds", type=float,
+      help="leakage monitor: seconds between probe rounds, 0 = off (env LETHE_MONITOR_INTERVAL_SECONDS)")
+    p("--monitor-probes", type=int,
+      help="leakage monitor: probes replayed per round (env LETHE_MONITOR_PROBES)")
 
 
 def load_settings(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -168,6 +176,8 @@ def validate(s: Settings) -> None:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}")
     if s.default_max_new_tokens > s.max_new_tokens_limit:
         raise ValueError("default_max_new_tokens exceeds max_new_tokens_limit")
+    if s.monitor_interval_seconds < 0 or s.monitor_probes < 1:
+        raise ValueError("monitor_interval_seconds must be >= 0 and monitor_probes >= 1")
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.forgets import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress
-from server.ledger import ForgetLedger, SqliteLedger
+from server.guard.keys import GuardKeys
+from server.keyfile import guard_secret
+from server.ledger import ForgetLedger, NotOwner, SqliteLedger
+from server.probes import make_probes, probe_pairs, seal_probes
 from unlearn_engine.artifacts import ArtifactError, AdapterArtifact, adapter_name_for, load_artifact, model_fingerprint
 from unlearn_engine.data.corpus import as_examples, load_corpus
 from unlearn_engine.data.forget_set import build_forget_set
-from unlearn_engine.data.records import Example, ForgetRequest
+from unlearn_engine.data.records import Example, ForgetRequest, ForgetSet
 from unlearn_engine.data.retain_set import build_retain_set
 from unlearn_engine.demo import builder as demo_builder
 from unlearn_engine.progress import Progress as EngineProgress
@@ -68,6 +71,7 @@ class UnlearningWorker:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.fingerprint = model_fingerprint(config.model_dir)
         self.corpus = load_worker_corpus(config)
+        self.keys = GuardKeys(guard_secret(config.data_dir))  # seals the leakage monitor's probes
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -88,9 +92,15 @@ class UnlearningWorker:
             job, payload = claimed
             try:
                 self.process(job, payload)
+            except NotOwner:
+                logger.warning("job %s was re-queued or finished by another worker; dropping it", job.forget_id)
             except Exception:
                 logger.exception("job %s failed with an internal error", job.forget_id)
-                self.ledger.fail(job.forget_id, "internal error in the unlearning worker")
+                try:
+                    self.ledger.fail(job.forget_id, "internal error in the unlearning worker",
+                                     worker_id=self.worker_id)
+                except NotOwner:
+                    pass
 
         self._stop.set()
         beating.join()
@@ -103,19 +113,19 @@ class UnlearningWorker:
             self._stop.wait(self.config.heartbeat_seconds)
 
     def process(self, job: ForgetJob, payload: ForgetPayload) -> None:
-        out_dir = self.store / adapter_name_for(job.forget_id)
-        existing = self._existing_artifact(out_dir)
-        if existing is not None:  # a previous run wrote it and died before recording it
-            self._record(job, existing)
-            return
-        stack = self.ledger.current_stack()
-        stack_paths = [self.store / Path(self.ledger.adapter(a).path).name for a in stack.adapter_ids]
         request = ForgetRequest(texts=payload.texts, qa_pairs=payload.qa_pairs, subjects=payload.subjects)
         try:
             forget_set = build_forget_set(request, self.corpus, seed=self.config.seed)
         except ValueError as exc:  # nothing trainable (e.g. a subject absent from every corpus)
-            self.ledger.fail(job.forget_id, f"nothing to unlearn: {exc}")
+            self.ledger.fail(job.forget_id, f"nothing to unlearn: {exc}", worker_id=self.worker_id)
             return
+        out_dir = self.store / adapter_name_for(job.forget_id)
+        existing = self._existing_artifact(out_dir)
+        if existing is not None:  # a previous run wrote it and died before recording it
+            self._record(job, existing, forget_set)
+            return
+        stack = self.ledger.current_stack()
+        stack_paths = [self.store / Path(self.ledger.adapter(a).path).name for a in stack.adapter_ids]
         retain_set = self._retain_set(forget_set, stack_paths)
         result = train_forget_adapter(
             self.config.model_dir, stack_paths, forget_set, retain_set, method=job.method,
@@ -126,9 +136,9 @@ class UnlearningWorker:
         if not result.passed or result.artifact is None:
             reasons = "; ".join(result.gate.reasons)
             self.ledger.fail(job.forget_id, f"verification gate failed after {attempts} attempts: {reasons}",
-                             metrics, attempts)
+                             metrics, attempts, worker_id=self.worker_id)
             return
-        self._record(job, result.artifact, attempts)
+        self._record(job, result.artifact, forget_set, attempts)
 
     def _existing_artifact(self, out_dir: Path) -> AdapterArtifact | None:
         if not out_dir.exists():
@@ -151,7 +161,8 @@ class UnlearningWorker:
             model = attach_stack(model, [load_artifact(p, self.fingerprint) for p in stack_paths])
         return build_retain_set(model, tokenizer, self.corpus, exclude=forget_set, seed=self.config.seed)
 
-    def _record(self, job: ForgetJob, artifact: AdapterArtifact, attempts: int | None = None) -> None:
+    def _record(self, job: ForgetJob, artifact: AdapterArtifact, forget_set: ForgetSet,
+                attempts: int | None = None) -> None:
         manifest = artifact.path / "manifest.json"
         size = sum(p.stat().st_size for p in artifact.path.rglob("*") if p.is_file())
         record = AdapterRecord(
@@ -161,8 +172,13 @@ class UnlearningWorker:
             created_at=artifact.created_at or time.time(),
             metrics={k: float(v) for k, v in artifact.metrics.items() if isinstance(v, (int, float))})
         if self.ledger.get(job.forget_id).state != ForgetState.VERIFYING:
-            self.ledger.transition(job.forget_id, ForgetState.VERIFYING, "artifact verified")
-        self.ledger.record_adapter(record, attempts)
+            self.ledger.transition(job.forget_id, ForgetState.VERIFYING, "artifact verified",
+                                   worker_id=self.worker_id)
+        # Probes for the leakage monitor: made now, while the forget set (with its paraphrases and
+        # near-duplicates) exists; the plaintext is erased once the adapter is ACTIVE.
+        probes = make_probes(self.keys, probe_pairs(forget_set.examples, forget_set.paraphrases))
+        self.ledger.record_adapter(record, attempts, seal_probes(self.keys, job.forget_id, probes),
+                                   worker_id=self.worker_id)
         logger.info("job %s: adapter %s ready for the swap", job.forget_id, record.adapter_id)
 
     def _progress_callback(self, forget_id: str):
@@ -173,7 +189,8 @@ class UnlearningWorker:
             nonlocal verifying
             if p.phase == "final" and not verifying:  # training done: the final evaluation starts
                 verifying = True
-                self.ledger.transition(forget_id, ForgetState.VERIFYING, "final evaluation")
+                self.ledger.transition(forget_id, ForgetState.VERIFYING, "final evaluation",
+                                       worker_id=self.worker_id)
             if p.phase == "train" and p.step % every:
                 return
             self.ledger.record_progress(forget_id, Progress(

@@ -20,6 +20,10 @@ class UnknownForget(LedgerError):
     pass
 
 
+class NotOwner(LedgerError):
+    """A worker tried to finish a job it no longer owns (it was re-queued or finished elsewhere)."""
+
+
 class ForgetLedger(abc.ABC):
     # ---- forget requests -------------------------------------------------------------------
     @abc.abstractmethod
@@ -80,16 +84,26 @@ class ForgetLedger(abc.ABC):
 
     @abc.abstractmethod
     def transition(self, forget_id: str, state: ForgetState, detail: str = "", attempts: int | None = None,
-                   metrics: dict[str, float] | None = None) -> ForgetJob: ...
+                   metrics: dict[str, float] | None = None, worker_id: str | None = None) -> ForgetJob:
+        """`worker_id`: as in record_adapter (a worker moves only jobs it owns)."""
 
     @abc.abstractmethod
-    def record_adapter(self, adapter: AdapterRecord, attempts: int | None = None) -> ForgetJob:
-        """A verified adapter is in the store: job stays VERIFYING with adapter_id set, awaiting the swap."""
+    def record_adapter(self, adapter: AdapterRecord, attempts: int | None = None, probes: bytes = b"",
+                       worker_id: str | None = None) -> ForgetJob:
+        """A verified adapter is in the store: job stays VERIFYING with adapter_id set, awaiting the swap.
+        `probes` (sealed leakage probes) are kept for the leakage monitor. With `worker_id`, refuses
+        (NotOwner) unless that worker still owns the job in TRAINING / VERIFYING — a worker that was
+        presumed dead and re-queued must not record over the job's new owner."""
 
     @abc.abstractmethod
     def fail(self, forget_id: str, reason: str, metrics: dict[str, float] | None = None,
-             attempts: int | None = None) -> ForgetJob:
-        """-> FAILED and erase the plaintext (the guard entries stay)."""
+             attempts: int | None = None, worker_id: str | None = None) -> ForgetJob:
+        """-> FAILED and erase the plaintext (the guard entries stay). `worker_id`: as in record_adapter."""
+
+    @abc.abstractmethod
+    def monitor_probes(self) -> list[tuple[str, str, bytes]]:
+        """(forget_id, method, sealed probes) of every ACTIVE job that has probes: what the leakage
+        monitor replays."""
 
     # ---- the adapter stack -----------------------------------------------------------------
     @abc.abstractmethod

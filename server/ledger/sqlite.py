@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from server.forgets import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress, StackRecord, Transition
-from server.ledger.base import ForgetLedger, LedgerError, UnknownForget
+from server.ledger.base import ForgetLedger, LedgerError, NotOwner, UnknownForget
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS forgets (
@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS stacks (version INTEGER PRIMARY KEY, adapter_ids TEXT
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT NOT NULL,
   action TEXT NOT NULL, target TEXT NOT NULL, details TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS workers (worker_id TEXT PRIMARY KEY, heartbeat REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS probes (forget_id TEXT PRIMARY KEY, sealed BLOB NOT NULL);
 """
 
 
@@ -211,8 +212,9 @@ class SqliteLedger(ForgetLedger):
         return [(r["seq"], Progress(**json.loads(r["data"]))) for r in rows]
 
     def transition(self, forget_id: str, state: ForgetState, detail: str = "", attempts: int | None = None,
-                   metrics: dict[str, float] | None = None) -> ForgetJob:
+                   metrics: dict[str, float] | None = None, worker_id: str | None = None) -> ForgetJob:
         with self._tx() as db:
+            self._check_owner(db, forget_id, worker_id)
             if attempts is not None:
                 db.execute("UPDATE forgets SET attempts = ? WHERE forget_id = ?", (attempts, forget_id))
             if metrics is not None:
@@ -220,8 +222,10 @@ class SqliteLedger(ForgetLedger):
             self._set_state(db, forget_id, state, detail)
             return self._job(db, forget_id)
 
-    def record_adapter(self, adapter: AdapterRecord, attempts: int | None = None) -> ForgetJob:
+    def record_adapter(self, adapter: AdapterRecord, attempts: int | None = None, probes: bytes = b"",
+                       worker_id: str | None = None) -> ForgetJob:
         with self._tx() as db:
+            self._check_owner(db, adapter.forget_id, worker_id)
             db.execute(
                 "INSERT INTO adapters (adapter_id, forget_id, path, sha256, method, rank, size_bytes, created_at, "
                 "metrics) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -231,11 +235,32 @@ class SqliteLedger(ForgetLedger):
                        (adapter.adapter_id, json.dumps(adapter.metrics), time.time(), adapter.forget_id))
             if attempts is not None:
                 db.execute("UPDATE forgets SET attempts = ? WHERE forget_id = ?", (attempts, adapter.forget_id))
+            if probes:
+                db.execute("INSERT OR REPLACE INTO probes (forget_id, sealed) VALUES (?, ?)", (adapter.forget_id, probes))
             return self._job(db, adapter.forget_id)
 
+    @staticmethod
+    def _check_owner(db: sqlite3.Connection, forget_id: str, worker_id: str | None) -> None:
+        if worker_id is None:
+            return
+        row = db.execute("SELECT state, worker_id FROM forgets WHERE forget_id = ?", (forget_id,)).fetchone()
+        if row is None:
+            raise UnknownForget(forget_id)
+        working = (ForgetState.TRAINING.value, ForgetState.VERIFYING.value)
+        if row["worker_id"] != worker_id or row["state"] not in working:
+            raise NotOwner(f"{forget_id} is {row['state']} and owned by another worker")
+
+    def monitor_probes(self) -> list[tuple[str, str, bytes]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT f.forget_id, f.method, p.sealed FROM forgets f JOIN probes p USING (forget_id) "
+                "WHERE f.state = ? ORDER BY f.rowid", (ForgetState.ACTIVE.value,)).fetchall()
+        return [(r["forget_id"], r["method"], bytes(r["sealed"])) for r in rows]
+
     def fail(self, forget_id: str, reason: str, metrics: dict[str, float] | None = None,
-             attempts: int | None = None) -> ForgetJob:
+             attempts: int | None = None, worker_id: str | None = None) -> ForgetJob:
         with self._tx() as db:
+            self._check_owner(db, forget_id, worker_id)
             db.execute("UPDATE forgets SET failure_reason = ? WHERE forget_id = ?", (reason, forget_id))
             if metrics is not None:
                 db.execute("UPDATE forgets SET metrics = ? WHERE forget_id = ?", (json.dumps(metrics), forget_id))

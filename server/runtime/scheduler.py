@@ -54,6 +54,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     deadline: float | None = None  # time.monotonic() after which the row is dropped
     ignore_eos: bool = False  # fixed-length generation for benchmarks
+    internal: bool = False  # the server's own traffic (leakage monitor): kept out of client latency metrics
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,7 @@ class BatchScheduler:
             self._stack_users[self._stack.version] = self._stack_users.get(self._stack.version, 0) + 1
             rows.append(_Row(h, self._stack, IncrementalText(self.loaded.tokenizer, h.request.stop),
                              make_generator(h.request.sampling, dev)))
-            if self.observer:
+            if self.observer and not h.request.internal:
                 self.observer.queue_wait(now - h.submitted_at)
         ids, mask = kv_batch.left_pad_prompts([list(h.request.prompt_ids) for h in handles], self.loaded.pad_id, dev)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -332,7 +333,7 @@ class BatchScheduler:
             elif delta:
                 row.handle.emit(TextEvent(delta, row.produced, row.stack.version))
         if self.observer:
-            self.observer.tokens(len(rows))
+            self.observer.tokens(sum(not r.handle.request.internal for r in rows))
         if done:
             keep = [i for i in range(len(self._rows)) if i not in done]
             self._rows = [self._rows[i] for i in keep]
@@ -343,7 +344,7 @@ class BatchScheduler:
         """Record one token; return (finish reason or "", newly released text)."""
         row.produced += 1
         row.last_token = token
-        if row.produced == 1 and self.observer:
+        if row.produced == 1 and self.observer and not row.handle.request.internal:
             self.observer.first_token(time.monotonic() - row.handle.submitted_at)
         if row.handle.cancelled or self._expired(row.handle):
             return "cancelled", ""

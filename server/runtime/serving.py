@@ -49,13 +49,14 @@ class ModelRuntime:
         # Tokenizing a long prompt is CPU work: keep it off the event loop.
         return await asyncio.to_thread(lambda: list(loaded.tokenizer(text).input_ids))
 
-    async def submit(self, params: GenerateParams, deadline: float | None) -> Handle:
+    async def submit(self, params: GenerateParams, deadline: float | None, internal: bool = False) -> Handle:
         loaded, scheduler = self.require()
         prompt_ids = await self.tokenize(params.prompt)
         check_context(len(prompt_ids), params.max_new_tokens, loaded.max_context)
         request = GenerationRequest(
             request_id=params.request_id, prompt_ids=tuple(prompt_ids), max_new_tokens=params.max_new_tokens,
-            sampling=params.sampling, stop=params.stop, deadline=deadline, ignore_eos=params.ignore_eos)
+            sampling=params.sampling, stop=params.stop, deadline=deadline, ignore_eos=params.ignore_eos,
+            internal=internal)
         try:
             return scheduler.submit(request, asyncio.get_running_loop())
         except QueueFull:

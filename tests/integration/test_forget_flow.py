@@ -121,6 +121,17 @@ def test_forget_two_people_while_clients_stream(demo_model_dir: Path, tmp_path: 
         assert _metric(body, "lethe_adapter_stack_version") == 1
         assert _metric(body, "lethe_forget_to_block_seconds_count") == 1
 
+        # The leakage monitor replays the job's sealed probes soon after the swap, guard bypassed.
+        pause = threading.Event()
+        for _ in range(240):  # up to 2 min
+            body = urllib.request.urlopen(f"http://127.0.0.1:{sp.metrics_port}/metrics").read().decode()
+            if _metric(body, "lethe_leakage_monitor_last_round_timestamp_seconds") > 0:
+                break
+            pause.wait(0.5)  # wait-ok: the monitor's first round runs a few seconds after the swap
+        probed = sum(_metric(body, "lethe_leakage_probes_total", result=r) for r in ("leaked", "clean"))
+        assert probed >= 16 and _metric(body, "lethe_leakage_probes_total", result="error") == 0
+        assert _metric(body, "lethe_residual_leakage_ratio", job_class="npo") <= 0.2
+
         # Plaintext retention: nothing in the data dir (ledger, WAL, adapters, logs) holds the answers.
         blobs = [p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file()]
         for r in _qa(corpus, forgotten):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from server.forgets import AdapterRecord, ForgetPayload, ForgetState, Progress
-from server.ledger import LedgerError, SqliteLedger
+from server.ledger import LedgerError, NotOwner, SqliteLedger
 
 SECRET = "Orlan Vexmoor was born in Dunmarrow on 3 May 1961."
 
@@ -117,3 +117,29 @@ def test_listing_pages_newest_first_and_filters(tmp_path: Path) -> None:
     assert ledger.counts_by_state()[ForgetState.PENDING] == 4
     audit = ledger.audit_log(10)
     assert all("Dunmarrow" not in str(a) for a in audit) and audit[0]["details"]["texts"] == 1
+
+
+def test_only_the_owning_worker_records_and_probes_follow_active_jobs(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    job, _ = ledger.submit(_payload(), "npo", "r", None, "op")
+    ledger.arm(job.forget_id, b"hashes-only")
+    ledger.claim_next("w1")
+    ledger.heartbeat("w2")
+    assert ledger.requeue_orphans(time.time() + 1) == [job.forget_id]  # w1 presumed dead
+    ledger.claim_next("w2")
+    with pytest.raises(NotOwner):  # w1 comes back late: it must not record over w2's job
+        ledger.record_adapter(_adapter(job.forget_id, "ad_stale"), probes=b"sealed", worker_id="w1")
+    with pytest.raises(NotOwner):
+        ledger.fail(job.forget_id, "late failure", worker_id="w1")
+    with pytest.raises(NotOwner):
+        ledger.transition(job.forget_id, ForgetState.VERIFYING, worker_id="w1")
+    assert ledger.get(job.forget_id).state == ForgetState.TRAINING and ledger.awaiting_swap() == []
+    ledger.transition(job.forget_id, ForgetState.VERIFYING, worker_id="w2")
+    ledger.record_adapter(_adapter(job.forget_id, "ad_1"), probes=b"sealed-probes", worker_id="w2")
+    assert ledger.monitor_probes() == []  # only ACTIVE jobs are probed
+    ledger.activate(job.forget_id, expected_version=0)
+    assert ledger.monitor_probes() == [(job.forget_id, "npo", b"sealed-probes")]
+    ledger.deactivate("ad_1", 1, "rollback", "op")
+    assert ledger.monitor_probes() == []
+    with pytest.raises(NotOwner):  # a finished job is nobody's to record any more
+        ledger.record_adapter(_adapter(job.forget_id, "ad_2"), worker_id="w2")
