@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +143,12 @@ def _jsonable(obj: Any) -> Any:
 
 def save_artifact(model, adapter_name: str, out_dir: str | Path, *, forget_id: str, method: str,
                   config: Mapping[str, Any], base_fingerprint: str,
-                  metrics: Mapping[str, Any] | None = None, parents: Sequence[str] = ()
-                  ) -> AdapterArtifact:
+                  metrics: Mapping[str, Any] | None = None, parents: Sequence[str] = (),
+                  before_commit: Callable[[Path], None] | None = None) -> AdapterArtifact:
     """Write ``adapter_name`` of the PEFT ``model`` as an artifact at ``out_dir`` (atomically).
 
+    ``before_commit`` is called with the temporary directory once every file is written and
+    synced, just before the rename (the server's crash tests kill the process there).
     Raises ``ArtifactExistsError`` if ``out_dir`` already exists: artifacts are immutable.
     """
     out = Path(out_dir)
@@ -172,6 +174,8 @@ def save_artifact(model, adapter_name: str, out_dir: str | Path, *, forget_id: s
                     "files": files, "created_at": time.time()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         _fsync_tree(tmp)
+        if before_commit is not None:
+            before_commit(tmp)
         os.rename(tmp, out)  # atomic on one filesystem; fails if `out` appeared meanwhile
         _fsync_dir(out.parent)
     except BaseException:

@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -208,10 +208,11 @@ def train_forget_adapter(base_model_dir: Path, stack: Sequence[Path], forget_set
                          progress: ProgressCallback | None = None, *, out_dir: Path,
                          forget_id: str, seed: int = 0, sweep: SweepConfig | None = None,
                          device: torch.device | str | None = None,
-                         eval_settings: EvalSettings | None = None) -> TrainResult:
+                         eval_settings: EvalSettings | None = None,
+                         before_commit: Callable[[Path], None] | None = None) -> TrainResult:
     """Train a forget adapter above ``stack`` (artifact dirs, oldest first) and, if it passes
-    the gate, save it at ``out_dir``. Raises ``ArtifactError`` if a stack artifact is corrupt
-    or belongs to another base model."""
+    the gate, save it at ``out_dir`` (``before_commit``: see ``save_artifact``). Raises
+    ``ArtifactError`` if a stack artifact is corrupt or belongs to another base model."""
     t0 = time.monotonic()
     fingerprint = model_fingerprint(base_model_dir)
     stack_arts = [load_artifact(p, fingerprint) for p in stack]
@@ -231,7 +232,7 @@ def train_forget_adapter(base_model_dir: Path, stack: Sequence[Path], forget_set
                     "chosen_attempt": result.chosen_attempt, "chosen_step": result.chosen_step},
             base_fingerprint=fingerprint,
             metrics={**result.metrics, "gate": result.gate.to_dict()},
-            parents=[a.forget_id for a in stack_arts])
+            parents=[a.forget_id for a in stack_arts], before_commit=before_commit)
         if progress:
             progress(Progress(forget_id, "saved", result.chosen_attempt, result.chosen_step,
                               passed=True))
