@@ -74,7 +74,8 @@ class LetheServer:
             secret, on_hit=self._on_guard_hit)
         self.coordinator = ForgetCoordinator(self.ledger, self.guard, settings.data_dir / ADAPTER_DIR,
                                              self.metrics, settings.default_method,
-                                             orphan_after_seconds=settings.worker_timeout_seconds)
+                                             orphan_after_seconds=settings.worker_timeout_seconds,
+                                             crash_at=settings.crash_at)
         self.monitor = LeakageMonitor(
             self.ledger, GuardKeys(secret), self.runtime, self.metrics,
             MonitorConfig(interval_seconds=settings.monitor_interval_seconds or 300.0,
@@ -153,7 +154,7 @@ class LetheServer:
     def _worker_args(self) -> list[str]:
         s = self.settings
         args = ["--data-dir", str(s.data_dir), "--model", str(self.model_dir), "--log-level", s.log_level,
-                "--device", s.device, "--worker-threads", str(thread_budget(s)[1])]
+                "--device", s.device, "--worker-threads", str(thread_budget(s)[1]), "--exit-with-parent"]
         if s.corpus is not None:
             args += ["--corpus", str(s.corpus)]
         return args

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import logging
 import signal
 import sys
@@ -37,7 +38,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(thread_budget(settings)[1])
     worker = UnlearningWorker(WorkerConfig(
-        data_dir=settings.data_dir, model_dir=resolve_model_dir(settings), corpus=settings.corpus))
+        data_dir=settings.data_dir, model_dir=resolve_model_dir(settings), corpus=settings.corpus,
+        parent_pid=os.getppid() if args.exit_with_parent else None, crash_at=settings.crash_at))
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     worker.run(once=args.once)
     return 0
@@ -175,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     work = sub.add_parser("worker", help="run an unlearning worker against a data directory")
     add_model_arguments(work)
     work.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    work.add_argument("--exit-with-parent", action="store_true",
+                      help="exit when the process that started this one dies (set by the server)")
     work.set_defaults(func=_cmd_worker)
 
     gen = sub.add_parser("generate", help="generate text from a running server")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from server.adapters.stack import AdapterStackManager, StackRefused
+from server.crash import crash_point
 from server.errors import FailedPrecondition, NotFound
 from server.forgets import ForgetJob, ForgetPayload, ForgetState, StackRecord
 from server.guard import ForgetItems, GuardEntries, LeakageGuard
@@ -40,7 +41,8 @@ def guard_items(payload: ForgetPayload) -> ForgetItems:
 
 class ForgetCoordinator:
     def __init__(self, ledger: ForgetLedger, guard: LeakageGuard, store_dir: Path, metrics: ServerMetrics,
-                 default_method: str, poll_seconds: float = 0.2, orphan_after_seconds: float = 60.0):
+                 default_method: str, poll_seconds: float = 0.2, orphan_after_seconds: float = 60.0,
+                 crash_at: tuple[str, ...] = ()):
         self.ledger = ledger
         self.guard = guard
         self.store_dir = store_dir
@@ -48,6 +50,7 @@ class ForgetCoordinator:
         self.default_method = default_method
         self.poll_seconds = poll_seconds
         self.orphan_after_seconds = orphan_after_seconds
+        self.crash_at = crash_at
         self.stacks: AdapterStackManager | None = None  # set once the model is loaded
         self._swap_lock = asyncio.Lock()
         self._background: set[asyncio.Task] = set()
@@ -131,6 +134,9 @@ class ForgetCoordinator:
                 self.metrics.swaps.labels("failed").inc()
                 logger.exception("swap for %s failed; the previous stack keeps serving", job.forget_id)
                 return
+            # A crash here leaves the ledger one version behind the model: the restart re-applies
+            # from the ledger, so the adapter goes live exactly once (crash tests kill us here).
+            crash_point(self.crash_at, "mid-swap", self.store_dir.parent)
             record = await asyncio.to_thread(self.ledger.activate, job.forget_id, current.version)
             self.guard.set_phase(job.forget_id, AFTER)
             self.metrics.swaps.labels("ok").inc()

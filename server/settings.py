@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from server.crash import POINTS as CRASH_POINTS
+
 
 def _bool(text: str) -> bool:
     value = text.strip().lower()
@@ -60,6 +62,7 @@ class Settings:
     prompt_policy: str = "arm"  # off | arm strict output checks | refuse prompts about forgotten content
     monitor_interval_seconds: float = 300.0  # leakage monitor: seconds between probe rounds, 0 = off
     monitor_probes: int = 32  # leakage monitor: probes replayed per round (its rate limit)
+    crash_at: tuple[str, ...] = ()  # test hook only (env LETHE_CRASH_AT, no flag): see crash.py
 
 
 # field -> (environment variable, parser)
@@ -93,6 +96,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "prompt_policy": ("LETHE_PROMPT_POLICY", str),
     "monitor_interval_seconds": ("LETHE_MONITOR_INTERVAL_SECONDS", float),
     "monitor_probes": ("LETHE_MONITOR_PROBES", int),
+    "crash_at": ("LETHE_CRASH_AT", _tokens),
 }
 
 
@@ -176,6 +180,9 @@ def validate(s: Settings) -> None:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}")
     if s.default_max_new_tokens > s.max_new_tokens_limit:
         raise ValueError("default_max_new_tokens exceeds max_new_tokens_limit")
+    unknown = set(s.crash_at) - set(CRASH_POINTS)
+    if unknown:
+        raise ValueError(f"LETHE_CRASH_AT: unknown crash points {sorted(unknown)}")
     if s.monitor_interval_seconds < 0 or s.monitor_probes < 1:
         raise ValueError("monitor_interval_seconds must be >= 0 and monitor_probes >= 1")
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.crash import crash_point
 from server.forgets import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress
 from server.guard.keys import GuardKeys
 from server.keyfile import guard_secret
@@ -52,6 +53,8 @@ class WorkerConfig:
     heartbeat_seconds: float = 2.0  # liveness signal; the server's orphan timeout is several of these
     progress_every: int = 5  # optimiser steps between progress rows (eval steps always recorded)
     seed: int = 0
+    parent_pid: int | None = None  # spawned by a server: exit when it dies (a kill -9 leaves no orphan)
+    crash_at: tuple[str, ...] = ()  # test hook, see crash.py
 
 
 def load_worker_corpus(config: WorkerConfig) -> tuple[Example, ...] | None:
@@ -61,6 +64,18 @@ def load_worker_corpus(config: WorkerConfig) -> tuple[Example, ...] | None:
         corpus = demo_builder.load_corpus(config.model_dir)
         return as_examples([r for r in corpus.qa if r.split == "train"])
     return None
+
+
+def adapter_record(forget_id: str, artifact: AdapterArtifact) -> AdapterRecord:
+    """The ledger's row for an artifact in the adapter store (path relative to the store)."""
+    manifest = artifact.path / "manifest.json"
+    size = sum(p.stat().st_size for p in artifact.path.rglob("*") if p.is_file())
+    return AdapterRecord(
+        adapter_id=artifact.adapter_name, forget_id=forget_id, path=str(artifact.path.name),
+        sha256=hashlib.sha256(manifest.read_bytes()).hexdigest(), method=artifact.method,
+        rank=int(artifact.config.get("lora_rank", 0)), size_bytes=size,
+        created_at=artifact.created_at or time.time(),
+        metrics={k: float(v) for k, v in artifact.metrics.items() if isinstance(v, (int, float))})
 
 
 class UnlearningWorker:
@@ -109,6 +124,11 @@ class UnlearningWorker:
         # A thread, so evaluation phases without progress reports still prove the worker alive;
         # the server re-queues jobs of a worker whose heartbeat goes stale.
         while not self._stop.is_set():
+            if self.config.parent_pid is not None and os.getppid() != self.config.parent_pid:
+                # The server died (re-parented to init): its successor spawns its own worker and
+                # re-queues our job; an atomic artifact write makes dying mid-job safe.
+                logger.warning("the server that started this worker is gone; exiting")
+                os._exit(1)
             self.ledger.heartbeat(self.worker_id)
             self._stop.wait(self.config.heartbeat_seconds)
 
@@ -120,6 +140,8 @@ class UnlearningWorker:
             self.ledger.fail(job.forget_id, f"nothing to unlearn: {exc}", worker_id=self.worker_id)
             return
         out_dir = self.store / adapter_name_for(job.forget_id)
+        for partial in self.store.glob(f".{out_dir.name}.tmp-*"):  # a previous owner died mid-write
+            shutil.rmtree(partial, ignore_errors=True)
         existing = self._existing_artifact(out_dir)
         if existing is not None:  # a previous run wrote it and died before recording it
             self._record(job, existing, forget_set)
@@ -130,7 +152,8 @@ class UnlearningWorker:
         result = train_forget_adapter(
             self.config.model_dir, stack_paths, forget_set, retain_set, method=job.method,
             progress=self._progress_callback(job.forget_id), out_dir=out_dir, forget_id=job.forget_id,
-            seed=self.config.seed)
+            seed=self.config.seed,
+            before_commit=lambda _tmp: crash_point(self.config.crash_at, "artifact-write", self.config.data_dir))
         metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
         attempts = len(result.attempts)
         if not result.passed or result.artifact is None:
@@ -163,14 +186,7 @@ class UnlearningWorker:
 
     def _record(self, job: ForgetJob, artifact: AdapterArtifact, forget_set: ForgetSet,
                 attempts: int | None = None) -> None:
-        manifest = artifact.path / "manifest.json"
-        size = sum(p.stat().st_size for p in artifact.path.rglob("*") if p.is_file())
-        record = AdapterRecord(
-            adapter_id=artifact.adapter_name, forget_id=job.forget_id, path=str(artifact.path.name),
-            sha256=hashlib.sha256(manifest.read_bytes()).hexdigest(), method=artifact.method,
-            rank=int(artifact.config.get("lora_rank", 0)), size_bytes=size,
-            created_at=artifact.created_at or time.time(),
-            metrics={k: float(v) for k, v in artifact.metrics.items() if isinstance(v, (int, float))})
+        record = adapter_record(job.forget_id, artifact)
         if self.ledger.get(job.forget_id).state != ForgetState.VERIFYING:
             self.ledger.transition(job.forget_id, ForgetState.VERIFYING, "artifact verified",
                                    worker_id=self.worker_id)

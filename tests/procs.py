@@ -22,8 +22,8 @@ LETHE = [sys.executable, "-m", "server.cli"]
 
 
 class ServeProcess:
-    def __init__(self, model: Path, data_dir: Path, *extra: str):
-        env = {**os.environ, "LETHE_LOG_LEVEL": "INFO", "OMP_NUM_THREADS": "1"}
+    def __init__(self, model: Path, data_dir: Path, *extra: str, env: dict[str, str] | None = None):
+        env = {**os.environ, "LETHE_LOG_LEVEL": "INFO", "OMP_NUM_THREADS": "1", **(env or {})}
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
             [*LETHE, "serve", "--model", str(model), "--port", "0", "--metrics-port", "0",

@@ -221,28 +221,64 @@ def test_restart_refuses_corrupt_adapter_and_deactivation_restores_outputs(demo_
         st.stop()
 
 
-def test_kill_9_mid_training_loses_nothing(demo_model_dir: Path, tmp_path: Path) -> None:
+def test_kill_9_after_ack_mid_training_mid_write_and_mid_swap_loses_nothing(demo_model_dir: Path,
+                                                                            tmp_path: Path) -> None:
+    """One forget survives four crashes; each restart resumes it, and it goes live exactly once."""
     corpus = load_corpus(demo_model_dir)
     data = tmp_path / "data"
-    sp = ServeProcess(demo_model_dir, data, "--worker-timeout-seconds", "5")
+    people = corpus.trained_people[4:5]
+    probe = _qa(corpus, people)[0]
+    fast_requeue = ("--worker-timeout-seconds", "5")
+
+    # 1. kill -9 right after the ack: the reply promised durability.
+    sp = ServeProcess(demo_model_dir, data, *fast_requeue)
     try:
         sp.wait_serving()
         with LetheClient(sp.target, sp.token, timeout=60) as c:
-            resp = c.admin.Forget(_forget_request(corpus, corpus.trained_people[4:5], "k9"), metadata=c._metadata)
-            for ev in c.admin.WatchForget(apb.WatchForgetRequest(forget_id=resp.job.forget_id),
-                                          metadata=c._metadata, timeout=300):
-                if ev.HasField("progress"):
-                    break  # training is under way
-        sp.kill()  # kill -9 the server and its worker mid-training
-        sp = ServeProcess(demo_model_dir, data, "--worker-timeout-seconds", "5")
+            resp = c.admin.Forget(_forget_request(corpus, people, "k9"), metadata=c._metadata)
+    finally:
+        sp.kill()
+    fid = resp.job.forget_id
+
+    # 2. kill -9 mid-training. The restarted guard blocks the fact before any adapter exists.
+    sp = ServeProcess(demo_model_dir, data, *fast_requeue)
+    try:
         sp.wait_serving()
         with LetheClient(sp.target, sp.token, timeout=60) as c:
-            states, _, job = _watch(c, resp.job.forget_id)
+            assert c.generate(probe.question, max_new_tokens=32).finish_reason == ipb.FINISH_REASON_FILTERED
+            for ev in c.admin.WatchForget(apb.WatchForgetRequest(forget_id=fid), metadata=c._metadata, timeout=600):
+                if ev.HasField("progress"):
+                    break  # training is under way
+    finally:
+        sp.kill()
+
+    # 3. Crash points (crash.py): the worker dies with its artifact fully written but not yet
+    # renamed into place; the server re-queues and retrains it, then dies itself between
+    # switching the model to the new stack and committing that swap to the ledger.
+    sp = ServeProcess(demo_model_dir, data, *fast_requeue, env={"LETHE_CRASH_AT": "artifact-write,mid-swap"})
+    try:
+        sp.wait_serving()
+        assert sp.proc.wait(timeout=900) == -9  # SIGKILL at mid-swap
+        assert (data / ".crashed-at-artifact-write").exists() and (data / ".crashed-at-mid-swap").exists()
+    finally:
+        sp.kill()  # its worker too, as a whole-pod crash would
+
+    # 4. A clean restart: the swap is re-applied from the ledger, once.
+    sp = ServeProcess(demo_model_dir, data, *fast_requeue)
+    try:
+        sp.wait_serving()
+        with LetheClient(sp.target, sp.token, timeout=60) as c:
+            _states, _, job = _watch(c, fid)
             assert job.state == apb.FORGET_STATE_ACTIVE, job.failure_reason
             assert job.stack_version == 1
-            assert [t.detail for t in job.transitions].count("requeued: worker stopped") >= 1
-            again = c.admin.Forget(_forget_request(corpus, corpus.trained_people[4:5], "k9"), metadata=c._metadata)
-            assert not again.created and again.job.forget_id == resp.job.forget_id
-            assert c.model_info().stack_depth == 1
+            assert [t.detail for t in job.transitions].count("requeued: worker stopped") >= 2
+            again = c.admin.Forget(_forget_request(corpus, people, "k9"), metadata=c._metadata)
+            assert not again.created and again.job.forget_id == fid
+            info = c.model_info()
+            assert (info.stack_version, info.stack_depth) == (1, 1)
+            adapters = c.admin.ListAdapters(apb.ListAdaptersRequest(), metadata=c._metadata)
+            assert [a.forget_id for a in adapters.adapters] == [fid]
+        store = sorted(p.name for p in (data / "adapters").iterdir())
+        assert len(store) == 1 and not store[0].startswith("."), store  # no partial write left behind
     finally:
         sp.kill()
