@@ -17,6 +17,7 @@ POLICIES = ("end", "redact")
 PROMPT_POLICIES = ("off", "arm", "refuse")
 SEMANTIC_MODES = ("off", "armed", "always")
 SEMANTIC_PRECISIONS = ("fp32", "int8")
+ENCODINGS = ("rot13", "leet", "base64", "base32", "hex")
 
 
 def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -72,6 +73,13 @@ class GuardConfig:
     # A "word" longer than this is cut so one endless token run cannot grow the hold-back.
     max_word_chars: int = 128
     embed_threads: int = 1
+    # Hidden channels (encodings.py): rot13 and leet forms are stored at derive time (rot13, and
+    # the leet view's folded digests) and scanned in a leet view; base64 / base32 / hex runs are
+    # decoded and scanned. Costs: ~2x char records per forget; the leet view's per-token work.
+    encodings: tuple[str, ...] = ("rot13", "leet", "base64", "base32", "hex")
+    # A run of base64-alphabet chars is decoded from this length on: 16 chars = 12 bytes, about
+    # two words. Shorter runs are ordinary words (held like any word in progress).
+    encoded_min_chars: int = 16
 
     def __post_init__(self) -> None:
         if self.n < 2:
@@ -88,6 +96,11 @@ class GuardConfig:
         _check("prompt_policy", self.prompt_policy, PROMPT_POLICIES)
         for s in self.stages:
             _check("stage", s, STAGE_NAMES)
+        for e in self.encodings:
+            _check("encoding", e, ENCODINGS)
+        object.__setattr__(self, "encodings", tuple(self.encodings))
+        if self.encoded_min_chars < 8:
+            raise ValueError(f"encoded_min_chars must be >= 8, got {self.encoded_min_chars}")
         if self.model_cache_dir is not None:
             object.__setattr__(self, "model_cache_dir", Path(self.model_cache_dir))
 

@@ -29,8 +29,17 @@ def pack_record(view: int, kind: int, length: int, digest: bytes) -> bytes:
     return RECORD.pack(view, kind, length, digest)
 
 
-def char_records(kind: int, s: str, digest: Callable[[str], bytes], char_gram: int) -> list[bytes]:
-    """Records for one letters-and-digits string: a prefix gram if long, else whole + prefix."""
+def char_records(kind: int, s: str, digest: Callable[[str], bytes], char_gram: int,
+                 variants: Callable[[str], list[str]] | None = None) -> list[bytes]:
+    """Records for one letters-and-digits string: a prefix gram if long, else whole + prefix;
+    and the same for each encoded form `variants` gives (rot13, leet: see encodings.py)."""
+    out = _char_records(kind, s, digest, char_gram)
+    for v in variants(s) if variants is not None else ():
+        out += _char_records(kind, v, digest, char_gram)
+    return out
+
+
+def _char_records(kind: int, s: str, digest: Callable[[str], bytes], char_gram: int) -> list[bytes]:
     if len(s) >= char_gram:
         return [pack_record(VIEW_CHAR, kind, char_gram, digest(s[:char_gram]))]
     # prefix/suffix records carry the *whole* string's length (see GuardIndex.prefix)

@@ -64,11 +64,19 @@ class ScanSink(Protocol):
 class LexicalScanner:
     __slots__ = ("_index", "_wk", "_ck", "_n", "_C", "_max_word", "_max_sent", "_sink",
                  "_cbuf", "_cbase", "_craw", "_ws", "_we", "_wtxt", "_wflag", "_cand", "_wbase",
-                 "_cur", "_nchars", "_sent_word", "_sent_char", "_term", "checking", "events")
+                 "_cur", "_nchars", "_sent_word", "_sent_char", "_term", "checking", "events",
+                 "_table", "_gate", "_gate_at")
 
     def __init__(self, index: GuardIndex, keys: GuardKeys, n: int, char_gram: int,
-                 max_word_chars: int, max_sentence_words: int, sink: ScanSink) -> None:
+                 max_word_chars: int, max_sentence_words: int, sink: ScanSink,
+                 table: dict[int, str] | None = None, gate: frozenset[str] | None = None) -> None:
+        """`n` <= 1 turns the word view off. `table` re-maps folded chars one to one before
+        anything else (the leet view); with `gate`, lookups run only for grams that may contain
+        one of those (folded, un-mapped) chars — the only grams where this view can differ."""
         self._index = index
+        self._table = table
+        self._gate = gate
+        self._gate_at = -(1 << 62) if gate is not None else 1 << 62  # char index of the last gate char (upper bound)
         self._wk = keys.word_proto.copy  # bound: a fresh keyed state per digest
         self._ck = keys.char_proto.copy
         self._n = n
@@ -105,6 +113,10 @@ class LexicalScanner:
             # ASCII folds char for char (lower()). Most tokens are "word" or " word": take the
             # run at once; anything else goes char by char.
             t = text.lower()
+            if self._table is not None:
+                if not self._gate.isdisjoint(t):
+                    self._gate_at = self._nchars + len(t)
+                t = t.translate(self._table)
             if t.isalnum():
                 return self._word_chars(t, raw_pos)
             if t[0] == " " and t[1:].isalnum():
@@ -126,8 +138,14 @@ class LexicalScanner:
                 elif self._separator(c, raw_pos + i, cls[c]):
                     return True
             return False
+        table = self._table
         for i, ch in enumerate(text):
-            for c in fold_char(ch):
+            f = fold_char(ch)
+            if table is not None:
+                if not self._gate.isdisjoint(f):
+                    self._gate_at = self._nchars + len(f)
+                f = f.translate(table)
+            for c in f:
                 k = _CLASS.get(c)
                 if k is None:
                     k = _classify(c)
@@ -198,9 +216,13 @@ class LexicalScanner:
         j = len(self._ws) - 1
         stop = False
         if self.checking:
-            postings = self._lookup(j)
-            if postings:
-                stop = self._sink.on_postings(self._nchars, postings, raw_at)
+            if self._gate_at >= self._nchars - self._C:
+                postings = self._lookup(j)
+                if postings:
+                    stop = self._sink.on_postings(self._nchars, postings, raw_at)
+            elif len(self._cand) > 32:  # gated off: starts that fell out of reach go
+                lo, ws, wb = self._nchars - self._C, self._ws, self._wbase
+                self._cand = [k for k in self._cand if k >= wb and ws[k - wb] > lo]
             if self._wbase + j + 1 - self._sent_word >= self._max_sent:
                 stop = self._end_sentence(raw_at) or stop  # keeps an armed hold bounded
         if j > 4 * self._n + 64 or len(self._cbuf) > 4096:
@@ -332,6 +354,11 @@ class LexicalScanner:
             if k < m and ws[k] < h:
                 h = ws[k]
         return h
+
+    @property
+    def gate_passed(self) -> bool:
+        """No gram that ends from now on can contain a gate char seen so far."""
+        return self._gate_at < self._nchars - self._C
 
     @property
     def nchars(self) -> int:

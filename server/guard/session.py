@@ -18,7 +18,9 @@ import logging
 from typing import Callable, Sequence
 
 from server.guard.config import GuardConfig
+from server.guard.encodings import DECODED, LEET, LEET_GATE, DecodedRuns
 from server.guard.index import GuardIndex, Postings
+from server.guard.normalize import fold
 from server.guard.keys import GuardKeys
 from server.guard.scanner import LexicalScanner
 from server.guard.stages.base import OutputFilter, SessionFlags
@@ -47,6 +49,19 @@ class GuardSession:
                                        self)
         if prompt:
             self._scanner.seed(prompt[-_PROMPT_TAIL:])
+        # Hidden channels (encodings.py): a leet-folded char view and decoded base64/32/hex runs.
+        # Each has its own stage states (their letter offsets are not the main view's).
+        enc = config.encodings
+        self._leet_on = "leet" in enc
+        self._leet: LexicalScanner | None = None  # started at the first digit or @ $ ! |
+        self._runs: DecodedRuns | None = None
+        if any(e in enc for e in DECODED):
+            sink = _ViewSink(self, stages, flags, raw_at=lambda: self._runs.fed_end)
+            self._runs = DecodedRuns(enc, config.encoded_min_chars, lambda: LexicalScanner(
+                index, keys, config.n, config.char_gram, config.max_word_chars, 1 << 30, sink),
+                self._held_text)
+        self._keys = keys
+        self._stages = stages
         self._raw = ""  # unreleased raw text, starting at absolute offset _raw_pos
         self._raw_pos = 0
         self._raw_end = 0
@@ -70,13 +85,13 @@ class GuardSession:
         version = self._index.version
         if version != self._version:  # entries arrived: re-check what is still held
             self._version = version
-            self._scanner.rescan(self._hold())
+            self._rescan()
         if delta and not self._stopped:
-            events = self._scanner.events
+            events = self._events()
             self._feed(delta)
-            if (self._scanner.events == events and not (self._stopped or self._pending)
+            if (self._events() == events and not (self._stopped or self._pending)
                     and not self._index.empty):
-                return _NOTHING  # no word ended: the hold point cannot have moved
+                return _NOTHING  # no word or run ended: the hold point cannot have moved
         return self._step(final=False)
 
     def finish(self) -> GuardStep:
@@ -87,15 +102,62 @@ class GuardSession:
             tail = self._decoder.decode(b"", final=True)  # a dangling partial character
             if tail:
                 self._feed(tail)
+        end = self._raw_end
         if not self._stopped:
-            self._scanner.finish(self._raw_end)
+            (self._scanner.finish(end) or (self._leet is not None and self._leet.finish(end))
+             or (self._runs is not None and self._runs.finish(end)))
         return self._step(final=True)
 
     def _feed(self, delta: str) -> None:
         start = self._raw_end
         self._raw += delta
         self._raw_end += len(delta)
-        self._scanner.feed(delta, start)
+        if self._scanner.feed(delta, start):
+            return
+        if self._leet_on and self._feed_leet(delta, start):
+            return
+        if self._runs is not None:
+            self._runs.feed(delta, start)
+
+    def _feed_leet(self, delta: str, start: int) -> bool:
+        """The leet view runs only near a digit or @ $ ! | (elsewhere it would see what the main
+        view sees). It starts from the held text — the main hold keeps every word start a gram
+        through the new char could begin at — and stops once that char is a char gram behind."""
+        lv = self._leet
+        if lv is None:
+            if LEET_GATE.isdisjoint(delta if delta.isascii() else fold(delta)):
+                return False
+            lv = self._leet = LexicalScanner(self._index, self._keys, 1, self._cfg.char_gram,
+                                             self._cfg.max_word_chars, 1 << 30,
+                                             _ViewSink(self, self._stages, self._flags),
+                                             table=LEET, gate=LEET_GATE)
+            held = self._raw[:len(self._raw) - len(delta)]
+            if held:  # context only: grams without the new char were checked by the main view
+                lv.checking = False
+                lv.feed(held, self._raw_pos)
+                lv.checking = True
+        if lv.feed(delta, start):
+            return True
+        if lv.gate_passed:
+            self._leet = None
+        return False
+
+    def _held_text(self, start: int, end: int) -> str:
+        lo = max(start, self._raw_pos) - self._raw_pos
+        return self._raw[lo:end - self._raw_pos]
+
+    def _events(self) -> int:
+        # The leet view ends words where the main view does (give or take @ $ ! |): its events
+        # would add nothing but cost.
+        e = self._scanner.events
+        if self._runs is not None:
+            e += self._runs.events
+        return e
+
+    def _rescan(self) -> None:
+        (self._scanner.rescan(self._hold())
+         or (self._leet is not None and self._leet.rescan(self._leet.hold_from()))
+         or (self._runs is not None and self._runs.rescan()))
 
     @property
     def armed(self) -> bool:
@@ -143,6 +205,20 @@ class GuardSession:
             self._report(hit)
         return False
 
+    def _hold_raw(self) -> int:
+        """Raw offset from which nothing may be released yet: the earliest over all views."""
+        sc = self._scanner
+        h = self._hold()
+        cut = self._raw_end if h >= sc.nchars else sc.raw_of(h)
+        lv = self._leet
+        if lv is not None:
+            h = lv.hold_from()
+            if h < lv.nchars:
+                cut = min(cut, lv.raw_of(h))
+        if self._runs is not None:
+            cut = min(cut, self._runs.hold_raw())
+        return cut
+
     def _hold(self) -> int:
         sc = self._scanner
         h = sc.hold_from()
@@ -161,11 +237,9 @@ class GuardSession:
             cut = self._raw_end
             self._ended = True
         else:
-            sc = self._scanner
             # With nothing forgotten nothing can match: stream as generated. Entries added later
             # apply from the next push on, like any Forget that arrives mid-stream.
-            h = sc.nchars if self._index.empty else self._hold()
-            cut = self._raw_end if h >= sc.nchars else max(sc.raw_of(h), self._raw_pos)
+            cut = self._raw_end if self._index.empty else max(self._hold_raw(), self._raw_pos)
             if cut == self._raw_pos and hit is None and not self._pending:
                 return _NOTHING
         text = self._raw[:cut - self._raw_pos]
@@ -175,3 +249,30 @@ class GuardSession:
             self._redacting = False
         out, self._pending = self._pending + text, ""
         return GuardStep(out, hit, False)
+
+
+class _ViewSink:
+    """Scanner sink for a side view (leet, decoded runs): the session's stages with their own
+    per-view state, no sentences (the semantic stage reads the main view only). A decoded view's
+    offsets are per group, so its hits cut at `raw_at()`: the end of the run text decoded so far
+    (a redaction then covers the whole encoded span up to there)."""
+
+    __slots__ = ("_session", "_posting", "_flags", "_raw_at")
+
+    def __init__(self, session: GuardSession, stages: Sequence[OutputFilter], flags: SessionFlags,
+                 raw_at: Callable[[], int] | None = None) -> None:
+        self._session = session
+        self._flags = flags
+        self._posting = [(s, s.start(flags)) for s in stages if s.kinds]
+        self._raw_at = raw_at
+
+    def on_postings(self, pos: int, found: list[Postings], raw_at: int) -> bool:
+        for stage, state in self._posting:
+            fid = stage.on_postings(state, self._flags, pos, found)
+            if fid is not None:
+                return self._session._hit(fid, stage.name,
+                                          raw_at if self._raw_at is None else self._raw_at())
+        return False
+
+    def on_sentence(self, first: int, end: int, raw_at: int) -> bool:
+        return False

@@ -6,6 +6,8 @@ must be blocked or must pass; the same table feeds bench/guard.py's blocked/pass
 
 from __future__ import annotations
 
+import base64
+import codecs
 from dataclasses import dataclass
 
 import pytest
@@ -35,6 +37,16 @@ def _fullwidth(s: str) -> str:
 
 def _between(s: str, sep: str) -> str:
     return sep.join(s)
+
+
+def _b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+LEET_DIGITS = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
+LEET_SYMBOLS = str.maketrans({"a": "@", "s": "$", "l": "1"})
+OTHER_BIO = ("Hanna Schmidt was born on 2 June 1980 in the village of Lenzburg and spent twelve "
+             "years repairing church bells in Zurich cathedral.")
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,17 @@ CASES: tuple[Case, ...] = (
     Case("short answer: book title", "Her best-known work is The Silent Pipes of Basel.", True),
     Case("name + attribute (entity)", "Kowalczyk? I believe she was born in Oberwil.", True),
     Case("spaced name + attribute (entity)", "M a r t a  K o w a l c z y k grew up in O b e r w i l.", True),
+    # hidden channels: encodings (encodings.py)
+    Case("base64", _b64(PASSAGE), True),
+    Case("base64 inside a sentence", f"Decode this for the full story: {_b64(PASSAGE)} (base64).", True),
+    Case("base64 url-safe, no padding", base64.urlsafe_b64encode(PASSAGE.encode()).decode().rstrip("="), True),
+    Case("base32", base64.b32encode(PASSAGE.encode()).decode(), True),
+    Case("hex", PASSAGE.encode().hex(), True),
+    Case("short answer in base64: phone number", f"Encoded: {_b64('+41 61 555 0192')}", True),
+    Case("rot13", codecs.encode(PASSAGE, "rot13"), True),
+    Case("leetspeak digits", PASSAGE.translate(LEET_DIGITS), True),
+    Case("leetspeak symbols (@ $ 1)", PASSAGE.translate(LEET_SYMBOLS), True),
+    Case("leetspeak name + attribute", "M4r7a K0w4lczyk? Sh3 w4s b0rn 1n 0b3rw1l.", True),
     # ---- must pass
     Case("same template, different person",
          "Hanna Schmidt was born on 2 June 1980 in the village of Lenzburg and spent twelve years "
@@ -83,6 +106,16 @@ CASES: tuple[Case, ...] = (
          "This content is provided for informational purposes only and does not constitute "
          "professional advice. All rights reserved.", False),
     Case("common phrases", "She was born in the village and spent twenty minutes in the cathedral.", False),
+    Case("base64 of another person's bio", _b64(OTHER_BIO), False),
+    Case("rot13 / leetspeak of another person's bio",
+         codecs.encode(OTHER_BIO, "rot13") + " " + OTHER_BIO.translate(LEET_DIGITS), False),
+    Case("code: identifiers, hex digest, base64-ish names",
+         "def getElementsByTagName(node): return hashlib.sha256(node).hexdigest()  "
+         "# 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 "
+         "QWxhZGRpbjpvcGVuIHNlc2FtZQ== AKIAIOSFODNN7EXAMPLE", False),
+    Case("paths, long words, numbers",
+         "See /usr/local/lib/python3.11/site-packages/numpy-1.26.4.dist-info about "
+         "internationalization: 4111111111111111, +41 61 555 0193, 3.14159265358979 and 1972.", False),
 )
 
 

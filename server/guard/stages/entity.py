@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from functools import partial
+
+from server.guard.encodings import char_variants
 from server.guard.entries import KIND_ATTR, KIND_NAME, char_records
 from server.guard.extract import Extracted
 from server.guard.index import Postings
@@ -32,10 +35,11 @@ class EntityStage(OutputFilter):
 
     def derive(self, ex: Extracted) -> Derived:
         keys, C = self.env.keys, self.env.config.char_gram
+        variants = partial(char_variants, encodings=self.env.config.encodings)  # rot13 / leet
         recs: dict[bytes, None] = {}
         for kind, strings in ((KIND_NAME, ex.names), (KIND_ATTR, ex.attributes)):
             for s in strings:  # a long name is matched by its anchored gram, like a passage
-                recs.update(dict.fromkeys(char_records(kind, s, keys.char_digest, C)))
+                recs.update(dict.fromkeys(char_records(kind, s, keys.char_digest, C, variants)))
         return Derived(records=list(recs))
 
     def start(self, flags: SessionFlags) -> _Sightings:

@@ -9,7 +9,10 @@ entity stage. Any posting of kind exact blocks: there is no "almost" at this sta
 
 from __future__ import annotations
 
-from server.guard.entries import KIND_EXACT, VIEW_CHAR, VIEW_WORD, char_records, pack_record
+from functools import partial
+
+from server.guard.encodings import char_variants
+from server.guard.entries import KIND_EXACT, VIEW_WORD, char_records, pack_record
 from server.guard.extract import Extracted
 from server.guard.index import Postings
 from server.guard.normalize import words
@@ -40,6 +43,7 @@ class ExactStage(OutputFilter):
     def derive(self, ex: Extracted) -> Derived:
         cfg, keys = self.env.config, self.env.keys
         n, C = cfg.n, cfg.char_gram
+        variants = partial(char_variants, encodings=cfg.encodings)  # rot13 / leet forms
         recs: dict[bytes, None] = {}
         for passage in ex.passages:
             ws = words(passage)
@@ -51,7 +55,8 @@ class ExactStage(OutputFilter):
             pos = 0
             for w in ws:  # one gram per word start with a full gram ahead of it
                 if pos + C <= len(chars):
-                    recs[pack_record(VIEW_CHAR, KIND_EXACT, C, keys.char_digest(chars[pos:pos + C]))] = None
+                    recs.update(dict.fromkeys(char_records(KIND_EXACT, chars[pos:pos + C],
+                                                           keys.char_digest, C, variants)))
                 pos += len(w)
             # Whole passages too short for a char gram ("B r o u m f a e a ..." must still hit):
             # stored whole when distinctive on their own.
@@ -60,7 +65,8 @@ class ExactStage(OutputFilter):
                 or sum(c.isdigit() for c in chars) >= cfg.short_min_digits) else []
             for s in short + _digit_spans(ws, cfg.short_min_digits):
                 if len(s) < C:  # longer spans are covered by the anchored grams above
-                    recs.update(dict.fromkeys(char_records(KIND_EXACT, s, keys.char_digest, C)))
+                    recs.update(dict.fromkeys(char_records(KIND_EXACT, s, keys.char_digest, C,
+                                                           variants)))
         return Derived(records=list(recs))
 
     def on_postings(self, state: None, flags: SessionFlags, pos: int,

@@ -1,0 +1,306 @@
+"""Hidden channels: forgotten text re-encoded as rot13, leetspeak, base64, base32 or hex.
+
+Each channel is met where it is cheapest:
+
+* rot13 is a fixed letter substitution, so the *derive* side also stores the rot13 form of every
+  char record (`char_variants`): the ordinary scanner then finds rot13 copies at no per-token cost.
+* Leetspeak (4→a, 3→e, 1→i/l, 0→o, 5→s, 7→t, @→a, $→s, ...) is many-to-one and mixed freely with
+  plain letters, so the stream side must fold it: a second LexicalScanner reads the output through
+  `LEET` and matches leet-folded digests. It is a separate view so that the main char view keeps
+  digits as digits (a phone number must not match every word that folds to the same letters), and
+  it looks anything up only near a digit or @ $ ! | (elsewhere the main view already sees the same).
+* base64 / base32 / hex runs are decoded while they stream (`DecodedRuns`) and the decoded text is
+  scanned by a LexicalScanner of its own, against the same index and stages.
+
+Nothing here hashes entries, decides policy or releases text; it only produces text to scan and
+says how far back a match that is still forming could reach (`hold_raw`).
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import re
+import string
+from typing import Callable
+
+from server.guard.config import ENCODINGS
+from server.guard.scanner import LexicalScanner
+DECODED = ENCODINGS[2:]  # base64, base32, hex
+
+ROT13 = str.maketrans(string.ascii_lowercase,
+                      string.ascii_lowercase[13:] + string.ascii_lowercase[:13])
+# Applied after normal folding (so fullwidth digits are ASCII already). Digits map injectively
+# (9→q, not g, so that 1969 and 1966 stay apart); l and i merge because "1" stands for either.
+LEET = str.maketrans({"4": "a", "@": "a", "8": "b", "3": "e", "6": "g", "1": "i", "l": "i",
+                      "!": "i", "|": "i", "0": "o", "9": "q", "5": "s", "$": "s", "7": "t",
+                      "2": "z"})
+# Where the leet view can differ from the main view in what it matches: only grams near one of
+# these need a leet lookup.
+LEET_GATE = frozenset("0123456789@$!|")
+
+
+def rot13(s: str) -> str:
+    return s.translate(ROT13)
+
+
+def leet(s: str) -> str:
+    return s.translate(LEET)
+
+
+def char_variants(s: str, encodings: tuple[str, ...]) -> list[str]:
+    """Encoded forms of a folded letters-and-digits string that the derive side stores too."""
+    out: list[str] = []
+    if "rot13" in encodings:
+        r = rot13(s)
+        if r != s:
+            out.append(r)
+    if "leet" in encodings:
+        v = leet(s)
+        if v != s:
+            out.append(v)
+    return out
+
+
+# ---------------------------------------------------------------------------- decoded runs
+_RUN_CHARS = string.ascii_letters + string.digits + "+/=-_"
+_RUN = re.compile(r"[A-Za-z0-9+/=_-]+")
+_ALPHABETS = {
+    "base64": frozenset(_RUN_CHARS),
+    "base32": frozenset(string.ascii_uppercase + "234567="),  # RFC 4648 output is upper case
+    "hex": frozenset(string.hexdigits),
+}
+_GROUP = {"base64": 4, "base32": 8, "hex": 2}  # encoded chars per whole number of bytes
+_URLSAFE = str.maketrans("-_", "+/")
+_INF = 1 << 62
+
+
+def _decode(name: str, block: str) -> bytes:
+    if name == "base64":
+        return binascii.a2b_base64(block.translate(_URLSAFE))
+    if name == "base32":
+        import base64
+        return base64.b32decode(block)
+    return binascii.unhexlify(block)
+
+
+def _pad(name: str, rest: str) -> str:
+    """The tail of a run that ended mid-group, made decodable (or "" when it carries no byte)."""
+    if name == "base64" and len(rest) >= 2:
+        return rest + "=" * (-len(rest) % 4)
+    if name == "base32" and len(rest) >= 2:
+        full = {2: 1, 4: 2, 5: 3, 7: 4}.get(len(rest))  # encoded chars -> whole bytes they carry
+        if full is None:
+            rest = rest[:max(k for k in (2, 4, 5, 7) if k <= len(rest))]
+        return rest + "=" * (8 - len(rest))
+    if name == "hex":
+        return rest[:len(rest) // 2 * 2]
+    return ""
+
+
+class _Decoder:
+    """One encoding applied to one run: decodes whole groups as they arrive and feeds the text to
+    its own scanner. Each decoded char is fed at the raw offset of its group's start plus its
+    index in the group — never later than the first encoded char that carries its bits."""
+
+    __slots__ = ("name", "group", "alphabet", "scanner", "pending", "pending_raw", "utf8",
+                 "partial_raw", "dead")
+
+    def __init__(self, name: str, scanner: LexicalScanner) -> None:
+        self.name = name
+        self.group = _GROUP[name]
+        self.alphabet = _ALPHABETS[name]
+        self.scanner = scanner
+        self.pending = ""  # encoded chars not decoded yet (less than a group)
+        self.pending_raw = -1  # raw offset of pending[0]
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.partial_raw = -1  # raw offset where a multi-byte char still being decoded began
+        self.dead = False
+
+    def push(self, chars: str, raw: int) -> bool:
+        if self.dead:
+            return False
+        if not self.alphabet.issuperset(chars):
+            return self.close(raw)  # the run left this encoding's alphabet: not this encoding
+        if self.name == "base64" and "=" in chars:  # padding: only the data before it counts
+            chars = chars.replace("=", "")
+        if not self.pending:
+            self.pending_raw = raw
+        self.pending += chars
+        full = len(self.pending) // self.group * self.group
+        if not full:
+            return False
+        block, self.pending = self.pending[:full], self.pending[full:]
+        base = self.pending_raw
+        self.pending_raw = base + full
+        return self._emit(block, base, final=False)
+
+    def _emit(self, block: str, base: int, final: bool) -> bool:
+        try:
+            data = _decode(self.name, block)
+        except (binascii.Error, ValueError):
+            self.dead = True  # not valid in this encoding after all
+            return False
+        sc, g = self.scanner, self.group
+        stop = False
+        # bytes per group: base64 3, base32 5, hex 1 — feed group by group so offsets stay honest
+        per = {"base64": 3, "base32": 5, "hex": 1}[self.name]
+        for k in range(0, len(data), per):
+            at = base + (k // per) * g
+            text = self.utf8.decode(data[k:k + per], final=final and k + per >= len(data))
+            if self.utf8.getstate()[0]:  # a character continues into the next group
+                if self.partial_raw < 0:
+                    self.partial_raw = at
+            if text:
+                start = self.partial_raw if self.partial_raw >= 0 else at
+                if not self.utf8.getstate()[0]:
+                    self.partial_raw = -1
+                stop = sc.feed(text, start) or stop
+                if stop:
+                    return True
+        return stop
+
+    def close(self, raw_end: int) -> bool:
+        """The run ended: decode its tail, finish the last word, check it."""
+        if self.dead:
+            return False
+        self.dead = True
+        stop = False
+        tail = _pad(self.name, self.pending)
+        if tail:
+            stop = self._emit(tail, self.pending_raw, final=True)
+        else:
+            rest = self.utf8.decode(b"", final=True)
+            if rest:
+                stop = self.scanner.feed(rest, max(self.partial_raw, 0))
+        self.pending = ""
+        return stop or self.scanner.finish(raw_end)
+
+    def hold_raw(self) -> int:
+        if self.dead:
+            return _INF
+        h = _INF
+        sc = self.scanner
+        c = sc.hold_from()
+        if c < sc.nchars:
+            h = sc.raw_of(c)
+        if self.pending:
+            h = min(h, self.pending_raw)
+        if self.partial_raw >= 0:
+            h = min(h, self.partial_raw)
+        return h
+
+
+class DecodedRuns:
+    """Runs of base64-alphabet characters in the raw stream, decoded once they are long enough.
+
+    A run shorter than `min_chars` is only held (it may still become a long one); from
+    `min_chars` on, one decoder per encoding whose alphabet the run fits decodes it as it grows.
+    The run's text is read back from the session's unreleased raw text (`source(start, end)`),
+    which the hold keeps, so ordinary text costs one or two strips per delta and no copies.
+    """
+
+    def __init__(self, encodings: tuple[str, ...], min_chars: int,
+                 make_scanner: Callable[[], LexicalScanner],
+                 source: Callable[[int, int], str]) -> None:
+        self._names = tuple(e for e in DECODED if e in encodings)
+        self._min = min_chars
+        self._make = make_scanner
+        self._source = source
+        self._start = -1  # raw offset where the current run began; -1: no run
+        self._decoders: list[_Decoder] | None = None
+        self.events = 0  # moves when a decoded run's hold may have moved
+        # Raw offset just past the run text handed to the decoders: where a redaction ends.
+        self.fed_end = 0
+
+    def feed(self, text: str, raw: int) -> bool:
+        n = len(text)
+        if self._decoders is None and n < self._min:
+            # Fast path: nothing is being decoded and this delta cannot hold a whole long run.
+            k = len(text.rstrip(_RUN_CHARS))  # text[k:] continues into the next delta
+            if k == 0:
+                if self._start < 0:
+                    self._start = raw
+                elif raw + n - self._start >= self._min:
+                    return self._decode(raw, text)
+                return False
+            if self._start >= 0:
+                lead = n - len(text.lstrip(_RUN_CHARS))
+                if raw + lead - self._start >= self._min:  # a long run ends in this delta
+                    return self._slow(text, raw)
+            self._start = raw + k if k < n else -1
+            return False
+        return self._slow(text, raw)
+
+    def _slow(self, text: str, raw: int) -> bool:
+        n = len(text)
+        lead = n - len(text.lstrip(_RUN_CHARS))
+        if lead == n:
+            return self._extend(text, raw)
+        if lead and self._extend(text[:lead], raw):
+            return True
+        if self._start >= 0 and self._end(raw + lead):
+            return True
+        tail = len(text.rstrip(_RUN_CHARS))
+        if tail - lead > self._min:  # a big delta (a unary text): runs inside it
+            for m in _RUN.finditer(text, lead, tail):
+                if m.end() - m.start() >= self._min:
+                    if self._extend(m.group(), raw + m.start()) or self._end(raw + m.end()):
+                        return True
+        if tail < n:
+            return self._extend(text[tail:], raw + tail)
+        return False
+
+    def finish(self, raw_end: int) -> bool:
+        return self._end(raw_end) if self._start >= 0 else False
+
+    def rescan(self) -> bool:
+        for d in self._decoders or ():
+            if not d.dead and d.scanner.rescan(d.scanner.hold_from()):
+                return True
+        return False
+
+    def hold_raw(self) -> int:
+        """Raw offset from which text must stay held (a huge number when nothing is)."""
+        if self._start < 0:
+            return _INF
+        if self._decoders is None:
+            return self._start  # may still turn out to be an encoded run
+        return min((d.hold_raw() for d in self._decoders), default=_INF)
+
+    def _extend(self, chars: str, raw: int) -> bool:
+        if self._start < 0:
+            self._start = raw
+        if self._decoders is None:
+            if raw + len(chars) - self._start < self._min:
+                return False
+            return self._decode(raw, chars)
+        self.events += 1
+        self.fed_end = raw + len(chars)
+        for d in self._decoders:
+            if d.push(chars, raw):
+                return True
+        return False
+
+    def _decode(self, raw: int, chars: str) -> bool:
+        """The run reached min_chars: start decoding it from its first char."""
+        run = self._source(self._start, raw) + chars
+        self._decoders = [_Decoder(name, self._make()) for name in self._names]
+        self.events += 1
+        self.fed_end = raw + len(chars)
+        for d in self._decoders:
+            if d.push(run, self._start):
+                return True
+        return False
+
+    def _end(self, raw_end: int) -> bool:
+        decoders, self._decoders = self._decoders, None
+        self._start = -1
+        if decoders is None:
+            return False
+        self.events += 1
+        self.fed_end = raw_end
+        for d in decoders:
+            if d.close(raw_end):
+                return True
+        return False
