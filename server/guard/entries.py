@@ -18,8 +18,11 @@ VIEW_WORD, VIEW_CHAR, VIEW_PREFIX, VIEW_SUFFIX = 0, 1, 2, 3
 # the scanner hashes a span only when some entry starts like it, ends like it and is exactly that
 # long, instead of hashing the span from every recent word start.
 PREFIX_CHARS = 3
-KIND_EXACT, KIND_NAME, KIND_ATTR = 0, 1, 2
-KIND_STAGE = {KIND_EXACT: "exact", KIND_NAME: "entity", KIND_ATTR: "entity"}
+# KIND_CONTEXT: a passage gram that does not contain its subject's name ("studied at the
+# University of Brom and now works as"): the same template with the same value is often true of
+# someone else, so it blocks only while that subject is in context (named by the prompt or output).
+KIND_EXACT, KIND_NAME, KIND_ATTR, KIND_CONTEXT = 0, 1, 2, 3
+KIND_STAGE = {KIND_EXACT: "exact", KIND_NAME: "entity", KIND_ATTR: "entity", KIND_CONTEXT: "exact"}
 RECORD = struct.Struct("<BBB8s")
 _MAGIC = b"LGE1"
 _HEAD = struct.Struct("<4sBH")

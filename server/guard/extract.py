@@ -119,6 +119,7 @@ class Extracted:
     # (semantic text, context_only): a fact sentence, and the same sentence without the subject's
     # name, which only counts once the subject is in context ("Where was X born?" -> "She was...").
     sentences: tuple[tuple[str, bool], ...]
+    name_words: frozenset[str] = frozenset()  # folded words of the subject names
 
 
 def extract(items: ForgetItems, *, infer: bool = True, surnames: bool = True,
@@ -164,7 +165,8 @@ def extract(items: ForgetItems, *, infer: bool = True, surnames: bool = True,
         anon = _strip_names(ws, name_words)
         if len(anon) != len(ws) and len(anon) >= semantic_min_words - 1:
             rows[(" ".join(anon), True)] = None
-    return Extracted(tuple(dict.fromkeys(passages)), tuple(names), tuple(attrs), tuple(rows))
+    return Extracted(tuple(dict.fromkeys(passages)), tuple(names), tuple(attrs), tuple(rows),
+                     frozenset(name_words))
 
 
 def _strip_names(ws: list[str], name_words: set[str]) -> list[str]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from server.guard.config import GuardConfig
 from server.guard.embedder import OnnxMiniLM, SentenceEmbedder
-from server.guard.entries import KIND_EXACT, KIND_NAME, GuardEntries, fingerprint
+from server.guard.entries import KIND_CONTEXT, KIND_EXACT, KIND_NAME, GuardEntries, fingerprint
 from server.guard.extract import extract
 from server.guard.homoglyphs import homoglyph_map
 from server.guard.index import GuardIndex, Postings
@@ -186,6 +186,7 @@ class _PromptSink:
 
     def __init__(self) -> None:
         self.found: dict[tuple[str, str], None] = {}
+        self._context: set[str] = set()  # name-free passage grams: count if the subject is named
 
     def on_postings(self, pos: int, found: list[Postings], raw_at: int) -> bool:
         for p in found:
@@ -193,6 +194,10 @@ class _PromptSink:
                 self.found[(fid, "exact")] = None
             for fid in p[KIND_NAME]:
                 self.found[(fid, "entity")] = None
+            self._context.update(p[KIND_CONTEXT])
+        for fid in self._context:
+            if (fid, "entity") in self.found:
+                self.found[(fid, "exact")] = None
         return False
 
     def on_sentence(self, first: int, end: int, raw_at: int) -> bool:

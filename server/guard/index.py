@@ -21,10 +21,12 @@ from server.guard.config import check_phase
 from server.guard.entries import (RECORD, VIEW_CHAR, VIEW_PREFIX, VIEW_SUFFIX, VIEW_WORD,
                                   GuardEntries)
 
-# What a digest maps to: the forget ids that own it, by kind (exact, name, attribute). Sorting
-# by kind up front lets each stage look only at its slot instead of scanning mixed postings.
-Postings = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+# What a digest maps to: the forget ids that own it, by kind (exact, name, attribute, exact with
+# subject in context; entries.py). Sorting by kind up front lets each stage look only at its
+# slot instead of scanning mixed postings.
+Postings = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 _NONE: tuple[str, ...] = ()
+_KINDS = 4
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class GuardIndex:
                 for rec in set(entries.packed_records()):
                     self._remove_record(rec, forget_id)
                 self._drop_rows(self._rows.pop(forget_id, []))
-                for kind in (0, 1, 2):
+                for kind in range(_KINDS):
                     self._singles.pop((kind, forget_id), None)
             self.phases.pop(forget_id, None)
             self._publish_lengths()
@@ -136,9 +138,9 @@ class GuardIndex:
         # One shared value per (kind, forget): millions of digests, a handful of distinct values.
         v = self._singles.get((kind, fid))
         if v is None:
-            slots = [_NONE, _NONE, _NONE]
+            slots = [_NONE] * _KINDS
             slots[kind] = (fid,)
-            v = self._singles[(kind, fid)] = (slots[0], slots[1], slots[2])
+            v = self._singles[(kind, fid)] = tuple(slots)
         return v
 
     def _add_record(self, rec: bytes, fid: str) -> None:
@@ -156,7 +158,7 @@ class GuardIndex:
         elif fid not in old[kind]:
             new = list(old)
             new[kind] = old[kind] + (fid,)
-            table[digest] = (new[0], new[1], new[2])  # one reference swap: readers see old or new
+            table[digest] = tuple(new)  # one reference swap: readers see old or new
         self._lengths[(view, length)] += 1
 
     def _remove_record(self, rec: bytes, fid: str) -> None:
@@ -179,7 +181,7 @@ class GuardIndex:
             new = list(old)
             new[kind] = tuple(f for f in old[kind] if f != fid)
             if any(new):
-                table[digest] = (new[0], new[1], new[2])
+                table[digest] = tuple(new)
             else:
                 table.pop(digest, None)
         self._lengths[(view, length)] -= 1

@@ -4,15 +4,21 @@ Derivation covers each passage (texts, their sentences, answers) with word n-gra
 `char_gram`-long grams starting at every word start. A passage shorter than n words is stored
 whole in the char view when it is distinctive on its own (>= short_min_words words, or a number
 with >= short_min_digits digits, e.g. a phone number); shorter generic items are left to the
-entity stage. Any posting of kind exact blocks: there is no "almost" at this stage.
+entity stage. Any posting of kind exact blocks: there is no "almost" at this stage. Grams of a
+forget with subject names that contain none of them are stored as KIND_CONTEXT and block only
+while that subject is in context: "X studied at the University of Brom and now works as a ..." is
+the same template, with the same value, for many people (config.exact_needs_subject).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from functools import partial
+from itertools import accumulate
 
 from server.guard.encodings import char_variants
-from server.guard.entries import KIND_EXACT, VIEW_WORD, char_records, pack_record
+from server.guard.entries import (KIND_CONTEXT, KIND_EXACT, KIND_NAME, VIEW_WORD, char_records,
+                                  pack_record)
 from server.guard.extract import Extracted
 from server.guard.index import Postings
 from server.guard.normalize import words
@@ -38,7 +44,7 @@ def _digit_spans(ws: list[str], min_digits: int) -> list[str]:
 
 @register_stage("exact")
 class ExactStage(OutputFilter):
-    kinds = frozenset({KIND_EXACT})
+    kinds = frozenset({KIND_EXACT, KIND_CONTEXT})
 
     def derive(self, ex: Extracted) -> Derived:
         cfg, keys = self.env.config, self.env.keys
@@ -50,14 +56,23 @@ class ExactStage(OutputFilter):
             if not ws:
                 continue
             chars = "".join(ws)
+            # Per word: is it part of the subject's name? A gram without any such word is
+            # KIND_CONTEXT (blocks only with the subject in context) when the forget has names.
+            named = [w in ex.name_words for w in ws]
+            split = cfg.exact_needs_subject and bool(ex.name_words)
+
+            def kind(first: int, last: int) -> int:  # words first..last (inclusive)
+                return KIND_CONTEXT if split and not any(named[first:last + 1]) else KIND_EXACT
+
             for i in range(len(ws) - n + 1):
-                recs[pack_record(VIEW_WORD, KIND_EXACT, n, keys.word_digest(" ".join(ws[i:i + n])))] = None
-            pos = 0
-            for w in ws:  # one gram per word start with a full gram ahead of it
+                digest = keys.word_digest(" ".join(ws[i:i + n]))
+                recs[pack_record(VIEW_WORD, kind(i, i + n - 1), n, digest)] = None
+            starts = list(accumulate((len(w) for w in ws), initial=0))  # char offset per word
+            for i, pos in enumerate(starts[:-1]):  # one gram per word start with a full gram ahead
                 if pos + C <= len(chars):
-                    recs.update(dict.fromkeys(char_records(KIND_EXACT, chars[pos:pos + C],
+                    last = bisect_left(starts, pos + C) - 1  # the word the gram ends in
+                    recs.update(dict.fromkeys(char_records(kind(i, last), chars[pos:pos + C],
                                                            keys.char_digest, C, variants)))
-                pos += len(w)
             # Whole passages too short for a char gram ("B r o u m f a e a ..." must still hit):
             # stored whole when distinctive on their own.
             short = [chars] if len(chars) < C and (
@@ -74,4 +89,8 @@ class ExactStage(OutputFilter):
         for p in found:
             if p[KIND_EXACT]:
                 return p[KIND_EXACT][0]
+            for fid in p[KIND_CONTEXT]:
+                # in context: named by the prompt or earlier output, or by this very word
+                if fid in flags.context or any(fid in q[KIND_NAME] for q in found):
+                    return fid
         return None
