@@ -164,6 +164,14 @@ class GuardSession:
         return self._flags.armed
 
     @property
+    def may_embed(self) -> bool:
+        """Whether the next push (or finish) may run the sentence embedder — milliseconds, so an
+        async caller should run it off its event loop; otherwise a push is lexical (microseconds).
+        Exception: a delta that both names a subject and ends its sentence embeds in that push."""
+        return not self._ended and any(s.holds_sentences(st, self._flags)
+                                       for s, st in self._sentence)
+
+    @property
     def held_chars(self) -> int:
         return len(self._raw)
 

@@ -7,6 +7,7 @@ safe to send. Cancellation (client gone or deadline) cancels the scheduler row i
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -54,6 +55,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self.metrics.guard_check.observe(time.perf_counter() - start)
         return step
 
+    async def _filter_off_loop(self, session: GuardSession, text: str, final: bool) -> GuardStep:
+        """Lexical checks take microseconds and run inline; a push that may run the semantic
+        stage (milliseconds of MiniLM) goes to a worker thread so other streams keep moving.
+        Awaited in turn, so a session's pushes keep their order and never overlap."""
+        if session.may_embed:
+            return await asyncio.to_thread(self._filter, session, text, final)
+        return self._filter(session, text, final)
+
     async def _chunks(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
                       ) -> AsyncIterator[_Chunk]:
         """Yield a chunk per piece of released text, then one carrying the result."""
@@ -75,7 +84,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         try:
             async for event in handle.events():
                 final = isinstance(event, FinishEvent)
-                step = self._filter(session, event.text, final)
+                step = await self._filter_off_loop(session, event.text, final)
                 if step.release:
                     yield _Chunk(step.release, event.stack_version, params.request_id)
                 if step.stop or final:

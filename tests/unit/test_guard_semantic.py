@@ -102,6 +102,22 @@ def test_armed_stream_holds_the_sentence(embedder: OnnxMiniLM) -> None:
     assert released.endswith("by the lake and the hills and the sea. ")
 
 
+def test_session_says_when_a_push_may_embed(embedder: OnnxMiniLM) -> None:
+    """The servicer runs pushes that may embed off the event loop: the flag must be up exactly
+    while the semantic stage may check a sentence."""
+    g = make(embedder)
+    s = g.session()
+    assert not s.may_embed  # lexical only: microseconds, inline
+    s.push("Hello there. Marta Kowalczyk")
+    s.push(" is someone")
+    assert s.may_embed  # a forgotten name armed the semantic stage
+    lexical = LeakageGuard(GuardConfig(semantic="off"), SECRET)
+    lexical.add(lexical.derive("forget-1", FACTS))
+    ls = lexical.session()
+    ls.push("Marta Kowalczyk is someone")
+    assert not ls.may_embed
+
+
 def test_strict_prompt_arms_semantic_with_name_free_rows(embedder: OnnxMiniLM) -> None:
     g = make(embedder, prompt_policy="arm")
     prompt = "What does Marta Kowalczyk do for a living?"
