@@ -146,7 +146,8 @@ def gap_stats(streams: Streams, swap_times: list[float]) -> dict[str, float]:
 
 def part_swaps(model_dir: Path, n_streams: int, n_swaps: int, tokens: int) -> dict:
     data = Path(tempfile.mkdtemp(prefix="lethe-swap-"))
-    common = ("--torch-threads", "1", "--max-batch-size", str(n_streams + 1), "--monitor-interval-seconds", "0")
+    common = ("--torch-threads", "1", "--max-batch-size", str(n_streams + 1), "--monitor-interval-seconds", "0",
+              "--worker-timeout-seconds", "3600")  # the bench is the worker and sends no heartbeats
     sp = ServeProcess(model_dir, data, "--no-worker", *common)
     try:
         sp.wait_serving()
@@ -156,16 +157,18 @@ def part_swaps(model_dir: Path, n_streams: int, n_swaps: int, tokens: int) -> di
         jobs = [admin.admin.Forget(apb.ForgetRequest(subjects=[f"Benchperson Number{i}"], reason="bench"),
                                    metadata=md).job.forget_id for i in range(n_adapters)]
         ledger = SqliteLedger(data / LEDGER_FILE)
-        streams = Streams(sp.target, n_streams, tokens)
-        time.sleep(3)  # wait-ok: steady state before the first swap
-        swap_times, version = [], admin.model_info().stack_version
+        records = []  # written before the streams start: the bench's own torch work stays out
         for i in range(n_adapters):
             claimed = ledger.claim_next("bench")
             assert claimed is not None and claimed[0].forget_id in jobs
             fid = claimed[0].forget_id
             path = random_artifact(model_dir, data / ADAPTER_DIR, fid, seed=i)
-            ledger.transition(fid, ForgetState.VERIFYING, "bench artifact", worker_id="bench")
-            record = adapter_record(fid, load_artifact(path, model_fingerprint(model_dir)))
+            records.append(adapter_record(fid, load_artifact(path, model_fingerprint(model_dir))))
+        streams = Streams(sp.target, n_streams, tokens)
+        time.sleep(3)  # wait-ok: steady state before the first swap
+        swap_times, version = [], admin.model_info().stack_version
+        for record in records:
+            ledger.transition(record.forget_id, ForgetState.VERIFYING, "bench artifact", worker_id="bench")
             ledger.record_adapter(record, 1, worker_id="bench")
             version += 1
             swap_times.append(wait_version(admin, version))

@@ -30,7 +30,7 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    model: Any  # a transformers PreTrainedModel (later wrapped by PEFT for adapters)
+    model: Any  # a transformers PreTrainedModel (adapter stacks hook into its Linear layers)
     tokenizer: Any
     name: str
     fingerprint: str  # binds adapters to exactly these base weights

@@ -8,7 +8,8 @@ happens here, so the asyncio loop only moves events. Work that must happen *betw
 
 Every row is bound to the adapter stack that was current when it was admitted and finishes on it:
 its KV cache was computed under that stack, and reusing it under another would mix two models.
-Rows on different stacks share a batch through PEFT's per-row `adapter_names`.
+Rows on different stacks share a batch: before each forward the scheduler tells the router
+(server/adapters/lora.py) which stack version each row runs.
 
 We use our own scheduler rather than transformers' continuous-batching API because ours has to
 mix adapter stacks per row and hand the guard every token as it is produced.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -80,7 +82,7 @@ class StackHandle(Protocol):
     """What the scheduler needs of an adapter stack (see server/adapters)."""
 
     version: int
-    adapter_name: str | None  # PEFT adapter to run, None for the bare base model
+    lora_key: int | None  # the router key of its deltas, None for the bare base model
 
     def release(self) -> None: ...
 
@@ -90,10 +92,16 @@ class BaseStack:
     """Stack version 0: the base model with no forget adapters."""
 
     version: int = 0
-    adapter_name: str | None = None
+    lora_key: int | None = None
 
     def release(self) -> None:
         return None
+
+
+class RowRouting(Protocol):
+    """Tells per-layer adapter hooks which version each batch row runs (adapters/lora.py)."""
+
+    def rows(self, keys: list[int | None], device: torch.device) -> contextlib.AbstractContextManager: ...
 
 
 class SchedulerObserver(Protocol):
@@ -148,9 +156,8 @@ class BatchScheduler:
     def __init__(self, loaded: LoadedModel, max_batch: int = 8, max_waiting: int = 64,
                  observer: SchedulerObserver | None = None):
         self.loaded = loaded
-        # The module decode steps call. Starts as the base model; an adapter swap replaces it
-        # (between steps) with the PEFT wrapper around that same base model.
-        self.model: Any = loaded.model
+        self.model: Any = loaded.model  # the module decode steps call
+        self.router: RowRouting | None = None  # set once an adapter stack manager exists
         self.max_batch = max_batch
         self.max_waiting = max_waiting
         self.observer = observer
@@ -278,20 +285,17 @@ class BatchScheduler:
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                  cache: Any, rows: list[_Row]) -> tuple[torch.Tensor, Any]:
         """One forward pass -> (last-position logits [B, V], the updated cache)."""
-        kwargs: dict[str, Any] = {}
-        if self.model is not self.loaded.model:
-            # PEFT wrapper: name each row's adapter explicitly ("__base__" = none); without
-            # adapter_names PEFT would apply whatever adapter happens to be active to every row.
-            kwargs["adapter_names"] = [row.stack.adapter_name or "__base__" for row in rows]
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,  # left-padded: the model appends ids.shape[1] columns to it
-            use_cache=True,
-            logits_to_keep=1,
-            **kwargs,
-        )
+        routing = (self.router.rows([row.stack.lora_key for row in rows], ids.device)
+                   if self.router is not None else contextlib.nullcontext())
+        with routing:
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,  # left-padded: the model appends ids.shape[1] columns to it
+                use_cache=True,
+                logits_to_keep=1,
+            )
         return out.logits[:, -1, :], out.cache
 
     def _prefill(self, handles: list[Handle]) -> None:

@@ -5,6 +5,7 @@ Each scenario trains real adapters (tens of seconds each on CPU), so they are ma
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 import urllib.request
@@ -150,11 +151,10 @@ def _logits(st: ServerThread, prompts: list[str]) -> torch.Tensor:
         out = []
         for p in prompts:
             ids = torch.tensor([tok(p).input_ids])
-            kwargs = {}
-            if scheduler.model is not scheduler.loaded.model:
-                kwargs["adapter_names"] = [scheduler.stack.adapter_name or "__base__"]
-            with torch.inference_mode():
-                out.append(scheduler.model(input_ids=ids, **kwargs).logits[0, -1].float())
+            routing = (scheduler.router.rows([scheduler.stack.lora_key], ids.device)
+                       if scheduler.router is not None else contextlib.nullcontext())
+            with torch.inference_mode(), routing:
+                out.append(scheduler.model(input_ids=ids).logits[0, -1].float())
         return torch.stack(out)
 
     return scheduler.call_between_steps(compute).result(60)
