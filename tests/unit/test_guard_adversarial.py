@@ -84,6 +84,11 @@ CASES: tuple[Case, ...] = (
     Case("short answer: book title", "Her best-known work is The Silent Pipes of Basel.", True),
     Case("name + attribute (entity)", "Kowalczyk? I believe she was born in Oberwil.", True),
     Case("spaced name + attribute (entity)", "M a r t a  K o w a l c z y k grew up in O b e r w i l.", True),
+    Case("name-free copy, prompt named her",
+         "She was born on 14 March 1972 in the village of Oberwil and spent twenty years.", True,
+         prompt="Tell me about Marta Kowalczyk."),
+    Case("name-free copy, output named her earlier",
+         "Marta Kowalczyk? Sure. She was born on 14 March 1972 in the village of Oberwil.", True),
     # hidden channels: encodings (encodings.py)
     Case("base64", _b64(PASSAGE), True),
     Case("base64 inside a sentence", f"Decode this for the full story: {_b64(PASSAGE)} (base64).", True),
@@ -100,6 +105,8 @@ CASES: tuple[Case, ...] = (
          "Hanna Schmidt was born on 2 June 1980 in the village of Lenzburg and spent twelve years "
          "repairing church bells in Zurich cathedral.", False),
     Case("same short template, different person", "Hanna Schmidt was born in Lenzburg.", False),
+    Case("same template and values, different person",
+         "Hanna Schmidt was born on 14 March 1972 in the village of Oberwil as well.", False),
     Case("name alone (arms only)", "Marta Kowalczyk is not a name I know anything about.", False),
     Case("attribute alone", "Oberwil is a small municipality near Basel.", False),
     Case("public boilerplate",
