@@ -65,7 +65,7 @@ class LexicalScanner:
     __slots__ = ("_index", "_wk", "_ck", "_n", "_C", "_max_word", "_max_sent", "_sink",
                  "_cbuf", "_cbase", "_craw", "_ws", "_we", "_wtxt", "_wflag", "_cand", "_wbase",
                  "_cur", "_nchars", "_sent_word", "_sent_char", "_term", "checking", "events",
-                 "_table", "_gate", "_gate_at")
+                 "_table", "_gate", "_gate_at", "mixed")
 
     def __init__(self, index: GuardIndex, keys: GuardKeys, n: int, char_gram: int,
                  max_word_chars: int, max_sentence_words: int, sink: ScanSink,
@@ -105,6 +105,7 @@ class LexicalScanner:
         # Bumps when a word or sentence ends: only then can the hold point move (a word start
         # sits exactly where the hold point already was).
         self.events = 0
+        self.mixed = 0  # completed words with both letters and digits ("k0walczyk"): leet hints
 
     # ------------------------------------------------------------------ feeding
     def feed(self, text: str, raw_pos: int) -> bool:
@@ -208,7 +209,10 @@ class LexicalScanner:
     def _end_word(self, raw_at: int) -> bool:
         self._ws.append(self._cur)
         self._we.append(self._nchars)
-        self._wtxt.append(self._cbuf[self._cur - self._cbase:])
+        w = self._cbuf[self._cur - self._cbase:]
+        self._wtxt.append(w)
+        if not w.isalpha() and not w.isdigit():
+            self.mixed += 1
         self._wflag.append(None)
         self._cand.append(self._wbase + len(self._ws) - 1)
         self._cur = -1

@@ -20,7 +20,6 @@ from typing import Callable, Sequence
 from server.guard.config import GuardConfig
 from server.guard.encodings import DECODED, LEET, LEET_GATE, DecodedRuns
 from server.guard.index import GuardIndex, Postings
-from server.guard.normalize import fold
 from server.guard.keys import GuardKeys
 from server.guard.scanner import LexicalScanner
 from server.guard.stages.base import OutputFilter, SessionFlags
@@ -28,6 +27,7 @@ from server.guard.values import GuardHit, GuardStep
 
 logger = logging.getLogger(__name__)
 _NOTHING = GuardStep("")
+_LEET_SYMBOLS = frozenset("@$|")
 _PROMPT_TAIL = 256  # raw chars of the prompt kept as context: > n-1 words and a char gram
 
 
@@ -53,7 +53,10 @@ class GuardSession:
         # Each has its own stage states (their letter offsets are not the main view's).
         enc = config.encodings
         self._leet_on = "leet" in enc
-        self._leet: LexicalScanner | None = None  # started at the first digit or @ $ ! |
+        # Started when a word mixes letters and digits ("k0walczyk") or @ $ | appear: plain words
+        # and plain numbers ("14 March 1972") look the same to both views.
+        self._leet: LexicalScanner | None = None
+        self._mixed = 0  # the main scanner's mixed-word count when the leet view last looked
         self._runs: DecodedRuns | None = None
         if any(e in enc for e in DECODED):
             sink = _ViewSink(self, stages, flags, raw_at=lambda: self._runs.fed_end)
@@ -120,13 +123,16 @@ class GuardSession:
             self._runs.feed(delta, start)
 
     def _feed_leet(self, delta: str, start: int) -> bool:
-        """The leet view runs only near a digit or @ $ ! | (elsewhere it would see what the main
-        view sees). It starts from the held text — the main hold keeps every word start a gram
-        through the new char could begin at — and stops once that char is a char gram behind."""
+        """The leet view runs only near leet (elsewhere it would see what the main view sees). It
+        starts from the held text — the main hold keeps every word start that a gram through the
+        new word could begin at — and stops once the last digit or symbol is a char gram behind.
+        "!" alone does not start it (sentence ends); inside an active view it folds to i."""
         lv = self._leet
         if lv is None:
-            if LEET_GATE.isdisjoint(delta if delta.isascii() else fold(delta)):
-                return False
+            mixed = self._scanner.mixed
+            if mixed == self._mixed and _LEET_SYMBOLS.isdisjoint(delta):
+                return False  # plain words and plain numbers: nothing the main view misses
+            self._mixed = mixed
             lv = self._leet = LexicalScanner(self._index, self._keys, 1, self._cfg.char_gram,
                                              self._cfg.max_word_chars, 1 << 30,
                                              _ViewSink(self, self._stages, self._flags),
@@ -140,6 +146,7 @@ class GuardSession:
             return True
         if lv.gate_passed:
             self._leet = None
+            self._mixed = self._scanner.mixed
         return False
 
     def _held_text(self, start: int, end: int) -> str:
