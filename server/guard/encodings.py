@@ -275,12 +275,17 @@ class DecodedRuns:
             if raw + len(chars) - self._start < self._min:
                 return False
             return self._decode(raw, chars)
-        self.events += 1
         self.fed_end = raw + len(chars)
+        before = self._scanner_events()
         for d in self._decoders:
             if d.push(chars, raw):
                 return True
+        if self._scanner_events() != before:  # a decoded word ended: the hold may move
+            self.events += 1
         return False
+
+    def _scanner_events(self) -> int:
+        return sum(d.scanner.events for d in self._decoders or ())
 
     def _decode(self, raw: int, chars: str) -> bool:
         """The run reached min_chars: start decoding it from its first char."""
