@@ -14,6 +14,8 @@ bench/results/guard.json and guard.md.
 from __future__ import annotations
 
 import argparse
+import base64
+import codecs
 import gc
 import json
 import os
@@ -141,6 +143,33 @@ def lexical(sizes: list[int], n_tokens: int) -> list[dict]:
     return rows
 
 
+LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
+
+
+def encoding_overhead(n_tokens: int) -> list[dict]:
+    """Per-token cost of the hidden-channel views (encodings.py), same entries with them on and
+    off, on plain text and on text that keeps them busy (leetspeak, one long base64 run)."""
+    forgotten, holdout, items, outputs = corpus_people(100)
+    text = " ".join(" ".join(outputs[p]) for p in holdout)
+    plain = (tokens_of(text) * (1 + n_tokens // len(tokens_of(text))))[:n_tokens]
+    b64 = base64.b64encode(text.encode()).decode()
+    streams = {"plain text": plain,
+               "leetspeak text": [t.translate(LEET) for t in plain],
+               "one base64 run": [b64[i:i + 4] for i in range(0, min(len(b64), 4 * n_tokens), 4)]}
+    rows = []
+    for enc in ((), GuardConfig().encodings):
+        g = LeakageGuard(GuardConfig(semantic="off", encodings=enc), SECRET)
+        for p in forgotten[:90]:  # ~1000 items
+            g.add(g.derive(p, items[p]))
+        for name, toks in streams.items():
+            r = per_token(g, toks, reps=3)
+            rows.append({"encodings": "on" if enc else "off", "stream": name, **r,
+                         "records": g.stats()["char_digests"] + g.stats()["word_digests"]})
+            print(f"encodings {'on' if enc else 'off'} {name}: cpu p99 {r['cpu_p99_us']:.1f} us",
+                  flush=True)
+    return rows
+
+
 def index_memory(guard_rows: list[dict]) -> list[dict]:
     total = 0.0
     out = []
@@ -222,28 +251,37 @@ def time_to_block(sizes: list[int], cache: Path | None) -> list[dict]:
     return out
 
 
-def false_positive_table(variants: list[tuple[int, int]]) -> list[dict]:
-    forgotten, holdout, items, outputs = corpus_people(200, 50)
-    forgotten = forgotten[:100]
+def false_positive_table(variants: list[tuple[int, int, bool]], n_forgotten: int = 100) -> list[dict]:
+    """Other (not forgotten) demo people's sentences blocked — all of them, and the bio sentences
+    alone ("same bio template, different person") — vs recall on forgotten people's outputs."""
+    forgotten, holdout, items, outputs = corpus_people(max(200, n_forgotten), 50)
+    forgotten = forgotten[:n_forgotten]
     neg = [s for p in holdout for s in outputs[p]]
-    pos = [s for p in forgotten for s in outputs[p]]
+    bios = [s for p in holdout for s in split_sentences(items[p].texts[0])]
+    pos = [s for p in forgotten[:100] for s in outputs[p]]
     rng = random.Random(0)
     obf = {"spaced": lambda s: " ".join(s.replace(" ", "")),
            "punctuation": lambda s: "".join(c + (rng.choice(".-,*") if c.isalpha() and rng.random() < .25
                                                  else "") for c in s),
-           "one word per line": lambda s: "\n".join(s.split())}
+           "one word per line": lambda s: "\n".join(s.split()),
+           "base64": lambda s: base64.b64encode(s.encode()).decode(),
+           "rot13": lambda s: codecs.encode(s, "rot13"),
+           "leetspeak": lambda s: s.translate(LEET)}
     rows = []
-    for n, C in variants:
-        g = LeakageGuard(GuardConfig(semantic="off", n=n, char_gram=C), SECRET)
+    for n, C, needs_subject in variants:
+        g = LeakageGuard(GuardConfig(semantic="off", n=n, char_gram=C,
+                                     exact_needs_subject=needs_subject), SECRET)
         for p in forgotten:
             g.add(g.derive(p, ForgetItems(texts=items[p].texts, qa=items[p].qa, subjects=(p,))))
-        row = {"n": n, "char_gram": C,
+        row = {"n": n, "char_gram": C, "exact_needs_subject": needs_subject, "forgotten": len(forgotten),
                "other_people_blocked": sum(g.filter_text(s)[1] is not None for s in neg) / len(neg),
+               "other_bio_sentences_blocked": sum(g.filter_text(s)[1] is not None for s in bios) / len(bios),
                "verbatim_blocked": sum(g.filter_text(s)[1] is not None for s in pos) / len(pos)}
         for name, f in obf.items():
             row[f"{name}_blocked"] = sum(g.filter_text(f(s))[1] is not None for s in pos) / len(pos)
         rows.append(row)
-        print(f"fp n={n} C={C}: other people blocked {row['other_people_blocked']:.3f}", flush=True)
+        print(f"fp n={n} C={C} subject={needs_subject} forgotten={len(forgotten)}: other people "
+              f"blocked {row['other_people_blocked']:.3f}", flush=True)
     return rows
 
 
@@ -294,7 +332,7 @@ def calibration(cache: Path) -> list[dict]:
 
 def markdown(report: dict) -> str:
     L = [f"# Leakage guard benchmark\n\n{report['machine']}\n",
-         "## Per-token overhead, lexical stages (exact + entity), µs per push",
+         "## Per-token overhead, lexical stages (exact + entity, default config: hidden-channel views on), µs per push",
          "Best of 5 repetitions (median repetition's CPU p50 / p99 in brackets).\n",
          "| forgotten items | forgets | cpu p50 | cpu p99 | wall p50 | wall p99 | spaced-letters cpu p99 "
          "| index MB | derive ms/forget | add ms/forget | ledger B/item | new session µs (200-word prompt) |",
@@ -322,12 +360,25 @@ def markdown(report: dict) -> str:
     for r in report["time_to_block"]:
         L.append(f"| {r['items']} | {r['semantic']} | {r['forget_to_ack_ms']:.2f} | {r['ack_to_block_us']:.0f} "
                  f"| {r['pushes_to_block']} | {r['released_after_ack']} | {r['blocked']} |")
+    if "encodings" in report:
+        L += ["", "## Hidden-channel views (rot13 digests, leet view, decoded runs): per-token CPU µs, ~1000 items",
+              "Same entries with `encodings` off and on; best of 3 (median repetition's p99 in brackets).\n",
+              "| encodings | stream | cpu p50 | cpu p99 | cpu mean | digests in index |", "|---|---|---|---|---|---|"]
+        for r in report["encodings"]:
+            L.append(f"| {r['encodings']} | {r['stream']} | {r['cpu_p50_us']:.1f} | {r['cpu_p99_us']:.1f} "
+                     f"({r['median_cpu_p99_us']:.1f}) | {r['cpu_mean_us']:.1f} | {r['records']} |")
     L += ["", "## False positives on other people's demo sentences vs recall on obfuscated copies",
-          "| n | char_gram | other people blocked | verbatim | spaced | punctuation | one word per line |",
-          "|---|---|---|---|---|---|---|"]
+          "`needs subject` = config.exact_needs_subject (name-free passage grams block only with the subject in "
+          "context); false = the previous behaviour.\n",
+          "| n | char_gram | needs subject | forgotten people | other people blocked | other bio sentences blocked "
+          "| verbatim | spaced | punctuation | one word per line | base64 | rot13 | leetspeak |",
+          "|" + "---|" * 13]
     for r in report["false_positives"]:
-        L.append(f"| {r['n']} | {r['char_gram']} | {r['other_people_blocked']:.3f} | {r['verbatim_blocked']:.3f} "
-                 f"| {r['spaced_blocked']:.3f} | {r['punctuation_blocked']:.3f} | {r['one word per line_blocked']:.3f} |")
+        L.append(f"| {r['n']} | {r['char_gram']} | {r['exact_needs_subject']} | {r['forgotten']} "
+                 f"| {r['other_people_blocked']:.3f} | {r['other_bio_sentences_blocked']:.3f} "
+                 f"| {r['verbatim_blocked']:.3f} | {r['spaced_blocked']:.3f} | {r['punctuation_blocked']:.3f} "
+                 f"| {r['one word per line_blocked']:.3f} | {r['base64_blocked']:.3f} | {r['rot13_blocked']:.3f} "
+                 f"| {r['leetspeak_blocked']:.3f} |")
     if "calibration" in report:
         L += ["", "## Semantic threshold calibration (demo corpus: paraphrase probes vs other people's facts)",
               "| rows | embedder | pos min | pos p10 | neg p90 | neg max | separable | calibrated threshold "
@@ -358,11 +409,15 @@ def main() -> int:
     report["lexical"] = lexical(args.sizes, args.tokens)
     report["index_memory"] = index_memory(report["lexical"])
     report["time_to_block"] = time_to_block(args.sizes, cache)
-    report["false_positives"] = false_positive_table([(8, 24), (8, 32), (8, 40), (12, 56)])
+    report["encodings"] = encoding_overhead(args.tokens)
+    report["false_positives"] = false_positive_table(
+        [(8, 24, True), (8, 32, True), (8, 40, False), (8, 40, True), (12, 56, True)])
+    report["false_positives"] += false_positive_table([(8, 40, False), (8, 40, True)], n_forgotten=2000)
     if cache is not None:
         report["semantic"] = semantic_latency(cache)
         report["calibration"] = calibration(cache)
     report["matrix"] = matrix(cache)
+    report["machine"] += f", {os.getloadavg()[0]:.1f} at end"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "guard.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / "guard.md").write_text(markdown(report))
