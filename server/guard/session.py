@@ -28,6 +28,7 @@ from server.guard.values import GuardHit, GuardStep
 logger = logging.getLogger(__name__)
 _NOTHING = GuardStep("")
 _LEET_SYMBOLS = frozenset("@$|")
+_LEET_TAIL = 128  # released raw chars kept as leet context: > the entity window (80 letters)
 _PROMPT_TAIL = 256  # raw chars of the prompt kept as context: > n-1 words and a char gram
 
 
@@ -57,6 +58,7 @@ class GuardSession:
         # and plain numbers ("14 March 1972") look the same to both views.
         self._leet: LexicalScanner | None = None
         self._mixed = 0  # the main scanner's mixed-word count when the leet view last looked
+        self._tail = ""  # the last released chars, context for a leet view that starts later
         self._runs: DecodedRuns | None = None
         if any(e in enc for e in DECODED):
             sink = _ViewSink(self, stages, flags, raw_at=lambda: self._runs.fed_end)
@@ -107,7 +109,8 @@ class GuardSession:
                 self._feed(tail)
         end = self._raw_end
         if not self._stopped:
-            (self._scanner.finish(end) or (self._leet is not None and self._leet.finish(end))
+            # The main view's last word may be the first mixed one: the leet view starts now.
+            (self._scanner.finish(end) or (self._leet_on and self._feed_leet("", end, final=True))
              or (self._runs is not None and self._runs.finish(end)))
         return self._step(final=True)
 
@@ -122,7 +125,7 @@ class GuardSession:
         if self._runs is not None:
             self._runs.feed(delta, start)
 
-    def _feed_leet(self, delta: str, start: int) -> bool:
+    def _feed_leet(self, delta: str, start: int, final: bool = False) -> bool:
         """The leet view runs only near leet (elsewhere it would see what the main view sees). It
         starts from the held text — the main hold keeps every word start that a gram through the
         new word could begin at — and stops once the last digit or symbol is a char gram behind.
@@ -137,11 +140,14 @@ class GuardSession:
                                              self._cfg.max_word_chars, 1 << 30,
                                              _ViewSink(self, self._stages, self._flags),
                                              table=LEET, gate=LEET_GATE)
+            # Context: the tail of what was released (a name there still pairs with a leet
+            # attribute, entity window) and what is held, checked like any text of this view.
             held = self._raw[:len(self._raw) - len(delta)]
-            if held:  # context only: grams without the new char were checked by the main view
-                lv.checking = False
-                lv.feed(held, self._raw_pos)
-                lv.checking = True
+            context = self._tail + held
+            if context and lv.feed(context, self._raw_pos - len(self._tail)):
+                return True
+        if final:
+            return lv.finish(start)
         if lv.feed(delta, start):
             return True
         if lv.gate_passed:
@@ -211,6 +217,7 @@ class GuardSession:
         # redact: drop everything unreleased up to here; one marker per run of hits
         cut = self._raw_end if raw_at < 0 else raw_at
         if cut > self._raw_pos:
+            self._tail = ""  # no longer adjacent to what stays
             self._raw = self._raw[cut - self._raw_pos:]
             self._raw_pos = cut
         if not self._redacting:
@@ -262,6 +269,8 @@ class GuardSession:
         self._raw_pos = cut
         if text:
             self._redacting = False
+            if self._leet_on:
+                self._tail = (self._tail + text)[-_LEET_TAIL:]
         out, self._pending = self._pending + text, ""
         return GuardStep(out, hit, False)
 

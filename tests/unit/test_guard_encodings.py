@@ -109,6 +109,13 @@ def test_digits_still_match_as_digits(guard: LeakageGuard) -> None:
     assert stream(guard, "Call +41 61 555 0162 today.")[1] is None
 
 
+def test_leet_word_at_the_very_end_of_the_stream(guard: LeakageGuard) -> None:
+    """The leet view starts when a mixed word ends; the last word ends only at finish."""
+    for text in ("Kowalczyk? Born in 0berw1l", "K0w4lczyk was born in Oberwil"):
+        released, hit, stopped = stream(guard, text, chunk=len(text))
+        assert hit is not None and stopped, text
+
+
 def test_unary_and_prompt_side(guard: LeakageGuard) -> None:
     text, hit = guard.filter_text("Sure: " + base64.b64encode(PASSAGE.encode()).decode())
     assert hit is not None and text == guard.config.neutral_message
