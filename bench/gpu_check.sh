@@ -8,7 +8,7 @@ python3 -m server.codegen >/dev/null 2>&1 || echo "codegen failed"
 mkdir -p "$OUT"
 mkdir -p ~/.cache/lethe && ln -sfn "$PWD/.gpu/model" ~/.cache/lethe/demo-70282b905290de73
 timeout 240 python3 -m pytest -q -p no:cacheprovider -x tests/unit/test_runtime_batching.py tests/unit/test_runtime_text.py \
-  tests/unit/test_engine_cuda.py tests/unit/test_serving_lora.py 2>&1 | tail -15 | tee "$OUT/pytest.txt"
+  tests/unit/test_engine_cuda.py tests/unit/test_serving_lora.py --tb=short 2>&1 | grep -v -i warn | tail -25 | tee "$OUT/pytest.txt"
 timeout 300 python3 bench/gpu_check.py --model .gpu/model 2>"$OUT/stderr.txt" | tee "$OUT/gpu_check.json"
 echo "gpu_check rc=${PIPESTATUS[0]}"
 tail -20 "$OUT/stderr.txt"

@@ -134,6 +134,8 @@ def gap_stats(streams: Streams, swap_times: list[float]) -> dict[str, float]:
     durations = [b - a for a, b in streams.gaps]
     near = [b - a for a, b in streams.gaps
             if any(a <= t + WINDOW_S and b >= t - WINDOW_S for t in swap_times)]
+    per_swap = [1e3 * max((b - a for a, b in streams.gaps if a <= t + WINDOW_S and b >= t - WINDOW_S), default=0.0)
+                for t in swap_times]
     far = [b - a for a, b in streams.gaps
            if not any(a <= t + WINDOW_S and b >= t - WINDOW_S for t in swap_times)]
     q = statistics.quantiles(durations, n=100)
@@ -141,7 +143,8 @@ def gap_stats(streams: Streams, swap_times: list[float]) -> dict[str, float]:
     return {"chunks_gaps": len(durations), "median_gap_ms": 1e3 * median, "p99_gap_ms": 1e3 * q[98],
             "max_gap_during_swaps_ms": 1e3 * max(near, default=0.0),
             "max_gap_elsewhere_ms": 1e3 * max(far, default=0.0),
-            "max_gap_during_swaps_over_median": max(near, default=0.0) / median}
+            "max_gap_during_swaps_over_median": max(near, default=0.0) / median,
+            "max_gap_per_swap_ms": [round(g, 1) for g in per_swap]}
 
 
 def part_swaps(model_dir: Path, n_streams: int, n_swaps: int, tokens: int) -> dict:
@@ -166,7 +169,8 @@ def part_swaps(model_dir: Path, n_streams: int, n_swaps: int, tokens: int) -> di
             records.append(adapter_record(fid, load_artifact(path, model_fingerprint(model_dir))))
         streams = Streams(sp.target, n_streams, tokens)
         time.sleep(3)  # wait-ok: steady state before the first swap
-        swap_times, version = [], admin.model_info().stack_version
+        info = admin.model_info()
+        swap_times, version, device = [], info.stack_version, f"{info.device} {info.dtype}"
         for record in records:
             ledger.transition(record.forget_id, ForgetState.VERIFYING, "bench artifact", worker_id="bench")
             ledger.record_adapter(record, 1, worker_id="bench")
@@ -188,7 +192,7 @@ def part_swaps(model_dir: Path, n_streams: int, n_swaps: int, tokens: int) -> di
         sp.kill()
     pause_n = m[("lethe_adapter_swap_pause_seconds_count", ())]
     dur_n = m[("lethe_adapter_swap_duration_seconds_count", ())]
-    return {"swaps": len(swap_times), "swaps_ok_metric": m[("lethe_adapter_swaps_total", (("result", "ok"),))],
+    return {"device": device, "swaps": len(swap_times), "swaps_ok_metric": m[("lethe_adapter_swaps_total", (("result", "ok"),))],
             "streams": n_streams, "requests": streams.requests, "errors": len(streams.errors),
             "error_samples": streams.errors[:3], "stack_versions_seen": len(streams.versions),
             **gap_stats(streams, swap_times),
@@ -241,15 +245,15 @@ def main() -> int:
     torch.set_num_threads(1)
     model_dir = args.model or default_demo_model(Path.home() / ".cache" / "lethe", small=args.small)
     load = os.getloadavg()[0]
-    report = {"model": model_dir.name, "device": "cpu", "cpu_count": os.cpu_count(), "load_at_start": load,
+    report = {"model": model_dir.name, "cpu_count": os.cpu_count(), "load_at_start": load,
               "platform": platform.platform(), "swap": part_swaps(model_dir, args.streams, args.swaps, args.tokens)}
     if args.real_forget:
         report["real_forget"] = part_real_forget(model_dir, args.streams, args.tokens)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "swap.json").write_text(json.dumps(report, indent=2) + "\n")
     s = report["swap"]
-    lines = [f"# Hot-swap benchmark ({model_dir.name}, {s['streams']} streams, {os.cpu_count()} CPU cores, "
-             f"load {load:.1f} at start)", "",
+    lines = [f"# Hot-swap benchmark ({model_dir.name} on {s['device']}, {s['streams']} streams, "
+             f"{os.cpu_count()} CPU cores, load {load:.1f} at start)", "",
              "| swaps | requests | failed | median chunk gap ms | p99 gap ms | max gap near a swap ms | "
              "max gap elsewhere ms | near-swap max / median | server pause mean ms | server swap mean ms |",
              "|---|---|---|---|---|---|---|---|---|---|",

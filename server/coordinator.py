@@ -158,7 +158,8 @@ class ForgetCoordinator:
             if adapter_id not in current.adapter_ids:
                 raise NotFound(f"adapter {adapter_id} is not in the active stack")
             ids = tuple(a for a in current.adapter_ids if a != adapter_id)
-            await self.stacks.activate(current.version + 1, ids, await asyncio.to_thread(self._paths, ids))
+            start = time.monotonic()
+            timing = await self.stacks.activate(current.version + 1, ids, await asyncio.to_thread(self._paths, ids))
             try:
                 record = await asyncio.to_thread(self.ledger.deactivate, adapter_id, current.version, reason, actor)
             except LedgerError as exc:
@@ -166,6 +167,8 @@ class ForgetCoordinator:
             forget_id = (await asyncio.to_thread(self.ledger.adapter, adapter_id)).forget_id
             self.guard.set_phase(forget_id, BEFORE)  # no adapter covers it now: hits are not residual
             self.metrics.swaps.labels("ok").inc()
+            self.metrics.swap_duration.observe(time.monotonic() - start)
+            self.metrics.swap_pause.observe(timing.pause_s)
             self._export_stack(record)
             return record
 
