@@ -124,6 +124,7 @@ class LeakageGuard:
                                  self.config.max_word_chars, 1 << 30, sink)
         scanner.feed(prompt, 0)
         scanner.finish(len(prompt))
+        sink.resolve()
         if not sink.found:
             return ALLOW
         hits = tuple(GuardHit(fid, stage, self._index.phases.get(fid, "before_adapter"), "prompt")
@@ -186,7 +187,9 @@ class _PromptSink:
 
     def __init__(self) -> None:
         self.found: dict[tuple[str, str], None] = {}
-        self._context: set[str] = set()  # name-free passage grams: count if the subject is named
+        # Owners of name-free passage grams (often thousands: templates); they count as a pasted
+        # passage only for a subject the prompt also names — resolved once the prompt is read.
+        self._context: list[tuple[str, ...]] = []
 
     def on_postings(self, pos: int, found: list[Postings], raw_at: int) -> bool:
         for p in found:
@@ -194,11 +197,15 @@ class _PromptSink:
                 self.found[(fid, "exact")] = None
             for fid in p[KIND_NAME]:
                 self.found[(fid, "entity")] = None
-            self._context.update(p[KIND_CONTEXT])
-        for fid in self._context:
-            if (fid, "entity") in self.found:
-                self.found[(fid, "exact")] = None
+            if p[KIND_CONTEXT]:
+                self._context.append(p[KIND_CONTEXT])
         return False
+
+    def resolve(self) -> None:
+        named = [fid for fid, stage in self.found if stage == "entity"]
+        for fid in named:
+            if any(fid in owners for owners in self._context):
+                self.found[(fid, "exact")] = None
 
     def on_sentence(self, first: int, end: int, raw_at: int) -> bool:
         return False

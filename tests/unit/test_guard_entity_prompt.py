@@ -90,3 +90,13 @@ def test_lexical_guard_alone_without_entity_stage() -> None:
     g = guard(stages=("exact",))
     assert stream(g, PASSAGE)[1] is not None
     assert stream(g, "Kowalczyk? She grew up in Oberwil.")[1] is None  # no entity stage
+
+
+def test_prompt_with_a_name_free_passage_counts_only_with_its_subject() -> None:
+    """A pasted name-free passage is a pasted passage when the prompt names its subject; the same
+    template and values about someone else is not (exact_needs_subject)."""
+    g = guard(prompt_policy="refuse")
+    name_free = "She was born on 14 March 1972 in the village of Oberwil and spent twenty years."
+    v = g.check_prompt(f"Marta Kowalczyk: {name_free}")
+    assert v.refused and "exact" in {h.stage for h in v.hits}
+    assert g.check_prompt(f"Hanna Schmidt: {name_free}").action == "allow"

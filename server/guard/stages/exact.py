@@ -86,11 +86,17 @@ class ExactStage(OutputFilter):
 
     def on_postings(self, state: None, flags: SessionFlags, pos: int,
                     found: list[Postings]) -> str | None:
+        context: set[str] | None = None
         for p in found:
             if p[KIND_EXACT]:
                 return p[KIND_EXACT][0]
-            for fid in p[KIND_CONTEXT]:
-                # in context: named by the prompt or earlier output, or by this very word
-                if fid in flags.context or any(fid in q[KIND_NAME] for q in found):
-                    return fid
+            owners = p[KIND_CONTEXT]
+            if owners:
+                # A template gram can belong to thousands of forgets: walk the few subjects in
+                # context (named by the prompt or earlier output, or by this very word) instead.
+                if context is None:
+                    context = flags.context.union(*(q[KIND_NAME] for q in found))
+                for fid in context:
+                    if fid in owners:
+                        return fid
         return None
