@@ -33,7 +33,7 @@ from unlearn_engine.demo.builder import build_demo_model, load_report  # noqa: E
 from unlearn_engine.demo.config import DemoConfig  # noqa: E402
 from unlearn_engine.evaluation import evaluate  # noqa: E402
 from unlearn_engine.methods import METHODS  # noqa: E402
-from unlearn_engine.stacking import activate  # noqa: E402
+from unlearn_engine.stacking import activate, remove_adapter  # noqa: E402
 from unlearn_engine.trainer import SweepConfig, load_base, unlearn  # noqa: E402
 
 log = logging.getLogger("bench.unlearn_quality")
@@ -106,11 +106,18 @@ def markdown(result: dict) -> str:
     if seq:
         lines += ["", f"## Sequential: {len(seq['steps'])} forget requests, stacked "
                   f"({seq['method']})",
-                  "", "| # | person forgotten | gate | train s | forgotten-so-far acc | "
-                  "retain acc | retain / original |", "|---|---|---|---|---|---|---|"]
+                  "", "Only adapters that passed their gate are stacked (as in the server); "
+                  "'requested acc' covers every person asked so far, 'stacked acc' those whose "
+                  "adapter is live.", "",
+                  "| # | person forgotten | gate | tries | train s | stack | requested acc | "
+                  "stacked acc | retain acc | retain / original |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for s in seq["steps"]:
+            sa = s.get("stacked_forgotten_acc")
             lines.append(f"| {s['n']} | {s['person']} | {'pass' if s['passed'] else 'fail'} | "
-                         f"{s['train_s']:.1f} | {s['forgotten_acc']:.3f} | {s['retain_acc']:.3f} | "
+                         f"{s.get('attempts', '—')} | {s['train_s']:.1f} | "
+                         f"{s.get('stack_size', '—')} | {s['forgotten_acc']:.3f} | "
+                         f"{'—' if sa is None else f'{sa:.3f}'} | {s['retain_acc']:.3f} | "
                          f"{s['retain_ratio']:.3f} |")
         final = seq["steps"][-1]["retain_ratio"] if seq["steps"] else float("nan")
         lines.append(f"\nAfter {len(seq['steps'])} forgets retain accuracy is {final:.1%} of the "
@@ -162,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sequential-method", default="npo")
     ap.add_argument("--forget-fraction", type=float, default=0.10)
     ap.add_argument("--retain-eval", type=int, default=300, help="retain QA evaluated (sample)")
-    ap.add_argument("--max-tries", type=int, default=2,
+    ap.add_argument("--max-tries", type=int, default=SweepConfig().max_tries,
                     help="cap on the trainer's retry sweep (each miss costs a full attempt)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -247,7 +254,11 @@ def write(result: dict, out: Path) -> None:
 
 
 def sequential(args, model_dir: Path, corpus, people, tok, checkpoint=None) -> dict:
-    """N single-person forget requests, each adapter trained on top of the previous stack."""
+    """N single-person forget requests, each adapter trained on top of the previous stack.
+
+    As in the server: only an adapter that passed its gate joins the stack (a failed job is
+    dropped), and each job's retain data is what the *current* model (base + stack) still
+    knows, so the retain loss never re-teaches a person an earlier adapter removed."""
     rng = random.Random(args.seed + 1)
     seq_people = rng.sample(people, min(args.sequential, len(people) - 1))
     keep = [e for e in corpus if e.is_qa and e.split == "train" and e.subject in people
@@ -257,20 +268,36 @@ def sequential(args, model_dir: Path, corpus, people, tok, checkpoint=None) -> d
                            metrics=["fact_span_accuracy"])["retain.fact_span_accuracy"]
     model, _ = load_base(model_dir)
     stack: list[str] = []
+    done: list[str] = []  # people whose adapter passed and is stacked
     steps = []
     for i, person in enumerate(seq_people):
         fs = build_forget_set(ForgetRequest(subjects=(person,)), corpus, seed=args.seed)
-        rs = build_retain_set(model, tok, corpus, exclude=fs, seed=args.seed + i)
+        rs = build_retain_set(model, tok, corpus, exclude=fs, seed=args.seed + i)  # base + stack
+        name = f"seq{i}"
         model, res = unlearn(model, tok, fs, rs, args.sequential_method, stack=stack,
-                             adapter_name=f"seq{i}", seed=args.seed + i,
+                             adapter_name=name, seed=args.seed + i,
                              forget_id=f"seq-{i}", sweep=sweep(args))
-        stack.append(f"seq{i}")
-        activate(model, stack)
+        if res.passed:
+            stack.append(name)
+            done.append(person)
+        elif stack:
+            remove_adapter(model, name)
+        else:  # nothing stacked yet: back to the plain base model
+            model, _ = load_base(model_dir)
+        if stack:
+            activate(model, stack)
+        # Every person asked so far (a failed job leaves its person remembered), and those
+        # whose adapter is live.
         forgotten = [e for e in corpus if e.is_qa and e.split == "train"
                      and e.subject in seq_people[:i + 1]]
+        stacked = [e for e in forgotten if e.subject in done]
         m = evaluate(model, tok, forgotten, keep, metrics=["fact_span_accuracy"])
+        ms = evaluate(model, tok, stacked, [], metrics=["fact_span_accuracy"]) if stacked else {}
         steps.append({"n": i + 1, "person": person, "passed": res.passed,
-                      "train_s": res.train_s, "forgotten_acc": m["forget.fact_span_accuracy"],
+                      "attempts": len(res.attempts), "train_s": res.train_s,
+                      "stack_size": len(stack),
+                      "forgotten_acc": m["forget.fact_span_accuracy"],
+                      "stacked_forgotten_acc": ms.get("forget.fact_span_accuracy"),
                       "retain_acc": m["retain.fact_span_accuracy"],
                       "retain_ratio": m["retain.fact_span_accuracy"] / max(1e-9, base_retain)})
         log.info("sequential %d: %s", i + 1, steps[-1])
