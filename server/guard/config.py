@@ -50,9 +50,11 @@ class GuardConfig:
     # Passage grams that do not contain the subject's name ("studied at the University of Brom
     # and now works as") block only while the subject is in context (named by the prompt or the
     # output): the same template with the same value is often true of someone else. Without it,
-    # 26 % of other demo people's bio sentences were blocked with 100 people forgotten, 50 % with
-    # 9,090 (bench/guard.py, false-positive table). Digit runs and short whole answers still
-    # block on their own; a forget that names no subject keeps every gram unconditional.
+    # 23.5 % of other demo people's bio sentences were blocked with 100 people forgotten, 35.5 %
+    # with 2,000; with it 0 %, verbatim and obfuscated recall unchanged (bench/guard.py, false-
+    # positive table). The price: a name-free verbatim copy passes unless the subject is in
+    # context. Digit runs and short whole answers still block on their own; a forget that names
+    # no subject keeps every gram unconditional.
     exact_needs_subject: bool = True
     # "Varga" alone also counts as a sighting of "Elena Varga" (last word, >= 4 letters).
     match_surnames: bool = True
