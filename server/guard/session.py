@@ -92,11 +92,14 @@ class GuardSession:
             self._version = version
             self._rescan()
         if delta and not self._stopped:
-            events = self._events()
+            # Only word ends (and decoded-run events) can move the hold point. The leet view
+            # ends words where the main view does (give or take @ $ |): not counted.
+            sc, runs = self._scanner, self._runs
+            events = sc.events + (runs.events if runs is not None else 0)
             self._feed(delta)
-            if (self._events() == events and not (self._stopped or self._pending)
-                    and not self._index.empty):
-                return _NOTHING  # no word or run ended: the hold point cannot have moved
+            if (sc.events + (runs.events if runs is not None else 0) == events
+                    and not (self._stopped or self._pending) and not self._index.empty):
+                return _NOTHING
         return self._step(final=False)
 
     def finish(self) -> GuardStep:
@@ -118,9 +121,11 @@ class GuardSession:
         start = self._raw_end
         self._raw += delta
         self._raw_end += len(delta)
-        if self._scanner.feed(delta, start):
+        sc = self._scanner
+        if sc.feed(delta, start):
             return
-        if self._leet_on and self._feed_leet(delta, start):
+        if self._leet_on and (self._leet is not None or sc.mixed != self._mixed
+                              or not _LEET_SYMBOLS.isdisjoint(delta)) and self._feed_leet(delta, start):
             return
         if self._runs is not None:
             self._runs.feed(delta, start)
@@ -158,14 +163,6 @@ class GuardSession:
     def _held_text(self, start: int, end: int) -> str:
         lo = max(start, self._raw_pos) - self._raw_pos
         return self._raw[lo:end - self._raw_pos]
-
-    def _events(self) -> int:
-        # The leet view ends words where the main view does (give or take @ $ ! |): its events
-        # would add nothing but cost.
-        e = self._scanner.events
-        if self._runs is not None:
-            e += self._runs.events
-        return e
 
     def _rescan(self) -> None:
         (self._scanner.rescan(self._hold())
