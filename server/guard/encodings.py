@@ -18,6 +18,7 @@ says how far back a match that is still forming could reach (`hold_raw`).
 
 from __future__ import annotations
 
+import base64
 import binascii
 import codecs
 import re
@@ -79,7 +80,6 @@ def _decode(name: str, block: str) -> bytes:
     if name == "base64":
         return binascii.a2b_base64(block.translate(_URLSAFE))
     if name == "base32":
-        import base64
         return base64.b32decode(block)
     return binascii.unhexlify(block)
 
