@@ -228,9 +228,22 @@ def part_real_forget(model_dir: Path, n_streams: int, tokens: int) -> dict:
         sp.kill()
     stages = {s: m.get(("lethe_forget_stage_seconds_sum", (("stage", s),))) for s in ("queue", "train", "verify", "swap")}
     return {"person_facts": len(qa), "state": apb.ForgetState.Name(job.state) if job else "?",
+            "failure_reason": job.failure_reason if job else "", "timeline_s": timeline(job) if job else {},
+            "final_metrics": dict(job.metrics) if job else {},
             "attempts": job.attempts if job else 0, "forget_to_active_s": wall,
             "server_forget_to_active_s": m.get(("lethe_forget_to_active_seconds_sum", ())),
             "stages_s": stages, "errors": len(streams.errors), "requests": streams.requests}
+
+
+def timeline(job: apb.ForgetJob) -> dict[str, float]:
+    """Seconds from acceptance to the first time each state was entered (also for FAILED jobs,
+    which the server's stage histogram does not observe)."""
+    t0 = job.created_at.ToDatetime().timestamp()
+    out: dict[str, float] = {}
+    for t in job.transitions:
+        name = apb.ForgetState.Name(t.state).removeprefix("FORGET_STATE_").lower()
+        out.setdefault(name, round(t.at.ToDatetime().timestamp() - t0, 2))
+    return out
 
 
 def main() -> int:
@@ -269,7 +282,10 @@ def main() -> int:
                   f"| {r['person_facts']} facts of one person | {r['state']} | {r['attempts']} | "
                   f"{r['forget_to_active_s']:.1f} | " + " | ".join(
                       f"{st[k]:.2f}" if st[k] is not None else "—" for k in ("queue", "train", "verify", "swap"))
-                  + f" | {r['errors']} |"]
+                  + f" | {r['errors']} |",
+                  "", f"Timeline (s after acceptance, first entry of each state): {r['timeline_s']}"]
+        if r["failure_reason"]:
+            lines.append(f"Failure reason: {r['failure_reason']}")
     (RESULTS / "swap.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
