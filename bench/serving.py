@@ -14,10 +14,7 @@ import argparse
 import json
 import os
 import platform
-import re
-import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.client import LetheClient  # noqa: E402
 from server.runtime.model import load_model  # noqa: E402
+from tests.procs import ServeProcess  # noqa: E402
 from unlearn_engine.demo.builder import default_demo_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,27 +53,6 @@ def baseline(model_dir: Path, tokens: int, concurrency: int, rounds: int) -> dic
             produced += run(batch)
         result[name] = produced / (time.perf_counter() - start)
     return result
-
-
-class Server:
-    def __init__(self, model_dir: Path, data_dir: Path, max_batch: int):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--model", str(model_dir), "--port", "0",
-             "--metrics-port", "-1", "--data-dir", str(data_dir), "--max-batch-size", str(max_batch),
-             "--torch-threads", str(torch.get_num_threads()), "--no-worker"],
-            stderr=subprocess.PIPE, text=True)
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            m = re.search(r"listening on [\d.]+:(\d+)", line)
-            if m:
-                self.target = f"127.0.0.1:{m.group(1)}"
-            if "ready" in line and hasattr(self, "target"):
-                break
-        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
 
 
 def served(target: str, tokens: int, concurrency: int, rounds: int) -> dict[str, float]:
@@ -111,11 +88,13 @@ def main() -> int:
     raw = baseline(model_dir, args.tokens, args.concurrency, args.rounds)
     import tempfile
 
-    server = Server(model_dir, Path(tempfile.mkdtemp()), max_batch=args.concurrency)
+    server = ServeProcess(model_dir, Path(tempfile.mkdtemp()), "--no-worker", "--max-batch-size", str(args.concurrency),
+                          "--torch-threads", str(torch.get_num_threads()), "--monitor-interval-seconds", "0")
     try:
+        server.wait_serving()
         srv = served(server.target, args.tokens, args.concurrency, args.rounds)
     finally:
-        server.stop()
+        server.kill()
     rows = [{"workload": k, "raw_generate_tok_s": round(raw[k], 1), "lethe_tok_s": round(srv[k], 1),
              "ratio": round(srv[k] / raw[k], 3)} for k in raw]
     report = {"model": str(model_dir), "tokens_per_request": args.tokens, "rounds": args.rounds,
