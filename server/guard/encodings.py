@@ -7,8 +7,9 @@ Each channel is met where it is cheapest:
 * Leetspeak (4→a, 3→e, 1→i/l, 0→o, 5→s, 7→t, @→a, $→s, ...) is many-to-one and mixed freely with
   plain letters, so the stream side must fold it: a second LexicalScanner reads the output through
   `LEET` and matches leet-folded digests. It is a separate view so that the main char view keeps
-  digits as digits (a phone number must not match every word that folds to the same letters), and
-  it looks anything up only near a digit or @ $ ! | (elsewhere the main view already sees the same).
+  digits as digits (a phone number must not match every word that folds to the same letters). The
+  session starts it only at a word mixing letters and digits or at @ $ |, and it looks anything up
+  only near a digit or symbol (elsewhere the main view already sees the same).
 * base64 / base32 / hex runs are decoded while they stream (`DecodedRuns`) and the decoded text is
   scanned by a LexicalScanner of its own, against the same index and stages.
 

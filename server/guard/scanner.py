@@ -76,7 +76,8 @@ class LexicalScanner:
         self._index = index
         self._table = table
         self._gate = gate
-        self._gate_at = -(1 << 62) if gate is not None else 1 << 62  # char index of the last gate char (upper bound)
+        # Upper bound on the char index of the last gate char seen (no gate: always open).
+        self._gate_at = -(1 << 62) if gate is not None else 1 << 62
         self._wk = keys.word_proto.copy  # bound: a fresh keyed state per digest
         self._ck = keys.char_proto.copy
         self._n = n
