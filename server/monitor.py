@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from server.errors import LetheError
 from server.generation import GenerateParams
@@ -47,7 +47,6 @@ class ProbeResult:
     leaked: int = 0
     clean: int = 0
     errors: int = 0
-    at: float = field(default_factory=time.time)
 
     @property
     def ratio(self) -> float | None:
