@@ -61,8 +61,15 @@ class ExactStage(OutputFilter):
             named = [w in ex.name_words for w in ws]
             split = cfg.exact_needs_subject and bool(ex.name_words)
 
-            def kind(first: int, last: int) -> int:  # words first..last (inclusive)
-                return KIND_CONTEXT if split and not any(named[first:last + 1]) else KIND_EXACT
+            def kind(first: int, last: int, cut: int = 1 << 30) -> int:
+                """Words first..last (inclusive), of which the last contributes `cut` letters: a
+                gram ending on a name's first letter or two ("...for Lanthe Company z") is the
+                same for every name that starts so, and does not count as naming the subject."""
+                if not split:
+                    return KIND_EXACT
+                if any(named[first:last]) or (named[last] and cut >= min(len(ws[last]), 4)):
+                    return KIND_EXACT
+                return KIND_CONTEXT
 
             for i in range(len(ws) - n + 1):
                 digest = keys.word_digest(" ".join(ws[i:i + n]))
@@ -71,7 +78,8 @@ class ExactStage(OutputFilter):
             for i, pos in enumerate(starts[:-1]):  # one gram per word start with a full gram ahead
                 if pos + C <= len(chars):
                     last = bisect_left(starts, pos + C) - 1  # the word the gram ends in
-                    recs.update(dict.fromkeys(char_records(kind(i, last), chars[pos:pos + C],
+                    cut = pos + C - starts[last]  # letters of the last word inside the gram
+                    recs.update(dict.fromkeys(char_records(kind(i, last, cut), chars[pos:pos + C],
                                                            keys.char_digest, C, variants)))
             # Whole passages too short for a char gram ("B r o u m f a e a ..." must still hit):
             # stored whole when distinctive on their own.
