@@ -36,5 +36,9 @@ class Unavailable(LetheError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class DeadlineExceeded(LetheError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class Unimplemented(LetheError):
     code = grpc.StatusCode.UNIMPLEMENTED

@@ -20,6 +20,7 @@ from server import __version__
 from server.api import inference_pb2 as pb
 from server.api import inference_pb2_grpc
 from server.guard import GuardSession, GuardStep, LeakageGuard
+from server.errors import DeadlineExceeded
 from server.generation import FINISH_REASONS, GenerateParams, GenerationLimits, GenerationResult
 from server.metrics import ServerMetrics
 from server.rpc import rpc_method
@@ -84,6 +85,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         try:
             async for event in handle.events():
                 final = isinstance(event, FinishEvent)
+                if final and event.reason == "cancelled" and deadline is not None and time.monotonic() >= deadline:
+                    # The scheduler dropped the row at the client's deadline. Answer with the
+                    # status, not an OK stream ending "cancelled", which could beat the client's
+                    # own timer and look like a normal finish.
+                    finished = True
+                    self.metrics.finished.labels("cancelled").inc()
+                    raise DeadlineExceeded("the request deadline passed during generation")
                 step = await self._filter_off_loop(session, event.text, final)
                 if step.release:
                     yield _Chunk(step.release, event.stack_version, params.request_id)
