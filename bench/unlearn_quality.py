@@ -294,6 +294,7 @@ def sequential(args, model_dir: Path, corpus, people, tok, checkpoint=None) -> d
         m = evaluate(model, tok, forgotten, keep, metrics=["fact_span_accuracy"])
         ms = evaluate(model, tok, stacked, [], metrics=["fact_span_accuracy"]) if stacked else {}
         steps.append({"n": i + 1, "person": person, "passed": res.passed,
+                      "gate_reasons": list(res.gate.reasons),
                       "attempts": len(res.attempts), "train_s": res.train_s,
                       "stack_size": len(stack),
                       "forgotten_acc": m["forget.fact_span_accuracy"],
