@@ -120,8 +120,11 @@ def markdown(result: dict) -> str:
                          f"{'—' if sa is None else f'{sa:.3f}'} | {s['retain_acc']:.3f} | "
                          f"{s['retain_ratio']:.3f} |")
         final = seq["steps"][-1]["retain_ratio"] if seq["steps"] else float("nan")
-        lines.append(f"\nAfter {len(seq['steps'])} forgets retain accuracy is {final:.1%} of the "
-                     f"original (target >= 90 %: {'MET' if final >= 0.9 else 'MISSED'}).")
+        stacked = sum(s["passed"] for s in seq["steps"])
+        met = stacked >= 10 and final >= 0.9  # the target is about 10 forgets that took effect
+        lines.append(f"\nAfter {len(seq['steps'])} requests ({stacked} adapters passed and "
+                     f"stacked) retain accuracy is {final:.1%} of the original (target: >= 90 % "
+                     f"after 10 stacked forgets: {'MET' if met else 'NOT MET'}).")
     return "\n".join(lines) + "\n"
 
 
