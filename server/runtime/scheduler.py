@@ -156,7 +156,6 @@ class BatchScheduler:
     def __init__(self, loaded: LoadedModel, max_batch: int = 8, max_waiting: int = 64,
                  observer: SchedulerObserver | None = None):
         self.loaded = loaded
-        self.model: Any = loaded.model  # the module decode steps call
         self.router: RowRouting | None = None  # set once an adapter stack manager exists
         self.max_batch = max_batch
         self.max_waiting = max_waiting
@@ -288,7 +287,7 @@ class BatchScheduler:
         routing = (self.router.rows([row.stack.lora_key for row in rows], ids.device)
                    if self.router is not None else contextlib.nullcontext())
         with routing:
-            out = self.model(
+            out = self.loaded.model(
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,

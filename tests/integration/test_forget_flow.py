@@ -154,7 +154,7 @@ def _logits(st: ServerThread, prompts: list[str]) -> torch.Tensor:
             routing = (scheduler.router.rows([scheduler.stack.lora_key], ids.device)
                        if scheduler.router is not None else contextlib.nullcontext())
             with torch.inference_mode(), routing:
-                out.append(scheduler.model(input_ids=ids).logits[0, -1].float())
+                out.append(scheduler.loaded.model(input_ids=ids).logits[0, -1].float())
         return torch.stack(out)
 
     return scheduler.call_between_steps(compute).result(60)
