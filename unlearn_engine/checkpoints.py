@@ -1,8 +1,7 @@
 """Which evaluated checkpoint becomes the adapter: one explicit, documented rule.
 
-Rule: among checkpoints that pass the gate, the one with the highest retain accuracy; on ties
-the one whose MIA AUCs sit closest to 0.5 (forget data most like never-seen data, on either
-side), then the earliest. Training stops a few evaluations (``MethodConfig.patience``) after the first pass:
+Rule: among checkpoints that pass the gate, the one with the highest retain accuracy, earliest
+on ties. Training stops a few evaluations (``MethodConfig.patience``) after the first pass:
 forgetting is done by then, and on small models retain accuracy often dips in the first steps
 and recovers while the retain loss catches up, so the first passing checkpoint is not always
 the best one — but every further step risks over-unlearning, so the window is short. If none passes:
@@ -38,19 +37,12 @@ def retain_score(metrics: Mapping[str, float]) -> float:
     return 0.0
 
 
-def mia_gap(metrics: Mapping[str, float]) -> float:
-    """Sum over MIA attacks of |AUC - 0.5| (0 = indistinguishable from never-seen data)."""
-    return sum(abs(float(v) - 0.5) for k, v in metrics.items()
-               if k.startswith("mia.") and k.endswith("_auc") and v == v)
-
-
 def select_checkpoint(checkpoints: Sequence[Checkpoint]) -> Checkpoint:
     candidates = [c for c in checkpoints if c.step > 0]
     if not candidates:
         raise ValueError("no trained checkpoint to choose from")
     passing = [c for c in candidates if c.gate.passed]
     if passing:
-        return min(passing, key=lambda c: (-retain_score(c.metrics), round(mia_gap(c.metrics), 9),
-                                           c.attempt, c.step))
+        return min(passing, key=lambda c: (-retain_score(c.metrics), c.attempt, c.step))
     return min(candidates, key=lambda c: (sum(not k.passed for k in c.gate.checks),
                                           round(c.gate.violation, 9), c.attempt, c.step))

@@ -2,8 +2,7 @@
 
 ``train_forget_adapter`` loads the base model and the current stack (verifying each artifact),
 adds a fresh LoRA adapter above the frozen stack, and runs a small sweep: the method's config
-first, then learning-rate x steps (x retain weight) settings moved in the direction the miss
-points to. Each attempt is
+first, then learning-rate x steps settings moved in the direction the miss points to. Each attempt is
 probed during training; the checkpoint is chosen by ``checkpoints.select_checkpoint``; the
 chosen adapter gets a full evaluation and the gate's final verdict. Only an adapter that passed
 is written (atomically, as a PEFT artifact with a manifest).
@@ -40,17 +39,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SweepConfig:
     """Retry schedule when an attempt misses the gate. Defaults that work at one model scale
-    often miss at another, so one job tries a few settings instead of failing on the first.
+    often miss at another, so one job tries a few strengths instead of failing on the first.
     The direction follows the miss: still remembered -> stronger (more lr, more steps);
-    over-unlearned or utility lost -> gentler *and different*: less lr, more steps, and a
-    heavier retain term, because on the demo model the utility loss comes from the forget push
-    spilling onto shared answer templates at the cliff, which a smaller step alone does not stop
-    (measured: lr 5e-4 dipped retain as deep as lr 1e-3)."""
+    over-unlearned or utility lost -> gentler (less lr, more steps, so the evaluations sample
+    the crossing point more finely)."""
 
-    max_tries: int = 3  # attempts in all, the first included (each miss costs a full attempt)
+    max_tries: int = 4  # attempts in all, the first included
     stronger: tuple[float, float] = (2.0, 1.5)  # (lr, steps) multipliers after an under-forget
     gentler: tuple[float, float] = (0.5, 1.5)  # ... after over-unlearning or a utility loss
-    gentler_retain: float = 2.0  # retain-weight multiplier on a gentler retry
     retain_probe: int = 64  # retain examples held out of training to measure utility
     probe_holdout: int = 200  # cap on never-seen reference examples per evaluation
 
@@ -73,7 +69,6 @@ class AttemptReport:
     attempt: int
     lr: float
     max_steps: int
-    retain_weight: float
     steps_run: int
     chosen_step: int
     passed: bool
@@ -174,19 +169,15 @@ def unlearn(model: torch.nn.Module, tokenizer, forget_set: ForgetSet, retain_set
                              eval_settings=eval_settings)
         all_points += points
         best = select_checkpoint(points)
-        reports.append(AttemptReport(attempt, cfg.lr, cfg.max_steps, cfg.retain_weight,
-                                     points[-1].step, best.step,
+        reports.append(AttemptReport(attempt, cfg.lr, cfg.max_steps, points[-1].step, best.step,
                                      best.gate.passed, best.gate.reasons,
                                      time.monotonic() - t0))
         log.info("attempt %d (lr %.2g, %d steps): %s at step %d", attempt, cfg.lr,
                  cfg.max_steps, "passed" if best.gate.passed else "missed", best.step)
         if best.gate.passed:
             break
-        if sweep_direction(best.gate) == "stronger":
-            cfg = cfg.scaled(*sweep.stronger)
-        else:
-            cfg = replace(cfg.scaled(*sweep.gentler),
-                          retain_weight=cfg.retain_weight * sweep.gentler_retain)
+        direction = sweep_direction(best.gate)
+        cfg = cfg.scaled(*(sweep.stronger if direction == "stronger" else sweep.gentler))
     train_s = time.monotonic() - t_train
 
     chosen = select_checkpoint(all_points)

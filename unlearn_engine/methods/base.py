@@ -34,18 +34,8 @@ class MethodConfig:
     lora_dropout: float = 0.0  # dropout only adds noise to a few dozen steps
     lora_targets: tuple[str, ...] = ("all-linear",)  # every linear layer but the LM head
     max_grad_norm: float = 1.0  # ascent losses are unbounded; clipping keeps steps sane
-    # Full probe evaluation (and a checkpoint) every this many steps, on top of those the quick
-    # probe triggers inside the MIA window; these coarse ones are the fallback when no step
-    # lands inside it. 3.4 s each on the demo model: every 10 steps cost 4x the training.
-    eval_every: int = 20
+    eval_every: int = 10  # probe evaluation (and a checkpoint) every this many steps
     patience: int = 2  # evaluations to keep going after the first passing one (best retain wins)
-    # Cheap MIA-only probe between full evaluations (0 = off); a full evaluation follows when
-    # it lands inside the gate's MIA window. ~0.1 s, about one training step at demo scale.
-    quick_probe_every: int = 1
-    window_eval_every: int = 3  # full evaluations inside that window at most this often
-    # Switch the forget term off while the quick probe says forget data no longer stands out
-    # (retain-only "repair" steps), back on if it does again. Needs quick probes.
-    repair: bool = True
     max_length: int = 256  # tokens per example; demo answers are ~20
     gradient_checkpointing: bool = False  # for large models; needs enable_input_require_grads
 

@@ -23,11 +23,6 @@ from unlearn_engine.methods.losses import combine, retain_loss, sequence_logprob
 @dataclass(frozen=True)
 class NpoConfig(MethodConfig):
     beta: float = 0.1  # OU / paper default; small beta ~ gradient ascent early, saturating later
-    # Demo model (small preset, 1 person): the MIA AUC falls from 1 to 0.5 over ~5 steps after
-    # a ~25-step plateau at 1e-3; 2e-3 halves the plateau but over-unlearns in between probes
-    # and dips retain to 0.71; 5e-4 doubles the plateau and still dips retain (0.79) at the
-    # cliff. 1e-3 with probe-gated repair passed on the first try.
-    lr: float = 1e-3
     retain_weight: float = 2.0  # the retain term must outweigh the forget push on shared templates
 
 

@@ -21,17 +21,10 @@ from unlearn_engine.methods.losses import combine, retain_loss, sequence_logprob
 
 @dataclass(frozen=True)
 class SimNpoConfig(MethodConfig):
-    # The loss stops pushing once per-token NLL exceeds delta + a few / beta. OU's beta = 4.5
-    # stops at ~1 nat, but never-seen demo answers sit at ~6 nats/token (the retrained model
-    # scores the forget answers at 5.8): at 4.5 the MIA AUC stayed at 1.0 with forget accuracy
-    # already 0 (measured). 0.5 keeps pushing to that level; the probes stop it there.
-    beta: float = 0.5
+    beta: float = 4.5  # OU default; sets how fast the loss saturates in per-token NLL
     delta: float = 0.0  # margin on per-token NLL (0 as in OU)
-    # OU's gamma = 0.125 was tuned on 7B models; here it left the forget term too weak to move
-    # anything in 80 steps at lr 2e-3.
-    forget_weight: float = 1.0
-    lr: float = 1e-3
-    retain_weight: float = 2.0  # as NPO: outweigh the forget push on shared templates
+    forget_weight: float = 0.125  # OU's gamma: the sigmoid's gradient is large near NLL ~ 0
+    retain_weight: float = 1.0
 
 
 @register_method("simnpo")
