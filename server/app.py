@@ -78,7 +78,7 @@ class LetheServer:
                                              crash_at=settings.crash_at)
         self.monitor = LeakageMonitor(
             self.ledger, GuardKeys(secret), self.runtime, self.metrics,
-            MonitorConfig(interval_seconds=settings.monitor_interval_seconds or 300.0,
+            MonitorConfig(interval_seconds=settings.monitor_interval_seconds,
                           probes_per_round=settings.monitor_probes))
         self.coordinator.on_stack_change = self.monitor.poke
         self.worker: WorkerSupervisor | None = None

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from server.adapters.stack import AdapterStackManager, StackRefused
+from server.adapters.stack import AdapterStackManager, StackRefused, SwapTiming
 from server.crash import crash_point
 from server.errors import FailedPrecondition, NotFound
 from server.forgets import ForgetJob, ForgetPayload, ForgetState, StackRecord
@@ -139,9 +139,7 @@ class ForgetCoordinator:
             crash_point(self.crash_at, "mid-swap", self.store_dir.parent)
             record = await asyncio.to_thread(self.ledger.activate, job.forget_id, current.version)
             self.guard.set_phase(job.forget_id, AFTER)
-            self.metrics.swaps.labels("ok").inc()
-            self.metrics.swap_duration.observe(time.monotonic() - start)
-            self.metrics.swap_pause.observe(timing.pause_s)
+            self._observe_swap(start, timing)
             self.metrics.forget_to_active.observe(time.time() - job.created_at)
             self._observe_stages(job)
             self.metrics.forget_attempts.labels("passed").inc()
@@ -166,11 +164,14 @@ class ForgetCoordinator:
                 raise FailedPrecondition(str(exc)) from None
             forget_id = (await asyncio.to_thread(self.ledger.adapter, adapter_id)).forget_id
             self.guard.set_phase(forget_id, BEFORE)  # no adapter covers it now: hits are not residual
-            self.metrics.swaps.labels("ok").inc()
-            self.metrics.swap_duration.observe(time.monotonic() - start)
-            self.metrics.swap_pause.observe(timing.pause_s)
+            self._observe_swap(start, timing)
             self._export_stack(record)
             return record
+
+    def _observe_swap(self, start: float, timing: SwapTiming) -> None:
+        self.metrics.swaps.labels("ok").inc()
+        self.metrics.swap_duration.observe(time.monotonic() - start)
+        self.metrics.swap_pause.observe(timing.pause_s)
 
     def _export_stack(self, record: StackRecord) -> None:
         self.metrics.stack_version.set(record.version)

@@ -6,8 +6,8 @@ on the 4-layer demo model, bench/swap.py), which would have to happen while deco
 and every forward with per-row `adapter_names` registers a hook on every LoRA layer.
 
 Here a stack version is what it is mathematically: a fixed sum of deltas. Off the hot path,
-`build_stack_deltas` reads each verified artifact (PEFT format), folds its scaling into B and
-concatenates the members per target layer — exact, since B_cat·A_cat = Σ sᵢ·Bᵢ·Aᵢ (the same
+`adapter_deltas` reads each verified artifact (PEFT format) and folds its scaling into B, and
+`combine` concatenates the members per target layer — exact, since B_cat·A_cat = Σ sᵢ·Bᵢ·Aᵢ (the same
 `cat` combination PEFT offers). Activating a version is then one dict insertion per layer,
 between two decode steps. Each target `nn.Linear` gets one forward hook, added the first time
 a stack needs it; for every forward the scheduler tells the shared `RowRouter` which version
@@ -95,7 +95,6 @@ class MultiLoRA:
     """The hooks and per-version deltas installed on one base model."""
 
     def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
         self.router = RowRouter()
         self._modules = dict(model.named_modules())
         self._deltas: dict[str, dict[int, Delta]] = {}  # module path -> version key -> delta
