@@ -16,6 +16,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 DIGEST_SIZE = 8  # 64-bit: ~1e-13 chance that a check collides with one of 10M entries
 _NONCE = 12
+# Distinct short strings whose char digest is remembered (3-letter prefixes and suffixes of the
+# stream's own words: at most 36^3 ASCII ones). Full, it stops growing: an adversary cannot grow it.
+_SHORT_CACHE = 1 << 16
 
 
 def _subkey(master: bytes, purpose: bytes) -> bytes:
@@ -38,6 +41,10 @@ class GuardKeys:
         # absorbed it halves the work for the short strings hashed per word.
         self.word_proto = hashlib.blake2b(digest_size=DIGEST_SIZE, key=self.word_key)
         self.char_proto = hashlib.blake2b(digest_size=DIGEST_SIZE, key=self.char_key)
+        # The scanner asks for the digest of the first / last 3 letters at most word ends; the
+        # same few thousand strings recur, so a dict hit replaces a keyed hash. It holds output
+        # text fragments of 3 letters, never forgotten text.
+        self.short_char: dict[str, bytes] = {}
 
     def word_digest(self, text: str) -> bytes:
         h = self.word_proto.copy()
@@ -48,6 +55,15 @@ class GuardKeys:
         h = self.char_proto.copy()
         h.update(text.encode())
         return h.digest()
+
+    def short_char_digest(self, text: str) -> bytes:
+        """char_digest of a short string, remembered (see `short_char`)."""
+        d = self.short_char.get(text)
+        if d is None:
+            d = self.char_digest(text)
+            if len(self.short_char) < _SHORT_CACHE:
+                self.short_char[text] = d
+        return d
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(_NONCE)

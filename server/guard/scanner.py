@@ -63,9 +63,9 @@ class ScanSink(Protocol):
 
 class LexicalScanner:
     __slots__ = ("_index", "_wk", "_ck", "_n", "_C", "_max_word", "_max_sent", "_sink",
-                 "_cbuf", "_cbase", "_craw", "_ws", "_we", "_wtxt", "_wflag", "_cand", "_wbase",
+                 "_cbuf", "_cbase", "_wraw", "_cur_raw", "_ws", "_we", "_wtxt", "_wflag", "_cand", "_ends", "_wbase",
                  "_cur", "_nchars", "_sent_word", "_sent_char", "_term", "checking", "events",
-                 "_table", "_gate", "_gate_at", "mixed")
+                 "_table", "_gate", "_gate_at", "mixed", "_short", "_short_get")
 
     def __init__(self, index: GuardIndex, keys: GuardKeys, n: int, char_gram: int,
                  max_word_chars: int, max_sentence_words: int, sink: ScanSink,
@@ -80,6 +80,8 @@ class LexicalScanner:
         self._gate_at = -(1 << 62) if gate is not None else 1 << 62
         self._wk = keys.word_proto.copy  # bound: a fresh keyed state per digest
         self._ck = keys.char_proto.copy
+        self._short = keys.short_char_digest  # 3-letter prefix / suffix digests, cached
+        self._short_get = keys.short_char.get
         self._n = n
         self._C = char_gram
         self._max_word = max_word_chars
@@ -87,17 +89,23 @@ class LexicalScanner:
         self._sink = sink
         self._cbuf = ""  # folded letters/digits; absolute index of _cbuf[0] is _cbase
         self._cbase = 0
-        self._craw: list[int] = []  # raw offset of each char in _cbuf (-1: came from the prompt)
         self._ws: list[int] = []  # absolute start char of each retained word
         self._we: list[int] = []  # absolute end char (exclusive)
         self._wtxt: list[str] = []  # the folded word itself (joined for word n-grams)
+        # Raw offset where each retained word starts (-1: came from the prompt). Only word starts
+        # are ever asked for (every hold point is one), so no per-char offsets are kept.
+        self._wraw: list[int] = []
         # Per retained word: lengths of the short entries that start with the letters at this
         # word start (bitmask); None = not asked yet — asked lazily, once per word start.
         self._wflag: list[int | None] = []
-        # Absolute indices of recent words whose start may still begin a short entry match.
+        # Absolute indices of recent word starts whose prefix was not asked yet.
         self._cand: list[int] = []
+        # Bit i set: a short entry whose prefix matches a retained word start would end at char
+        # _cbase + i (start + one of its lengths). Stale bits only cost a visit.
+        self._ends = 0
         self._wbase = 0  # absolute index of the word _ws[0]
         self._cur = -1  # start char of the word in progress; -1 between words
+        self._cur_raw = -1  # its raw offset
         self._nchars = 0
         self._sent_word = 0  # first word of the current sentence
         self._sent_char = 0  # first char of the current sentence
@@ -163,6 +171,7 @@ class LexicalScanner:
         for ASCII runs (non-ASCII runs are one folded char at a time)."""
         if self._cur < 0:
             self._cur = self._nchars
+            self._cur_raw = raw
             self._term = False  # "3.5", "e.g": no sentence end
         n = len(run)
         room = self._max_word - (self._nchars - self._cur)
@@ -170,10 +179,6 @@ class LexicalScanner:
             return self._word_chars(run[:room], raw) or self._end_word(raw + room) or \
                 self._word_chars(run[room:], raw + room)
         self._cbuf += run
-        if n == 1:
-            self._craw.append(raw)
-        else:
-            self._craw.extend(range(raw, raw + n))
         self._nchars += n
         return False
 
@@ -200,7 +205,8 @@ class LexicalScanner:
         output are checked (a prompt that supplies a prefix and asks to continue)."""
         self.checking = False
         self.feed(text, -1)
-        self._craw = [-1] * len(self._craw)
+        self._wraw = [-1] * len(self._wraw)
+        self._cur_raw = -1
         if self._cur >= 0:
             self._end_word(-1)
         self._end_sentence(-1)
@@ -209,6 +215,7 @@ class LexicalScanner:
     # ------------------------------------------------------------------ words and sentences
     def _end_word(self, raw_at: int) -> bool:
         self._ws.append(self._cur)
+        self._wraw.append(self._cur_raw)
         self._we.append(self._nchars)
         w = self._cbuf[self._cur - self._cbase:]
         self._wtxt.append(w)
@@ -247,8 +254,8 @@ class LexicalScanner:
     def _lookup(self, j: int, fast: bool = True) -> list[Postings] | None:
         """Digest lookups for everything that ends with retained word j.
 
-        `fast` (the streaming path) visits only the word starts still in `_cand` — those whose
-        prefix may begin a short entry; a re-check (`fast=False`) visits every retained one."""
+        `fast` (the streaming path) looks for short entries only where `_ends` says one could end;
+        a re-check (`fast=False`, prefix answers reset) visits every word start in reach."""
         index = self._index
         ws, cb, base = self._ws, self._cbuf, self._cbase
         s, e = ws[j], self._we[j]
@@ -272,37 +279,50 @@ class LexicalScanner:
         if not index.short_lengths:
             return found or None
         flags, prefix, wbase = self._wflag, index.prefix, self._wbase
-        ends = -1  # lengths of short entries ending like word j; asked once, when first needed
+        short, short_get = self._short, self._short_get
         if fast:
-            cand, keep = self._cand, []
-        else:
-            cand, keep = [wbase + k for k in range(j + 1) if ws[k] > e - C], None
-        for kabs in cand:
-            k = kabs - wbase
-            if k < 0 or k > j:
-                continue
+            # Ask the prefix digests of word starts that now have enough letters, once each, and
+            # mark where a short entry starting there would end (`_ends`, bit = char - _cbase).
+            # Most word ends then need one shift and test, no loop.
+            pending, ends_at = self._cand, self._ends
+            if pending:
+                keep = []
+                for kabs in pending:
+                    k = kabs - wbase
+                    if k < 0 or k > j:
+                        continue
+                    a = ws[k]
+                    L = e - a
+                    if L >= C:
+                        continue  # too far back for a short entry
+                    mask = flags[k]
+                    if mask is None:
+                        if L < PREFIX_CHARS:  # not enough letters yet to ask
+                            keep.append(kabs)
+                            continue
+                        p3 = cb[a - base:a - base + PREFIX_CHARS]
+                        mask = flags[k] = prefix.get(short_get(p3) or short(p3), 0)
+                    if mask:
+                        ends_at |= mask << (a - base)
+                self._cand = keep
+                self._ends = ends_at
+            if not ends_at >> (e - base) & 1:
+                return found or None
+        # Some short entry may end here: visit the word starts it could begin at.
+        ends = -1  # lengths of short entries ending like word j; asked once, when first needed
+        for k in range(bisect_right(ws, e - C, 0, j + 1), j + 1):
             a = ws[k]
             L = e - a
-            if L >= C:
-                continue  # too far back for a short entry: never a candidate again
             mask = flags[k]
             if mask is None:
-                if L < PREFIX_CHARS:  # not enough letters yet to ask
-                    if keep is not None:
-                        keep.append(kabs)
+                if L < PREFIX_CHARS:
                     continue
-                h = ck()  # which short entries start with these letters, and how long are they?
-                h.update(cb[a - base:a - base + PREFIX_CHARS].encode())
-                mask = flags[k] = prefix.get(h.digest(), 0)
-            if not mask:
-                continue
-            if keep is not None:
-                keep.append(kabs)
+                p3 = cb[a - base:a - base + PREFIX_CHARS]
+                mask = flags[k] = prefix.get(short_get(p3) or short(p3), 0)
             if mask >> L & 1:
                 if ends < 0:
-                    h = ck()
-                    h.update(cb[e - base - PREFIX_CHARS:e - base].encode())
-                    ends = index.suffix.get(h.digest(), 0)
+                    s3 = cb[e - base - PREFIX_CHARS:e - base]
+                    ends = index.suffix.get(short_get(s3) or short(s3), 0)
                 if not ends >> L & 1:
                     continue
                 h = ck()
@@ -310,8 +330,6 @@ class LexicalScanner:
                 p = table.get(h.digest())
                 if p:
                     found.append(p)
-        if keep is not None:
-            self._cand = keep
         return found or None
 
     def _trim(self) -> None:
@@ -322,13 +340,13 @@ class LexicalScanner:
             keep -= 1
         if keep <= 0:
             return
-        del self._ws[:keep], self._we[:keep], self._wtxt[:keep], self._wflag[:keep]
+        del self._ws[:keep], self._we[:keep], self._wtxt[:keep], self._wflag[:keep], self._wraw[:keep]
         self._wbase += keep
         drop = self._ws[0] - self._cbase if self._ws else (
             (self._cur if self._cur >= 0 else self._nchars) - self._cbase)
         if drop > 0:
             self._cbuf = self._cbuf[drop:]
-            del self._craw[:drop]
+            self._ends >>= drop
             self._cbase += drop
 
     # ------------------------------------------------------------------ queries
@@ -337,6 +355,7 @@ class LexicalScanner:
         self._wflag = [None] * len(self._ws)  # prefix answers may have changed too
         lo = self._nchars - self._C
         self._cand = [self._wbase + k for k, a in enumerate(self._ws) if a > lo]
+        self._ends = 0
         for j in range(len(self._ws)):
             if self._we[j] > from_char:
                 postings = self._lookup(j, fast=False)
@@ -374,8 +393,11 @@ class LexicalScanner:
         return self._sent_char
 
     def raw_of(self, char: int) -> int:
-        """Raw offset where char `char` came from (-1 for prompt context)."""
-        return self._craw[char - self._cbase]
+        """Raw offset where char `char` came from (-1 for prompt context). `char` must be a word
+        start (the word in progress included): every hold point is one."""
+        if char == self._cur:
+            return self._cur_raw
+        return self._wraw[bisect_left(self._ws, char)]
 
     def sentence_text(self, first: int, end: int) -> str:
         lo = max(first, self._wbase) - self._wbase

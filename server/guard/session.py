@@ -41,10 +41,10 @@ class GuardSession:
         self._report = report
         self._flags = flags
         self._posting = [(s, s.start(flags)) for s in stages]
-        # Only stages that override holds_sentences ever look at sentences (the semantic one);
-        # the word-end path then skips the others without a call.
+        # Only stages that override holds_sentences ever look at sentences (the semantic one),
+        # and only when it is enabled: the word-end path then skips the others without a call.
         self._sentence = [(s, st) for s, st in self._posting if type(s).holds_sentences
-                          is not OutputFilter.holds_sentences]
+                          is not OutputFilter.holds_sentences] if config.semantic_enabled else []
         self._scanner = LexicalScanner(index, keys, config.n, config.char_gram,
                                        config.max_word_chars, config.semantic_max_sentence_words,
                                        self)
@@ -148,8 +148,9 @@ class GuardSession:
             # Context: the tail of what was released (a name there still pairs with a leet
             # attribute, entity window) and what is held, checked like any text of this view.
             held = self._raw[:len(self._raw) - len(delta)]
-            context = self._tail + held
-            if context and lv.feed(context, self._raw_pos - len(self._tail)):
+            tail = self._tail[-_LEET_TAIL:]
+            context = tail + held
+            if context and lv.feed(context, self._raw_pos - len(tail)):
                 return True
         if final:
             return lv.finish(start)
@@ -227,7 +228,7 @@ class GuardSession:
     def _hold_raw(self) -> int:
         """Raw offset from which nothing may be released yet: the earliest over all views."""
         sc = self._scanner
-        h = self._hold()
+        h = self._hold() if self._sentence else sc.hold_from()
         cut = self._raw_end if h >= sc.nchars else sc.raw_of(h)
         lv = self._leet
         if lv is not None:
@@ -267,7 +268,8 @@ class GuardSession:
         if text:
             self._redacting = False
             if self._leet_on:
-                self._tail = (self._tail + text)[-_LEET_TAIL:]
+                tail = self._tail + text
+                self._tail = tail if len(tail) < 2 * _LEET_TAIL else tail[-_LEET_TAIL:]
         out, self._pending = self._pending + text, ""
         return GuardStep(out, hit, False)
 
