@@ -17,7 +17,7 @@ POLICIES = ("end", "redact")
 PROMPT_POLICIES = ("off", "arm", "refuse")
 SEMANTIC_MODES = ("off", "armed", "always")
 SEMANTIC_PRECISIONS = ("fp32", "int8")
-ENCODINGS = ("rot13", "leet", "base64", "base32", "hex")
+ENCODINGS = ("rot13", "leet", "base64", "base32", "hex", "escapes")
 
 
 def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -85,7 +85,8 @@ class GuardConfig:
     # Hidden channels (encodings.py): rot13 and leet forms are stored at derive time (rot13, and
     # the leet view's folded digests) and scanned in a leet view; base64 / base32 / hex runs are
     # decoded and scanned. Costs: ~2x char records per forget; the leet view's per-token work.
-    encodings: tuple[str, ...] = ("rot13", "leet", "base64", "base32", "hex")
+    # "escapes": %4A, \x4a, 0x4a and hex pairs with separators (escapes.py), started only near them.
+    encodings: tuple[str, ...] = ("rot13", "leet", "base64", "base32", "hex", "escapes")
     # A run of base64-alphabet chars is decoded from this length on: 16 chars = 12 bytes, about
     # two words. Shorter runs are ordinary words (held like any word in progress).
     encoded_min_chars: int = 16

@@ -28,7 +28,7 @@ from typing import Callable
 
 from server.guard.config import ENCODINGS
 from server.guard.scanner import LexicalScanner
-DECODED = ENCODINGS[2:]  # base64, base32, hex
+DECODED = ("base64", "base32", "hex")
 
 ROT13 = str.maketrans(string.ascii_lowercase,
                       string.ascii_lowercase[13:] + string.ascii_lowercase[:13])
@@ -73,6 +73,9 @@ _ALPHABETS = {
     "hex": frozenset(string.hexdigits),
 }
 _GROUP = {"base64": 4, "base32": 8, "hex": 2}  # encoded chars per whole number of bytes
+# A run glued to a word ("b64TWFydGE"), or cut from a longer blob, starts mid-group: decode it
+# from each possible start too. base32 (rare in model output, 8 offsets) is decoded aligned only.
+_OFFSETS = {"base64": 4, "base32": 1, "hex": 2}
 _URLSAFE = str.maketrans("-_", "+/")
 _INF = 1 << 62
 
@@ -105,10 +108,11 @@ class _Decoder:
     index in the group — never later than the first encoded char that carries its bits."""
 
     __slots__ = ("name", "group", "alphabet", "scanner", "pending", "pending_raw", "utf8",
-                 "partial_raw", "dead")
+                 "partial_raw", "dead", "skip")
 
-    def __init__(self, name: str, scanner: LexicalScanner) -> None:
+    def __init__(self, name: str, scanner: LexicalScanner, skip: int = 0) -> None:
         self.name = name
+        self.skip = skip  # leading run chars that belong to a group begun before the run
         self.group = _GROUP[name]
         self.alphabet = _ALPHABETS[name]
         self.scanner = scanner
@@ -125,6 +129,12 @@ class _Decoder:
             return self.close(raw)  # the run left this encoding's alphabet: not this encoding
         if self.name == "base64" and "=" in chars:  # padding: only the data before it counts
             chars = chars.replace("=", "")
+        if self.skip:
+            k = min(self.skip, len(chars))
+            self.skip -= k
+            chars, raw = chars[k:], raw + k
+            if not chars:
+                return False
         if not self.pending:
             self.pending_raw = raw
         self.pending += chars
@@ -291,7 +301,8 @@ class DecodedRuns:
     def _decode(self, raw: int, chars: str) -> bool:
         """The run reached min_chars: start decoding it from its first char."""
         run = self._source(self._start, raw) + chars
-        self._decoders = [_Decoder(name, self._make()) for name in self._names]
+        self._decoders = [_Decoder(name, self._make(), skip) for name in self._names
+                          for skip in range(_OFFSETS[name])]
         self.events += 1
         self.fed_end = raw + len(chars)
         for d in self._decoders:

@@ -53,6 +53,8 @@ for _i in range(128):
     _classify(chr(_i))
 _ASCII_ALNUM = frozenset(c for c in map(chr, range(128)) if c.isalnum())
 _ASCII_RUNS = re.compile(r"[a-z0-9]+|[^a-z0-9]", re.DOTALL)  # on lowercased ASCII
+# Folded words that may be one escaped byte ("4d", "0x4d"): two in a row start the escape view.
+_HEX_WORDS = frozenset(p + f"{b:02x}" for b in range(256) for p in ("", "0x"))
 
 
 
@@ -65,7 +67,7 @@ class LexicalScanner:
     __slots__ = ("_index", "_wk", "_ck", "_n", "_C", "_max_word", "_max_sent", "_sink",
                  "_cbuf", "_cbase", "_wraw", "_cur_raw", "_ws", "_we", "_wtxt", "_wflag", "_cand", "_ends", "_wbase",
                  "_cur", "_nchars", "_sent_word", "_sent_char", "_term", "checking", "events",
-                 "_table", "_gate", "_gate_at", "mixed", "_short", "_short_get")
+                 "_table", "_gate", "_gate_at", "mixed", "hexpairs", "_short", "_short_get")
 
     def __init__(self, index: GuardIndex, keys: GuardKeys, n: int, char_gram: int,
                  max_word_chars: int, max_sentence_words: int, sink: ScanSink,
@@ -115,6 +117,7 @@ class LexicalScanner:
         # sits exactly where the hold point already was).
         self.events = 0
         self.mixed = 0  # completed words with both letters and digits ("k0walczyk"): leet hints
+        self.hexpairs = 0  # completed words in a row that look like one hex byte: escape hints
 
     # ------------------------------------------------------------------ feeding
     def feed(self, text: str, raw_pos: int) -> bool:
@@ -221,6 +224,10 @@ class LexicalScanner:
         self._wtxt.append(w)
         if not w.isalpha() and not w.isdigit():
             self.mixed += 1
+        if w in _HEX_WORDS:
+            self.hexpairs += 1
+        elif self.hexpairs:
+            self.hexpairs = 0
         self._wflag.append(None)
         self._cand.append(self._wbase + len(self._ws) - 1)
         self._cur = -1

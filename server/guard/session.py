@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 from server.guard.config import GuardConfig
 from server.guard.encodings import DECODED, LEET, LEET_GATE, DecodedRuns
+from server.guard.escapes import IDLE_CHARS, EscapedBytes
 from server.guard.index import GuardIndex, Postings
 from server.guard.keys import GuardKeys
 from server.guard.scanner import LexicalScanner
@@ -28,6 +29,7 @@ from server.guard.values import GuardHit, GuardStep
 logger = logging.getLogger(__name__)
 _NOTHING = GuardStep("")
 _LEET_SYMBOLS = frozenset("@$|")
+_ESCAPE_MARKS = frozenset("%\\")
 _LEET_TAIL = 128  # released raw chars kept as leet context: > the entity window (80 letters)
 _PROMPT_TAIL = 256  # raw chars of the prompt kept as context: > n-1 words and a char gram
 
@@ -60,6 +62,10 @@ class GuardSession:
         self._mixed = 0  # the main scanner's mixed-word count when the leet view last looked
         self._tail = ""  # the last released chars, context for a leet view that starts later
         self._runs: DecodedRuns | None = None
+        # Byte escapes (%4A, \x4a, 0x4a, "4d:61:72"): a view started at % or \ or at two
+        # hex-pair words in a row, dropped once no escape was seen for a while.
+        self._esc_on = "escapes" in enc
+        self._esc: EscapedBytes | None = None
         if any(e in enc for e in DECODED):
             sink = _ViewSink(self, stages, flags, raw_at=lambda: self._runs.fed_end)
             self._runs = DecodedRuns(enc, config.encoded_min_chars, lambda: LexicalScanner(
@@ -114,6 +120,7 @@ class GuardSession:
         if not self._stopped:
             # The main view's last word may be the first mixed one: the leet view starts now.
             (self._scanner.finish(end) or (self._leet_on and self._feed_leet("", end, final=True))
+             or (self._esc is not None and self._esc.finish(end))
              or (self._runs is not None and self._runs.finish(end)))
         return self._step(final=True)
 
@@ -127,9 +134,30 @@ class GuardSession:
         if self._leet_on and (self._leet is not None or sc.mixed != self._mixed
                               or not _LEET_SYMBOLS.isdisjoint(delta)) and self._feed_leet(delta, start):
             return
+        if self._esc_on and (self._esc is not None or sc.hexpairs >= 2
+                             or not _ESCAPE_MARKS.isdisjoint(delta)) and self._feed_esc(delta, start):
+            return
         if self._runs is not None:
             self._runs.feed(delta, start)
 
+    def _feed_esc(self, delta: str, start: int) -> bool:
+        """Like the leet view: starts from the released tail and the held text, then follows
+        the stream until no escape was seen for IDLE_CHARS raw chars."""
+        ev = self._esc
+        if ev is None:
+            ev = self._esc = EscapedBytes(LexicalScanner(
+                self._index, self._keys, self._cfg.n, self._cfg.char_gram,
+                self._cfg.max_word_chars, 1 << 30, _ViewSink(self, self._stages, self._flags)))
+            tail = self._tail[-_LEET_TAIL:]
+            context = tail + self._raw[:len(self._raw) - len(delta)]
+            if context and ev.feed(context, self._raw_pos - len(tail)):
+                return True
+        if ev.feed(delta, start):
+            return True
+        if start + len(delta) - ev.last_escape > IDLE_CHARS:
+            self._esc = None
+            return ev.finish(start + len(delta))
+        return False
     def _feed_leet(self, delta: str, start: int, final: bool = False) -> bool:
         """The leet view runs only near leet (elsewhere it would see what the main view sees). It
         starts from the held text — the main hold keeps every word start that a gram through the
@@ -168,6 +196,7 @@ class GuardSession:
     def _rescan(self) -> None:
         (self._scanner.rescan(self._hold())
          or (self._leet is not None and self._leet.rescan(self._leet.hold_from()))
+         or (self._esc is not None and self._esc.scanner.rescan(self._esc.scanner.hold_from()))
          or (self._runs is not None and self._runs.rescan()))
 
     @property
@@ -235,6 +264,8 @@ class GuardSession:
             h = lv.hold_from()
             if h < lv.nchars:
                 cut = min(cut, lv.raw_of(h))
+        if self._esc is not None:
+            cut = min(cut, self._esc.hold_raw())
         if self._runs is not None:
             cut = min(cut, self._runs.hold_raw())
         return cut
@@ -267,7 +298,7 @@ class GuardSession:
         self._raw_pos = cut
         if text:
             self._redacting = False
-            if self._leet_on:
+            if self._leet_on or self._esc_on:
                 tail = self._tail + text
                 self._tail = tail if len(tail) < 2 * _LEET_TAIL else tail[-_LEET_TAIL:]
         out, self._pending = self._pending + text, ""

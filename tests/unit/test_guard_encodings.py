@@ -8,9 +8,12 @@ long benign encoded runs, digits still matching as digits, and the config switch
 from __future__ import annotations
 
 import base64
+import hashlib
 import binascii
 import codecs
 import random
+import urllib.parse
+import uuid
 
 import pytest
 
@@ -158,3 +161,61 @@ def test_invalid_or_truncated_runs_do_not_break_the_stream(guard: LeakageGuard) 
         released, hit, stopped = stream(guard, f"x {junk} y")
         assert hit is None and released == f"x {junk} y"
     assert binascii  # (imported for readers: the decoders use binascii)
+
+
+# ---------------------------------------------------------------------------- escapes, offsets
+def _hex_pairs(text: str, sep: str, fmt: str = "{:02x}") -> str:
+    return sep.join(fmt.format(b) for b in text.encode())
+
+
+ESCAPED = {
+    "hex pairs with colons": lambda t: _hex_pairs(t, ":"),
+    "hex pairs with spaces": lambda t: _hex_pairs(t, " "),
+    "hex pairs with dashes, upper case": lambda t: _hex_pairs(t, "-", "{:02X}"),
+    "backslash-x escapes": lambda t: _hex_pairs(t, "", "\\x{:02x}"),
+    "0x bytes with spaces": lambda t: _hex_pairs(t, " ", "0x{:02x}"),
+    "0x bytes with commas": lambda t: _hex_pairs(t, ", ", "0x{:02X}"),
+    "url-encoded, every byte": lambda t: _hex_pairs(t, "", "%{:02X}"),
+    "url-encoded, mixed with letters": lambda t: urllib.parse.quote(t),
+}
+
+
+@pytest.mark.parametrize("name", list(ESCAPED))
+def test_escaped_bytes_are_blocked_at_every_split(guard: LeakageGuard, name: str) -> None:
+    output = PREFIX + ESCAPED[name](PASSAGE)
+    for i in range(0, len(output) + 1, 7):
+        released, hit, stopped = run_chunks(guard, [output[:i], output[i:]])
+        assert stopped and hit is not None and hit.forget_id == "forget-1", (name, i)
+        _assert_nothing_encoded_left(released)
+
+
+@pytest.mark.parametrize("name", list(ESCAPED))
+def test_escaped_benign_text_passes(guard: LeakageGuard, name: str) -> None:
+    output = PREFIX + ESCAPED[name](OTHER_BIO) + " Done."
+    released, hit, stopped = stream(guard, output, chunk=4)
+    assert hit is None and released == output
+
+
+def test_hex_digests_uuids_and_percentages_pass(guard: LeakageGuard) -> None:
+    digest = hashlib.sha256(PASSAGE.encode()).hexdigest()
+    for text in (f"sha256 {digest}", f"sha256 {_hex_pairs(digest[:32], ':')}",
+                 f"id {uuid.UUID(int=0x4D61727461204B6F77616C637A796B21)}",
+                 "MAC 4d:61:72:74:61:20 and 50% of 0x7f values; be ad de", "%zz %4 \\x \\xZZ 0x"):
+        released, hit, stopped = stream(guard, text, chunk=4)
+        assert hit is None and released == text, text
+
+
+@pytest.mark.parametrize("cut", range(8))
+def test_misaligned_base64_is_decoded_from_every_offset(guard: LeakageGuard, cut: int) -> None:
+    """A blob cut mid-group (quoted from the middle, or glued to a word) still decodes."""
+    blob = base64.b64encode(("Notes, page four. " + PASSAGE).encode()).decode()
+    for output in (PREFIX + blob[cut:], "data:text" + blob[cut:]):
+        released, hit, stopped = stream(guard, output, chunk=4)
+        assert stopped and hit is not None, (cut, output[:20])
+
+
+@pytest.mark.parametrize("cut", range(4))
+def test_misaligned_benign_base64_passes(guard: LeakageGuard, cut: int) -> None:
+    blob = base64.b64encode(("Notes, page four. " + OTHER_BIO).encode()).decode()[cut:]
+    released, hit, stopped = stream(guard, blob, chunk=4)
+    assert hit is None and released == blob
