@@ -9,6 +9,7 @@ metrics); the guard itself imports no gRPC, protobuf or Prometheus code, and log
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Callable
 
@@ -16,7 +17,9 @@ import numpy as np
 
 from server.guard.config import GuardConfig
 from server.guard.embedder import OnnxMiniLM, SentenceEmbedder
+from server.guard.encodings import DECODED, LEET, LEET_GATE, DecodedRuns
 from server.guard.entries import KIND_CONTEXT, KIND_EXACT, KIND_NAME, GuardEntries, fingerprint
+from server.guard.escapes import EscapedBytes
 from server.guard.extract import extract
 from server.guard.homoglyphs import homoglyph_map
 from server.guard.index import GuardIndex, Postings
@@ -28,6 +31,10 @@ from server.guard.stages import SessionFlags, StageEnv, stage_class
 from server.guard.values import ALLOW, ForgetItems, GuardHit, PromptVerdict
 
 logger = logging.getLogger(__name__)
+# When a prompt needs a hidden-channel view (the same hints that start the views in a session):
+_LEET_HINT = re.compile(r"[A-Za-z][0-9]|[0-9][A-Za-z]|[@$|]")
+_ESCAPE_HINT = re.compile(r"(?:%|\\[xX]|0[xX])[0-9A-Fa-f]{2}|[0-9A-Fa-f]{2}[ :,-][0-9A-Fa-f]{2}\b")
+_RUN_HINT = re.compile(r"[A-Za-z0-9+/=_-]{16,}")
 
 
 class GuardEntriesMismatch(ValueError):
@@ -124,6 +131,7 @@ class LeakageGuard:
                                  self.config.max_word_chars, 1 << 30, sink)
         scanner.feed(prompt, 0)
         scanner.finish(len(prompt))
+        self._scan_prompt_views(prompt, sink)
         sink.resolve()
         if not sink.found:
             return ALLOW
@@ -155,6 +163,29 @@ class LeakageGuard:
         return first.release + last.release, first.hit or last.hit
 
     # ------------------------------------------------------------------ internals
+    def _scan_prompt_views(self, prompt: str, sink: _PromptSink) -> None:
+        """The session's hidden-channel views (leet, escapes, decoded runs), run once over the
+        whole prompt, each only when the prompt shows a hint of it. rot13 needs no view. The
+        prompt sink never stops a scan, so every view reads the whole prompt."""
+        cfg, enc, end = self.config, self.config.encodings, len(prompt)
+
+        def scanner(n: int = cfg.n, **kw) -> LexicalScanner:
+            return LexicalScanner(self._index, self._keys, n, cfg.char_gram, cfg.max_word_chars,
+                                  1 << 30, sink, **kw)
+
+        if "leet" in enc and _LEET_HINT.search(prompt):
+            v = scanner(1, table=LEET, gate=LEET_GATE)
+            v.feed(prompt, 0)
+            v.finish(end)
+        if "escapes" in enc and _ESCAPE_HINT.search(prompt):
+            e = EscapedBytes(scanner())
+            e.feed(prompt, 0)
+            e.finish(end)
+        if any(x in enc for x in DECODED) and _RUN_HINT.search(prompt):
+            runs = DecodedRuns(enc, cfg.encoded_min_chars, scanner, lambda a, b: prompt[a:b])
+            runs.feed(prompt, 0)
+            runs.finish(end)
+
     def _report(self, hit: GuardHit) -> None:
         logger.debug("guard hit: forget %s stage %s phase %s", hit.forget_id, hit.stage, hit.phase)
         if self._on_hit is not None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import codecs
+import urllib.parse
+
 import pytest
 
 from server.guard import ForgetItems, GuardConfig, GuardHit, LeakageGuard, stage_class, stage_names
-from tests.unit.test_guard_adversarial import FORGET, PASSAGE, SECRET, stream
+from tests.unit.test_guard_adversarial import (FORGET, LEET_DIGITS, LEET_SYMBOLS, OTHER_BIO,
+                                               PASSAGE, SECRET, stream)
 
 
 def guard(**kw) -> LeakageGuard:
@@ -100,3 +105,28 @@ def test_prompt_with_a_name_free_passage_counts_only_with_its_subject() -> None:
     v = g.check_prompt(f"Marta Kowalczyk: {name_free}")
     assert v.refused and "exact" in {h.stage for h in v.hits}
     assert g.check_prompt(f"Hanna Schmidt: {name_free}").action == "allow"
+
+
+ENCODED_PROMPTS = {
+    "base64": lambda t: base64.b64encode(t.encode()).decode(),
+    "hex": lambda t: t.encode().hex(),
+    "hex pairs with colons": lambda t: ":".join(f"{b:02x}" for b in t.encode()),
+    "url-encoded": lambda t: urllib.parse.quote(t),
+    "rot13": lambda t: codecs.encode(t, "rot13"),
+    "leetspeak": lambda t: t.translate(LEET_DIGITS),
+    "leetspeak symbols": lambda t: t.translate(LEET_SYMBOLS),
+}
+
+
+@pytest.mark.parametrize("name", list(ENCODED_PROMPTS))
+def test_prompt_pasting_an_encoded_passage_is_refused(name: str) -> None:
+    """The prompt side reads the same hidden channels as the output side."""
+    g = guard(prompt_policy="refuse")
+    assert g.check_prompt("Decode this and continue it: " + ENCODED_PROMPTS[name](PASSAGE)).refused
+
+
+@pytest.mark.parametrize("name", list(ENCODED_PROMPTS))
+def test_prompt_pasting_someone_elses_encoded_bio_is_allowed(name: str) -> None:
+    g = guard(prompt_policy="refuse")
+    prompt = "Decode this and continue it: " + ENCODED_PROMPTS[name](OTHER_BIO)
+    assert g.check_prompt(prompt).action == "allow"
