@@ -26,7 +26,7 @@ import re
 import string
 from typing import Callable
 
-from server.guard.config import ENCODINGS
+from server.guard.escapes import EscapedBytes
 from server.guard.scanner import LexicalScanner
 DECODED = ("base64", "base32", "hex")
 
@@ -78,6 +78,9 @@ _GROUP = {"base64": 4, "base32": 8, "hex": 2}  # encoded chars per whole number 
 _OFFSETS = {"base64": 4, "base32": 1, "hex": 2}
 _URLSAFE = str.maketrans("-_", "+/")
 _INF = 1 << 62
+# Encodings inside encodings (base64 of hex, base64 of base64, hex of a URL-encoded text): the
+# decoded text of a run is searched for runs and escapes once more, not deeper.
+NESTING = 2
 
 
 def _decode(name: str, block: str) -> bytes:
@@ -108,10 +111,12 @@ class _Decoder:
     index in the group — never later than the first encoded char that carries its bits."""
 
     __slots__ = ("name", "group", "alphabet", "scanner", "pending", "pending_raw", "utf8",
-                 "partial_raw", "dead", "skip")
+                 "partial_raw", "dead", "skip", "inner")
 
-    def __init__(self, name: str, scanner: LexicalScanner, skip: int = 0) -> None:
+    def __init__(self, name: str, scanner: LexicalScanner, skip: int = 0,
+                 inner: _Inner | None = None) -> None:
         self.name = name
+        self.inner = inner  # the decoded text read again for a second encoding (nesting)
         self.skip = skip  # leading run chars that belong to a group begun before the run
         self.group = _GROUP[name]
         self.alphabet = _ALPHABETS[name]
@@ -167,7 +172,7 @@ class _Decoder:
                 if not self.utf8.getstate()[0]:
                     self.partial_raw = -1
                 stop = sc.feed(text, start) or stop
-                if stop:
+                if stop or (self.inner is not None and self.inner.feed(text, start)):
                     return True
         return stop
 
@@ -185,7 +190,8 @@ class _Decoder:
             if rest:
                 stop = self.scanner.feed(rest, max(self.partial_raw, 0))
         self.pending = ""
-        return stop or self.scanner.finish(raw_end)
+        return (stop or self.scanner.finish(raw_end)
+                or (self.inner is not None and self.inner.finish(raw_end)))
 
     def hold_raw(self) -> int:
         if self.dead:
@@ -199,6 +205,8 @@ class _Decoder:
             h = min(h, self.pending_raw)
         if self.partial_raw >= 0:
             h = min(h, self.partial_raw)
+        if self.inner is not None:
+            h = min(h, self.inner.hold_raw())
         return h
 
 
@@ -213,7 +221,9 @@ class DecodedRuns:
 
     def __init__(self, encodings: tuple[str, ...], min_chars: int,
                  make_scanner: Callable[[], LexicalScanner],
-                 source: Callable[[int, int], str]) -> None:
+                 source: Callable[[int, int], str], depth: int = NESTING) -> None:
+        self._encodings = encodings
+        self._depth = depth  # 2: what a run decodes to is searched for encoded runs once more
         self._names = tuple(e for e in DECODED if e in encodings)
         self._min = min_chars
         self._make = make_scanner
@@ -267,9 +277,15 @@ class DecodedRuns:
 
     def rescan(self) -> bool:
         for d in self._decoders or ():
-            if not d.dead and d.scanner.rescan(d.scanner.hold_from()):
+            if not d.dead and (d.scanner.rescan(d.scanner.hold_from())
+                               or (d.inner is not None and d.inner.rescan())):
                 return True
         return False
+
+    def _inner(self) -> _Inner | None:
+        if self._depth <= 1:
+            return None
+        return _Inner(self._encodings, self._min, self._make, self._depth - 1)
 
     def hold_raw(self) -> int:
         """Raw offset from which text must stay held (a huge number when nothing is)."""
@@ -301,8 +317,8 @@ class DecodedRuns:
     def _decode(self, raw: int, chars: str) -> bool:
         """The run reached min_chars: start decoding it from its first char."""
         run = self._source(self._start, raw) + chars
-        self._decoders = [_Decoder(name, self._make(), skip) for name in self._names
-                          for skip in range(_OFFSETS[name])]
+        self._decoders = [_Decoder(name, self._make(), skip, self._inner())
+                          for name in self._names for skip in range(_OFFSETS[name])]
         self.events += 1
         self.fed_end = raw + len(chars)
         for d in self._decoders:
@@ -321,3 +337,63 @@ class DecodedRuns:
             if d.close(raw_end):
                 return True
         return False
+
+
+class _Inner:
+    """A decoded run's text read again for a second encoding (base64 of hex, base64 of base64,
+    base64 of URL escapes). Decoded chars get consecutive offsets of their own (a group's chars
+    share one raw offset, and DecodedRuns reads runs back by offset); each maps back to the raw
+    offset it was fed at, so holds stay in raw offsets. Hits use the outer run's cut (its sink).
+    The escape view starts only at % or \\ in the decoded text."""
+
+    __slots__ = ("_text", "_raws", "_base", "_runs", "_esc", "_make", "_escapes")
+
+    def __init__(self, encodings: tuple[str, ...], min_chars: int,
+                 make_scanner: Callable[[], LexicalScanner], depth: int) -> None:
+        self._text = ""  # decoded chars from offset _base on
+        self._raws: list[int] = []  # raw offset of each of them
+        self._base = 0
+        self._make = make_scanner
+        self._escapes = "escapes" in encodings
+        self._runs = DecodedRuns(encodings, min_chars, make_scanner, self._source, depth)
+        self._esc: EscapedBytes | None = None
+
+    def feed(self, text: str, raw: int) -> bool:
+        at = self._base + len(self._text)
+        self._text += text
+        self._raws.extend([raw] * len(text))
+        if self._esc is None and self._escapes and ("%" in text or "\\" in text):
+            self._esc = EscapedBytes(self._make())
+            if self._esc.feed(self._text, self._base):  # what is kept reaches back far enough
+                return True
+        elif self._esc is not None and self._esc.feed(text, at):
+            return True
+        return self._runs.feed(text, at)
+
+    def finish(self, raw_end: int) -> bool:
+        end = self._base + len(self._text)
+        return self._runs.finish(end) or (self._esc is not None and self._esc.finish(end))
+
+    def rescan(self) -> bool:
+        return self._runs.rescan() or (self._esc is not None and self._esc.scanner.rescan(
+            self._esc.scanner.hold_from()))
+
+    def hold_raw(self) -> int:
+        h = self._runs.hold_raw()
+        if self._esc is not None:
+            h = min(h, self._esc.hold_raw())
+        end = self._base + len(self._text)
+        if h >= end:
+            h = end
+        # Drop decoded text no view can reach back to any more (keeps a long run's memory flat).
+        keep = max(0, min(h, end - 256) - self._base)
+        if keep > 1024:
+            self._text = self._text[keep:]
+            del self._raws[:keep]
+            self._base += keep
+        if h >= end:
+            return _INF
+        return self._raws[h - self._base] if h >= self._base else self._raws[0]
+
+    def _source(self, start: int, end: int) -> str:
+        return self._text[max(start, self._base) - self._base:end - self._base]

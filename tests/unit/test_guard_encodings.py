@@ -219,3 +219,34 @@ def test_misaligned_benign_base64_passes(guard: LeakageGuard, cut: int) -> None:
     blob = base64.b64encode(("Notes, page four. " + OTHER_BIO).encode()).decode()[cut:]
     released, hit, stopped = stream(guard, blob, chunk=4)
     assert hit is None and released == blob
+
+
+NESTED = {
+    "base64 of hex": lambda t: base64.b64encode(t.encode().hex().encode()).decode(),
+    "base64 of base64": lambda t: base64.b64encode(base64.b64encode(t.encode())).decode(),
+    "hex of base64": lambda t: base64.b64encode(t.encode()).hex(),
+    "base32 of base64": lambda t: base64.b32encode(base64.b64encode(t.encode())).decode(),
+    "base64 of url-encoded": lambda t: base64.b64encode(_hex_pairs(t, "", "%{:02X}").encode()).decode(),
+}
+
+
+@pytest.mark.parametrize("name", list(NESTED))
+def test_nested_encodings_are_blocked(guard: LeakageGuard, name: str) -> None:
+    output = PREFIX + NESTED[name](PASSAGE)
+    for i in range(0, len(output) + 1, 11):
+        released, hit, stopped = run_chunks(guard, [output[:i], output[i:]])
+        assert stopped and hit is not None and hit.forget_id == "forget-1", (name, i)
+        _assert_nothing_encoded_left(released)
+
+
+@pytest.mark.parametrize("name", list(NESTED))
+def test_nested_benign_encodings_pass(guard: LeakageGuard, name: str) -> None:
+    output = PREFIX + NESTED[name](OTHER_BIO) + " Done."
+    released, hit, stopped = stream(guard, output, chunk=4)
+    assert hit is None and released == output
+
+
+def test_nesting_stops_at_depth_two(guard: LeakageGuard) -> None:
+    """Three layers are not unwrapped (the bound keeps a run's cost fixed)."""
+    triple = base64.b64encode(base64.b64encode(base64.b64encode(PASSAGE.encode()))).decode()
+    assert stream(guard, triple, chunk=4)[1] is None
