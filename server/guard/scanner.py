@@ -217,19 +217,31 @@ class LexicalScanner:
 
     # ------------------------------------------------------------------ words and sentences
     def _end_word(self, raw_at: int) -> bool:
-        self._ws.append(self._cur)
+        a, base, ws = self._cur, self._cbase, self._ws
+        ws.append(a)
         self._wraw.append(self._cur_raw)
         self._we.append(self._nchars)
-        w = self._cbuf[self._cur - self._cbase:]
+        w = self._cbuf[a - base:]
         self._wtxt.append(w)
-        if not w.isalpha() and not w.isdigit():
+        if not (w.isalpha() or w.isdigit()):
             self.mixed += 1
         if w in _HEX_WORDS:
             self.hexpairs += 1
         elif self.hexpairs:
             self.hexpairs = 0
-        self._wflag.append(None)
-        self._cand.append(self._wbase + len(self._ws) - 1)
+        if not self._index.short_lengths:
+            self._wflag.append(None)  # asked by a re-check once short entries exist
+        elif len(w) >= PREFIX_CHARS:
+            # Which short entries start with this word's letters, and how long are they? Asked
+            # here, once; `_ends` marks where such an entry would end.
+            p3 = w[:PREFIX_CHARS]
+            mask = self._index.prefix.get(self._short_get(p3) or self._short(p3), 0)
+            self._wflag.append(mask)
+            if mask:
+                self._ends |= mask << (a - base)
+        else:  # a 1-2 letter word: asked once later words bring enough letters ("J o h n")
+            self._wflag.append(None)
+            self._cand.append(self._wbase + len(ws) - 1)
         self._cur = -1
         self.events += 1
         j = len(self._ws) - 1
@@ -315,9 +327,16 @@ class LexicalScanner:
                 self._ends = ends_at
             if not ends_at >> (e - base) & 1:
                 return found or None
-        # Some short entry may end here: visit the word starts it could begin at.
-        ends = -1  # lengths of short entries ending like word j; asked once, when first needed
-        for k in range(bisect_right(ws, e - C, 0, j + 1), j + 1):
+        # Some short entry may end here. Which lengths end with these letters? Then visit only
+        # the word starts at those distances.
+        if e - base < PREFIX_CHARS:
+            return found or None
+        s3 = cb[e - base - PREFIX_CHARS:e - base]
+        ends = index.suffix.get(short_get(s3) or short(s3), 0)
+        if not ends:
+            return found or None
+        longest, shortest = ends.bit_length() - 1, (ends & -ends).bit_length() - 1
+        for k in range(bisect_left(ws, e - longest, 0, j + 1), bisect_right(ws, e - shortest, 0, j + 1)):
             a = ws[k]
             L = e - a
             mask = flags[k]
@@ -326,12 +345,7 @@ class LexicalScanner:
                     continue
                 p3 = cb[a - base:a - base + PREFIX_CHARS]
                 mask = flags[k] = prefix.get(short_get(p3) or short(p3), 0)
-            if mask >> L & 1:
-                if ends < 0:
-                    s3 = cb[e - base - PREFIX_CHARS:e - base]
-                    ends = index.suffix.get(short_get(s3) or short(s3), 0)
-                if not ends >> L & 1:
-                    continue
+            if (mask & ends) >> L & 1:
                 h = ck()
                 h.update(cb[a - base:e - base].encode())  # the whole span up to the end of word j
                 p = table.get(h.digest())
