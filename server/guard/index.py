@@ -54,6 +54,9 @@ class GuardIndex:
         # the scanner hashes a span only if some entry starts and ends like it and is that long.
         self.prefix: dict[bytes, int] = {}
         self.suffix: dict[bytes, int] = {}
+        # The same suffix masks with bit (char_gram - length) set instead of bit length: shifted
+        # to a word end, they mark the positions where such an entry would have to start.
+        self.suffix_starts: dict[bytes, int] = {}
         self._masks = {VIEW_PREFIX: self.prefix, VIEW_SUFFIX: self.suffix}
         self._tables = {VIEW_WORD: self.word, VIEW_CHAR: self.char}
         self.word_lengths: frozenset[int] = frozenset()
@@ -149,6 +152,8 @@ class GuardIndex:
             masks = self._masks[view]
             if self._mask_counts[(view, digest, length)] == 0:
                 masks[digest] = masks.get(digest, 0) | (1 << length)
+                if view == VIEW_SUFFIX:
+                    self._set_starts(digest)
             self._mask_counts[(view, digest, length)] += 1
             return
         table = self._tables[view]
@@ -174,6 +179,8 @@ class GuardIndex:
                     masks[digest] = mask
                 else:
                     masks.pop(digest, None)
+                if view == VIEW_SUFFIX:
+                    self._set_starts(digest)
             return
         table = self._tables[view]
         old = table.get(digest)
@@ -187,6 +194,13 @@ class GuardIndex:
         self._lengths[(view, length)] -= 1
         if self._lengths[(view, length)] <= 0:
             del self._lengths[(view, length)]
+
+    def _set_starts(self, digest: bytes) -> None:
+        mask, C = self.suffix.get(digest, 0), self.char_gram
+        if mask:
+            self.suffix_starts[digest] = sum(1 << (C - ln) for ln in range(C) if mask >> ln & 1)
+        else:
+            self.suffix_starts.pop(digest, None)
 
     def _drop_rows(self, rows: list[int]) -> None:
         for r in rows:

@@ -65,7 +65,7 @@ class ScanSink(Protocol):
 
 class LexicalScanner:
     __slots__ = ("_index", "_wk", "_ck", "_n", "_C", "_max_word", "_max_sent", "_sink",
-                 "_cbuf", "_cbase", "_wraw", "_cur_raw", "_ws", "_we", "_wtxt", "_wflag", "_cand", "_ends", "_wbase",
+                 "_cbuf", "_cbase", "_wraw", "_cur_raw", "_ws", "_we", "_wtxt", "_wflag", "_cand", "_ends", "_starts", "_wbase",
                  "_cur", "_nchars", "_sent_word", "_sent_char", "_term", "checking", "events",
                  "_table", "_gate", "_gate_at", "mixed", "hexpairs", "_short", "_short_get")
 
@@ -105,6 +105,7 @@ class LexicalScanner:
         # Bit i set: a short entry whose prefix matches a retained word start would end at char
         # _cbase + i (start + one of its lengths). Stale bits only cost a visit.
         self._ends = 0
+        self._starts = 0  # bit i set: a word start at char _cbase + i with a nonzero prefix mask
         self._wbase = 0  # absolute index of the word _ws[0]
         self._cur = -1  # start char of the word in progress; -1 between words
         self._cur_raw = -1  # its raw offset
@@ -239,6 +240,7 @@ class LexicalScanner:
             self._wflag.append(mask)
             if mask:
                 self._ends |= mask << (a - base)
+                self._starts |= 1 << (a - base)
         else:  # a 1-2 letter word: asked once later words bring enough letters ("J o h n")
             self._wflag.append(None)
             self._cand.append(self._wbase + len(ws) - 1)
@@ -323,12 +325,31 @@ class LexicalScanner:
                         mask = flags[k] = prefix.get(short_get(p3) or short(p3), 0)
                     if mask:
                         ends_at |= mask << (a - base)
+                        self._starts |= 1 << (a - base)
                 self._cand = keep
                 self._ends = ends_at
-            if not ends_at >> (e - base) & 1:
+            if not ends_at >> (e - base) & 1 or e - base < PREFIX_CHARS:
                 return found or None
-        # Some short entry may end here. Which lengths end with these letters? Then visit only
-        # the word starts at those distances.
+            # Which lengths end with these letters? Their start positions, against the word
+            # starts whose prefix fits some entry: usually none or one is left to hash.
+            s3 = cb[e - base - PREFIX_CHARS:e - base]
+            starts = index.suffix_starts.get(short_get(s3) or short(s3), 0)
+            shift = e - base - C
+            hits = (starts << shift if shift >= 0 else starts >> -shift) & self._starts
+            while hits:
+                low = hits & -hits
+                hits ^= low
+                a = base + low.bit_length() - 1
+                L = e - a
+                if flags[bisect_left(ws, a, 0, j + 1)] >> L & 1:
+                    h = ck()
+                    h.update(cb[a - base:e - base].encode())
+                    p = table.get(h.digest())
+                    if p:
+                        found.append(p)
+            return found or None
+        # Re-check: prefix answers were reset, so visit every word start at a length that ends
+        # with these letters.
         if e - base < PREFIX_CHARS:
             return found or None
         s3 = cb[e - base - PREFIX_CHARS:e - base]
@@ -368,6 +389,7 @@ class LexicalScanner:
         if drop > 0:
             self._cbuf = self._cbuf[drop:]
             self._ends >>= drop
+            self._starts >>= drop
             self._cbase += drop
 
     # ------------------------------------------------------------------ queries
@@ -377,6 +399,7 @@ class LexicalScanner:
         lo = self._nchars - self._C
         self._cand = [self._wbase + k for k, a in enumerate(self._ws) if a > lo]
         self._ends = 0
+        self._starts = 0
         for j in range(len(self._ws)):
             if self._we[j] > from_char:
                 postings = self._lookup(j, fast=False)

@@ -103,7 +103,8 @@ class ExactStage(OutputFilter):
                 # A template gram can belong to thousands of forgets: walk the few subjects in
                 # context (named by the prompt or earlier output, or by this very word) instead.
                 if context is None:
-                    context = flags.context.union(*(q[KIND_NAME] for q in found))
+                    names = [q[KIND_NAME] for q in found if q[KIND_NAME]]
+                    context = flags.context.union(*names) if names else flags.context
                 for fid in context:
                     if fid in owners:
                         return fid
