@@ -76,6 +76,11 @@ _GROUP = {"base64": 4, "base32": 8, "hex": 2}  # encoded chars per whole number 
 # A run glued to a word ("b64TWFydGE"), or cut from a longer blob, starts mid-group: decode it
 # from each possible start too. base32 (rare in model output, 8 offsets) is decoded aligned only.
 _OFFSETS = {"base64": 4, "base32": 1, "hex": 2}
+# Bytes no UTF-8 text contains (C0 controls but tab / newlines / CR, DEL, C0, C1, F5-FF): 17 % of
+# noise, none of text. A shifted decoder with more than 5 % of them in 48+ bytes is reading noise.
+_NOT_IN_TEXT = bytes(range(9)) + b"\x0b\x0c" + bytes(range(0x0E, 0x20)) + b"\x7f\xc0\xc1" + \
+    bytes(range(0xF5, 0x100))
+_NOISE_AFTER = 48
 _URLSAFE = str.maketrans("-_", "+/")
 _INF = 1 << 62
 # Encodings inside encodings (base64 of hex, base64 of base64, hex of a URL-encoded text): the
@@ -111,13 +116,17 @@ class _Decoder:
     index in the group — never later than the first encoded char that carries its bits."""
 
     __slots__ = ("name", "group", "alphabet", "scanner", "pending", "pending_raw", "utf8",
-                 "partial_raw", "dead", "skip", "inner")
+                 "partial_raw", "dead", "skip", "inner", "shifted", "seen", "bad")
 
     def __init__(self, name: str, scanner: LexicalScanner, skip: int = 0,
                  inner: _Inner | None = None) -> None:
         self.name = name
         self.inner = inner  # the decoded text read again for a second encoding (nesting)
         self.skip = skip  # leading run chars that belong to a group begun before the run
+        # A decoder reading the run at the wrong offset turns text into noise: once it has shown
+        # bytes that no UTF-8 text contains, it stops (the aligned one never does).
+        self.shifted = skip > 0
+        self.seen = self.bad = 0
         self.group = _GROUP[name]
         self.alphabet = _ALPHABETS[name]
         self.scanner = scanner
@@ -157,6 +166,12 @@ class _Decoder:
         except (binascii.Error, ValueError):
             self.dead = True  # not valid in this encoding after all
             return False
+        if self.shifted:
+            self.seen += len(data)
+            self.bad += len(data) - len(data.translate(None, _NOT_IN_TEXT))
+            if self.seen >= _NOISE_AFTER and self.bad * 20 > self.seen:
+                self.dead = True
+                return False
         sc, g = self.scanner, self.group
         stop = False
         # bytes per group: base64 3, base32 5, hex 1 — feed group by group so offsets stay honest
@@ -308,6 +323,9 @@ class DecodedRuns:
             if d.push(chars, raw):
                 return True
         if self._scanner_events() != before:  # a decoded word ended: the hold may move
+            self.events += 1
+        if any(d.dead for d in self._decoders):  # wrong alphabet or noise: no longer asked
+            self._decoders = [d for d in self._decoders if not d.dead]
             self.events += 1
         return False
 

@@ -24,7 +24,7 @@ _ONE = re.compile(r"(?:0[xX]|%|\\[xX])?([0-9A-Fa-f]{2})")
 # Escapes inside a longer token: "Marta%20Kowalczyk", "\x4d\x61".
 _INNER = re.compile(r"(?:%|\\[xX])([0-9A-Fa-f]{2})")
 _SEPARATORS = frozenset(" :,-")
-_TOKEN_MAX = 256  # a longer token is passed through in pieces: the hold stays bounded
+_TOKEN_MAX = 24  # a longer token is decoded in pieces: bounded work per push and hold
 IDLE_CHARS = 256  # raw chars without an escape after which the view stops
 _INF = 1 << 62
 
@@ -52,9 +52,9 @@ class EscapedBytes:
                 if c == "%" or c == "\\":
                     self.last_escape = raw + i  # keeps the view while a long token forms
                 self._tok += c
-                if len(self._tok) >= _TOKEN_MAX and self._token():
+                if len(self._tok) >= _TOKEN_MAX and self._cut_token():
                     return True
-            elif self._token() or self._other(c, raw + i):
+            elif self._token(c) or self._other(c, raw + i):
                 return True
         return False
 
@@ -73,13 +73,28 @@ class EscapedBytes:
         return h
 
     # ------------------------------------------------------------------ internals
-    def _token(self) -> bool:
+    def _cut_token(self) -> bool:
+        """A long token (URL-encoded text has no separators): decode it up to its last escape,
+        which may still be incomplete, so the work per push and the hold stay small."""
+        tok, at = self._tok, self._tok_raw
+        cut = max(tok.rfind("%"), tok.rfind("\\"))
+        if cut <= 0:
+            cut = len(tok)
+        self._tok = tok[:cut]
+        stop = self._token()
+        self._tok, self._tok_raw = tok[cut:], at + cut
+        return stop
+
+    def _token(self, after: str = "") -> bool:
+        """Decode the finished token; `after` is the char that ended it. A bare pair ("4d")
+        counts as a byte only between separators ("4d:61", "4d 61"), not inside other text
+        (base64's "ab/cd")."""
         tok, at = self._tok, self._tok_raw
         if not tok:
             return False
         self._tok = ""
         m = _ONE.fullmatch(tok)
-        if m is not None:
+        if m is not None and (len(tok) > 2 or self._sep or after in _SEPARATORS):
             self.last_escape = at
             self._sep = ""  # the separator between two byte tokens is dropped
             return self._bytes(bytes.fromhex(m.group(1)), at)

@@ -28,6 +28,7 @@ from server.guard.keys import GuardKeys
 from server.guard.normalize import LINE_BREAKS, SENTENCE_END, fold_char
 
 _WORD, _SEP, _END, _SPACE, _BREAK = 0, 1, 2, 3, 4
+NOTHING_HELD = 1 << 62  # hold_raw() when no char needs holding
 _CLASS: dict[str, int] = {}
 
 
@@ -422,6 +423,22 @@ class LexicalScanner:
             if k < m and ws[k] < h:
                 h = ws[k]
         return h
+
+    def hold_raw(self) -> int:
+        """Raw offset of `hold_from()`, NOTHING_HELD when it is past the text: the per-step form
+        (one call, no search for the raw offset)."""
+        ws = self._ws
+        m = len(ws)
+        cur = self._cur
+        ref = cur if cur >= 0 else self._nchars
+        # Word starts ascend, so the earliest of "the last n-1 words" and "starts within
+        # char_gram-1 chars" is the one with the lower index.
+        k = bisect_left(ws, ref - self._C + 1)
+        if self._n > 1 and m:
+            k = min(k, max(0, m - (self._n - 1)))
+        if k < m:
+            return self._wraw[k]
+        return self._cur_raw if cur >= 0 else NOTHING_HELD
 
     @property
     def gate_passed(self) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import logging
+import re
 from typing import Callable, Sequence
 
 from server.guard.config import GuardConfig
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 _NOTHING = GuardStep("")
 _LEET_SYMBOLS = frozenset("@$|")
 _ESCAPE_MARKS = frozenset("%\\")
+_HEX_PAIRS = re.compile(r"[0-9A-Fa-f]{2}[ :,-]{1,2}(?:0[xX])?[0-9A-Fa-f]{2}")  # "4d:61", "0x4d, 0x61"
 _LEET_TAIL = 128  # released raw chars kept as leet context: > the entity window (80 letters)
 _PROMPT_TAIL = 256  # raw chars of the prompt kept as context: > n-1 words and a char gram
 
@@ -134,8 +136,9 @@ class GuardSession:
         if self._leet_on and (self._leet is not None or sc.mixed != self._mixed
                               or not _LEET_SYMBOLS.isdisjoint(delta)) and self._feed_leet(delta, start):
             return
-        if self._esc_on and (self._esc is not None or sc.hexpairs >= 2
-                             or not _ESCAPE_MARKS.isdisjoint(delta)) and self._feed_esc(delta, start):
+        if self._esc_on and (self._esc is not None or not _ESCAPE_MARKS.isdisjoint(delta)
+                             or (sc.hexpairs >= 2 and _HEX_PAIRS.search(self._raw, len(self._raw) - 32))
+                             ) and self._feed_esc(delta, start):
             return
         if self._runs is not None:
             self._runs.feed(delta, start)
@@ -257,13 +260,13 @@ class GuardSession:
     def _hold_raw(self) -> int:
         """Raw offset from which nothing may be released yet: the earliest over all views."""
         sc = self._scanner
-        h = self._hold() if self._sentence else sc.hold_from()
-        cut = self._raw_end if h >= sc.nchars else sc.raw_of(h)
-        lv = self._leet
-        if lv is not None:
-            h = lv.hold_from()
-            if h < lv.nchars:
-                cut = min(cut, lv.raw_of(h))
+        if self._sentence:
+            h = self._hold()
+            cut = self._raw_end if h >= sc.nchars else sc.raw_of(h)
+        else:
+            cut = min(self._raw_end, sc.hold_raw())
+        if self._leet is not None:
+            cut = min(cut, self._leet.hold_raw())
         if self._esc is not None:
             cut = min(cut, self._esc.hold_raw())
         if self._runs is not None:
