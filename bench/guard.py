@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +110,7 @@ def lexical(sizes: list[int], n_tokens: int) -> list[dict]:
                                 for _ in range(20)))[:2000]
     rows = []
     guard = LeakageGuard(GuardConfig(semantic="off"), SECRET)
-    rows.append({"items": 0, **per_token(guard, toks)})
+    rows.append({"items": 0, **per_token(guard, toks), "load_average": os.getloadavg()[0]})
     done_people = 0
     for size in sizes:
         # One forget per person; 10 items = one person's 10 answers, no bio.
@@ -135,6 +136,7 @@ def lexical(sizes: list[int], n_tokens: int) -> list[dict]:
                "index_mb_added": mem / 2**20,
                "ledger_bytes_per_item": sum(len(e.to_bytes()) for e in entries) / max(1, min(size, n_new * ITEMS_PER_PERSON))}
         prompt = " ".join(text.split(" ")[:200])  # a 200-word prompt (prompt_policy "arm" scans it)
+        row["load_average"] = os.getloadavg()[0]  # shared machine: say how busy it was
         row["session_us"] = _timed(lambda: guard.session())
         row["session_with_200_word_prompt_us"] = _timed(lambda: guard.session(prompt))
         rows.append(row)
@@ -153,9 +155,13 @@ def encoding_overhead(n_tokens: int) -> list[dict]:
     text = " ".join(" ".join(outputs[p]) for p in holdout)
     plain = (tokens_of(text) * (1 + n_tokens // len(tokens_of(text))))[:n_tokens]
     b64 = base64.b64encode(text.encode()).decode()
+    colon_hex = ":".join(f"{b:02x}" for b in text.encode())
+    quoted = urllib.parse.quote(text)
     streams = {"plain text": plain,
                "leetspeak text": [t.translate(LEET) for t in plain],
-               "one base64 run": [b64[i:i + 4] for i in range(0, min(len(b64), 4 * n_tokens), 4)]}
+               "one base64 run": [b64[i:i + 4] for i in range(0, min(len(b64), 4 * n_tokens), 4)],
+               "hex pairs with colons": [colon_hex[i:i + 4] for i in range(0, min(len(colon_hex), 4 * n_tokens), 4)],
+               "url-encoded text": [quoted[i:i + 4] for i in range(0, min(len(quoted), 4 * n_tokens), 4)]}
     rows = []
     for enc in ((), GuardConfig().encodings):
         g = LeakageGuard(GuardConfig(semantic="off", encodings=enc), SECRET)
@@ -265,6 +271,10 @@ def false_positive_table(variants: list[tuple[int, int, bool]], n_forgotten: int
                                                  else "") for c in s),
            "one word per line": lambda s: "\n".join(s.split()),
            "base64": lambda s: base64.b64encode(s.encode()).decode(),
+           "base64 cut mid-group": lambda s: base64.b64encode(("Note: " + s).encode()).decode()[3:],
+           "base64 of base64": lambda s: base64.b64encode(base64.b64encode(s.encode())).decode(),
+           "hex pairs": lambda s: ":".join(f"{b:02x}" for b in s.encode()),
+           "url-encoded": lambda s: urllib.parse.quote(s),
            "rot13": lambda s: codecs.encode(s, "rot13"),
            "leetspeak": lambda s: s.translate(LEET)}
     rows = []
@@ -335,8 +345,9 @@ def markdown(report: dict) -> str:
          "## Per-token overhead, lexical stages (exact + entity, default config: hidden-channel views on), µs per push",
          "Best of 5 repetitions (median repetition's CPU p50 / p99 in brackets).\n",
          "| forgotten items | forgets | cpu p50 | cpu p99 | wall p50 | wall p99 | spaced-letters cpu p99 "
-         "| index MB | derive ms/forget | add ms/forget | ledger B/item | new session µs (200-word prompt) |",
-         "|" + "---|" * 12]
+         "| index MB | derive ms/forget | add ms/forget | ledger B/item | new session µs (200-word prompt) "
+         "| load average |",
+         "|" + "---|" * 13]
     mem = {m["items"]: m["index_mb"] for m in report["index_memory"]}
     for r in report["lexical"]:
         L.append(f"| {r['items']} {'(empty guard baseline)' if r['items'] == 0 else ''} | {r.get('forgets', 0)} "
@@ -345,7 +356,7 @@ def markdown(report: dict) -> str:
                  f"| {r.get('spaced_text_cpu_p99_us', 0):.1f} | {mem.get(r['items'], 0):.1f} "
                  f"| {r.get('derive_ms_per_forget', 0):.2f} | {r.get('add_ms_per_forget', 0):.2f} "
                  f"| {r.get('ledger_bytes_per_item', 0):.0f} | {r.get('session_us', 0):.0f} "
-                 f"({r.get('session_with_200_word_prompt_us', 0):.0f}) |")
+                 f"({r.get('session_with_200_word_prompt_us', 0):.0f}) | {r.get('load_average', 0):.1f} |")
     if "semantic" in report:
         L += ["", "## Semantic stage, one sentence (batch 1, 1 thread)", "| runtime | p50 ms | p99 ms |",
               "|---|---|---|"]
@@ -361,7 +372,8 @@ def markdown(report: dict) -> str:
         L.append(f"| {r['items']} | {r['semantic']} | {r['forget_to_ack_ms']:.2f} | {r['ack_to_block_us']:.0f} "
                  f"| {r['pushes_to_block']} | {r['released_after_ack']} | {r['blocked']} |")
     if "encodings" in report:
-        L += ["", "## Hidden-channel views (rot13 digests, leet view, decoded runs): per-token CPU µs, ~1000 items",
+        L += ["", "## Hidden-channel views (rot13 digests, leet view, escapes, decoded runs incl. offsets and "
+                  "one level of nesting): per-token CPU µs, ~1000 items",
               "Same entries with `encodings` off and on; best of 3 (median repetition's p99 in brackets).\n",
               "| encodings | stream | cpu p50 | cpu p99 | cpu mean | digests in index |", "|---|---|---|---|---|---|"]
         for r in report["encodings"]:
@@ -371,13 +383,16 @@ def markdown(report: dict) -> str:
           "`needs subject` = config.exact_needs_subject (name-free passage grams block only with the subject in "
           "context); false = the previous behaviour.\n",
           "| n | char_gram | needs subject | forgotten people | other people blocked | other bio sentences blocked "
-          "| verbatim | spaced | punctuation | one word per line | base64 | rot13 | leetspeak |",
-          "|" + "---|" * 13]
+          "| verbatim | spaced | punctuation | one word per line | base64 | base64 cut mid-group "
+          "| base64 of base64 | hex pairs | url-encoded | rot13 | leetspeak |",
+          "|" + "---|" * 17]
     for r in report["false_positives"]:
         L.append(f"| {r['n']} | {r['char_gram']} | {r['exact_needs_subject']} | {r['forgotten']} "
                  f"| {r['other_people_blocked']:.3f} | {r['other_bio_sentences_blocked']:.3f} "
                  f"| {r['verbatim_blocked']:.3f} | {r['spaced_blocked']:.3f} | {r['punctuation_blocked']:.3f} "
-                 f"| {r['one word per line_blocked']:.3f} | {r['base64_blocked']:.3f} | {r['rot13_blocked']:.3f} "
+                 f"| {r['one word per line_blocked']:.3f} | {r['base64_blocked']:.3f} "
+                 f"| {r['base64 cut mid-group_blocked']:.3f} | {r['base64 of base64_blocked']:.3f} "
+                 f"| {r['hex pairs_blocked']:.3f} | {r['url-encoded_blocked']:.3f} | {r['rot13_blocked']:.3f} "
                  f"| {r['leetspeak_blocked']:.3f} |")
     if "calibration" in report:
         L += ["", "## Semantic threshold calibration (demo corpus: paraphrase probes vs other people's facts)",

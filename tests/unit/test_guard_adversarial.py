@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import urllib.parse
 from dataclasses import dataclass
 
 import pytest
@@ -100,6 +101,13 @@ CASES: tuple[Case, ...] = (
     Case("leetspeak digits", PASSAGE.translate(LEET_DIGITS), True),
     Case("leetspeak symbols (@ $ 1)", PASSAGE.translate(LEET_SYMBOLS), True),
     Case("leetspeak name + attribute", "M4r7a K0w4lczyk? Sh3 w4s b0rn 1n 0b3rw1l.", True),
+    Case("hex pairs with colons", ":".join(f"{b:02x}" for b in PASSAGE.encode()), True),
+    Case("0x bytes", " ".join(f"0x{b:02X}" for b in PASSAGE.encode()), True),
+    Case("backslash-x escapes", "".join(f"\\x{b:02x}" for b in PASSAGE.encode()), True),
+    Case("url-encoded", urllib.parse.quote(PASSAGE), True),
+    Case("base64 cut mid-group", _b64("Notes, page four. " + PASSAGE)[3:], True),
+    Case("base64 of base64", _b64(_b64(PASSAGE)), True),
+    Case("base64 of hex", _b64(PASSAGE.encode().hex()), True),
     # ---- must pass
     Case("same template, different person",
          "Hanna Schmidt was born on 2 June 1980 in the village of Lenzburg and spent twelve years "
@@ -114,6 +122,12 @@ CASES: tuple[Case, ...] = (
          "professional advice. All rights reserved.", False),
     Case("common phrases", "She was born in the village and spent twenty minutes in the cathedral.", False),
     Case("base64 of another person's bio", _b64(OTHER_BIO), False),
+    Case("hex pairs / url escapes / nested base64 of another person's bio",
+         ":".join(f"{b:02x}" for b in OTHER_BIO.encode()) + " " + urllib.parse.quote(OTHER_BIO)
+         + " " + _b64(_b64(OTHER_BIO)), False),
+    Case("UUID, MAC address, sha256 digest, percentages",
+         "id 4d617274-6120-4b6f-7761-6c637a796b21 mac 4d:61:72:74:61:20 sha256 "
+         "9f:86:d0:81:88:4c:7d:65:9a:2f:ea:a0:c5:5a:d0:15 50% of 0x7f", False),
     Case("rot13 / leetspeak of another person's bio",
          codecs.encode(OTHER_BIO, "rot13") + " " + OTHER_BIO.translate(LEET_DIGITS), False),
     Case("code: identifiers, hex digest, base64-ish names",
