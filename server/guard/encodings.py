@@ -76,8 +76,9 @@ _GROUP = {"base64": 4, "base32": 8, "hex": 2}  # encoded chars per whole number 
 # A run glued to a word ("b64TWFydGE"), or cut from a longer blob, starts mid-group: decode it
 # from each possible start too. base32 (rare in model output, 8 offsets) is decoded aligned only.
 _OFFSETS = {"base64": 4, "base32": 1, "hex": 2}
-# Bytes no UTF-8 text contains (C0 controls but tab / newlines / CR, DEL, C0, C1, F5-FF): 17 % of
-# noise, none of text. A shifted decoder with more than 5 % of them in 48+ bytes is reading noise.
+# Bytes no UTF-8 text contains (C0 controls but tab / newlines / CR, DEL, C0, C1, F5-FF), and
+# sequences that do not decode: frequent in noise, absent from text. A shifted decoder with more
+# than 5 % of them in 48+ bytes is reading noise.
 _NOT_IN_TEXT = bytes(range(9)) + b"\x0b\x0c" + bytes(range(0x0E, 0x20)) + b"\x7f\xc0\xc1" + \
     bytes(range(0xF5, 0x100))
 _NOISE_AFTER = 48
@@ -166,7 +167,8 @@ class _Decoder:
         except (binascii.Error, ValueError):
             self.dead = True  # not valid in this encoding after all
             return False
-        if self.shifted:
+        shifted = self.shifted
+        if shifted:
             self.seen += len(data)
             self.bad += len(data) - len(data.translate(None, _NOT_IN_TEXT))
             if self.seen >= _NOISE_AFTER and self.bad * 20 > self.seen:
@@ -179,6 +181,8 @@ class _Decoder:
         for k in range(0, len(data), per):
             at = base + (k // per) * g
             text = self.utf8.decode(data[k:k + per], final=final and k + per >= len(data))
+            if shifted and "\ufffd" in text:  # not UTF-8 either: noise too
+                self.bad += text.count("\ufffd")
             if self.utf8.getstate()[0]:  # a character continues into the next group
                 if self.partial_raw < 0:
                     self.partial_raw = at
