@@ -82,7 +82,8 @@ def run_attempt(adapter: TrainableAdapter, tokenizer, method: UnlearningMethod,
     model = adapter.model
     if config.gradient_checkpointing:
         adapter.enable_gradient_checkpointing()
-    ctx = TrainContext(model, tokenizer, config, adapter.reference, seed=seed + 1000 * attempt)
+    ctx = TrainContext(model, tokenizer, config, adapter.reference, seed=seed + 1000 * attempt,
+                       references=probes.holdout)
     gen = torch.Generator().manual_seed(seed + 1000 * attempt)
     forget_s, retain_s = _Sampler(forget, gen), _Sampler(retain, gen)
     method.prepare(ctx, forget)

@@ -53,8 +53,9 @@ def step_once(toy, method_name: str, steps: int = 1, lr: float = 1e-2, **overrid
 
 
 def test_registry_has_every_method_and_names_valid_ones_on_error():
-    assert set(METHODS) == {"grad_ascent", "grad_diff", "npo", "simnpo", "rmu", "idk"}
-    with pytest.raises(UnknownMethodError, match=r"valid: \['grad_ascent'"):
+    assert set(METHODS) == {"grad_ascent", "grad_diff", "npo", "simnpo", "rmu", "idk",
+                            "counterfactual"}
+    with pytest.raises(UnknownMethodError, match=r"valid: \['counterfactual', 'grad_ascent'"):
         get_method("dpo")
 
 

@@ -6,7 +6,8 @@ owns the model, the optimiser, evaluation and checkpoints.
 
 from __future__ import annotations
 
-from unlearn_engine.methods import grad_ascent, grad_diff, idk, npo, rmu, simnpo  # noqa: F401
+from unlearn_engine.methods import (counterfactual, grad_ascent, grad_diff, idk, npo,  # noqa: F401
+                                   rmu, simnpo)
 from unlearn_engine.methods.base import (METHODS, MethodConfig, TrainContext, UnknownMethodError,
                                          UnlearningMethod, get_method, register_method)
 from unlearn_engine.methods.idk import IdkConfig

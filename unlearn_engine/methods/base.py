@@ -63,12 +63,17 @@ class TrainContext:
     switched off (the frozen stack stays on) — no copy of the model is ever made."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, config: MethodConfig,
-                 reference: Callable[[], AbstractContextManager], seed: int = 0) -> None:
+                 reference: Callable[[], AbstractContextManager], seed: int = 0,
+                 references: Sequence[Example] = ()) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
         self.reference = reference
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        # Texts the model never saw (held-out people): counterfactual methods take stand-in
+        # names from them. Never trained on.
+        self.references = tuple(references)
         self.device = next(model.parameters()).device
 
     def batch(self, examples: Sequence[Example], targets: Sequence[str] | None = None) -> Batch:

@@ -1,0 +1,117 @@
+"""Counterfactual rewrites (stand-in names, wrong values) and the distillation method."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from unlearn_engine.adapter_setup import TrainableAdapter, lora_config
+from unlearn_engine.data.counterfactual import (NAME, VALUE, counterfactuals, rewrite, stand_ins,
+                                                value_swaps)
+from unlearn_engine.data.records import Example
+from unlearn_engine.methods import TrainContext, get_method
+from unlearn_engine.methods.counterfactual import align
+from unlearn_engine.testing import build_toy
+
+torch.set_num_threads(1)
+
+EX = Example("Where was Gramfuno Dinwoun born?", "Gramfuno Dinwoun was born in Lizo.", "Lizo",
+             ("Gramfuno Dinwoun was born in Kaxnendane.", "Gramfuno Dinwoun was born in Lomo."),
+             subject="Gramfuno Dinwoun")
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return build_toy()
+
+
+def test_rewrite_swaps_whole_names_and_maps_offsets_outside_them():
+    rw = rewrite("Gramfuno Dinwoun was born. Dinwoun studied; Dinwouns did not.",
+                 "Gramfuno Dinwoun", "Ab Cdefgh")
+    assert rw.text == "Ab Cdefgh was born. Cdefgh studied; Dinwouns did not."
+    assert [s[4] for s in rw.spans] == [NAME, NAME]  # "Dinwouns" is another word
+    at = rw.original.index(" was")
+    assert rw.text[rw.new_offset(at):].startswith(" was born.")
+    assert rw.new_offset(3) is None  # inside the swapped name
+    assert rw.kind_at(0, 4) == NAME and rw.kind_at(at, at + 4) is None
+
+
+def test_value_swaps_take_each_perturbed_answers_differing_middle():
+    swaps = value_swaps(EX, rng=None)
+    texts = [EX.text[:a] + rep + EX.text[b:] for a, b, rep in swaps]
+    assert texts == [f"{EX.prompt} {w}" for w in EX.perturbed]
+    no_wrong = Example(EX.prompt, EX.target, EX.fact, subject=EX.subject)
+    import random
+    (a, b, rep), = value_swaps(no_wrong, random.Random(0))
+    assert EX.text[a:b] == "Lizo" and rep != "Lizo" and sorted(rep) == sorted("Lizo")
+
+
+def test_stand_ins_are_never_seen_names_and_deterministic():
+    refs = [Example("q", "a", subject=s) for s in ("Damdra Tornromoor", "Broumfaea Satodane",
+                                                   "Solo", "Gramfuno Dinwoun")]
+    names = stand_ins("Gramfuno Dinwoun", refs, k=3, seed=1)
+    assert names == stand_ins("Gramfuno Dinwoun", refs, k=3, seed=1)
+    assert len(names) == 3 and "Gramfuno Dinwoun" not in names and "Solo" not in names
+    assert {"Damdra Tornromoor", "Broumfaea Satodane"} <= set(names)  # held-out people first
+    rws = counterfactuals(EX, names, seed=1)
+    assert len(rws) == 3
+    for rw in rws:
+        assert "Gramfuno" not in rw.text and "Dinwoun" not in rw.text and "Lizo" not in rw.text
+        assert {s[4] for s in rw.spans} == {NAME, VALUE}
+    assert counterfactuals(Example("q?", "an answer"), names) == []  # no subject: nothing
+
+
+def test_alignment_pairs_only_identical_target_tokens(toy):
+    tok = toy.tokenizer
+    person = toy.people[0]
+    ex = next(e for e in toy.train if e.subject == person and e.is_qa and e.perturbed)
+    rw = counterfactuals(ex, [toy.people[1]])[0]
+    a = align(tok, ex, rw)
+    ids = tok(ex.text, add_special_tokens=False)["input_ids"]
+    nb = 1 if tok.bos_token_id is not None else 0
+    seq = ([tok.bos_token_id] if nb else []) + ids + [tok.eos_token_id]
+    assert a.pairs, "the template tokens after the name must align"
+    for p, q in a.pairs:
+        assert seq[p + 1] == a.cf_ids[q + 1]  # the same token is predicted on both sides
+    assert NAME in a.spans  # the name's tokens are collected, not paired
+
+
+def test_one_step_moves_forget_answers_toward_the_stand_in_prediction(toy):
+    model = copy.deepcopy(toy.model)
+    method_cls = get_method("counterfactual")
+    cfg = method_cls.config_cls(lr=1e-2)
+    method = method_cls(cfg)
+    adapter = TrainableAdapter(model, "new", [], lora_config(cfg, None, model), seed=0)
+    forget = [e for e in toy.train if e.subject == toy.people[0] and e.is_qa][:8]
+    retain = [e for e in toy.train if e.subject == toy.people[1]][:8]
+    ctx = TrainContext(adapter.model, toy.tokenizer, cfg, adapter.reference, seed=0,
+                       references=toy.holdout)
+    method.prepare(ctx, forget)
+    assert len(method.targets) == len(forget)  # every example names its subject
+    opt = torch.optim.AdamW(adapter.params, lr=cfg.lr)
+    losses = []
+    adapter.model.train()
+    for _ in range(3):
+        loss, parts = method.loss(ctx, forget, retain)
+        losses.append(parts["kl"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < losses[0], losses
+    assert all(torch.isfinite(torch.tensor(v)) for v in parts.values())
+
+
+def test_examples_without_a_subject_fall_back_to_npo(toy):
+    model = copy.deepcopy(toy.model)
+    method_cls = get_method("counterfactual")
+    cfg = method_cls.config_cls(lr=1e-2)
+    method = method_cls(cfg)
+    adapter = TrainableAdapter(model, "new", [], lora_config(cfg, None, model), seed=0)
+    forget = [Example(e.prompt, e.target, e.fact) for e in toy.train[:4]]  # subjects dropped
+    ctx = TrainContext(adapter.model, toy.tokenizer, cfg, adapter.reference, seed=0)
+    method.prepare(ctx, forget)
+    assert method.targets == {}
+    _, parts = method.loss(ctx, forget, None)
+    assert "npo" in parts and "kl" not in parts
