@@ -78,19 +78,25 @@ def test_alignment_pairs_only_identical_target_tokens(toy):
     assert NAME in a.spans  # the name's tokens are collected, not paired
 
 
-def test_one_step_moves_forget_answers_toward_the_stand_in_prediction(toy):
+def _method(toy, forget, references=()):
+    """(method prepared on ``forget``, its adapter, its context) on a copy of the toy model."""
     model = copy.deepcopy(toy.model)
     method_cls = get_method("counterfactual")
     cfg = method_cls.config_cls(lr=1e-2)
     method = method_cls(cfg)
     adapter = TrainableAdapter(model, "new", [], lora_config(cfg, None, model), seed=0)
+    ctx = TrainContext(adapter.model, toy.tokenizer, cfg, adapter.reference, seed=0,
+                       references=references)
+    method.prepare(ctx, forget)
+    return method, adapter, ctx
+
+
+def test_one_step_moves_forget_answers_toward_the_stand_in_prediction(toy):
     forget = [e for e in toy.train if e.subject == toy.people[0] and e.is_qa][:8]
     retain = [e for e in toy.train if e.subject == toy.people[1]][:8]
-    ctx = TrainContext(adapter.model, toy.tokenizer, cfg, adapter.reference, seed=0,
-                       references=toy.holdout)
-    method.prepare(ctx, forget)
+    method, adapter, ctx = _method(toy, forget, toy.holdout)
     assert len(method.targets) == len(forget)  # every example names its subject
-    opt = torch.optim.AdamW(adapter.params, lr=cfg.lr)
+    opt = torch.optim.AdamW(adapter.params, lr=ctx.config.lr)
     losses = []
     adapter.model.train()
     for _ in range(3):
@@ -104,14 +110,8 @@ def test_one_step_moves_forget_answers_toward_the_stand_in_prediction(toy):
 
 
 def test_examples_without_a_subject_fall_back_to_npo(toy):
-    model = copy.deepcopy(toy.model)
-    method_cls = get_method("counterfactual")
-    cfg = method_cls.config_cls(lr=1e-2)
-    method = method_cls(cfg)
-    adapter = TrainableAdapter(model, "new", [], lora_config(cfg, None, model), seed=0)
     forget = [Example(e.prompt, e.target, e.fact) for e in toy.train[:4]]  # subjects dropped
-    ctx = TrainContext(adapter.model, toy.tokenizer, cfg, adapter.reference, seed=0)
-    method.prepare(ctx, forget)
+    method, _, ctx = _method(toy, forget)
     assert method.targets == {}
     _, parts = method.loss(ctx, forget, None)
     assert "npo" in parts and "kl" not in parts

@@ -180,22 +180,6 @@ ESCAPED = {
 }
 
 
-@pytest.mark.parametrize("name", list(ESCAPED))
-def test_escaped_bytes_are_blocked_at_every_split(guard: LeakageGuard, name: str) -> None:
-    output = PREFIX + ESCAPED[name](PASSAGE)
-    for i in range(0, len(output) + 1, 7):
-        released, hit, stopped = run_chunks(guard, [output[:i], output[i:]])
-        assert stopped and hit is not None and hit.forget_id == "forget-1", (name, i)
-        _assert_nothing_encoded_left(released)
-
-
-@pytest.mark.parametrize("name", list(ESCAPED))
-def test_escaped_benign_text_passes(guard: LeakageGuard, name: str) -> None:
-    output = PREFIX + ESCAPED[name](OTHER_BIO) + " Done."
-    released, hit, stopped = stream(guard, output, chunk=4)
-    assert hit is None and released == output
-
-
 def test_hex_digests_uuids_and_percentages_pass(guard: LeakageGuard) -> None:
     digest = hashlib.sha256(PASSAGE.encode()).hexdigest()
     for text in (f"sha256 {digest}", f"sha256 {_hex_pairs(digest[:32], ':')}",
@@ -226,22 +210,30 @@ NESTED = {
     "base64 of base64": lambda t: base64.b64encode(base64.b64encode(t.encode())).decode(),
     "hex of base64": lambda t: base64.b64encode(t.encode()).hex(),
     "base32 of base64": lambda t: base64.b32encode(base64.b64encode(t.encode())).decode(),
-    "base64 of url-encoded": lambda t: base64.b64encode(_hex_pairs(t, "", "%{:02X}").encode()).decode(),
+    "base64 of url-encoded":
+        lambda t: base64.b64encode(_hex_pairs(t, "", "%{:02X}").encode()).decode(),
 }
 
 
-@pytest.mark.parametrize("name", list(NESTED))
-def test_nested_encodings_are_blocked(guard: LeakageGuard, name: str) -> None:
-    output = PREFIX + NESTED[name](PASSAGE)
-    for i in range(0, len(output) + 1, 11):
+# Escapes and nestings, each with the split step its tests walk the output at.
+ENCODED = {**{f"escaped: {k}": (f, 7) for k, f in ESCAPED.items()},
+           **{f"nested: {k}": (f, 11) for k, f in NESTED.items()}}
+
+
+@pytest.mark.parametrize("name", list(ENCODED))
+def test_escaped_and_nested_encodings_are_blocked_at_every_split(guard: LeakageGuard,
+                                                                  name: str) -> None:
+    encode, step = ENCODED[name]
+    output = PREFIX + encode(PASSAGE)
+    for i in range(0, len(output) + 1, step):
         released, hit, stopped = run_chunks(guard, [output[:i], output[i:]])
         assert stopped and hit is not None and hit.forget_id == "forget-1", (name, i)
         _assert_nothing_encoded_left(released)
 
 
-@pytest.mark.parametrize("name", list(NESTED))
-def test_nested_benign_encodings_pass(guard: LeakageGuard, name: str) -> None:
-    output = PREFIX + NESTED[name](OTHER_BIO) + " Done."
+@pytest.mark.parametrize("name", list(ENCODED))
+def test_escaped_and_nested_benign_text_passes(guard: LeakageGuard, name: str) -> None:
+    output = PREFIX + ENCODED[name][0](OTHER_BIO) + " Done."
     released, hit, stopped = stream(guard, output, chunk=4)
     assert hit is None and released == output
 

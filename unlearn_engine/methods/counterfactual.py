@@ -43,7 +43,8 @@ from unlearn_engine.data.records import Example
 from unlearn_engine.encoding import IGNORE, pad_id
 from unlearn_engine.methods.base import (MethodConfig, TrainContext, UnlearningMethod,
                                          register_method)
-from unlearn_engine.methods.losses import combine, forward_logits, retain_loss, sequence_logprob
+from unlearn_engine.methods.losses import (combine, forward_logits, npo_loss, retain_loss,
+                                           sequence_logprob)
 
 
 @dataclass(frozen=True)
@@ -195,12 +196,7 @@ class Counterfactual(UnlearningMethod):
             terms.append(term * len(distil))
             parts.update(more)
         if plain:
-            batch = ctx.batch(plain)
-            with torch.no_grad(), ctx.reference():
-                ref_lp, _ = sequence_logprob(ctx.model, batch)
-            cur_lp, _ = sequence_logprob(ctx.model, batch)
-            beta = self.config.beta
-            npo = -(2.0 / beta) * F.logsigmoid(-beta * (cur_lp - ref_lp)).mean()
+            npo, _ = npo_loss(ctx, ctx.batch(plain), self.config.beta)
             terms.append(npo * len(plain))
             parts["npo"] = float(npo.detach())
         forget_loss = torch.stack(terms).sum() / len(forget)

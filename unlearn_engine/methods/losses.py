@@ -38,6 +38,16 @@ def sequence_logprob(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor
     return lp.sum(-1), mask.sum(-1).clamp_min(1)
 
 
+def npo_loss(ctx, batch: Batch, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """NPO's forget loss -(2/beta) mean logsigmoid(-beta (log pi_theta - log pi_ref)) on
+    ``batch``, and the per-sequence log ratio; pi_ref under ``ctx.reference()``."""
+    with torch.no_grad(), ctx.reference():
+        ref_lp, _ = sequence_logprob(ctx.model, batch)
+    cur_lp, _ = sequence_logprob(ctx.model, batch)
+    ratio = cur_lp - ref_lp
+    return -(2.0 / beta) * F.logsigmoid(-beta * ratio).mean(), ratio
+
+
 def nll(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Mean token NLL over the batch's scored tokens (plain LM loss)."""
     logits = forward_logits(model, batch)[:, :-1].float()

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from unlearn_engine.data.records import Example
 from unlearn_engine.methods.base import (MethodConfig, TrainContext, UnlearningMethod,
                                          register_method)
-from unlearn_engine.methods.losses import combine, retain_loss, sequence_logprob
+from unlearn_engine.methods.losses import combine, npo_loss, retain_loss
 
 
 @dataclass(frozen=True)
@@ -32,12 +31,7 @@ class Npo(UnlearningMethod):
 
     def loss(self, ctx: TrainContext, forget: Sequence[Example],
              retain: Sequence[Example] | None) -> tuple[torch.Tensor, dict[str, float]]:
-        batch = ctx.batch(forget)
-        with torch.no_grad(), ctx.reference():
-            ref_lp, _ = sequence_logprob(ctx.model, batch)
-        cur_lp, _ = sequence_logprob(ctx.model, batch)
-        beta = self.config.beta
-        forget_loss = -(2.0 / beta) * F.logsigmoid(-beta * (cur_lp - ref_lp)).mean()
+        forget_loss, ratio = npo_loss(ctx, ctx.batch(forget), self.config.beta)
         total, parts = combine(forget_loss, retain_loss(ctx, retain), self.config)
-        parts["log_ratio"] = float((cur_lp - ref_lp).mean().detach())
+        parts["log_ratio"] = float(ratio.mean().detach())
         return total, parts
