@@ -7,9 +7,11 @@ ratio, forget quality (KS p-value vs retrained), retain accuracy, utility, PrivL
 and wall time (also as a ratio to the retrain time). Then a sequential run: N forget requests of
 different people, each adapter stacked on the previous, with retain accuracy after each.
 
-Writes bench/results/unlearn_quality.{json,md,png}. Usage:
+Writes bench/results/unlearn_quality.{json,md,png} (--out to change; the stored full-preset run
+is in bench/results/full/). Usage:
     python bench/unlearn_quality.py --preset small --threads 1
-    python bench/unlearn_quality.py --preset full --methods npo simnpo --sequential 10
+    python bench/unlearn_quality.py --preset full --methods npo counterfactual --sequential 0 \
+        --out bench/results/full
 It compares against baselines measured in the same run (original and retrained models).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -81,15 +84,21 @@ def targets(row: dict, original: dict, retrained: dict) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Unlearning quality on the demo model ({result['preset']} preset)", "",
-             f"Forgot {len(result['forget_people'])} of {result['n_people']} people "
-             f"({', '.join(result['forget_people'])}); retrain took {result['retrain_s']:.1f} s "
-             f"(training only). Device: {result['device']}, torch threads: {result['threads']}.",
-             f"Eval sets: {result['eval_sizes']}. Retry sweep capped at "
-             f"{result.get('max_tries')} attempt(s) per job. 'train s' = optimiser steps plus the "
-             "probe evaluations that pick the checkpoint.", "",
-             "| model | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
-             "|---|" + "---|" * len(COLUMNS)]
+    lines = [f"# Unlearning quality on the demo model ({result['preset']} preset)", ""]
+    if result.get("note"):  # provenance added by hand to a stored result (e.g. load not recorded)
+        lines += [f"> {result['note']}", ""]
+    lines += [f"Forgot {len(result['forget_people'])} of {result['n_people']} people "
+              f"({', '.join(result['forget_people'])}); retrain took {result['retrain_s']:.1f} s "
+              "(training only, as recorded when that model was built: a cached build keeps the "
+              f"time of its first build). Device: {result['device']}, torch threads: "
+              f"{result['threads']}"
+              + (f", load average {result['load'][0]:.1f} at start, {result['load'][1]:.1f} at "
+                 "end" if result.get("load") else "") + ".",
+              f"Eval sets: {result['eval_sizes']}. Retry sweep capped at "
+              f"{result.get('max_tries')} attempt(s) per job. 'train s' = optimiser steps plus the "
+              "probe evaluations that pick the checkpoint.", "",
+              "| model | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+              "|---|" + "---|" * len(COLUMNS)]
     for row in result["rows"]:
         cells = []
         for key, _, fmt in COLUMNS:
@@ -183,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # memorised tiny models produce denormals (MEASURED.md)
 
+    load_start = os.getloadavg()[0]  # train times below are only comparable at similar load
     config = DemoConfig.small() if args.preset == "small" else DemoConfig()
     model_dir = build_demo_model(args.cache, config, num_threads=args.threads)
     people = load_report(model_dir)["trained_people"]
@@ -238,12 +248,13 @@ def main(argv: list[str] | None = None) -> int:
               "retrained_dir": str(retrained_dir), "n_people": len(people),
               "forget_people": forget_people, "retrain_s": retrain_s, "eval_sizes": sizes,
               "device": str(original.device), "threads": args.threads,
-              "max_tries": args.max_tries, "rows": rows}
+              "max_tries": args.max_tries, "rows": rows, "load": [load_start, os.getloadavg()[0]]}
     write(result, args.out)  # the method table is kept even if the sequential run is cut short
     if args.sequential:
         result["sequential"] = sequential(args, model_dir, corpus, people, tok,
                                           lambda seq: write({**result, "sequential": seq},
                                                             args.out))
+        result["load"][1] = os.getloadavg()[0]
         write(result, args.out)
     print(markdown(result))
     return 0
