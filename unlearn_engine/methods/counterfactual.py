@@ -127,8 +127,12 @@ def align(tokenizer, ex: Example, rw: Rewrite) -> Alignment:
 def reference_targets(ctx: TrainContext, ex: Example, rewrites: Sequence[Rewrite],
                       top_k: int) -> _Targets | None:
     """The reference model's next-token distributions on ``rewrites`` at the aligned target
-    positions, and its mean log-prob of each swapped span's tokens, averaged over rewrites."""
+    positions, and its summed log-prob of each swapped span's tokens, both averaged over
+    rewrites. None when nothing aligns, or when the example is longer than ``max_length``
+    (its training batch would be truncated)."""
     tok, limit = ctx.tokenizer, ctx.config.max_length
+    if len(_encode(tok, ex.text)[0]) + 2 > limit:
+        return None
     rows = [a for a in (align(tok, ex, rw) for rw in rewrites) if len(a.cf_ids) <= limit]
     if not rows:
         return None
