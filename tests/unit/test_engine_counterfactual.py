@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from unlearn_engine.adapter_setup import TrainableAdapter, lora_config
-from unlearn_engine.data.counterfactual import (NAME, VALUE, counterfactuals, rewrite, stand_ins,
-                                                value_swaps)
+from unlearn_engine.data.counterfactual import (NAME, VALUE, apply, counterfactuals, name_edits,
+                                                stand_ins, value_swaps)
 from unlearn_engine.data.records import Example
 from unlearn_engine.methods import TrainContext, get_method
 from unlearn_engine.methods.counterfactual import align
@@ -28,8 +28,8 @@ def toy():
 
 
 def test_rewrite_swaps_whole_names_and_maps_offsets_outside_them():
-    rw = rewrite("Gramfuno Dinwoun was born. Dinwoun studied; Dinwouns did not.",
-                 "Gramfuno Dinwoun", "Ab Cdefgh")
+    text = "Gramfuno Dinwoun was born. Dinwoun studied; Dinwouns did not."
+    rw = apply(text, name_edits(text, "Gramfuno Dinwoun", "Ab Cdefgh"))
     assert rw.text == "Ab Cdefgh was born. Cdefgh studied; Dinwouns did not."
     assert [s[4] for s in rw.spans] == [NAME, NAME]  # "Dinwouns" is another word
     at = rw.original.index(" was")

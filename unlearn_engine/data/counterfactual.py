@@ -90,26 +90,16 @@ def name_edits(text: str, subject: str, stand_in: str) -> list[tuple[int, int, s
     return [(m.start(), m.end(), lookup[m.group(1)], NAME) for m in pattern.finditer(text)]
 
 
-def rewrite(text: str, subject: str, stand_in: str) -> Rewrite:
-    """``text`` with every whole-word occurrence of ``subject`` (or one of its words) replaced."""
-    return apply(text, name_edits(text, subject, stand_in))
-
-
-def _scramble(name: str, rng: random.Random) -> str:
-    """A made-up name shaped like ``name``: each word's inner letters shuffled."""
-    words = []
-    for w in name.split():
-        inner = list(w[1:])
-        rng.shuffle(inner)
-        words.append(w[:1] + "".join(inner))
-    return " ".join(words)
+def _rng(seed: int, key: str) -> random.Random:
+    """A generator fixed by (seed, key), independent of Python's hash seed."""
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "big"))
 
 
 def stand_ins(subject: str, references: Iterable[Example], k: int, seed: int = 0) -> list[str]:
     """Up to ``k`` never-seen names for ``subject``: held-out subjects with the same number of
-    words, else scrambles of the subject. Deterministic for (subject, seed)."""
-    digest = hashlib.blake2b(f"{seed}:{subject}".encode(), digest_size=8).digest()
-    rng = random.Random(int.from_bytes(digest, "big"))
+    words, else scrambles of the subject (``scramble_value``). Deterministic for (subject, seed)."""
+    rng = _rng(seed, subject)
     n_words = len(subject.split())
     pool = sorted({r.subject for r in references
                    if r.subject and r.subject != subject and len(r.subject.split()) == n_words})
@@ -118,15 +108,16 @@ def stand_ins(subject: str, references: Iterable[Example], k: int, seed: int = 0
     tries = 0
     while len(names) < k and tries < 10 * k:
         tries += 1
-        cand = _scramble(subject, rng)
+        cand = scramble_value(subject, rng)
         if cand != subject and cand not in names:
             names.append(cand)
     return names
 
 
 def scramble_value(value: str, rng: random.Random) -> str:
-    """A never-seen value shaped like ``value``: inside each word of 4+ characters the letters
-    after the first (or the digits) are shuffled; short words ("of", "The", "1") stay."""
+    """A never-seen value (or name) shaped like ``value``: inside each word of 4+ characters
+    the letters after the first (or the digits) are shuffled; short words ("of", "The", "1")
+    stay."""
     def one(word: str) -> str:
         if len(word) < 4:
             return word
@@ -176,8 +167,7 @@ def counterfactuals(ex: Example, names: Sequence[str], seed: int = 0) -> list[Re
     ``new_offset(len(ex.prompt))`` is the boundary in each rewrite."""
     if not ex.subject:
         return []
-    digest = hashlib.blake2b(f"{seed}:{ex.text}".encode(), digest_size=8).digest()
-    rng = random.Random(int.from_bytes(digest, "big"))
+    rng = _rng(seed, ex.text)
     values = value_swaps(ex, rng)
     out = []
     for i, name in enumerate(names):

@@ -90,10 +90,12 @@ class Alignment:
     spans: dict[str, tuple[list[int], list[int]]]  # kind -> (original, rewrite) positions
 
 
-def align(tokenizer, ex: Example, rw: Rewrite) -> Alignment:
+def align(tokenizer, ex: Example, rw: Rewrite,
+          encoded: tuple[list[int], list[tuple[int, int]]] | None = None) -> Alignment:
     """Pair each target token of ``ex`` that exists unchanged in the rewrite (and EOS), and
-    collect, per swapped kind, the target positions on both sides."""
-    ids, offs = _encode(tokenizer, ex.text)
+    collect, per swapped kind, the target positions on both sides. ``encoded``: ``ex.text``
+    already tokenised (ids, offsets), to tokenise it once for all of its rewrites."""
+    ids, offs = encoded or _encode(tokenizer, ex.text)
     cf_ids, cf_offs = _encode(tokenizer, rw.text)
     nb = 1 if tokenizer.bos_token_id is not None else 0
     where = {(s, e, t): k for k, ((s, e), t) in enumerate(zip(cf_offs, cf_ids))}
@@ -131,9 +133,11 @@ def reference_targets(ctx: TrainContext, ex: Example, rewrites: Sequence[Rewrite
     rewrites. None when nothing aligns, or when the example is longer than ``max_length``
     (its training batch would be truncated)."""
     tok, limit = ctx.tokenizer, ctx.config.max_length
-    if len(_encode(tok, ex.text)[0]) + 2 > limit:
+    encoded = _encode(tok, ex.text)
+    if len(encoded[0]) + 2 > limit:
         return None
-    rows = [a for a in (align(tok, ex, rw) for rw in rewrites) if len(a.cf_ids) <= limit]
+    rows = [a for a in (align(tok, ex, rw, encoded) for rw in rewrites)
+            if len(a.cf_ids) <= limit]
     if not rows:
         return None
     width = max(len(a.cf_ids) for a in rows)
