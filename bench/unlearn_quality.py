@@ -5,7 +5,9 @@ original model) and reports, side by side with the original model and the model 
 scratch without those people: forget / paraphrase fact accuracy, verbatim rate, MIA AUCs, truth
 ratio, forget quality (KS p-value vs retrained), retain accuracy, utility, PrivLeak, gate verdict
 and wall time (also as a ratio to the retrain time). Then a sequential run: N forget requests of
-different people, each adapter stacked on the previous, with retain accuracy after each.
+different people, each adapter stacked on the previous, with retain accuracy after each
+(``--sequential-stack all``, the default, stacks every adapter whatever its gate said, as the
+issue asks; ``passed`` stacks only those that passed, as the server does).
 
 Writes bench/results/unlearn_quality.{json,md,png} (--out to change; the stored full-preset run
 is in bench/results/full/). Usage:
@@ -83,6 +85,86 @@ def targets(row: dict, original: dict, retrained: dict) -> dict:
     return out
 
 
+def _reasons(row: dict, *words: str) -> str:
+    """The gate reasons that mention any of ``words``, as a parenthetical (or "")."""
+    hits = [r for r in row.get("gate_reasons") or [] if any(w in r for w in words)]
+    return f" (gate: {'; '.join(hits)})" if hits else ""
+
+
+def explain_misses(row: dict, original: dict, retrained: dict) -> list[str]:
+    """One sentence per missed target: by how much, and the likely cause from the measurements
+    and the gate's own reasons. Causes are read off the numbers, not assumed per method."""
+    out = []
+    for key, (met, value) in (row.get("targets") or {}).items():
+        if met:
+            continue
+        if key.startswith("forget_acc"):
+            why = ("it still answers some forgotten questions (under-forgetting)" if value > 0
+                   else "it forgets more than a model that never saw these people")
+            out.append(f"forget accuracy {row['forget_acc']:.3f} is {abs(value) * 100:.1f} "
+                       f"points {'above' if value > 0 else 'below'} the retrained model's "
+                       f"{retrained['forget_acc']:.3f} (allowed: 2): {why}"
+                       + _reasons(row, "forget fact", "paraphrase", "verbatim", "likelier"))
+        elif key.startswith("retain_acc"):
+            out.append(f"retain accuracy is {value:.1%} of the original, "
+                       f"{(0.97 - value) * 100:.1f} points short of 97 %: the forget training "
+                       "also erased facts of people it was not asked to forget"
+                       + _reasons(row, "retain"))
+        elif key.startswith("mia_"):
+            attack = key.split("_auc")[0]
+            auc = row[attack]
+            ref = retrained.get(attack)
+            why = ("forgotten texts still look like training members (under-forgetting)"
+                   if auc > 0.5 else "forgotten texts now look *less* likely than never-seen "
+                   "ones (over-unlearning, itself a detectable trace)")
+            ref_note = "" if ref is None else (
+                f"; the retrained model scores {ref:.3f}, "
+                + ("also outside the band, so even the gold standard misses it on this "
+                   "eval set"
+                   if abs(ref - 0.5) > 0.05 else "inside the band"))
+            out.append(f"{attack.replace('mia_', '')} MIA AUC {auc:.3f} is "
+                       f"{abs(value) - 0.05:.3f} beyond 0.5 +- 0.05: {why}{ref_note}"
+                       + _reasons(row, attack.replace("mia_", "") + " MIA"))
+        elif key.startswith("train_le"):
+            tries = len(row.get("attempts") or []) or 1
+            out.append(f"training took {value:.2f}x the retrain time ({row['train_s']:.0f} s vs "
+                       f"{retrained['train_s']:.0f} s), {value / 0.02:.0f}x the 2 % budget: "
+                       f"the small preset retrains in {retrained['train_s']:.0f} s, while "
+                       f"the adapter job "
+                       f"pays for probe evaluations at every checkpoint and ran {tries} "
+                       f"attempt(s)")
+    return out
+
+
+def explain_sequential(seq: dict) -> list[str]:
+    """Sentences on the sequential run: each failed gate in words, and the retain target."""
+    steps = seq["steps"]
+    out = []
+    for s in steps:
+        if not s["passed"]:
+            out.append(f"request {s['n']} ({s['person']}) failed its gate after "
+                       f"{s.get('attempts', '?')} attempt(s): "
+                       f"{'; '.join(s['gate_reasons']) or 'no reason recorded'}; "
+                       + ("stacked anyway" if s.get("stacked", s["passed"]) else "dropped"))
+    if steps:
+        drops = sorted(((steps[i - 1]["retain_ratio"] if i else 1.0) - s["retain_ratio"],
+                        s["n"]) for i, s in enumerate(steps))
+        worst = [f"#{n} (-{d * 100:.1f} pts)" for d, n in reversed(drops[-3:]) if d > 0]
+        final = steps[-1]["retain_ratio"]
+        gap = final - 0.9
+        out.append(f"retain accuracy ends at {final:.1%} of the original, "
+                   f"{abs(gap) * 100:.1f} points {'above' if gap >= 0 else 'below'} the 90 % "
+                   "target" + (f"; the largest drops came at request {', '.join(worst)}"
+                               if worst else ""))
+        stacked = sum(s.get("stacked", s["passed"]) for s in steps)
+        if stacked < 10:
+            out.append(f"only {stacked} adapters were stacked (of {len(steps)} requests), so "
+                       "'10 stacked forgets' was not measured by this run"
+                       + (" (`--sequential-stack all` stacks every one)"
+                          if seq.get("stack_mode", "passed") == "passed" else ""))
+    return out
+
+
 def markdown(result: dict) -> str:
     lines = [f"# Unlearning quality on the demo model ({result['preset']} preset)", ""]
     if result.get("note"):  # provenance added by hand to a stored result (e.g. load not recorded)
@@ -107,17 +189,23 @@ def markdown(result: dict) -> str:
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     lines += ["", "Targets (met, measured): forget acc within 2 pts of retrained; retain >= 97 % "
               "of original; MIA AUC 0.5 +- 0.05; train time <= 2 % of retrain.", ""]
+    original, retrained = result["rows"][0], result["rows"][1]
     for row in result["rows"]:
         if row.get("targets"):
             lines.append(f"- **{row['name']}**: " + "; ".join(
                 f"{k} {'MET' if ok else 'MISSED'} ({v})" for k, (ok, v) in row["targets"].items()))
+            lines += [f"  - {why}" for why in explain_misses(row, original, retrained)]
     seq = result.get("sequential")
     if seq:
+        mode = seq.get("stack_mode", "passed")  # results before the flag stacked passed only
         lines += ["", f"## Sequential: {len(seq['steps'])} forget requests, stacked "
-                  f"({seq['method']})",
-                  "", "Only adapters that passed their gate are stacked (as in the server); "
-                  "'requested acc' covers every person asked so far, 'stacked acc' those whose "
-                  "adapter is live.", "",
+                  f"({seq['method']}, stack mode `{mode}`)", "",
+                  ("Every adapter is stacked whether or not it passed its gate, so this measures "
+                   f"{len(seq['steps'])} stacked forgets (`--sequential-stack all`)"
+                   if mode == "all" else "Only adapters that passed their gate are stacked, as "
+                   "in the server (`--sequential-stack passed`)")
+                  + "; 'requested acc' covers every person asked so far, 'stacked acc' those "
+                  "whose adapter is live.", "",
                   "| # | person forgotten | gate | tries | train s | stack | requested acc | "
                   "stacked acc | retain acc | retain / original |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -129,11 +217,14 @@ def markdown(result: dict) -> str:
                          f"{'—' if sa is None else f'{sa:.3f}'} | {s['retain_acc']:.3f} | "
                          f"{s['retain_ratio']:.3f} |")
         final = seq["steps"][-1]["retain_ratio"] if seq["steps"] else float("nan")
-        stacked = sum(s["passed"] for s in seq["steps"])
-        met = stacked >= 10 and final >= 0.9  # the target is about 10 forgets that took effect
-        lines.append(f"\nAfter {len(seq['steps'])} requests ({stacked} adapters passed and "
-                     f"stacked) retain accuracy is {final:.1%} of the original (target: >= 90 % "
-                     f"after 10 stacked forgets: {'MET' if met else 'NOT MET'}).")
+        passed = sum(s["passed"] for s in seq["steps"])
+        stacked = sum(s.get("stacked", s["passed"]) for s in seq["steps"])
+        met = stacked >= 10 and final >= 0.9  # the target is about 10 stacked forgets
+        lines.append(f"\nAfter {len(seq['steps'])} requests ({passed} passed their gate, "
+                     f"{stacked} adapters stacked) retain accuracy is {final:.1%} of the "
+                     f"original (target: >= 90 % after 10 stacked forgets: "
+                     f"{'MET' if met else 'NOT MET'}).")
+        lines += [""] + [f"- {why}" for why in explain_sequential(seq)]
     return "\n".join(lines) + "\n"
 
 
@@ -164,7 +255,8 @@ def plot(result: dict, path: Path) -> None:
                  label="forgotten so far")
         ax2.axhline(0.9 * result["sequential"]["retain_eval_original"], ls="--", c="gray",
                     label="90 % of original retain")
-        ax2.set_xlabel("number of stacked forget adapters")
+        ax2.set_xlabel(f"forget requests (stack mode: "
+                       f"{result['sequential'].get('stack_mode', 'passed')})")
         ax2.set_ylabel("fact accuracy")
         ax2.set_title("sequential forgetting")
         ax2.legend(fontsize=8)
@@ -179,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="*", default=sorted(METHODS))
     ap.add_argument("--sequential", type=int, default=10, help="0 to skip")
     ap.add_argument("--sequential-method", default="npo")
+    ap.add_argument("--sequential-stack", choices=["all", "passed"], default="all",
+                    help="all: stack every adapter, gate passed or not (the issue's 10 stacked "
+                         "forgets); passed: stack only those that passed (what the server does)")
     ap.add_argument("--forget-fraction", type=float, default=0.10)
     ap.add_argument("--retain-eval", type=int, default=300, help="retain QA evaluated (sample)")
     ap.add_argument("--max-tries", type=int, default=SweepConfig().max_tries,
@@ -270,8 +365,10 @@ def write(result: dict, out: Path) -> None:
 def sequential(args, model_dir: Path, corpus, people, tok, checkpoint=None) -> dict:
     """N single-person forget requests, each adapter trained on top of the previous stack.
 
-    As in the server: only an adapter that passed its gate joins the stack (a failed job is
-    dropped), and each job's retain data is what the *current* model (base + stack) still
+    ``args.sequential_stack``: ``all`` stacks every adapter, passed or not, so the run measures
+    N stacked forgets (the issue's target); ``passed`` stacks only adapters that passed their
+    gate and drops the rest, as the server does. Either way each step records its gate verdict
+    and reasons, and each job's retain data is what the *current* model (base + stack) still
     knows, so the retain loss never re-teaches a person an earlier adapter removed."""
     rng = random.Random(args.seed + 1)
     seq_people = rng.sample(people, min(args.sequential, len(people) - 1))
@@ -282,7 +379,8 @@ def sequential(args, model_dir: Path, corpus, people, tok, checkpoint=None) -> d
                            metrics=["fact_span_accuracy"])["retain.fact_span_accuracy"]
     model, _ = load_base(model_dir)
     stack: list[str] = []
-    done: list[str] = []  # people whose adapter passed and is stacked
+    done: list[str] = []  # people whose adapter is stacked
+    stack_all = args.sequential_stack == "all"
     steps = []
     for i, person in enumerate(seq_people):
         fs = build_forget_set(ForgetRequest(subjects=(person,)), corpus, seed=args.seed)
@@ -291,7 +389,7 @@ def sequential(args, model_dir: Path, corpus, people, tok, checkpoint=None) -> d
         model, res = unlearn(model, tok, fs, rs, args.sequential_method, stack=stack,
                              adapter_name=name, seed=args.seed + i,
                              forget_id=f"seq-{i}", sweep=sweep(args))
-        if res.passed:
+        if res.passed or stack_all:
             stack.append(name)
             done.append(person)
         elif stack:
@@ -308,7 +406,7 @@ def sequential(args, model_dir: Path, corpus, people, tok, checkpoint=None) -> d
         m = evaluate(model, tok, forgotten, keep, metrics=["fact_span_accuracy"])
         ms = evaluate(model, tok, stacked, [], metrics=["fact_span_accuracy"]) if stacked else {}
         steps.append({"n": i + 1, "person": person, "passed": res.passed,
-                      "gate_reasons": list(res.gate.reasons),
+                      "stacked": person in done, "gate_reasons": list(res.gate.reasons),
                       "attempts": len(res.attempts), "train_s": res.train_s,
                       "stack_size": len(stack),
                       "forgotten_acc": m["forget.fact_span_accuracy"],
@@ -317,10 +415,11 @@ def sequential(args, model_dir: Path, corpus, people, tok, checkpoint=None) -> d
                       "retain_ratio": m["retain.fact_span_accuracy"] / max(1e-9, base_retain)})
         log.info("sequential %d: %s", i + 1, steps[-1])
         if checkpoint is not None:
-            checkpoint({"method": args.sequential_method, "people": seq_people,
-                        "retain_eval_original": base_retain, "steps": steps})
-    return {"method": args.sequential_method, "people": seq_people,
-            "retain_eval_original": base_retain, "steps": steps}
+            checkpoint({"method": args.sequential_method, "stack_mode": args.sequential_stack,
+                        "people": seq_people, "retain_eval_original": base_retain,
+                        "steps": steps})
+    return {"method": args.sequential_method, "stack_mode": args.sequential_stack,
+            "people": seq_people, "retain_eval_original": base_retain, "steps": steps}
 
 
 if __name__ == "__main__":
