@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from peft.utils.error import NoMatchingPeftModuleError
 
 from unlearn_engine.adapter_setup import TrainableAdapter, lora_config
 from unlearn_engine.methods import (METHODS, MethodConfig, NpoConfig, TrainContext,
@@ -102,7 +103,19 @@ def test_rmu_steps_lower_forget_likelihood_and_touch_only_early_layers(toy):
     assert names and all("layers.0." in n for n in names)
 
 
-def test_stack_stays_frozen_and_reference_is_the_stack(toy):
+# A known bug, kept visible: on a model that already holds a stack, adapter_setup's
+# linear_module_names lists LoRA's own leaves ('base_layer', 'stack0') instead of the wrapped
+# projections, so a layer-restricted method (RMU) cannot add its adapter above a stack at all.
+# Strict, and only for that error: a fix makes this case pass and the marker must go.
+STACK_BUGS = {"rmu": "linear_module_names lists LoRA internals on a PeftModel"}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, raises=NoMatchingPeftModuleError,
+                                            reason=STACK_BUGS[n]))
+    if n in STACK_BUGS else n for n in sorted(METHODS)])
+def test_stack_stays_frozen_and_reference_is_the_stack(toy, name):
+    # Every method trains only the new adapter above an existing (random, non-zero) stack.
     torch.manual_seed(1)
     model = get_peft_model(copy.deepcopy(toy.model),
                            LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
@@ -110,22 +123,29 @@ def test_stack_stays_frozen_and_reference_is_the_stack(toy):
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if ".new." not in n}
     with torch.no_grad():
         stack_only = model(input_ids=torch.tensor([[1, 5, 6, 7]])).logits
-    cfg = NpoConfig(lr=1e-2)
-    adapter = TrainableAdapter(model, "new", ["stack0"], lora_config(cfg, None))
+    method_cls = get_method(name)
+    cfg = method_cls.config_cls(lr=1e-2)
+    method = method_cls(cfg)
+    layers = method.lora_layers(model.config.num_hidden_layers)
+    adapter = TrainableAdapter(model, "new", ["stack0"], lora_config(cfg, layers, model))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".new." in n for n in trainable)
+    new_before = {n: p.detach().clone() for n, p in model.named_parameters() if n in trainable}
 
-    ctx = TrainContext(model, toy.tokenizer, cfg, adapter.reference)
-    method = get_method("npo")(cfg)
+    forget = [e for e in toy.train if e.subject == toy.people[0] and e.is_qa][:4]
+    retain = [e for e in toy.train if e.subject == toy.people[1]][:4]
+    ctx = TrainContext(model, toy.tokenizer, cfg, adapter.reference, references=toy.holdout)
+    method.prepare(ctx, forget)
     opt = torch.optim.AdamW(adapter.params, lr=cfg.lr)
-    for _ in range(2):
-        loss, _ = method.loss(ctx, list(toy.train[:4]), list(toy.train[10:14]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    loss, _ = method.loss(ctx, forget, retain if method.uses_retain else None)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
     for n, p in model.named_parameters():
         if n in frozen:
-            assert torch.equal(p, frozen[n]), f"{n} changed"
+            assert torch.equal(p, frozen[n]), f"{name}: {n} changed"
+    assert any(not torch.equal(p, new_before[n]) for n, p in model.named_parameters()
+               if n in new_before), f"{name}: the new adapter did not train"
     # The reference pass sees the stack alone, and switching back re-freezes the stack.
     with torch.no_grad(), adapter.reference():
         ref = model(input_ids=torch.tensor([[1, 5, 6, 7]])).logits
