@@ -48,7 +48,7 @@ def scored(*logps: list[float], correct: list[list[bool]] | None = None) -> list
 def test_registry_lists_every_metric_and_rejects_unknown_names():
     assert {"fact_span_accuracy", "rouge_l_recall", "verbatim", "truth_ratio", "mia_loss",
             "mia_zlib", "mia_min_k", "forget_quality", "model_utility", "privleak",
-            "token_accuracy"} <= set(METRICS)
+            "token_accuracy", "answer_accuracy"} <= set(METRICS)
     with pytest.raises(UnknownMetricError, match="valid: .*fact_span_accuracy"):
         get_metric("accuracy")
 
@@ -66,6 +66,21 @@ def test_fact_span_accuracy_needs_whole_words():
     ctx = FixedContext({"forget": [qa("q", "It is Bre.", "Bre")]},
                        answers={"forget": ["It is Brelow."]})
     assert get_metric("fact_span_accuracy")().compute(ctx)["forget.fact_span_accuracy"] == 0.0
+
+
+def test_answer_accuracy_needs_the_whole_gold_answer_in_the_greedy_answer():
+    forget = [qa("Where was Ann Quorn born?", "Ann Quorn was born in Brelow.", "Brelow"),
+              qa("What does Ann Quorn do?", "Ann Quorn works as a tinker.", "tinker"),
+              qa("Who taught Ann Quorn?", "Ann Quorn was taught by Eda Vell.", "Eda Vell"),
+              qa("When did Ann Quorn marry?", "In 1902.", "1902")]
+    ctx = FixedContext({"forget": forget}, answers={"forget": [
+        "ann quorn was BORN in Brelow, and she stayed.",  # normalised, extra words: a hit
+        "She works as a tinker.",  # the fact alone, template changed: a miss
+        "Ann Quorn was taught by Eda Vellmoor.",  # not whole words: a miss
+        "In 1902."]})
+    assert get_metric("answer_accuracy")().compute(ctx) == {"forget.answer_accuracy": 0.5}
+    assert get_metric("fact_span_accuracy")().compute(ctx) == {
+        "forget.fact_span_accuracy": 0.75}  # the same answers, scored on the fact span
 
 
 def test_rouge_l_recall_known_values():

@@ -11,9 +11,10 @@ from typing import Iterable, Mapping, Sequence
 import torch
 
 from unlearn_engine.data.corpus import as_examples
-from unlearn_engine.evaluation import (fact_span_accuracy, forget_quality,  # noqa: F401
-                                       mia_loss, mia_min_k, mia_zlib, model_utility, privleak,
-                                       rouge_l, token_accuracy, truth_ratio, verbatim)
+from unlearn_engine.evaluation import (answer_accuracy, fact_span_accuracy,  # noqa: F401
+                                       forget_quality, mia_loss, mia_min_k, mia_zlib,
+                                       model_utility, privleak, rouge_l, token_accuracy,
+                                       truth_ratio, verbatim)
 from unlearn_engine.evaluation.base import (METRICS, EvalContext, EvalSettings, Metric,
                                             UnknownMetricError, auc, get_metric,
                                             register_metric)
