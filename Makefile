@@ -6,15 +6,24 @@ LETHE := $(VENV)/bin/lethe
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv proto demo demo-small serve test test-fast bench clean
+.PHONY: venv native proto demo demo-small serve test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,native]'
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The guard's per-token modules compiled with mypyc (server/guard/native.py). Optional: without
+# a C compiler the build fails, says so, and the guard runs the same code as plain Python.
+NATIVE := server/guard/_native.json
+$(NATIVE): $(STAMP) $(wildcard server/guard/*.py)
+	$(PY) -m server.guard.native build || \
+	  echo "WARNING: the guard's native build failed; it runs as plain Python (slower)" >&2
+
+native: $(NATIVE)
 
 # Generated gRPC stubs are build output (gitignored).
 proto: venv
@@ -27,18 +36,19 @@ demo: proto
 demo-small: proto
 	$(LETHE) demo build --small
 
-serve: demo
+serve: demo native
 	$(LETHE) serve
 
 # Everything CI runs. The small demo preset is built first so its build time shows in the log.
-test: demo-small
+test: demo-small native
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-test-fast: proto
+test-fast: proto native
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-bench: demo
+bench: demo native
 	$(PY) bench/serving.py
 
 clean:
 	rm -rf $(VENV) server/api/gen build *.egg-info
+	rm -f server/guard/*.so $(NATIVE)

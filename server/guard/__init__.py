@@ -19,7 +19,12 @@ Wiring (the server owns persistence, metrics and gRPC; this package owns none of
     step = s.finish()                                 # finish_reason "filtered" if step.hit
 
 Imports no gRPC, protobuf or Prometheus code: hits reach metrics through `on_hit`.
+The per-token modules may run compiled (native.py); `native.STATUS` says whether they do.
 """
+
+from server.guard import native
+
+native.use_source_if_stale()  # before any module that may be compiled is imported
 
 from server.guard.calibrate import Calibration, calibrate
 from server.guard.config import GuardConfig

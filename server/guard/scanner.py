@@ -78,7 +78,7 @@ class LexicalScanner:
         one of those (folded, un-mapped) chars — the only grams where this view can differ."""
         self._index = index
         self._table = table
-        self._gate = gate
+        self._gate: frozenset[str] = gate if gate is not None else frozenset()
         # Upper bound on the char index of the last gate char seen (no gate: always open).
         self._gate_at = -(1 << 62) if gate is not None else 1 << 62
         self._wk = keys.word_proto.copy  # bound: a fresh keyed state per digest
@@ -189,9 +189,7 @@ class LexicalScanner:
 
     def _separator(self, c: str, raw: int, k: int = -1) -> bool:
         if k < 0:
-            k = _CLASS.get(c)
-            if k is None:
-                k = _classify(c)
+            k = _classify(c)
         if self._cur >= 0 and self._end_word(raw):
             return True
         if k == _END:
@@ -342,7 +340,7 @@ class LexicalScanner:
                 hits ^= low
                 a = base + low.bit_length() - 1
                 L = e - a
-                if flags[bisect_left(ws, a, 0, j + 1)] >> L & 1:
+                if (flags[bisect_left(ws, a, 0, j + 1)] or 0) >> L & 1:
                     h = ck()
                     h.update(cb[a - base:e - base].encode())
                     p = table.get(h.digest())

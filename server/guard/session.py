@@ -69,7 +69,7 @@ class GuardSession:
         self._esc_on = "escapes" in enc
         self._esc: EscapedBytes | None = None
         if any(e in enc for e in DECODED):
-            sink = _ViewSink(self, stages, flags, raw_at=lambda: self._runs.fed_end)
+            sink = _ViewSink(self, stages, flags, raw_at=self._runs_end)
             self._runs = DecodedRuns(enc, config.encoded_min_chars, lambda: LexicalScanner(
                 index, keys, config.n, config.char_gram, config.max_word_chars, 1 << 30, sink),
                 self._held_text)
@@ -191,6 +191,9 @@ class GuardSession:
             self._leet = None
             self._mixed = self._scanner.mixed
         return False
+
+    def _runs_end(self) -> int:
+        return self._runs.fed_end if self._runs is not None else self._raw_end
 
     def _held_text(self, start: int, end: int) -> str:
         lo = max(start, self._raw_pos) - self._raw_pos
