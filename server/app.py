@@ -30,6 +30,7 @@ from server.guard import GuardConfig, GuardHit, LeakageGuard
 from server.keyfile import guard_secret
 from server.ledger import SqliteLedger
 from server.guard.keys import GuardKeys
+from server.hits import HitTally
 from server.metrics import ServerMetrics
 from server.monitor import LeakageMonitor, MonitorConfig
 from server.runtime.model import LoadedModel, load_model
@@ -67,6 +68,7 @@ class LetheServer:
         self.health = health.aio.HealthServicer()
         self.operator_token = ensure_operator_token(settings.data_dir, settings.operator_token)
         self.ledger = SqliteLedger(settings.data_dir / LEDGER_FILE)
+        self.hits = HitTally(self.ledger)
         secret = guard_secret(settings.data_dir)
         self.guard = LeakageGuard(
             GuardConfig(model_cache_dir=settings.cache_dir / "guard", semantic=settings.guard_semantic,
@@ -89,15 +91,18 @@ class LetheServer:
         self._load_task: asyncio.Task | None = None
         self._coordinator_task: asyncio.Task | None = None
         self._monitor_task: asyncio.Task | None = None
+        self._hits_task: asyncio.Task | None = None
         self.load_error: BaseException | None = None
 
     def _on_guard_hit(self, hit: GuardHit) -> None:
         if hit.source == "output":
             self.metrics.guard_hits.labels(hit.stage, hit.phase).inc()
+            self.hits.add(hit.forget_id, hit.stage, hit.phase)  # per job: GetForget's guard_hits
 
     async def start(self) -> None:
         s = self.settings
         await self.coordinator.restore()  # the guard blocks everything forgotten before we listen
+        self._hits_task = asyncio.create_task(self.hits.run())
         server = grpc.aio.server(
             interceptors=[TokenAuthInterceptor(self.operator_token, s.client_tokens, _streaming_methods())],
             options=[
@@ -108,7 +113,7 @@ class LetheServer:
         limits = GenerationLimits(s.default_max_new_tokens, s.max_new_tokens_limit)
         inference_pb2_grpc.add_InferenceServicer_to_server(
             InferenceServicer(self.runtime, limits, self.metrics, self.guard), server)
-        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.coordinator, self.metrics), server)
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.coordinator, self.metrics, self.hits), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if s.reflection:
@@ -178,7 +183,7 @@ class LetheServer:
         await self.close()
 
     async def close(self) -> None:
-        for task in (self._load_task, self._coordinator_task, self._monitor_task):
+        for task in (self._load_task, self._coordinator_task, self._monitor_task, self._hits_task):
             if task is not None and not task.done():
                 task.cancel()
         if self.worker is not None:
@@ -186,6 +191,7 @@ class LetheServer:
         if self._server is not None:
             await self._server.stop(0)
         await asyncio.to_thread(self.runtime.shutdown)
+        await asyncio.to_thread(self.hits.flush)  # hits counted since the last flush
         self.ledger.close()
         self.metrics.close()
 

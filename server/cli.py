@@ -12,6 +12,7 @@ import os
 import logging
 import signal
 import sys
+from typing import Any
 
 import grpc
 import torch
@@ -125,6 +126,14 @@ def _cmd_forget(args: argparse.Namespace) -> int:
     return 0 if job.state == apb.FORGET_STATE_ACTIVE else 1
 
 
+def _blocked(job: Any) -> str:
+    """Outputs the guard blocked for a job: before / after its adapter went live."""
+    n = {"before_adapter": 0, "after_adapter": 0}
+    for h in job.guard_hits:
+        n[h.phase] = n.get(h.phase, 0) + h.count
+    return f"{n['before_adapter']}/{n['after_adapter']}"
+
+
 def _cmd_forgets(args: argparse.Namespace) -> int:
     from server.api import admin_pb2 as apb
 
@@ -133,7 +142,8 @@ def _cmd_forgets(args: argparse.Namespace) -> int:
     for job in page.forgets:
         created = job.created_at.ToDatetime().isoformat(timespec="seconds")
         print(f"{job.forget_id}  {_state(job.state):<11} {job.method:<8} {created}  "
-              f"texts={job.num_texts} qa={job.num_qa_pairs} subjects={job.num_subjects}  {job.failure_reason}")
+              f"texts={job.num_texts} qa={job.num_qa_pairs} subjects={job.num_subjects}  "
+              f"blocked={_blocked(job)}  {job.failure_reason}")
     return 0
 
 

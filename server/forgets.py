@@ -112,6 +112,7 @@ class ForgetJob:
     attempts: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     transitions: tuple[Transition, ...] = ()
+    guard_hits: tuple[tuple[str, str, int], ...] = ()  # (stage, phase, outputs blocked)
 
     def to_pb(self) -> pb.ForgetJob:
         return pb.ForgetJob(
@@ -119,7 +120,8 @@ class ForgetJob:
             num_texts=self.num_texts, num_qa_pairs=self.num_qa_pairs, num_subjects=self.num_subjects,
             created_at=_ts(self.created_at), updated_at=_ts(self.updated_at), failure_reason=self.failure_reason,
             adapter_id=self.adapter_id, stack_version=self.stack_version, metrics=self.metrics,
-            transitions=[t.to_pb() for t in self.transitions], attempts=self.attempts)
+            transitions=[t.to_pb() for t in self.transitions], attempts=self.attempts,
+            guard_hits=[pb.GuardHitCount(stage=s, phase=p, count=n) for s, p, n in self.guard_hits])
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,11 @@ class ForgetLedger(abc.ABC):
     @abc.abstractmethod
     def activated_at(self, adapter_id: str) -> float: ...
 
+    # ---- guard hits --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def add_guard_hits(self, counts: dict[tuple[str, str, str], int]) -> None:
+        """Add blocked-output counts keyed (forget_id, stage, phase); jobs report their totals."""
+
     # ---- audit -----------------------------------------------------------------------------
     @abc.abstractmethod
     def audit(self, actor: str, action: str, target: str, details: dict[str, object]) -> None:

@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL
   action TEXT NOT NULL, target TEXT NOT NULL, details TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS workers (worker_id TEXT PRIMARY KEY, heartbeat REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS probes (forget_id TEXT PRIMARY KEY, sealed BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS guard_hits (forget_id TEXT NOT NULL, stage TEXT NOT NULL, phase TEXT NOT NULL,
+  count INTEGER NOT NULL, PRIMARY KEY (forget_id, stage, phase));
 """
 
 
@@ -338,6 +340,13 @@ class SqliteLedger(ForgetLedger):
         return float(row["activated_at"] or 0.0) if row else 0.0
 
     # ---- audit -----------------------------------------------------------------------------
+    def add_guard_hits(self, counts: dict[tuple[str, str, str], int]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO guard_hits (forget_id, stage, phase, count) VALUES (?,?,?,?) "
+                "ON CONFLICT (forget_id, stage, phase) DO UPDATE SET count = count + excluded.count",
+                [(*key, n) for key, n in counts.items()])
+
     def audit(self, actor: str, action: str, target: str, details: dict[str, object]) -> None:
         with self._tx() as db:
             self._audit(db, actor, action, target, details)
@@ -374,12 +383,14 @@ class SqliteLedger(ForgetLedger):
         transitions = tuple(
             Transition(ForgetState(t["state"]), t["at"], t["detail"])
             for t in db.execute("SELECT * FROM transitions WHERE forget_id = ? ORDER BY rowid", (forget_id,)))
+        hits = tuple((h["stage"], h["phase"], h["count"]) for h in db.execute(
+            "SELECT * FROM guard_hits WHERE forget_id = ? ORDER BY stage, phase", (forget_id,)))
         return ForgetJob(
             forget_id=r["forget_id"], state=ForgetState(r["state"]), method=r["method"], reason=r["reason"],
             num_texts=r["num_texts"], num_qa_pairs=r["num_qa"], num_subjects=r["num_subjects"],
             created_at=r["created_at"], updated_at=r["updated_at"], failure_reason=r["failure_reason"],
             adapter_id=r["adapter_id"], stack_version=r["stack_version"], attempts=r["attempts"],
-            metrics=json.loads(r["metrics"]), transitions=transitions)
+            metrics=json.loads(r["metrics"]), transitions=transitions, guard_hits=hits)
 
     def _truncate_wal(self) -> None:
         # Move committed pages (with the erased rows already zeroed) into the main file and cut the

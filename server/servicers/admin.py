@@ -7,6 +7,7 @@ calls the ForgetCoordinator / ledger; never returns forgotten content, only coun
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Awaitable, Callable, TypeVar
 
 import grpc
 
@@ -15,6 +16,7 @@ from server.api import admin_pb2_grpc
 from server.coordinator import ForgetCoordinator
 from server.errors import InvalidArgument, NotFound
 from server.forgets import (MAX_KEY_CHARS, MAX_REASON_CHARS, ForgetJob, ForgetPayload, ForgetState)
+from server.hits import HitTally
 from server.ledger import UnknownForget
 from server.metrics import ServerMetrics
 from server.rpc import rpc_method
@@ -22,22 +24,31 @@ from unlearn_engine.methods import METHODS
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
+T = TypeVar("T")
 ACTOR = "operator"  # one operator credential; per-user identities would come from mTLS / OIDC
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
     service_name = "lethe.v1.Admin"
 
-    def __init__(self, coordinator: ForgetCoordinator, metrics: ServerMetrics):
+    def __init__(self, coordinator: ForgetCoordinator, metrics: ServerMetrics, hits: HitTally):
         self.coordinator = coordinator
         self.ledger = coordinator.ledger
         self.metrics = metrics
+        self.hits = hits
+
+    def _read(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+        """A ledger read that sees every guard hit counted so far (the tally writes in batches)."""
+        def run() -> T:
+            self.hits.flush()
+            return fn(*args)
+        return asyncio.to_thread(run)
 
     async def _job(self, forget_id: str) -> ForgetJob:
         if not forget_id:
             raise InvalidArgument("forget_id is required")
         try:
-            return await asyncio.to_thread(self.ledger.get, forget_id)
+            return await self._read(self.ledger.get, forget_id)
         except UnknownForget:
             raise NotFound(f"no forget job {forget_id}") from None
 
@@ -83,7 +94,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         before = request.page_token or None
         if before is not None:
             await self._job(before)  # an unknown token is a client error, not an empty page
-        jobs = await asyncio.to_thread(self.ledger.list, states, size + 1, before)
+        jobs = await self._read(self.ledger.list, states, size + 1, before)
         page, more = jobs[:size], len(jobs) > size
         return pb.ListForgetsResponse(forgets=[j.to_pb() for j in page],
                                       next_page_token=page[-1].forget_id if more else "")

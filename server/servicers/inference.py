@@ -82,6 +82,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         handle = await self.runtime.submit(params, deadline)
         logger.debug("request %s: %d prompt chars", params.request_id, len(params.prompt))
         finished = False
+        filtered = False  # a hit so far (policy "redact" goes on after it)
         try:
             async for event in handle.events():
                 final = isinstance(event, FinishEvent)
@@ -93,13 +94,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     self.metrics.finished.labels("cancelled").inc()
                     raise DeadlineExceeded("the request deadline passed during generation")
                 step = await self._filter_off_loop(session, event.text, final)
+                filtered = filtered or step.hit is not None
                 if step.release:
                     yield _Chunk(step.release, event.stack_version, params.request_id)
                 if step.stop or final:
                     finished = final
                     if not final:
                         handle.cancel()  # the guard ended the stream: stop decoding it now
-                    reason = "filtered" if step.hit is not None else event.reason if final else "filtered"
+                    # Filtered when the guard ended it, or redacted anything on the way.
+                    reason = "filtered" if filtered or not final else event.reason
                     completion = event.completion_tokens
                     prompt_tokens = event.prompt_tokens if final else len(handle.request.prompt_ids)
                     self.metrics.prompt_tokens.inc(prompt_tokens)

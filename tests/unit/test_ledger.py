@@ -143,3 +143,26 @@ def test_only_the_owning_worker_records_and_probes_follow_active_jobs(tmp_path: 
     assert ledger.monitor_probes() == []
     with pytest.raises(NotOwner):  # a finished job is nobody's to record any more
         ledger.record_adapter(_adapter(job.forget_id, "ad_2"), worker_id="w2")
+
+
+def test_guard_hits_add_up_per_job_stage_and_phase(tmp_path: Path) -> None:
+    from server.hits import HitTally
+
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    a, _ = ledger.submit(_payload(), "npo", "r", None, "op")
+    b, _ = ledger.submit(_payload(), "npo", "r", None, "op")
+    assert ledger.get(a.forget_id).guard_hits == ()
+    tally = HitTally(ledger)
+    for stage, phase in [("exact", "before_adapter")] * 3 + [("entity", "after_adapter")]:
+        tally.add(a.forget_id, stage, phase)
+    tally.flush()
+    tally.add(a.forget_id, "exact", "before_adapter")
+    tally.flush()
+    tally.flush()  # nothing pending: no change
+    ledger.close()
+    reopened = SqliteLedger(tmp_path / "ledger.db")
+    assert reopened.get(a.forget_id).guard_hits == (("entity", "after_adapter", 1), ("exact", "before_adapter", 4))
+    assert reopened.get(b.forget_id).guard_hits == ()
+    pb = reopened.get(a.forget_id).to_pb()
+    assert {(h.stage, h.phase): h.count for h in pb.guard_hits} == {("entity", "after_adapter"): 1,
+                                                                     ("exact", "before_adapter"): 4}

@@ -1,0 +1,118 @@
+"""The leakage guard through the real server: a Forget cuts a stream already in flight, the
+redact policy still ends with finish_reason FILTERED, and every blocked output is attributed to
+its forget job (GetForget / ListForgets guard_hits), durably across a restart.
+
+The unlearning worker is off: jobs stay FILTERING, so every hit here is a before_adapter hit.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from server.api import admin_pb2 as apb
+from server.api import inference_pb2 as ipb
+from server.client import LetheClient
+from server.guard import GuardConfig
+from tests.conftest import ServerThread, make_settings
+from unlearn_engine.demo.builder import load_corpus
+
+
+def _operator(st: ServerThread) -> LetheClient:
+    return LetheClient(st.target, st.server.operator_token, timeout=60)
+
+
+def _forget(client: LetheClient, **fields) -> apb.ForgetJob:
+    resp = client.admin.Forget(apb.ForgetRequest(reason="test", **fields), metadata=client._metadata, timeout=60)
+    assert resp.created
+    return resp.job
+
+
+def _hits(client: LetheClient, forget_id: str) -> dict[tuple[str, str], int]:
+    job = client.admin.GetForget(apb.GetForgetRequest(forget_id=forget_id), metadata=client._metadata, timeout=60)
+    return {(h.stage, h.phase): h.count for h in job.guard_hits}
+
+
+@pytest.fixture(scope="module")
+def corpus(demo_model_dir: Path):
+    return load_corpus(demo_model_dir)
+
+
+def test_a_forget_cuts_a_stream_already_in_flight(demo_model_dir: Path, corpus, tmp_path: Path) -> None:
+    """Forget what a live stream is producing, after its first chunk arrived: the stream ends
+    FILTERED with the neutral message before the rest of it, and the hit is the job's."""
+    st = ServerThread(make_settings(tmp_path, demo_model_dir, worker=False))
+    try:
+        st.wait_ready()
+        client, operator = LetheClient(st.target, timeout=60), _operator(st)
+        cut = []
+        for bio in corpus.texts[:3]:  # another person if a busy machine finished a stream first
+            prompt = " ".join(bio.text.split()[:6])
+            whole = client.generate(prompt, max_new_tokens=200)
+            assert whole.finish_reason == ipb.FINISH_REASON_STOP and len(whole.text.split()) > 30
+            stream = client.stream(prompt, max_new_tokens=200)
+            first = next(stream)
+            assert first.text and whole.text.startswith(first.text)
+            job = _forget(operator, texts=[prompt + whole.text])
+            acked = time.monotonic()
+            rest = list(stream)
+            assert time.monotonic() - acked < 30
+            text = first.text + "".join(r.text for r in rest)
+            if rest[-1].finish_reason == ipb.FINISH_REASON_STOP:  # it ended before the ack
+                assert text == whole.text
+                continue
+            assert rest[-1].finish_reason == ipb.FINISH_REASON_FILTERED
+            neutral = GuardConfig().neutral_message
+            assert text.endswith(neutral)
+            released = text[:-len(neutral)]
+            assert whole.text.startswith(released) and len(released) < len(whole.text) - 20
+            cut.append(job.forget_id)
+            break
+        assert cut, "every stream finished before its Forget was acknowledged"
+        assert _hits(operator, cut[0]) == {("exact", "before_adapter"): 1}
+    finally:
+        st.stop()
+
+
+def test_redact_policy_ends_filtered_and_hits_persist_per_job(demo_model_dir: Path, corpus, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, demo_model_dir, worker=False, guard_policy="redact")
+    person = corpus.trained_people[0]
+    qa = [r for r in corpus.qa if r.person == person and r.split == "train"][:3]
+    st = ServerThread(settings)
+    try:
+        st.wait_ready()
+        client, operator = LetheClient(st.target, timeout=60), _operator(st)
+        assert all(r.fact.lower() in client.generate(r.question, max_new_tokens=32).text.lower() for r in qa)
+        job = _forget(operator, subjects=[person],
+                      qa_pairs=[apb.QAPair(question=r.question, answer=r.answer) for r in qa])
+        other = _forget(operator, subjects=[corpus.trained_people[1]])
+        marker = GuardConfig().redaction_text
+        for r in qa:
+            resp = client.generate(r.question, max_new_tokens=32)
+            assert r.fact.lower() not in resp.text.lower() and marker in resp.text
+            assert resp.finish_reason == ipb.FINISH_REASON_FILTERED  # redacted, then went on
+            chunks = list(client.stream(r.question, max_new_tokens=32))
+            text = "".join(c.text for c in chunks)
+            assert r.fact.lower() not in text.lower() and marker in text
+            assert chunks[-1].finish_reason == ipb.FINISH_REASON_FILTERED
+        hits = _hits(operator, job.forget_id)
+        assert sum(hits.values()) >= 2 * len(qa) and {p for _, p in hits} == {"before_adapter"}
+        assert _hits(operator, other.forget_id) == {}  # attributed to the job whose content matched
+        listed = operator.admin.ListForgets(apb.ListForgetsRequest(), metadata=operator._metadata, timeout=60)
+        assert {j.forget_id: sum(h.count for h in j.guard_hits) for j in listed.forgets}[job.forget_id] == sum(hits.values())
+    finally:
+        st.stop()
+    # The counts are the ledger's: a restarted server reports the same.
+    st = ServerThread(settings)
+    try:
+        st.wait_ready()
+        assert _hits(_operator(st), job.forget_id) == hits
+        with pytest.raises(grpc.RpcError) as e:
+            _operator(st).admin.GetForget(apb.GetForgetRequest(forget_id="fg_unknown"),
+                                          metadata=_operator(st)._metadata, timeout=60)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        st.stop()
