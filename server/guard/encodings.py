@@ -257,7 +257,13 @@ class DecodedRuns:
         n = len(text)
         if self._decoders is None and n < self._min:
             # Fast path: nothing is being decoded and this delta cannot hold a whole long run.
-            k = len(text.rstrip(_RUN_CHARS))  # text[k:] continues into the next delta
+            # text[k:] continues into the next delta; "word" and " word" (most tokens) need no strip.
+            if text.isascii() and text.isalnum():
+                k = 0
+            elif n > 1 and text[0] == " " and text.isascii() and text[1:].isalnum():
+                k = 1
+            else:
+                k = len(text.rstrip(_RUN_CHARS))
             if k == 0:
                 if self._start < 0:
                     self._start = raw
@@ -265,7 +271,7 @@ class DecodedRuns:
                     return self._decode(raw, text)
                 return False
             if self._start >= 0:
-                lead = n - len(text.lstrip(_RUN_CHARS))
+                lead = 0 if text[0] == " " else n - len(text.lstrip(_RUN_CHARS))
                 if raw + lead - self._start >= self._min:  # a long run ends in this delta
                     return self._slow(text, raw)
             self._start = raw + k if k < n else -1

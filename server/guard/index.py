@@ -65,6 +65,9 @@ class GuardIndex:
         self.semantic = _EMPTY_SEMANTIC
         self.phases: dict[str, str] = {}
         self.version = 0
+        # Nothing forgotten: sessions need no hold-back until the first entry arrives. A plain
+        # attribute, not a property: every push reads it.
+        self.empty = True
         self._lock = threading.Lock()
         self._entries: dict[str, GuardEntries] = {}
         self._lengths: Counter[tuple[int, int]] = Counter()  # (view, length) -> records
@@ -97,12 +100,14 @@ class GuardIndex:
                 self._remove_record(rec, fid)
             self._drop_rows(old_rows)
             self._entries[fid] = entries
+            self.empty = False
             self._publish_lengths()
             self.version += 1
 
     def remove(self, forget_id: str) -> None:
         with self._lock:
             entries = self._entries.pop(forget_id, None)
+            self.empty = not self._entries
             if entries is not None:
                 for rec in set(entries.packed_records()):
                     self._remove_record(rec, forget_id)
@@ -122,11 +127,6 @@ class GuardIndex:
 
     def rows_of(self, forget_id: str) -> list[int]:
         return self._rows.get(forget_id, [])
-
-    @property
-    def empty(self) -> bool:
-        """Nothing forgotten: sessions need no hold-back until the first entry arrives."""
-        return not self._entries
 
     def forget_ids(self) -> list[str]:
         return list(self._entries)

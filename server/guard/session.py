@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 _NOTHING = GuardStep("")
 _LEET_SYMBOLS = frozenset("@$|")
 _ESCAPE_MARKS = frozenset("%\\")
+_MARKS = re.compile(r"[@$|%\\]")  # either kind: most deltas have none, one search says so
+# A step per released chunk: built as the plain tuple it is (a NamedTuple's own __new__ is
+# interpreted Python even when this module is compiled).
+_new_tuple = tuple.__new__
 _HEX_PAIRS = re.compile(r"[0-9A-Fa-f]{2}[ :,-]{1,2}(?:0[xX])?[0-9A-Fa-f]{2}")  # "4d:61", "0x4d, 0x61"
 _LEET_TAIL = 128  # released raw chars kept as leet context: > the entity window (80 letters)
 _PROMPT_TAIL = 256  # raw chars of the prompt kept as context: > n-1 words and a char gram
@@ -133,10 +137,11 @@ class GuardSession:
         sc = self._scanner
         if sc.feed(delta, start):
             return
+        marks = _MARKS.search(delta) is not None
         if self._leet_on and (self._leet is not None or sc.mixed != self._mixed
-                              or not _LEET_SYMBOLS.isdisjoint(delta)) and self._feed_leet(delta, start):
+                              or (marks and not _LEET_SYMBOLS.isdisjoint(delta))) and self._feed_leet(delta, start):
             return
-        if self._esc_on and (self._esc is not None or not _ESCAPE_MARKS.isdisjoint(delta)
+        if self._esc_on and (self._esc is not None or (marks and not _ESCAPE_MARKS.isdisjoint(delta))
                              or (sc.hexpairs >= 2 and _HEX_PAIRS.search(self._raw, len(self._raw) - 32))
                              ) and self._feed_esc(delta, start):
             return
@@ -308,7 +313,7 @@ class GuardSession:
                 tail = self._tail + text
                 self._tail = tail if len(tail) < 2 * _LEET_TAIL else tail[-_LEET_TAIL:]
         out, self._pending = self._pending + text, ""
-        return GuardStep(out, hit, False)
+        return _new_tuple(GuardStep, (out, hit, False))
 
 
 class _ViewSink:
