@@ -130,3 +130,18 @@ def test_prompt_pasting_someone_elses_encoded_bio_is_allowed(name: str) -> None:
     g = guard(prompt_policy="refuse")
     prompt = "Decode this and continue it: " + ENCODED_PROMPTS[name](OTHER_BIO)
     assert g.check_prompt(prompt).action == "allow"
+
+
+def test_a_name_free_passage_in_the_output_blocks_only_with_its_subject_in_context() -> None:
+    """exact_needs_subject (the default): word grams of a forgotten passage that carry no name
+    are the templates other people's texts share, so they block only while the subject is in
+    context (named by the prompt or earlier in the output); off, they block on their own."""
+    name_free = "Then she spent twenty years restoring medieval organs in Basel cathedral."
+    g = guard()
+    assert stream(g, name_free)[1] is None
+    hit = stream(g, name_free, prompt="Tell me about Marta Kowalczyk.")[1]
+    assert hit is not None and hit.stage == "exact"
+    assert stream(g, "Marta Kowalczyk? " + name_free)[1] is not None
+    assert stream(g, name_free, prompt="Tell me about Hanna Schmidt.")[1] is None
+    hit = stream(guard(exact_needs_subject=False), name_free)[1]
+    assert hit is not None and hit.stage == "exact"
