@@ -1,7 +1,8 @@
 """Leakage guard, semantic stage: real all-MiniLM-L6-v2 in ONNX Runtime, paraphrases, calibration.
 
-The ONNX export runs once per test session (cached in pytest's cache dir when available). The
-sentences are hand-written facts about fictitious people.
+The ONNX export runs once per test session (cached in pytest's cache dir when available). Most
+sentences are hand-written facts about fictitious people; one test streams paraphrases of the
+demo corpus's facts.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import pytest
 
 from server.guard import (ForgetItems, GuardConfig, GuardEntries, LeakageGuard, OnnxMiniLM,
                           calibrate)
+from server.guard.probes import demo_pairs
 from tests.unit.test_guard_adversarial import SECRET, stream
+from unlearn_engine.demo.config import DemoConfig
+from unlearn_engine.demo.corpus import generate_corpus
 
 FACTS = ForgetItems(
     qa=(("What does Marta Kowalczyk do?", "Marta Kowalczyk restores medieval pipe organs in churches."),
@@ -157,3 +161,25 @@ def test_semantic_is_optional() -> None:
     g.add(g.derive("forget-1", FACTS))
     assert g.stats()["semantic_rows"] == 0
     assert stream(g, "Marta Kowalczyk restores medieval pipe organs in churches.")[1].stage == "exact"
+
+
+def test_paraphrases_of_demo_facts_are_blocked_by_the_semantic_stage_alone(embedder: OnnxMiniLM) -> None:
+    """Demo-corpus facts (the small preset's people), forgotten as their QA pairs; the probes are
+    paraphrases that never occur in the corpus (server/guard/probes.py). Only the semantic stage
+    runs, on every sentence, so neither the name nor the value can be what blocks. The
+    negatives are the same paraphrase templates about people who were not forgotten."""
+    corpus = generate_corpus(DemoConfig.small().corpus_spec())
+    pos, neg = demo_pairs(corpus, people=10)
+    people = list(dict.fromkeys(r.person for r in corpus.qa if r.split == "train"))[:10]
+    forgotten, kept = people[:5], people[5:]
+    g = LeakageGuard(GuardConfig(stages=("semantic",), semantic="always"), SECRET, embedder=embedder)
+    for p in forgotten:
+        g.add(g.derive(p, ForgetItems(qa=tuple((r.question, r.answer) for r in corpus.qa
+                                               if r.person == p and r.split == "train"))))
+    about = lambda probe, group: any(p in probe for p in group)  # noqa: E731
+    positives = [probe for _, probe in pos if about(probe, forgotten)]
+    negatives = [probe for _, probe in neg if about(probe, kept) and not about(probe, forgotten)]
+    assert len(positives) >= 50 and len(negatives) >= 50
+    recall = np.mean([stream(g, s)[1] is not None for s in positives])
+    false_pos = np.mean([stream(g, s)[1] is not None for s in negatives])
+    assert recall >= 0.9 and false_pos <= 0.1, (recall, false_pos)
