@@ -20,7 +20,7 @@ venv: $(STAMP)
 # a C compiler the build fails, says so, and the guard runs the same code as plain Python.
 NATIVE := server/guard/_native.json
 $(NATIVE): $(STAMP) $(wildcard server/guard/*.py)
-	$(PY) -c "from server.guard import native; native.main(['build'])" || \
+	@$(PY) -c "from server.guard import native; native.main(['build'])" || \
 	  echo "WARNING: the guard's native build failed; it runs as plain Python (slower)" >&2
 
 native: $(NATIVE)

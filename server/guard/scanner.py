@@ -59,6 +59,17 @@ _HEX_WORDS = frozenset(p + f"{b:02x}" for b in range(256) for p in ("", "0x"))
 
 
 
+def _first_at_least(ws: list[int], x: int, hi: int) -> int:
+    """bisect_left(ws, x, 0, hi) for an answer near `hi`: word starts ascend and the hot callers
+    ask about the last char gram or n-gram, a few words back (compiled, these compares are on
+    native ints; bisect's are rich compares of boxed ones). The list is trimmed, so a far
+    answer costs at most a few hundred steps."""
+    k = hi
+    while k > 0 and ws[k - 1] >= x:
+        k -= 1
+    return k
+
+
 class ScanSink(Protocol):
     def on_postings(self, pos: int, found: list[Postings], raw_at: int) -> bool: ...
     def on_sentence(self, first_word: int, end_word: int, raw_at: int) -> bool: ...
@@ -290,7 +301,7 @@ class LexicalScanner:
         C, ck, table = self._C, self._ck, index.char
         if index.has_long_chars:
             # char grams that end inside word j start at word starts in [s - C + 1, e - C]
-            for k in range(bisect_left(ws, s - C + 1, 0, j + 1), bisect_right(ws, e - C, 0, j + 1)):
+            for k in range(_first_at_least(ws, s - C + 1, j + 1), _first_at_least(ws, e - C + 1, j + 1)):
                 h = ck()
                 h.update(cb[ws[k] - base:ws[k] - base + C].encode())
                 p = table.get(h.digest())
@@ -340,7 +351,7 @@ class LexicalScanner:
                 hits ^= low
                 a = base + low.bit_length() - 1
                 L = e - a
-                if (flags[bisect_left(ws, a, 0, j + 1)] or 0) >> L & 1:
+                if (flags[_first_at_least(ws, a, j + 1)] or 0) >> L & 1:
                     h = ck()
                     h.update(cb[a - base:e - base].encode())
                     p = table.get(h.digest())
@@ -417,7 +428,7 @@ class LexicalScanner:
             if self._n > 1:
                 h = min(h, ws[max(0, m - (self._n - 1))])
             # char view: word starts within char_gram-1 chars of the word in progress
-            k = bisect_left(ws, ref - self._C + 1)
+            k = _first_at_least(ws, ref - self._C + 1, m)
             if k < m and ws[k] < h:
                 h = ws[k]
         return h
@@ -431,7 +442,7 @@ class LexicalScanner:
         ref = cur if cur >= 0 else self._nchars
         # Word starts ascend, so the earliest of "the last n-1 words" and "starts within
         # char_gram-1 chars" is the one with the lower index.
-        k = bisect_left(ws, ref - self._C + 1)
+        k = _first_at_least(ws, ref - self._C + 1, m)
         if self._n > 1 and m:
             k = min(k, max(0, m - (self._n - 1)))
         if k < m:
@@ -456,7 +467,7 @@ class LexicalScanner:
         start (the word in progress included): every hold point is one."""
         if char == self._cur:
             return self._cur_raw
-        return self._wraw[bisect_left(self._ws, char)]
+        return self._wraw[_first_at_least(self._ws, char, len(self._ws))]
 
     def sentence_text(self, first: int, end: int) -> str:
         lo = max(first, self._wbase) - self._wbase
