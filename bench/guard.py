@@ -8,7 +8,10 @@ Timings are wall clock (perf_counter) and CPU time of the thread (thread_time): 
 machine the CPU figure excludes time the OS gave to other processes. Writes
 bench/results/guard.json and guard.md.
 
-    python bench/guard.py [--sizes 10 1000 10000 100000] [--tokens 20000] [--skip-semantic]
+    python bench/guard.py [--sizes 10 1000 10000 100000] [--tokens 20000] [--skip-semantic] [--skip-served]
+
+The served time-to-block runs a real `lethe serve` (small demo preset, worker off): a client
+streams a bio, Forgets it after the first chunk, and reads on until the stream ends.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import platform
 import random
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 import urllib.parse
@@ -32,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.guard import (ForgetItems, GuardConfig, LeakageGuard, OnnxMiniLM,  # noqa: E402
-                          TorchMiniLM, calibrate)
+                          TorchMiniLM, calibrate, native)
 from server.guard.normalize import semantic_text, split_sentences  # noqa: E402
 from server.guard.probes import demo_pairs  # noqa: E402
 from unlearn_engine.demo.corpus import CorpusSpec, generate_corpus  # noqa: E402
@@ -85,7 +89,7 @@ def per_token(guard: LeakageGuard, toks: list[str], reps: int = 5) -> dict[str, 
         w, c = np.array(wall), np.array(cpu)
         runs.append({"wall_p50_us": float(np.percentile(w, 50)), "wall_p99_us": float(np.percentile(w, 99)),
                      "cpu_p50_us": float(np.percentile(c, 50)), "cpu_p99_us": float(np.percentile(c, 99)),
-                     "cpu_mean_us": float(c.mean())})
+                     "cpu_p999_us": float(np.percentile(c, 99.9)), "cpu_mean_us": float(c.mean())})
     best = min(runs, key=lambda r: r["cpu_p99_us"])
     med = sorted(runs, key=lambda r: r["cpu_p99_us"])[len(runs) // 2]
     return {**best, "median_cpu_p50_us": med["cpu_p50_us"], "median_cpu_p99_us": med["cpu_p99_us"],
@@ -257,6 +261,62 @@ def time_to_block(sizes: list[int], cache: Path | None) -> list[dict]:
     return out
 
 
+def served_time_to_block(streams: int = 5) -> list[dict]:
+    """Through the real server: Forget (gRPC, ledger fsync, guard) what a live stream is emitting,
+    right after its first chunk arrived; then read the stream to its end."""
+    from server.api import admin_pb2 as apb
+    from server.api import inference_pb2 as ipb
+    from server.client import LetheClient
+    from tests.procs import ServeProcess
+    from unlearn_engine.demo.builder import default_demo_model, load_corpus
+
+    model_dir = default_demo_model(Path("~/.cache/lethe").expanduser(), small=True)
+    corpus = load_corpus(model_dir)
+    sp = ServeProcess(model_dir, Path(tempfile.mkdtemp(prefix="lethe-guard-bench-")), "--no-worker",
+                      "--torch-threads", "1", "--monitor-interval-seconds", "0")
+    out = []
+    try:
+        sp.wait_serving()
+        client, operator = LetheClient(sp.target, timeout=120), LetheClient(sp.target, sp.token, timeout=120)
+        list(client.stream("Hello", max_new_tokens=8))  # the first stream's one-time costs
+        for bio in corpus.texts[:streams]:
+            prompt = " ".join(bio.text.split()[:6])
+            whole = client.generate(prompt, max_new_tokens=200).text
+            chunks: list[tuple[float, ipb.GenerateStreamResponse]] = []  # (arrival, chunk)
+            first = threading.Event()
+
+            def read() -> None:
+                for c in client.stream(prompt, max_new_tokens=200):
+                    chunks.append((time.perf_counter(), c))
+                    first.set()
+            reader = threading.Thread(target=read)
+            t0 = time.perf_counter()
+            reader.start()
+            first.wait(60)
+            t_first = time.perf_counter()
+            operator.admin.Forget(apb.ForgetRequest(texts=[prompt + whole], reason="bench"),
+                                  metadata=operator._metadata, timeout=120)
+            t_ack = time.perf_counter()
+            reader.join(120)
+            neutral = GuardConfig().neutral_message
+            blocked = chunks[-1][1].finish_reason == ipb.FINISH_REASON_FILTERED
+            # Arrived after the ack: an upper bound on what the server sent after it (a chunk
+            # sent just before the ack can arrive just after it).
+            late = "".join(c.text for t, c in chunks if t > t_ack)
+            late = late[:-len(neutral)] if blocked and late.endswith(neutral) else late
+            text = "".join(c.text for _, c in chunks)
+            # Unfiltered and whole: the server had generated it all before the Forget took effect
+            # (a stream still decoding then is cut; its chunks can reach this client later).
+            out.append({"blocked": blocked, "whole_before_forget": not blocked and text == whole,
+                        "first_chunk_ms": 1e3 * (t_first - t0),
+                        "forget_rpc_ms": 1e3 * (t_ack - t_first), "ack_to_stream_end_ms": 1e3 * (chunks[-1][0] - t_ack),
+                        "chars_before_ack": len(text) - len(late) - (len(neutral) if blocked else 0),
+                        "chars_after_ack": len(late), "chars_whole": len(whole)})
+    finally:
+        sp.kill()
+    return out
+
+
 def false_positive_table(variants: list[tuple[int, int, bool]], n_forgotten: int = 100) -> list[dict]:
     """Other (not forgotten) demo people's sentences blocked — all of them, and the bio sentences
     alone ("same bio template, different person") — vs recall on forgotten people's outputs."""
@@ -340,19 +400,39 @@ def calibration(cache: Path) -> list[dict]:
     return rows
 
 
+TARGET_P99_US = 20.0  # the issue's target for the lexical stages, per token
+
+
+def targets(report: dict) -> list[str]:
+    """The per-token target, met or not, from this run's numbers."""
+    rows = [r for r in report["lexical"] if r["items"]]
+    worst = max(rows, key=lambda r: r["cpu_p99_us"])
+    met = [r["items"] for r in rows if r["cpu_p99_us"] <= TARGET_P99_US]
+    L = ["## Target: lexical stages ≤ 20 µs per token at p99",
+         f"Guard modules: {report.get('native', 'source')}. Best-of-5 CPU p99: "
+         + ", ".join(f"{r['cpu_p99_us']:.1f} µs at {r['items']} items" for r in rows) + "; median repetitions: "
+         + ", ".join(f"{r['median_cpu_p99_us']:.1f}" for r in rows) + ".",
+         ("**Met** at every size (best repetition)." if len(met) == len(rows) else
+          f"**Missed** at {len(rows) - len(met)} of {len(rows)} sizes: worst {worst['cpu_p99_us']:.1f} µs at "
+          f"{worst['items']} items ({worst['cpu_p99_us'] - TARGET_P99_US:+.1f} µs)."),
+         "The p99 tokens are word and sentence ends whose grams match entries (digest lookups, then the "
+         "entity stage's window bookkeeping); p99.9 shows the rarer slow pushes the p99 leaves out.", ""]
+    return L
+
+
 def markdown(report: dict) -> str:
-    L = [f"# Leakage guard benchmark\n\n{report['machine']}\n",
+    L = [f"# Leakage guard benchmark\n\n{report['machine']}\n", *targets(report),
          "## Per-token overhead, lexical stages (exact + entity, default config: hidden-channel views on), µs per push",
          "Best of 5 repetitions (median repetition's CPU p50 / p99 in brackets).\n",
-         "| forgotten items | forgets | cpu p50 | cpu p99 | wall p50 | wall p99 | spaced-letters cpu p99 "
+         "| forgotten items | forgets | cpu p50 | cpu p99 | cpu p99.9 | wall p50 | wall p99 | spaced-letters cpu p99 "
          "| index MB | derive ms/forget | add ms/forget | ledger B/item | new session µs (200-word prompt) "
          "| load average |",
-         "|" + "---|" * 13]
+         "|" + "---|" * 14]
     mem = {m["items"]: m["index_mb"] for m in report["index_memory"]}
     for r in report["lexical"]:
         L.append(f"| {r['items']} {'(empty guard baseline)' if r['items'] == 0 else ''} | {r.get('forgets', 0)} "
                  f"| {r['cpu_p50_us']:.1f} ({r['median_cpu_p50_us']:.1f}) | {r['cpu_p99_us']:.1f} "
-                 f"({r['median_cpu_p99_us']:.1f}) | {r['wall_p50_us']:.1f} | {r['wall_p99_us']:.1f} "
+                 f"({r['median_cpu_p99_us']:.1f}) | {r['cpu_p999_us']:.1f} | {r['wall_p50_us']:.1f} | {r['wall_p99_us']:.1f} "
                  f"| {r.get('spaced_text_cpu_p99_us', 0):.1f} | {mem.get(r['items'], 0):.1f} "
                  f"| {r.get('derive_ms_per_forget', 0):.2f} | {r.get('add_ms_per_forget', 0):.2f} "
                  f"| {r.get('ledger_bytes_per_item', 0):.0f} | {r.get('session_us', 0):.0f} "
@@ -371,6 +451,22 @@ def markdown(report: dict) -> str:
     for r in report["time_to_block"]:
         L.append(f"| {r['items']} | {r['semantic']} | {r['forget_to_ack_ms']:.2f} | {r['ack_to_block_us']:.0f} "
                  f"| {r['pushes_to_block']} | {r['released_after_ack']} | {r['blocked']} |")
+    if report.get("served_time_to_block"):
+        L += ["", "## Time to block through the server (`lethe serve`, small demo model, worker off)",
+              "A client streams a bio (greedy, ~5 ms a token); after its first chunk an operator Forgets the whole "
+              "text over gRPC (ledger fsync, guard update, reply); the client then reads the stream to its end. "
+              "`ack → stream end` is negative when the filtered end arrived before the Forget reply did (the guard "
+              "is updated before the reply is sent); `blocked = late` means the stream ended unfiltered with the "
+              "whole output, i.e. the server had generated all of it before the Forget took effect (its chunks "
+              "can still reach a busy client after the ack).\n",
+              "| stream | blocked | first chunk ms | Forget RPC ms | ack → stream end ms | chars arrived before ack "
+              "| chars arrived after ack (upper bound on released after it) | chars of the whole output |",
+              "|---|---|---|---|---|---|---|---|"]
+        for i, r in enumerate(report["served_time_to_block"]):
+            blocked = "late" if r.get("whole_before_forget") else r["blocked"]
+            L.append(f"| {i + 1} | {blocked} | {r['first_chunk_ms']:.1f} | {r['forget_rpc_ms']:.1f} "
+                     f"| {r['ack_to_stream_end_ms']:.1f} | {r['chars_before_ack']} | {r['chars_after_ack']} "
+                     f"| {r['chars_whole']} |")
     if "encodings" in report:
         L += ["", "## Hidden-channel views (rot13 digests, leet view, escapes, decoded runs incl. offsets and "
                   "one level of nesting): per-token CPU µs, ~1000 items",
@@ -413,6 +509,7 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000, 100000])
     ap.add_argument("--tokens", type=int, default=20000)
     ap.add_argument("--skip-semantic", action="store_true")
+    ap.add_argument("--skip-served", action="store_true", help="no time-to-block through a real server")
     ap.add_argument("--model-cache", type=Path, default=Path(tempfile.gettempdir()) / "lethe-guard-onnx")
     args = ap.parse_args()
     import torch
@@ -420,10 +517,13 @@ def main() -> int:
     torch.set_num_threads(1)
     cache = None if args.skip_semantic else args.model_cache
     report: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                               f"load average {os.getloadavg()[0]:.1f} at start, Python {platform.python_version()}"}
+                               f"load average {os.getloadavg()[0]:.1f} at start, Python {platform.python_version()}",
+                    "native": native.STATUS}
     report["lexical"] = lexical(args.sizes, args.tokens)
     report["index_memory"] = index_memory(report["lexical"])
     report["time_to_block"] = time_to_block(args.sizes, cache)
+    if not args.skip_served:
+        report["served_time_to_block"] = served_time_to_block()
     report["encodings"] = encoding_overhead(args.tokens)
     report["false_positives"] = false_positive_table(
         [(8, 24, True), (8, 32, True), (8, 40, False), (8, 40, True), (12, 56, True)])
