@@ -22,10 +22,21 @@ from unlearn_engine.methods.base import MethodConfig
 
 def linear_module_names(model: torch.nn.Module) -> list[str]:
     """Leaf names of every Linear layer except the output head: what PEFT's "all-linear" means
-    (spelled out, because PEFT refuses ``layers_to_transform`` with the string form)."""
+    (spelled out, because PEFT refuses ``layers_to_transform`` with the string form). On a model
+    that already holds a stack, LoRA's own factors are skipped and a wrapped layer
+    (``q_proj.base_layer``) counts under its own name (``q_proj``)."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
-                   if isinstance(mod, torch.nn.Linear) and mod is not head})
+    names = set()
+    for name, mod in model.named_modules():
+        if not isinstance(mod, torch.nn.Linear) or mod is head:
+            continue
+        parts = name.split(".")
+        if "lora_A" in parts or "lora_B" in parts:
+            continue
+        if parts[-1] == "base_layer":
+            parts.pop()
+        names.add(parts[-1])
+    return sorted(names)
 
 
 def lora_config(config: MethodConfig, layers: list[int] | None,

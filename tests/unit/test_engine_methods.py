@@ -7,9 +7,8 @@ import copy
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from peft.utils.error import NoMatchingPeftModuleError
 
-from unlearn_engine.adapter_setup import TrainableAdapter, lora_config
+from unlearn_engine.adapter_setup import TrainableAdapter, linear_module_names, lora_config
 from unlearn_engine.methods import (METHODS, MethodConfig, NpoConfig, TrainContext,
                                     UnknownMethodError, get_method)
 from unlearn_engine.methods.losses import sequence_logprob
@@ -103,17 +102,7 @@ def test_rmu_steps_lower_forget_likelihood_and_touch_only_early_layers(toy):
     assert names and all("layers.0." in n for n in names)
 
 
-# A known bug, kept visible: on a model that already holds a stack, adapter_setup's
-# linear_module_names lists LoRA's own leaves ('base_layer', 'stack0') instead of the wrapped
-# projections, so a layer-restricted method (RMU) cannot add its adapter above a stack at all.
-# Strict, and only for that error: a fix makes this case pass and the marker must go.
-STACK_BUGS = {"rmu": "linear_module_names lists LoRA internals on a PeftModel"}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, raises=NoMatchingPeftModuleError,
-                                            reason=STACK_BUGS[n]))
-    if n in STACK_BUGS else n for n in sorted(METHODS)])
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_stack_stays_frozen_and_reference_is_the_stack(toy, name):
     # Every method trains only the new adapter above an existing (random, non-zero) stack.
     torch.manual_seed(1)
@@ -168,3 +157,13 @@ def test_gradient_checkpointing_still_trains_lora(toy):
     loss.backward()
     grads = [p.grad for n, p in adapter.model.named_parameters() if "lora_B" in n]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_linear_module_names_see_through_a_stack(toy):
+    """A layer-restricted adapter (RMU) above a stack targets the wrapped projections, not
+    LoRA's own factors or 'base_layer'."""
+    plain = linear_module_names(toy.model)
+    stacked = get_peft_model(copy.deepcopy(toy.model), LoraConfig(r=4, target_modules="all-linear"),
+                             adapter_name="stack0")
+    assert linear_module_names(stacked) == plain
+    assert not {"base_layer", "stack0", "lora_A", "lora_B"} & set(plain)
