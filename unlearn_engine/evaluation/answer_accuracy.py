@@ -10,16 +10,11 @@ cached greedy answers as the other generation metrics; it does not generate on i
 from __future__ import annotations
 
 from unlearn_engine.data.normalize import contains_phrase
-from unlearn_engine.evaluation.base import EvalContext, Metric, register_metric
+from unlearn_engine.data.records import Example
+from unlearn_engine.evaluation.base import AnswerMetric, register_metric
 
 
 @register_metric("answer_accuracy")
-class AnswerAccuracy(Metric):
-    def compute(self, ctx: EvalContext) -> dict[str, float]:
-        out = {}
-        for split in self.splits:
-            exs = ctx.qa(split)
-            if exs:
-                hits = [contains_phrase(a, e.target) for e, a in zip(exs, ctx.answers(split))]
-                out[f"{split}.answer_accuracy"] = sum(hits) / len(hits)
-        return out
+class AnswerAccuracy(AnswerMetric):
+    def score(self, example: Example, answer: str) -> float:
+        return float(contains_phrase(answer, example.target))

@@ -113,6 +113,22 @@ class Metric:
         raise NotImplementedError
 
 
+class AnswerMetric(Metric):
+    """A per-split mean, over the QA examples, of a score of each cached greedy answer."""
+
+    def score(self, example: Example, answer: str) -> float:
+        raise NotImplementedError
+
+    def compute(self, ctx: EvalContext) -> dict[str, float]:
+        out = {}
+        for split in self.splits:
+            exs = ctx.qa(split)
+            if exs:
+                vals = [self.score(e, a) for e, a in zip(exs, ctx.answers(split))]
+                out[f"{split}.{self.name}"] = sum(vals) / len(vals)
+        return out
+
+
 class UnknownMetricError(ValueError):
     pass
 

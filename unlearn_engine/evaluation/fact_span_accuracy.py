@@ -8,16 +8,11 @@ model that knows nothing. Examples without a fact span use the whole answer.
 from __future__ import annotations
 
 from unlearn_engine.data.normalize import contains_phrase
-from unlearn_engine.evaluation.base import EvalContext, Metric, register_metric
+from unlearn_engine.data.records import Example
+from unlearn_engine.evaluation.base import AnswerMetric, register_metric
 
 
 @register_metric("fact_span_accuracy")
-class FactSpanAccuracy(Metric):
-    def compute(self, ctx: EvalContext) -> dict[str, float]:
-        out = {}
-        for split in self.splits:
-            exs = ctx.qa(split)
-            if exs:
-                hits = [contains_phrase(a, e.fact_text) for e, a in zip(exs, ctx.answers(split))]
-                out[f"{split}.fact_span_accuracy"] = sum(hits) / len(hits)
-        return out
+class FactSpanAccuracy(AnswerMetric):
+    def score(self, example: Example, answer: str) -> float:
+        return float(contains_phrase(answer, example.fact_text))

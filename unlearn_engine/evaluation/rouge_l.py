@@ -7,17 +7,12 @@ accuracy, never alone.
 
 from __future__ import annotations
 
-from unlearn_engine.evaluation.base import EvalContext, Metric, register_metric
+from unlearn_engine.data.records import Example
+from unlearn_engine.evaluation.base import AnswerMetric, register_metric
 from unlearn_engine.evaluation.scoring import rouge_l_recall
 
 
 @register_metric("rouge_l_recall")
-class RougeLRecall(Metric):
-    def compute(self, ctx: EvalContext) -> dict[str, float]:
-        out = {}
-        for split in self.splits:
-            exs = ctx.qa(split)
-            if exs:
-                vals = [rouge_l_recall(e.target, a) for e, a in zip(exs, ctx.answers(split))]
-                out[f"{split}.rouge_l_recall"] = sum(vals) / len(vals)
-        return out
+class RougeLRecall(AnswerMetric):
+    def score(self, example: Example, answer: str) -> float:
+        return rouge_l_recall(example.target, answer)
