@@ -220,7 +220,7 @@ class _PromptSink:
         self.found: dict[tuple[str, str], None] = {}
         # Owners of name-free passage grams (often thousands: templates); they count as a pasted
         # passage only for a subject the prompt also names — resolved once the prompt is read.
-        self._context: list[tuple[str, ...]] = []
+        self._context: list[frozenset[str]] = []
 
     def on_postings(self, pos: int, found: list[Postings], raw_at: int) -> bool:
         for p in found:

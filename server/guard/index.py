@@ -24,8 +24,10 @@ from server.guard.entries import (RECORD, VIEW_CHAR, VIEW_PREFIX, VIEW_SUFFIX, V
 # What a digest maps to: the forget ids that own it, by kind (exact, name, attribute, exact with
 # subject in context; entries.py). Sorting by kind up front lets each stage look only at its
 # slot instead of scanning mixed postings.
-Postings = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]
-_NONE: tuple[str, ...] = ()
+# Owners per kind, as sets: a template gram or a common value ("Lisbon") can belong to thousands
+# of forgets, and the stages ask "is this forget among them?" on the per-token path.
+Postings = tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str]]
+_NONE: frozenset[str] = frozenset()
 _KINDS = 4
 
 
@@ -142,7 +144,7 @@ class GuardIndex:
         v = self._singles.get((kind, fid))
         if v is None:
             slots = [_NONE] * _KINDS
-            slots[kind] = (fid,)
+            slots[kind] = frozenset((fid,))
             v = self._singles[(kind, fid)] = tuple(slots)
         return v
 
@@ -162,7 +164,7 @@ class GuardIndex:
             table[digest] = self._single(kind, fid)
         elif fid not in old[kind]:
             new = list(old)
-            new[kind] = old[kind] + (fid,)
+            new[kind] = old[kind] | {fid}
             table[digest] = tuple(new)  # one reference swap: readers see old or new
         self._lengths[(view, length)] += 1
 
@@ -186,7 +188,7 @@ class GuardIndex:
         old = table.get(digest)
         if old is not None and fid in old[kind]:
             new = list(old)
-            new[kind] = tuple(f for f in old[kind] if f != fid)
+            new[kind] = old[kind] - {fid}
             if any(new):
                 table[digest] = tuple(new)
             else:

@@ -25,8 +25,8 @@ from server.guard.stages.base import Derived, OutputFilter, SessionFlags, regist
 class _Sightings:
     names: dict[str, int] = field(default_factory=dict)  # forget id -> letter offset last seen
     # (letter offset, forget ids) per attribute sighting; a common value ("Lisbon") can belong to
-    # many forgets, so the tuple is kept whole and searched only for the few names seen.
-    attrs: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
+    # many forgets, so the set is kept whole and asked only about the few names seen.
+    attrs: list[tuple[int, frozenset[str]]] = field(default_factory=list)
 
 
 @register_stage("entity")

@@ -97,7 +97,7 @@ class ExactStage(OutputFilter):
         context: set[str] | None = None
         for p in found:
             if p[KIND_EXACT]:
-                return p[KIND_EXACT][0]
+                return min(p[KIND_EXACT])  # forget ids sort by time: the earliest forget
             owners = p[KIND_CONTEXT]
             if owners:
                 # A template gram can belong to thousands of forgets: walk the few subjects in
