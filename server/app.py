@@ -77,7 +77,8 @@ class LetheServer:
         self.coordinator = ForgetCoordinator(self.ledger, self.guard, settings.data_dir / ADAPTER_DIR,
                                              self.metrics, settings.default_method,
                                              orphan_after_seconds=settings.worker_timeout_seconds,
-                                             crash_at=settings.crash_at)
+                                             crash_at=settings.crash_at,
+                                             ack_all_stages=settings.guard_ack == "all")
         self.monitor = LeakageMonitor(
             self.ledger, GuardKeys(secret), self.runtime, self.metrics,
             MonitorConfig(interval_seconds=settings.monitor_interval_seconds,

@@ -42,7 +42,7 @@ def guard_items(payload: ForgetPayload) -> ForgetItems:
 class ForgetCoordinator:
     def __init__(self, ledger: ForgetLedger, guard: LeakageGuard, store_dir: Path, metrics: ServerMetrics,
                  default_method: str, poll_seconds: float = 0.2, orphan_after_seconds: float = 60.0,
-                 crash_at: tuple[str, ...] = ()):
+                 crash_at: tuple[str, ...] = (), ack_all_stages: bool = False):
         self.ledger = ledger
         self.guard = guard
         self.store_dir = store_dir
@@ -51,6 +51,7 @@ class ForgetCoordinator:
         self.poll_seconds = poll_seconds
         self.orphan_after_seconds = orphan_after_seconds
         self.crash_at = crash_at
+        self.ack_all_stages = ack_all_stages
         self.stacks: AdapterStackManager | None = None  # set once the model is loaded
         self._swap_lock = asyncio.Lock()
         self._background: set[asyncio.Task] = set()
@@ -71,12 +72,15 @@ class ForgetCoordinator:
         return job, created
 
     async def _arm(self, forget_id: str, payload: ForgetPayload) -> ForgetJob:
-        # The lexical entries take milliseconds and block before the reply; sentence embeddings
-        # (100+ ms) follow in the background and replace them (add() swaps without a gap).
-        entries = await asyncio.to_thread(self.guard.derive, forget_id, guard_items(payload), False)
+        # By default the lexical entries (milliseconds) block before the reply and sentence
+        # embeddings (100+ ms) follow in the background, replacing them (add() swaps without a
+        # gap); with ack_all_stages the reply waits for the embeddings too.
+        semantic = self.ack_all_stages
+        entries = await asyncio.to_thread(self.guard.derive, forget_id, guard_items(payload), semantic)
         self.guard.add(entries, BEFORE)
         job = await asyncio.to_thread(self.ledger.arm, forget_id, entries.to_bytes())
-        self._spawn(self._add_semantic(forget_id, payload))
+        if not semantic:
+            self._spawn(self._add_semantic(forget_id, payload))
         return job
 
     async def _add_semantic(self, forget_id: str, payload: ForgetPayload) -> None:

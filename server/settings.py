@@ -59,6 +59,9 @@ class Settings:
     corpus: Path | None = None  # JSONL for near-duplicate expansion and retain data; demo: its own corpus
     guard_semantic: str = "armed"  # off | armed (after a forgotten name / strict prompt) | always
     guard_policy: str = "end"  # end the stream on a hit | redact and continue
+    # What a Forget's reply waits for: the lexical stages (milliseconds; sentence embeddings
+    # follow ~0.1 s later) or all stages, embeddings included (~0.1 s more per Forget).
+    guard_ack: str = "lexical"
     prompt_policy: str = "arm"  # off | arm strict output checks | refuse prompts about forgotten content
     monitor_interval_seconds: float = 300.0  # leakage monitor: seconds between probe rounds, 0 = off
     monitor_probes: int = 32  # leakage monitor: probes replayed per round (its rate limit)
@@ -93,6 +96,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "corpus": ("LETHE_CORPUS", Path),
     "guard_semantic": ("LETHE_GUARD_SEMANTIC", str),
     "guard_policy": ("LETHE_GUARD_POLICY", str),
+    "guard_ack": ("LETHE_GUARD_ACK", str),
     "prompt_policy": ("LETHE_PROMPT_POLICY", str),
     "monitor_interval_seconds": ("LETHE_MONITOR_INTERVAL_SECONDS", float),
     "monitor_probes": ("LETHE_MONITOR_PROBES", int),
@@ -133,6 +137,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     p("--default-method", help="unlearning method when a Forget names none (env LETHE_DEFAULT_METHOD)")
     p("--guard-semantic", choices=["off", "armed", "always"], help="semantic guard stage (env LETHE_GUARD_SEMANTIC)")
     p("--guard-policy", choices=["end", "redact"], help="on a guard hit (env LETHE_GUARD_POLICY)")
+    p("--guard-ack", choices=["lexical", "all"],
+      help="a Forget replies once the lexical stages block, or all stages incl. embeddings (env LETHE_GUARD_ACK)")
     p("--prompt-policy", choices=["off", "arm", "refuse"],
       help="prompts naming forgotten content (env LETHE_PROMPT_POLICY)")
     p("--monitor-interval-seconds", type=float,
@@ -175,7 +181,7 @@ def validate(s: Settings) -> None:
         if getattr(s, name) < 1:
             raise ValueError(f"{name} must be >= 1")
     for name, allowed in (("guard_semantic", ("off", "armed", "always")), ("guard_policy", ("end", "redact")),
-                          ("prompt_policy", ("off", "arm", "refuse"))):
+                          ("guard_ack", ("lexical", "all")), ("prompt_policy", ("off", "arm", "refuse"))):
         if getattr(s, name) not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}")
     if s.default_max_new_tokens > s.max_new_tokens_limit:

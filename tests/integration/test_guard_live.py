@@ -116,3 +116,19 @@ def test_redact_policy_ends_filtered_and_hits_persist_per_job(demo_model_dir: Pa
         assert e.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         st.stop()
+
+
+def test_guard_ack_all_waits_for_the_sentence_embeddings(demo_model_dir: Path, corpus, tmp_path: Path) -> None:
+    """--guard-ack all: when Forget replies, the semantic stage already holds the job's rows (the
+    default replies after the lexical stages and adds the embeddings right after)."""
+    st = ServerThread(make_settings(tmp_path, demo_model_dir, worker=False, guard_ack="all"))
+    try:
+        st.wait_ready()
+        person = corpus.trained_people[0]
+        qa = [r for r in corpus.qa if r.person == person and r.split == "train"][:3]
+        job = _forget(_operator(st), qa_pairs=[apb.QAPair(question=r.question, answer=r.answer) for r in qa])
+        guard = st.server.guard
+        rows = st.call(lambda: len(guard._index.rows_of(job.forget_id)))  # noqa: SLF001 - read at the ack
+        assert rows > 0
+    finally:
+        st.stop()
