@@ -1,9 +1,9 @@
 """The guard's hot path, compiled: an optional mypyc build of the per-token modules.
 
 The scanner, the session and the side views run for every generated token; under CPython most
-of their cost is interpreter overhead, not hashing. `python -m server.guard.native build`
-compiles MODULES with mypyc (the same source, C extension modules beside it; `make native`
-runs `python -m server.guard.native build`) and records each source's sha256 in BUILD_MANIFEST.
+of their cost is interpreter overhead, not hashing. `make native` (or, by hand,
+`python -m server.guard.native build`) compiles MODULES with mypyc: the same source, C extension
+modules beside it, and each source's sha256 in BUILD_MANIFEST.
 
 `use_source_if_stale()` runs first thing when the package is imported. It loads every module
 of the build from its .py when any of these sources changed after the build (an edit without a
