@@ -156,6 +156,17 @@ def explain_sequential(seq: dict) -> list[str]:
                    f"{abs(gap) * 100:.1f} points {'above' if gap >= 0 else 'below'} the 90 % "
                    "target" + (f"; the largest drops came at request {', '.join(worst)}"
                                if worst else ""))
+        low = min(steps, key=lambda s: s["retain_ratio"])
+        if low is not steps[-1] and low["retain_ratio"] < 0.9:
+            out.append(f"on the way it fell to {low['retain_ratio']:.1%} after request "
+                       f"{low['n']}, below the target, so the verdict depends on where the "
+                       "run stops")
+        best = min(steps, key=lambda s: s["forgotten_acc"])
+        if steps[-1]["forgotten_acc"] - best["forgotten_acc"] > 0.02:
+            out.append(f"accuracy on the people asked so far creeps back up from "
+                       f"{best['forgotten_acc']:.3f} to {steps[-1]['forgotten_acc']:.3f} as the "
+                       "stack grows: later jobs bring some forgotten answers back (the cause "
+                       "is not isolated by this run)")
         stacked = sum(s.get("stacked", s["passed"]) for s in steps)
         if stacked < 10:
             out.append(f"only {stacked} adapters were stacked (of {len(steps)} requests), so "
