@@ -22,7 +22,7 @@ from server.guard.entries import KIND_CONTEXT, KIND_EXACT, KIND_NAME, GuardEntri
 from server.guard.escapes import EscapedBytes
 from server.guard.extract import extract
 from server.guard.homoglyphs import homoglyph_map
-from server.guard.index import GuardIndex, Postings
+from server.guard.index import GuardIndex, Owners, Postings
 from server.guard.keys import GuardKeys
 from server.guard.normalize import NORMALIZER_VERSION
 from server.guard.scanner import LexicalScanner
@@ -220,7 +220,7 @@ class _PromptSink:
         self.found: dict[tuple[str, str], None] = {}
         # Owners of name-free passage grams (often thousands: templates); they count as a pasted
         # passage only for a subject the prompt also names — resolved once the prompt is read.
-        self._context: list[frozenset[str]] = []
+        self._context: list[Owners] = []
 
     def on_postings(self, pos: int, found: list[Postings], raw_at: int) -> bool:
         for p in found:

@@ -24,10 +24,14 @@ from server.guard.entries import (RECORD, VIEW_CHAR, VIEW_PREFIX, VIEW_SUFFIX, V
 # What a digest maps to: the forget ids that own it, by kind (exact, name, attribute, exact with
 # subject in context; entries.py). Sorting by kind up front lets each stage look only at its
 # slot instead of scanning mixed postings.
-# Owners per kind, as sets: a template gram or a common value ("Lisbon") can belong to thousands
-# of forgets, and the stages ask "is this forget among them?" on the per-token path.
-Postings = tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str]]
-_NONE: frozenset[str] = frozenset()
+# Owners per kind. A template gram or a common value ("Lisbon") can belong to thousands of
+# forgets, and the stages ask "is this forget among them?" on the per-token path: past
+# _SET_FROM owners they are a frozenset (constant-time membership), below a tuple (a third of
+# the memory; most digests have one owner). Both answer `in`, iteration and truthiness.
+Owners = tuple[str, ...] | frozenset[str]
+Postings = tuple[Owners, Owners, Owners, Owners]
+_SET_FROM = 8
+_NONE: Owners = ()
 _KINDS = 4
 
 
@@ -144,7 +148,7 @@ class GuardIndex:
         v = self._singles.get((kind, fid))
         if v is None:
             slots = [_NONE] * _KINDS
-            slots[kind] = frozenset((fid,))
+            slots[kind] = (fid,)
             v = self._singles[(kind, fid)] = tuple(slots)
         return v
 
@@ -164,7 +168,9 @@ class GuardIndex:
             table[digest] = self._single(kind, fid)
         elif fid not in old[kind]:
             new = list(old)
-            new[kind] = old[kind] | {fid}
+            owners = old[kind]
+            new[kind] = owners | {fid} if isinstance(owners, frozenset) else (
+                frozenset((*owners, fid)) if len(owners) + 1 >= _SET_FROM else (*owners, fid))
             table[digest] = tuple(new)  # one reference swap: readers see old or new
         self._lengths[(view, length)] += 1
 
@@ -188,7 +194,8 @@ class GuardIndex:
         old = table.get(digest)
         if old is not None and fid in old[kind]:
             new = list(old)
-            new[kind] = old[kind] - {fid}
+            owners = old[kind]
+            new[kind] = owners - {fid} if isinstance(owners, frozenset) else tuple(f for f in owners if f != fid)
             if any(new):
                 table[digest] = tuple(new)
             else:

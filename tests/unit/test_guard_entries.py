@@ -107,3 +107,20 @@ def test_short_secret_rejected() -> None:
 
 def test_forget_items_repr_hides_content() -> None:
     assert repr(ForgetItems(texts=("secret text",))) == "ForgetItems(texts=1, qa=0, subjects=0)"
+
+
+def test_shared_digests_keep_every_owner_as_forgets_come_and_go() -> None:
+    """Twelve forgets of the same passage share every digest: past a few owners the posting
+    switches to a set; attribution is the earliest id, and removals keep the rest blocking."""
+    g = LeakageGuard(GuardConfig(semantic="off"), SECRET)
+    ids = [f"fg_{i:02d}" for i in range(12)]
+    for fid in ids:
+        g.add(g.derive(fid, FORGET))
+    owners = next(p for p in g._index.word.values() if any(p))  # noqa: SLF001 - the index itself
+    assert isinstance(next(o for o in owners if o), frozenset) and set(next(o for o in owners if o)) == set(ids)
+    assert stream(g, PASSAGE)[1].forget_id == "fg_00"
+    for fid in ids[:-1]:
+        g.remove(fid)
+    assert stream(g, PASSAGE)[1].forget_id == "fg_11"
+    g.remove(ids[-1])
+    assert stream(g, PASSAGE)[1] is None

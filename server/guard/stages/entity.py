@@ -17,7 +17,7 @@ from functools import partial
 from server.guard.encodings import char_variants
 from server.guard.entries import KIND_ATTR, KIND_NAME, char_records
 from server.guard.extract import Extracted
-from server.guard.index import Postings
+from server.guard.index import Owners, Postings
 from server.guard.stages.base import Derived, OutputFilter, SessionFlags, register_stage
 
 
@@ -26,7 +26,7 @@ class _Sightings:
     names: dict[str, int] = field(default_factory=dict)  # forget id -> letter offset last seen
     # (letter offset, forget ids) per attribute sighting; a common value ("Lisbon") can belong to
     # many forgets, so the set is kept whole and asked only about the few names seen.
-    attrs: list[tuple[int, frozenset[str]]] = field(default_factory=list)
+    attrs: list[tuple[int, Owners]] = field(default_factory=list)
 
 
 @register_stage("entity")
