@@ -68,6 +68,14 @@ class Settings:
     crash_at: tuple[str, ...] = ()  # test hook only (env LETHE_CRASH_AT, no flag): see crash.py
 
 
+# field -> the values it may take: the flags' choices and validate()'s check, one list.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "guard_semantic": ("off", "armed", "always"),
+    "guard_policy": ("end", "redact"),
+    "guard_ack": ("lexical", "all"),
+    "prompt_policy": ("off", "arm", "refuse"),
+}
+
 # field -> (environment variable, parser)
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "host": ("LETHE_HOST", str),
@@ -135,11 +143,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     p("--worker-timeout-seconds", type=float,
       help="re-queue a job whose worker was silent this long (env LETHE_WORKER_TIMEOUT_SECONDS)")
     p("--default-method", help="unlearning method when a Forget names none (env LETHE_DEFAULT_METHOD)")
-    p("--guard-semantic", choices=["off", "armed", "always"], help="semantic guard stage (env LETHE_GUARD_SEMANTIC)")
-    p("--guard-policy", choices=["end", "redact"], help="on a guard hit (env LETHE_GUARD_POLICY)")
-    p("--guard-ack", choices=["lexical", "all"],
+    p("--guard-semantic", choices=CHOICES["guard_semantic"], help="semantic guard stage (env LETHE_GUARD_SEMANTIC)")
+    p("--guard-policy", choices=CHOICES["guard_policy"], help="on a guard hit (env LETHE_GUARD_POLICY)")
+    p("--guard-ack", choices=CHOICES["guard_ack"],
       help="a Forget replies once the lexical stages block, or all stages incl. embeddings (env LETHE_GUARD_ACK)")
-    p("--prompt-policy", choices=["off", "arm", "refuse"],
+    p("--prompt-policy", choices=CHOICES["prompt_policy"],
       help="prompts naming forgotten content (env LETHE_PROMPT_POLICY)")
     p("--monitor-interval-seconds", type=float,
       help="leakage monitor: seconds between probe rounds, 0 = off (env LETHE_MONITOR_INTERVAL_SECONDS)")
@@ -180,8 +188,7 @@ def validate(s: Settings) -> None:
     for name in ("max_batch_size", "max_queue", "default_max_new_tokens", "max_new_tokens_limit"):
         if getattr(s, name) < 1:
             raise ValueError(f"{name} must be >= 1")
-    for name, allowed in (("guard_semantic", ("off", "armed", "always")), ("guard_policy", ("end", "redact")),
-                          ("guard_ack", ("lexical", "all")), ("prompt_policy", ("off", "arm", "refuse"))):
+    for name, allowed in CHOICES.items():
         if getattr(s, name) not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}")
     if s.default_max_new_tokens > s.max_new_tokens_limit:

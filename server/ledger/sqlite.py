@@ -339,7 +339,7 @@ class SqliteLedger(ForgetLedger):
             row = self._db.execute("SELECT activated_at FROM adapters WHERE adapter_id = ?", (adapter_id,)).fetchone()
         return float(row["activated_at"] or 0.0) if row else 0.0
 
-    # ---- audit -----------------------------------------------------------------------------
+    # ---- guard hits --------------------------------------------------------------------------
     def add_guard_hits(self, counts: dict[tuple[str, str, str], int]) -> None:
         with self._tx() as db:
             db.executemany(
@@ -347,6 +347,7 @@ class SqliteLedger(ForgetLedger):
                 "ON CONFLICT (forget_id, stage, phase) DO UPDATE SET count = count + excluded.count",
                 [(*key, n) for key, n in counts.items()])
 
+    # ---- audit -----------------------------------------------------------------------------
     def audit(self, actor: str, action: str, target: str, details: dict[str, object]) -> None:
         with self._tx() as db:
             self._audit(db, actor, action, target, details)
