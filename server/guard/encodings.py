@@ -74,8 +74,8 @@ _ALPHABETS = {
 }
 _GROUP = {"base64": 4, "base32": 8, "hex": 2}  # encoded chars per whole number of bytes
 # A run glued to a word ("b64TWFydGE"), or cut from a longer blob, starts mid-group: decode it
-# from each possible start too. base32 (rare in model output, 8 offsets) is decoded aligned only.
-_OFFSETS = {"base64": 4, "base32": 1, "hex": 2}
+# from each possible start too. A shifted decoder reading text as noise stops after 48 bytes.
+_OFFSETS = {"base64": 4, "base32": 8, "hex": 2}
 # Bytes no UTF-8 text contains (C0 controls but tab / newlines / CR, DEL, C0, C1, F5-FF), and
 # sequences that do not decode: frequent in noise, absent from text. A shifted decoder with more
 # than 5 % of them in 48+ bytes is reading noise.

@@ -189,18 +189,25 @@ def test_hex_digests_uuids_and_percentages_pass(guard: LeakageGuard) -> None:
         assert hit is None and released == text, text
 
 
-@pytest.mark.parametrize("cut", range(8))
-def test_misaligned_base64_is_decoded_from_every_offset(guard: LeakageGuard, cut: int) -> None:
+BLOBS = {"base64": (base64.b64encode, "data:text", 8), "base32": (base64.b32encode, "DATA", 16)}
+MISALIGNED = [(name, cut) for name, (_, _, cuts) in BLOBS.items() for cut in range(cuts)]
+
+
+@pytest.mark.parametrize("name,cut", MISALIGNED)
+def test_misaligned_run_is_decoded_from_every_offset(guard: LeakageGuard, name: str,
+                                                     cut: int) -> None:
     """A blob cut mid-group (quoted from the middle, or glued to a word) still decodes."""
-    blob = base64.b64encode(("Notes, page four. " + PASSAGE).encode()).decode()
-    for output in (PREFIX + blob[cut:], "data:text" + blob[cut:]):
+    encode, glue, _ = BLOBS[name]
+    blob = encode(("Notes, page four. " + PASSAGE).encode()).decode()
+    for output in (PREFIX + blob[cut:], glue + blob[cut:]):
         released, hit, stopped = stream(guard, output, chunk=4)
-        assert stopped and hit is not None, (cut, output[:20])
+        assert stopped and hit is not None, (name, cut, output[:20])
 
 
-@pytest.mark.parametrize("cut", range(4))
-def test_misaligned_benign_base64_passes(guard: LeakageGuard, cut: int) -> None:
-    blob = base64.b64encode(("Notes, page four. " + OTHER_BIO).encode()).decode()[cut:]
+@pytest.mark.parametrize("name,cut", MISALIGNED)
+def test_misaligned_benign_run_passes(guard: LeakageGuard, name: str, cut: int) -> None:
+    encode = BLOBS[name][0]
+    blob = encode(("Notes, page four. " + OTHER_BIO).encode()).decode()[cut:]
     released, hit, stopped = stream(guard, blob, chunk=4)
     assert hit is None and released == blob
 
