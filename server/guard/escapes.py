@@ -1,6 +1,6 @@
 """Byte escapes: %4A (URL), \\x4a, 0x4a and hex pairs with separators (de:ad, de ad, de-ad).
 
-The hex decoder in encodings.py reads unbroken runs ("4d617274"); escapes and separators break a
+The hex decoder in decoded.py reads unbroken runs ("4d617274"); escapes and separators break a
 run into two-letter words, and URL encoding mixes escapes with literal letters ("Marta%20Kow").
 `EscapedBytes` rewrites the stream instead: each escape or bare hex pair becomes its byte, a
 separator between two of them is dropped, every other char passes through, and the result (bytes

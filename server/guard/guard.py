@@ -17,7 +17,8 @@ import numpy as np
 
 from server.guard.config import GuardConfig
 from server.guard.embedder import OnnxMiniLM, SentenceEmbedder
-from server.guard.encodings import DECODED, LEET, LEET_GATE, DecodedRuns
+from server.guard.decoded import DECODED, DecodedRuns
+from server.guard.encodings import LEET, LEET_GATE
 from server.guard.entries import KIND_CONTEXT, KIND_EXACT, KIND_NAME, GuardEntries, fingerprint
 from server.guard.escapes import EscapedBytes
 from server.guard.extract import extract

@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Sequence
 
 MODULES = ("server.guard.scanner", "server.guard.session", "server.guard.encodings",
-           "server.guard.escapes", "server.guard.normalize")
+           "server.guard.decoded", "server.guard.escapes", "server.guard.normalize")
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = "server.guard.hotpath"  # the build's shared library: GROUP + "__mypyc"
 BUILD_MANIFEST = Path(__file__).with_name("_native.json")

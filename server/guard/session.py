@@ -19,7 +19,8 @@ import re
 from typing import Callable, Sequence
 
 from server.guard.config import GuardConfig
-from server.guard.encodings import DECODED, LEET, LEET_GATE, DecodedRuns
+from server.guard.decoded import DECODED, DecodedRuns
+from server.guard.encodings import LEET, LEET_GATE
 from server.guard.escapes import IDLE_CHARS, EscapedBytes
 from server.guard.index import GuardIndex, Postings
 from server.guard.keys import GuardKeys
@@ -58,8 +59,8 @@ class GuardSession:
                                        self)
         if prompt:
             self._scanner.seed(prompt[-_PROMPT_TAIL:])
-        # Hidden channels (encodings.py): a leet-folded char view and decoded base64/32/hex runs.
-        # Each has its own stage states (their letter offsets are not the main view's).
+        # Hidden channels: a leet-folded char view (encodings.py) and decoded base64/32/hex runs
+        # (decoded.py). Each has its own stage states (their letter offsets are not the main view's).
         enc = config.encodings
         self._leet_on = "leet" in enc
         # Started when a word mixes letters and digits ("k0walczyk") or @ $ | appear: plain words
