@@ -66,34 +66,108 @@ def tokens_of(text: str) -> list[str]:
     return out
 
 
-def per_token(guard: LeakageGuard, toks: list[str], reps: int = 5) -> dict[str, float]:
+def _pin(cpu: int | None) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+def machine_cpus() -> list[int | None]:
+    """The CPUs this process may run on (Linux), else [None]: no pinning."""
+    if not hasattr(os, "sched_getaffinity"):
+        return [None]
+    return sorted(os.sched_getaffinity(0))
+
+
+def per_token(guard: LeakageGuard, toks: list[str], reps: int = 5,
+              cpus: list[int | None] | None = None) -> dict:
     """Percentiles per repetition; the report keeps the best repetition (least disturbed by
-    other processes on a shared machine) and the median one."""
+    other processes on a shared machine) and the median one.
+
+    With `cpus`, each repetition runs once pinned to each of them, in turn. On this VM the same
+    process, data and tokens run at different speeds on its two vCPUs (up to 1.6x at 100k items,
+    where the index no longer fits in cache), and which one is slow changes over time: host
+    placement, not the code. So the result is given per CPU as well (`per_cpu`)."""
+    cpus = cpus or [None]
+    allowed = os.sched_getaffinity(0) if cpus != [None] else None
     runs = []
     stops = 0
+    try:
+        for _ in range(reps):
+            for pin in cpus:
+                _pin(pin)
+                wall: list[float] = []
+                cpu: list[float] = []
+                s = guard.session()
+                gc.collect()
+                for tk in toks:
+                    t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+                    step = s.push(tk)
+                    c1, t1 = time.thread_time_ns(), time.perf_counter_ns()
+                    if step.stop:  # a false positive on another person's sentence: start over
+                        stops += 1
+                        s = guard.session()
+                        continue
+                    wall.append((t1 - t0) / 1e3)
+                    cpu.append((c1 - c0) / 1e3)
+                w, c = np.array(wall), np.array(cpu)
+                runs.append({"cpu": pin,
+                             "wall_p50_us": float(np.percentile(w, 50)), "wall_p99_us": float(np.percentile(w, 99)),
+                             "cpu_p50_us": float(np.percentile(c, 50)), "cpu_p99_us": float(np.percentile(c, 99)),
+                             "cpu_p999_us": float(np.percentile(c, 99.9)), "cpu_mean_us": float(c.mean())})
+    finally:
+        if allowed is not None:
+            os.sched_setaffinity(0, allowed)
+
+    def best_and_median(rs: list[dict]) -> tuple[dict, dict]:
+        ranked = sorted(rs, key=lambda r: r["cpu_p99_us"])
+        return ranked[0], ranked[len(ranked) // 2]
+
+    best, med = best_and_median(runs)
+    per_cpu = {}
+    for pin in cpus:
+        b, m = best_and_median([r for r in runs if r["cpu"] == pin])
+        per_cpu[str(pin)] = {"cpu_p50_us": b["cpu_p50_us"], "cpu_p99_us": b["cpu_p99_us"],
+                             "median_cpu_p50_us": m["cpu_p50_us"], "median_cpu_p99_us": m["cpu_p99_us"]}
+    out = {k: v for k, v in best.items() if k != "cpu"}
+    return {**out, "median_cpu_p50_us": med["cpu_p50_us"], "median_cpu_p99_us": med["cpu_p99_us"],
+            "tokens": len(toks), "stopped_streams": stops // (reps * len(cpus)),
+            **({"per_cpu": per_cpu} if cpus != [None] else {})}
+
+
+def tail_tokens(guard: LeakageGuard, toks: list[str], reps: int = 3, alone_reps: int = 30,
+                context: int = 30) -> dict:
+    """Which tokens make the p99, and what the slowest cost in the stream against alone.
+
+    Each token's cost is its minimum over `reps` passes (its own cost, not a disturbance). The 10
+    slowest are then pushed alone, `alone_reps` times each after the same `context` tokens in a
+    fresh session: the data they touch is then in cache, which in the stream it need not be."""
+    cost = np.full(len(toks), np.inf)
     for _ in range(reps):
-        wall: list[float] = []
-        cpu: list[float] = []
         s = guard.session()
-        gc.collect()
-        for tk in toks:
-            t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+        for i, tk in enumerate(toks):
+            c0 = time.thread_time_ns()
             step = s.push(tk)
-            c1, t1 = time.thread_time_ns(), time.perf_counter_ns()
-            if step.stop:  # a false positive on another person's sentence: start over
-                stops += 1
+            c = time.thread_time_ns() - c0
+            if step.stop:
                 s = guard.session()
                 continue
-            wall.append((t1 - t0) / 1e3)
-            cpu.append((c1 - c0) / 1e3)
-        w, c = np.array(wall), np.array(cpu)
-        runs.append({"wall_p50_us": float(np.percentile(w, 50)), "wall_p99_us": float(np.percentile(w, 99)),
-                     "cpu_p50_us": float(np.percentile(c, 50)), "cpu_p99_us": float(np.percentile(c, 99)),
-                     "cpu_p999_us": float(np.percentile(c, 99.9)), "cpu_mean_us": float(c.mean())})
-    best = min(runs, key=lambda r: r["cpu_p99_us"])
-    med = sorted(runs, key=lambda r: r["cpu_p99_us"])[len(runs) // 2]
-    return {**best, "median_cpu_p50_us": med["cpu_p50_us"], "median_cpu_p99_us": med["cpu_p99_us"],
-            "tokens": len(toks), "stopped_streams": stops // reps}
+            cost[i] = min(cost[i], c / 1e3)
+    ok = np.isfinite(cost)
+    slow = [int(i) for i in np.argsort(-np.where(ok, cost, -1.0)) if i >= context][:10]
+    alone = []
+    for i in slow:
+        ts = []
+        for _ in range(alone_reps):
+            s = guard.session()
+            for tk in toks[i - context:i]:
+                s.push(tk)
+            c0 = time.thread_time_ns()
+            s.push(toks[i])
+            ts.append((time.thread_time_ns() - c0) / 1e3)
+        alone.append(float(np.median(ts)))
+    return {"p99_us": float(np.percentile(cost[ok], 99)),
+            "slowest_in_stream_us": float(np.median(cost[slow])), "slowest_alone_us": float(np.median(alone)),
+            "examples": ["".join(toks[i - 6:i]) + "|" + toks[i] for i in slow[:3]]}
 
 
 def _timed(fn, reps: int = 50) -> float:
@@ -114,7 +188,8 @@ def lexical(sizes: list[int], n_tokens: int) -> list[dict]:
                                 for _ in range(20)))[:2000]
     rows = []
     guard = LeakageGuard(GuardConfig(semantic="off"), SECRET)
-    rows.append({"items": 0, **per_token(guard, toks), "load_average": os.getloadavg()[0]})
+    cpus = machine_cpus() if len(machine_cpus()) > 1 else None
+    rows.append({"items": 0, **per_token(guard, toks, cpus=cpus), "load_average": os.getloadavg()[0]})
     done_people = 0
     for size in sizes:
         # One forget per person; 10 items = one person's 10 answers, no bio.
@@ -134,7 +209,7 @@ def lexical(sizes: list[int], n_tokens: int) -> list[dict]:
         tracemalloc.stop()
         n_new = max(1, want - done_people)
         done_people = want
-        row = {"items": size, "forgets": want, **guard.stats(), **per_token(guard, toks),
+        row = {"items": size, "forgets": want, **guard.stats(), **per_token(guard, toks, cpus=cpus),
                "spaced_text_cpu_p99_us": per_token(guard, spaced, reps=3)["cpu_p99_us"],
                "derive_ms_per_forget": 1e3 * derive_s / n_new, "add_ms_per_forget": 1e3 * add_s / n_new,
                "index_mb_added": mem / 2**20,
@@ -143,6 +218,8 @@ def lexical(sizes: list[int], n_tokens: int) -> list[dict]:
         row["load_average"] = os.getloadavg()[0]  # shared machine: say how busy it was
         row["session_us"] = _timed(lambda: guard.session())
         row["session_with_200_word_prompt_us"] = _timed(lambda: guard.session(prompt))
+        if size >= 10000:
+            row["tail"] = tail_tokens(guard, toks)
         rows.append(row)
         print(f"lexical {size:>6} items: cpu p50 {row['cpu_p50_us']:.1f} p99 {row['cpu_p99_us']:.1f} us",
               flush=True)
@@ -403,40 +480,82 @@ def calibration(cache: Path) -> list[dict]:
 TARGET_P99_US = 20.0  # the issue's target for the lexical stages, per token
 
 
+def _per_cpu(r: dict) -> str:
+    """'cpu0 19.0 (19.8) · cpu1 33.3 (33.4)': best (median) CPU p99 per pinned CPU."""
+    return " · ".join(f"cpu{k} {v['cpu_p99_us']:.1f} ({v['median_cpu_p99_us']:.1f})"
+                      for k, v in r.get("per_cpu", {}).items()) or "—"
+
+
 def targets(report: dict) -> list[str]:
-    """The per-token target, met or not, from this run's numbers."""
+    """The per-token target, met or not, from this run's numbers: overall and per pinned CPU."""
     rows = [r for r in report["lexical"] if r["items"]]
-    worst = max(rows, key=lambda r: r["cpu_p99_us"])
-    met = [r["items"] for r in rows if r["cpu_p99_us"] <= TARGET_P99_US]
     L = ["## Target: lexical stages ≤ 20 µs per token at p99",
-         f"Guard modules: {report.get('native', 'source')}. Best-of-5 CPU p99: "
-         + ", ".join(f"{r['cpu_p99_us']:.1f} µs at {r['items']} items" for r in rows) + "; median repetitions: "
-         + ", ".join(f"{r['median_cpu_p99_us']:.1f}" for r in rows) + ".",
-         ("**Met** at every size (best repetition)." if len(met) == len(rows) else
-          f"**Missed** at {len(rows) - len(met)} of {len(rows)} sizes: worst {worst['cpu_p99_us']:.1f} µs at "
-          f"{worst['items']} items ({worst['cpu_p99_us'] - TARGET_P99_US:+.1f} µs)."),
-         "The p99 tokens are word and sentence ends whose grams match entries (digest lookups, then the "
-         "entity stage's window bookkeeping); p99.9 shows the rarer slow pushes the p99 leaves out.", ""]
+         f"Guard modules: {report.get('native', 'source')}. Best CPU p99 over all repetitions (median "
+         "repetition in brackets): " + ", ".join(f"{r['cpu_p99_us']:.1f} ({r['median_cpu_p99_us']:.1f}) µs at "
+                                                 f"{r['items']} items" for r in rows) + "."]
+    cpus = sorted({k for r in rows for k in r.get("per_cpu", {})})
+    for k in cpus or [None]:
+        def p99(r: dict, best: bool = True) -> float:
+            src = r if k is None else r["per_cpu"][k]
+            return src["cpu_p99_us"] if best else src["median_cpu_p99_us"]
+        missed = [r for r in rows if p99(r) > TARGET_P99_US]
+        where = "" if k is None else f"Pinned to cpu{k}: "
+        L.append(f"- {where}" + ("**met** at every size (best repetition)" if not missed else
+                 "**missed** at " + ", ".join(f"{r['items']} items ({p99(r):.1f} µs, median repetition "
+                                               f"{p99(r, False):.1f})" for r in missed)
+                 + (", met at the other sizes" if len(missed) < len(rows) else "")) + ".")
+    L += ["", "The p99 tokens are word ends whose grams match entries, and the same tokens are the slow "
+          "ones in every repetition: mostly the token that ends a shared attribute value, such as "
+          "\" for\" after \"now works as a thuxrandist\" (its char grams, the attribute's short entry, "
+          "the entity stage's window). p99.9 shows the rarer slow pushes the p99 leaves out."]
+    for r in rows:
+        if "tail" in r:
+            t = r["tail"]
+            L.append(f"- {r['items']} items: the 10 slowest tokens cost {t['slowest_in_stream_us']:.1f} µs in the "
+                     f"stream and {t['slowest_alone_us']:.1f} µs pushed alone with their data in cache "
+                     f"({t['slowest_in_stream_us'] / t['slowest_alone_us']:.1f}x): the difference is cache "
+                     "misses (under callgrind's cache model, most of them in the index's dict lookups).")
+    base = report["lexical"][0].get("per_cpu", {})
+    if len(base) > 1:
+        spread = ", ".join(f"cpu{k} {v['cpu_p99_us']:.1f}" for k, v in base.items())
+        L.append(f"- The two vCPUs differ with nothing forgotten at all (empty guard p99: {spread} µs), and "
+                 "which one is slower changes between runs (host placement): the per-CPU numbers are "
+                 "reported rather than folded into one, and a run-to-run spread of several µs at p99 is "
+                 "normal on this machine.")
+    L.append("")
     return L
 
 
 def markdown(report: dict) -> str:
     L = [f"# Leakage guard benchmark\n\n{report['machine']}\n", *targets(report),
          "## Per-token overhead, lexical stages (exact + entity, default config: hidden-channel views on), µs per push",
-         "Best of 5 repetitions (median repetition's CPU p50 / p99 in brackets).\n",
-         "| forgotten items | forgets | cpu p50 | cpu p99 | cpu p99.9 | wall p50 | wall p99 | spaced-letters cpu p99 "
-         "| index MB | derive ms/forget | add ms/forget | ledger B/item | new session µs (200-word prompt) "
-         "| load average |",
-         "|" + "---|" * 14]
+         "Best of 5 repetitions per CPU, pinned to each in turn (median repetition's CPU p50 / p99 in "
+         "brackets); the per-CPU column gives each CPU's best (median) p99.\n",
+         "| forgotten items | forgets | cpu p50 | cpu p99 | cpu p99 per CPU | cpu p99.9 | wall p50 | wall p99 "
+         "| spaced-letters cpu p99 | index MB | derive ms/forget | add ms/forget | ledger B/item "
+         "| new session µs (200-word prompt) | load average |",
+         "|" + "---|" * 15]
     mem = {m["items"]: m["index_mb"] for m in report["index_memory"]}
     for r in report["lexical"]:
         L.append(f"| {r['items']} {'(empty guard baseline)' if r['items'] == 0 else ''} | {r.get('forgets', 0)} "
                  f"| {r['cpu_p50_us']:.1f} ({r['median_cpu_p50_us']:.1f}) | {r['cpu_p99_us']:.1f} "
-                 f"({r['median_cpu_p99_us']:.1f}) | {r['cpu_p999_us']:.1f} | {r['wall_p50_us']:.1f} | {r['wall_p99_us']:.1f} "
-                 f"| {r.get('spaced_text_cpu_p99_us', 0):.1f} | {mem.get(r['items'], 0):.1f} "
+                 f"({r['median_cpu_p99_us']:.1f}) | {_per_cpu(r)} | {r['cpu_p999_us']:.1f} | {r['wall_p50_us']:.1f} "
+                 f"| {r['wall_p99_us']:.1f} | {r.get('spaced_text_cpu_p99_us', 0):.1f} | {mem.get(r['items'], 0):.1f} "
                  f"| {r.get('derive_ms_per_forget', 0):.2f} | {r.get('add_ms_per_forget', 0):.2f} "
                  f"| {r.get('ledger_bytes_per_item', 0):.0f} | {r.get('session_us', 0):.0f} "
                  f"({r.get('session_with_200_word_prompt_us', 0):.0f}) | {r.get('load_average', 0):.1f} |")
+    tails = [r for r in report["lexical"] if "tail" in r]
+    if tails:
+        L += ["", "### The p99 tokens: in the stream and alone",
+              "Per-token cost = its minimum over 3 passes (unpinned). The 10 slowest tokens, then the same "
+              "tokens pushed alone 30 times each after the same 30 tokens (their data in cache); medians.\n",
+              "| forgotten items | p99 (per-token minimum) | 10 slowest, in the stream | the same, alone "
+              "| examples (`|` = the token) |", "|---|---|---|---|---|"]
+        for r in tails:
+            t = r["tail"]
+            ex = "; ".join(f"`{e}`" for e in t["examples"])
+            L.append(f"| {r['items']} | {t['p99_us']:.1f} | {t['slowest_in_stream_us']:.1f} "
+                     f"| {t['slowest_alone_us']:.1f} | {ex} |")
     if "semantic" in report:
         L += ["", "## Semantic stage, one sentence (batch 1, 1 thread)", "| runtime | p50 ms | p99 ms |",
               "|---|---|---|"]
