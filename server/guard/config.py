@@ -82,14 +82,17 @@ class GuardConfig:
     # A "word" longer than this is cut so one endless token run cannot grow the hold-back.
     max_word_chars: int = 128
     embed_threads: int = 1
-    # Hidden channels (encodings.py): rot13 and leet forms are stored at derive time (rot13, and
-    # the leet view's folded digests) and scanned in a leet view; base64 / base32 / hex runs are
-    # decoded and scanned. Costs: ~2x char records per forget; the leet view's per-token work.
+    # Hidden channels (encodings.py, decoded.py): rot13 and leet forms are stored at derive time
+    # (rot13, and the leet view's folded digests) and scanned in a leet view; base64 / base32 / hex
+    # runs are decoded and scanned. Costs: ~2x char records per forget; the leet view's per-token work.
     # "escapes": %4A, \x4a, 0x4a and hex pairs with separators (escapes.py), started only near them.
     encodings: tuple[str, ...] = ("rot13", "leet", "base64", "base32", "hex", "escapes")
     # A run of base64-alphabet chars is decoded from this length on: 16 chars = 12 bytes, about
     # two words. Shorter runs are ordinary words (held like any word in progress).
     encoded_min_chars: int = 16
+    # Encodings inside encodings: layers decoded in all (2: base64 of hex, hex of base64, base64 of
+    # URL escapes). Each layer reads the text the one above decoded, with its own decoders.
+    encoded_depth: int = 2
 
     def __post_init__(self) -> None:
         if self.n < 2:
@@ -111,6 +114,8 @@ class GuardConfig:
         object.__setattr__(self, "encodings", tuple(self.encodings))
         if self.encoded_min_chars < 8:
             raise ValueError(f"encoded_min_chars must be >= 8, got {self.encoded_min_chars}")
+        if not 1 <= self.encoded_depth <= 4:
+            raise ValueError(f"encoded_depth must be in [1, 4], got {self.encoded_depth}")
         if self.model_cache_dir is not None:
             object.__setattr__(self, "model_cache_dir", Path(self.model_cache_dir))
 

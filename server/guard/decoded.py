@@ -4,8 +4,8 @@
 (`encoded_min_chars`) it is decoded from each possible start (a blob cut mid-group or glued to a
 word), and the decoded text is scanned by a LexicalScanner of its own, against the same index
 and stages. A decoder reading the run at the wrong offset sees noise and stops. Decoded text is
-read once more for a second encoding (`NESTING`: base64 of hex, hex of base64, base64 of URL
-escapes), not deeper.
+read again for encodings inside encodings (base64 of hex, hex of base64, base64 of URL escapes), up
+to `GuardConfig.encoded_depth` layers in all.
 
 Nothing here hashes entries, decides policy or releases text; it only produces text to scan and
 says how far back a match that is still forming could reach (`hold_raw`).
@@ -43,9 +43,6 @@ _NOT_IN_TEXT = bytes(range(9)) + b"\x0b\x0c" + bytes(range(0x0E, 0x20)) + b"\x7f
 _NOISE_AFTER = 48
 _URLSAFE = str.maketrans("-_", "+/")
 _INF = 1 << 62
-# Encodings inside encodings (base64 of hex, base64 of base64, hex of a URL-encoded text): the
-# decoded text of a run is searched for runs and escapes once more, not deeper.
-NESTING = 2
 
 
 def _decode(name: str, block: str) -> bytes:
@@ -199,9 +196,9 @@ class DecodedRuns:
 
     def __init__(self, encodings: tuple[str, ...], min_chars: int,
                  make_scanner: Callable[[], LexicalScanner],
-                 source: Callable[[int, int], str], depth: int = NESTING) -> None:
+                 source: Callable[[int, int], str], depth: int) -> None:
         self._encodings = encodings
-        self._depth = depth  # 2: what a run decodes to is searched for encoded runs once more
+        self._depth = depth  # layers left: above 1, what a run decodes to is searched again
         self._names = tuple(e for e in DECODED if e in encodings)
         self._min = min_chars
         self._make = make_scanner

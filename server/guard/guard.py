@@ -183,7 +183,8 @@ class LeakageGuard:
             e.feed(prompt, 0)
             e.finish(end)
         if any(x in enc for x in DECODED) and _RUN_HINT.search(prompt):
-            runs = DecodedRuns(enc, cfg.encoded_min_chars, scanner, lambda a, b: prompt[a:b])
+            runs = DecodedRuns(enc, cfg.encoded_min_chars, scanner, lambda a, b: prompt[a:b],
+                               cfg.encoded_depth)
             runs.feed(prompt, 0)
             runs.finish(end)
 

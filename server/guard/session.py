@@ -77,7 +77,7 @@ class GuardSession:
             sink = _ViewSink(self, stages, flags, raw_at=self._runs_end)
             self._runs = DecodedRuns(enc, config.encoded_min_chars, lambda: LexicalScanner(
                 index, keys, config.n, config.char_gram, config.max_word_chars, 1 << 30, sink),
-                self._held_text)
+                self._held_text, config.encoded_depth)
         self._keys = keys
         self._stages = stages
         self._raw = ""  # unreleased raw text, starting at absolute offset _raw_pos

@@ -245,7 +245,31 @@ def test_escaped_and_nested_benign_text_passes(guard: LeakageGuard, name: str) -
     assert hit is None and released == output
 
 
-def test_nesting_stops_at_depth_two(guard: LeakageGuard) -> None:
-    """Three layers are not unwrapped (the bound keeps a run's cost fixed)."""
-    triple = base64.b64encode(base64.b64encode(base64.b64encode(PASSAGE.encode()))).decode()
-    assert stream(guard, triple, chunk=4)[1] is None
+THREE_LAYERS = {
+    "base64 of base64 of base64":
+        lambda t: base64.b64encode(base64.b64encode(base64.b64encode(t.encode()))).decode(),
+    "hex of base64 of base64": lambda t: base64.b64encode(base64.b64encode(t.encode())).hex(),
+}
+
+
+@pytest.mark.parametrize("name", list(THREE_LAYERS))
+def test_encoded_depth_sets_how_many_layers_are_decoded(guard: LeakageGuard, name: str) -> None:
+    encode = THREE_LAYERS[name]
+    output = PREFIX + encode(PASSAGE)
+    deep = make_guard(encoded_depth=3)
+    chunks = [output[i:i + 5] for i in range(0, len(output), 5)]
+    released, hit, stopped = run_chunks(deep, chunks)
+    assert stopped and hit is not None and hit.forget_id == "forget-1", name
+    _assert_nothing_encoded_left(released)
+    # The default reads two layers: the third stays encoded and passes (what the knob is for).
+    released, hit, stopped = stream(guard, output, chunk=5)
+    assert hit is None and released == output
+    benign = PREFIX + encode(OTHER_BIO) + " Done."
+    released, hit, stopped = stream(deep, benign, chunk=5)
+    assert hit is None and released == benign
+
+
+def test_encoded_depth_is_validated() -> None:
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match="encoded_depth"):
+            GuardConfig(encoded_depth=bad)
