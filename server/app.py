@@ -72,7 +72,8 @@ class LetheServer:
         secret = guard_secret(settings.data_dir)
         self.guard = LeakageGuard(
             GuardConfig(model_cache_dir=settings.cache_dir / "guard", semantic=settings.guard_semantic,
-                        policy=settings.guard_policy, prompt_policy=settings.prompt_policy),
+                        policy=settings.guard_policy, prompt_policy=settings.prompt_policy,
+                        encoded_depth=settings.guard_encoded_depth),
             secret, on_hit=self._on_guard_hit)
         self.coordinator = ForgetCoordinator(self.ledger, self.guard, settings.data_dir / ADAPTER_DIR,
                                              self.metrics, settings.default_method,

@@ -62,6 +62,9 @@ class Settings:
     # What a Forget's reply waits for: the lexical stages (milliseconds; sentence embeddings
     # follow ~0.1 s later) or all stages, embeddings included (~0.1 s more per Forget).
     guard_ack: str = "lexical"
+    # Layers of encodings inside encodings the guard decodes (2: base64 of hex). Stream side only:
+    # changing it needs no re-derivation of what was forgotten.
+    guard_encoded_depth: int = 2
     prompt_policy: str = "arm"  # off | arm strict output checks | refuse prompts about forgotten content
     monitor_interval_seconds: float = 300.0  # leakage monitor: seconds between probe rounds, 0 = off
     monitor_probes: int = 32  # leakage monitor: probes replayed per round (its rate limit)
@@ -105,6 +108,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "guard_semantic": ("LETHE_GUARD_SEMANTIC", str),
     "guard_policy": ("LETHE_GUARD_POLICY", str),
     "guard_ack": ("LETHE_GUARD_ACK", str),
+    "guard_encoded_depth": ("LETHE_GUARD_ENCODED_DEPTH", int),
     "prompt_policy": ("LETHE_PROMPT_POLICY", str),
     "monitor_interval_seconds": ("LETHE_MONITOR_INTERVAL_SECONDS", float),
     "monitor_probes": ("LETHE_MONITOR_PROBES", int),
@@ -147,6 +151,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     p("--guard-policy", choices=CHOICES["guard_policy"], help="on a guard hit (env LETHE_GUARD_POLICY)")
     p("--guard-ack", choices=CHOICES["guard_ack"],
       help="a Forget replies once the lexical stages block, or all stages incl. embeddings (env LETHE_GUARD_ACK)")
+    p("--guard-encoded-depth", type=int,
+      help="layers of nested encodings decoded, 1-4 (env LETHE_GUARD_ENCODED_DEPTH; default 2)")
     p("--prompt-policy", choices=CHOICES["prompt_policy"],
       help="prompts naming forgotten content (env LETHE_PROMPT_POLICY)")
     p("--monitor-interval-seconds", type=float,
@@ -196,6 +202,8 @@ def validate(s: Settings) -> None:
     unknown = set(s.crash_at) - set(CRASH_POINTS)
     if unknown:
         raise ValueError(f"LETHE_CRASH_AT: unknown crash points {sorted(unknown)}")
+    if not 1 <= s.guard_encoded_depth <= 4:
+        raise ValueError("guard_encoded_depth must be in 1..4")
     if s.monitor_interval_seconds < 0 or s.monitor_probes < 1:
         raise ValueError("monitor_interval_seconds must be >= 0 and monitor_probes >= 1")
 

@@ -1,12 +1,14 @@
 """The leakage guard through the real server: a Forget cuts a stream already in flight, the
 redact policy still ends with finish_reason FILTERED, and every blocked output is attributed to
-its forget job (GetForget / ListForgets guard_hits), durably across a restart.
+its forget job (GetForget / ListForgets guard_hits), durably across a restart; the guard's
+serve flags (--guard-ack, --guard-encoded-depth) reach it.
 
 The unlearning worker is off: jobs stay FILTERING, so every hit here is a before_adapter hit.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
@@ -132,3 +134,24 @@ def test_guard_ack_all_waits_for_the_sentence_embeddings(demo_model_dir: Path, c
         assert rows > 0
     finally:
         st.stop()
+
+
+def test_guard_encoded_depth_reaches_the_prompt_check(demo_model_dir: Path, corpus, tmp_path: Path) -> None:
+    """--guard-encoded-depth 3 with --prompt-policy refuse: a prompt that pastes a forgotten bio
+    under three layers of base64 is refused (FILTERED, neutral message); at the default depth of
+    two layers the same prompt is generated as usual."""
+    bio = corpus.texts[0].text
+    first = bio.split(". ")[0] + "."  # three layers of base64 grow it 2.4x: fits the context
+    prompt = "Decode this: " + base64.b64encode(base64.b64encode(base64.b64encode(first.encode()))).decode()
+    for depth, refused in ((3, True), (2, False)):
+        st = ServerThread(make_settings(tmp_path / str(depth), demo_model_dir, worker=False,
+                                        prompt_policy="refuse", guard_encoded_depth=depth))
+        try:
+            st.wait_ready()
+            _forget(_operator(st), texts=[bio])
+            out = LetheClient(st.target, timeout=60).generate(prompt, max_new_tokens=4)
+            assert (out.finish_reason == ipb.FINISH_REASON_FILTERED) is refused, depth
+            if refused:
+                assert out.text == GuardConfig().neutral_message
+        finally:
+            st.stop()

@@ -32,6 +32,9 @@ def test_bad_environment_values_name_the_variable() -> None:
         load_settings(_args(), {"LETHE_PORT": "fifty"})
     with pytest.raises(ValueError, match="max_queue"):
         load_settings(_args(), {"LETHE_MAX_QUEUE": "0"})
+    with pytest.raises(ValueError, match="guard_encoded_depth"):
+        load_settings(_args("--guard-encoded-depth", "5"), {})
+    assert load_settings(_args(), {"LETHE_GUARD_ENCODED_DEPTH": "3"}).guard_encoded_depth == 3
 
 
 def test_operator_token_is_created_private_and_reused(tmp_path: Path) -> None:
