@@ -188,7 +188,9 @@ def lexical(sizes: list[int], n_tokens: int) -> list[dict]:
                                 for _ in range(20)))[:2000]
     rows = []
     guard = LeakageGuard(GuardConfig(semantic="off"), SECRET)
-    cpus = machine_cpus() if len(machine_cpus()) > 1 else None
+    cpus: list[int | None] | None = machine_cpus()
+    if len(cpus) < 2:
+        cpus = None  # one CPU: nothing to compare, no pinning
     rows.append({"items": 0, **per_token(guard, toks, cpus=cpus), "load_average": os.getloadavg()[0]})
     done_people = 0
     for size in sizes:
