@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from server.crash import POINTS as CRASH_POINTS
+from server.guard.config import MAX_ENCODED_DEPTH, POLICIES, PROMPT_POLICIES, SEMANTIC_MODES
 
 
 def _bool(text: str) -> bool:
@@ -71,12 +72,13 @@ class Settings:
     crash_at: tuple[str, ...] = ()  # test hook only (env LETHE_CRASH_AT, no flag): see crash.py
 
 
-# field -> the values it may take: the flags' choices and validate()'s check, one list.
+# field -> the values it may take: the flags' choices and validate()'s check, one list (the
+# guard's own tables where the guard defines them).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "guard_semantic": ("off", "armed", "always"),
-    "guard_policy": ("end", "redact"),
+    "guard_semantic": SEMANTIC_MODES,
+    "guard_policy": POLICIES,
     "guard_ack": ("lexical", "all"),
-    "prompt_policy": ("off", "arm", "refuse"),
+    "prompt_policy": PROMPT_POLICIES,
 }
 
 # field -> (environment variable, parser)
@@ -152,7 +154,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     p("--guard-ack", choices=CHOICES["guard_ack"],
       help="a Forget replies once the lexical stages block, or all stages incl. embeddings (env LETHE_GUARD_ACK)")
     p("--guard-encoded-depth", type=int,
-      help="layers of nested encodings decoded, 1-4 (env LETHE_GUARD_ENCODED_DEPTH; default 2)")
+      help=f"layers of nested encodings decoded, 1-{MAX_ENCODED_DEPTH} (env LETHE_GUARD_ENCODED_DEPTH; default 2)")
     p("--prompt-policy", choices=CHOICES["prompt_policy"],
       help="prompts naming forgotten content (env LETHE_PROMPT_POLICY)")
     p("--monitor-interval-seconds", type=float,
@@ -202,8 +204,8 @@ def validate(s: Settings) -> None:
     unknown = set(s.crash_at) - set(CRASH_POINTS)
     if unknown:
         raise ValueError(f"LETHE_CRASH_AT: unknown crash points {sorted(unknown)}")
-    if not 1 <= s.guard_encoded_depth <= 4:
-        raise ValueError("guard_encoded_depth must be in 1..4")
+    if not 1 <= s.guard_encoded_depth <= MAX_ENCODED_DEPTH:
+        raise ValueError(f"guard_encoded_depth must be in 1..{MAX_ENCODED_DEPTH}")
     if s.monitor_interval_seconds < 0 or s.monitor_probes < 1:
         raise ValueError("monitor_interval_seconds must be >= 0 and monitor_probes >= 1")
 

@@ -18,6 +18,7 @@ PROMPT_POLICIES = ("off", "arm", "refuse")
 SEMANTIC_MODES = ("off", "armed", "always")
 SEMANTIC_PRECISIONS = ("fp32", "int8")
 ENCODINGS = ("rot13", "leet", "base64", "base32", "hex", "escapes")
+MAX_ENCODED_DEPTH = 4  # layers of encodings inside encodings: each adds decoders per run
 
 
 def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -114,8 +115,8 @@ class GuardConfig:
         object.__setattr__(self, "encodings", tuple(self.encodings))
         if self.encoded_min_chars < 8:
             raise ValueError(f"encoded_min_chars must be >= 8, got {self.encoded_min_chars}")
-        if not 1 <= self.encoded_depth <= 4:
-            raise ValueError(f"encoded_depth must be in [1, 4], got {self.encoded_depth}")
+        if not 1 <= self.encoded_depth <= MAX_ENCODED_DEPTH:
+            raise ValueError(f"encoded_depth must be in [1, {MAX_ENCODED_DEPTH}], got {self.encoded_depth}")
         if self.model_cache_dir is not None:
             object.__setattr__(self, "model_cache_dir", Path(self.model_cache_dir))
 
@@ -129,5 +130,5 @@ def check_phase(phase: str) -> str:
     return phase
 
 
-__all__ = ["GuardConfig", "PHASES", "STAGE_NAMES", "SOURCES", "POLICIES", "PROMPT_POLICIES",
-           "SEMANTIC_MODES", "check_phase"]
+__all__ = ["GuardConfig", "MAX_ENCODED_DEPTH", "PHASES", "STAGE_NAMES", "SOURCES", "POLICIES",
+           "PROMPT_POLICIES", "SEMANTIC_MODES", "check_phase"]
