@@ -78,6 +78,26 @@ def machine_cpus() -> list[int | None]:
     return sorted(os.sched_getaffinity(0))
 
 
+def _stream_pass(guard: LeakageGuard, toks: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Push `toks` through one session: wall and CPU µs per token (NaN where a false positive
+    ended the stream and a new session started), and how many times that happened."""
+    wall = np.full(len(toks), np.nan)
+    cpu = np.full(len(toks), np.nan)
+    stops = 0
+    s = guard.session()
+    gc.collect()
+    for i, tk in enumerate(toks):
+        t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+        step = s.push(tk)
+        c1, t1 = time.thread_time_ns(), time.perf_counter_ns()
+        if step.stop:  # a false positive on another person's sentence: start over
+            stops += 1
+            s = guard.session()
+            continue
+        wall[i], cpu[i] = (t1 - t0) / 1e3, (c1 - c0) / 1e3
+    return wall, cpu, stops
+
+
 def per_token(guard: LeakageGuard, toks: list[str], reps: int = 5,
               cpus: list[int | None] | None = None) -> dict:
     """Percentiles per repetition; the report keeps the best repetition (least disturbed by
@@ -95,21 +115,9 @@ def per_token(guard: LeakageGuard, toks: list[str], reps: int = 5,
         for _ in range(reps):
             for pin in cpus:
                 _pin(pin)
-                wall: list[float] = []
-                cpu: list[float] = []
-                s = guard.session()
-                gc.collect()
-                for tk in toks:
-                    t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
-                    step = s.push(tk)
-                    c1, t1 = time.thread_time_ns(), time.perf_counter_ns()
-                    if step.stop:  # a false positive on another person's sentence: start over
-                        stops += 1
-                        s = guard.session()
-                        continue
-                    wall.append((t1 - t0) / 1e3)
-                    cpu.append((c1 - c0) / 1e3)
-                w, c = np.array(wall), np.array(cpu)
+                w, c, n = _stream_pass(guard, toks)
+                stops += n
+                w, c = w[~np.isnan(w)], c[~np.isnan(c)]
                 runs.append({"cpu": pin,
                              "wall_p50_us": float(np.percentile(w, 50)), "wall_p99_us": float(np.percentile(w, 99)),
                              "cpu_p50_us": float(np.percentile(c, 50)), "cpu_p99_us": float(np.percentile(c, 99)),
@@ -143,15 +151,7 @@ def tail_tokens(guard: LeakageGuard, toks: list[str], reps: int = 3, alone_reps:
     fresh session: the data they touch is then in cache, which in the stream it need not be."""
     cost = np.full(len(toks), np.inf)
     for _ in range(reps):
-        s = guard.session()
-        for i, tk in enumerate(toks):
-            c0 = time.thread_time_ns()
-            step = s.push(tk)
-            c = time.thread_time_ns() - c0
-            if step.stop:
-                s = guard.session()
-                continue
-            cost[i] = min(cost[i], c / 1e3)
+        cost = np.fmin(cost, _stream_pass(guard, toks)[1])  # fmin: a NaN (restart) keeps the other
     ok = np.isfinite(cost)
     slow = [int(i) for i in np.argsort(-np.where(ok, cost, -1.0)) if i >= context][:10]
     alone = []
