@@ -73,6 +73,7 @@ class LetheServer:
         self.guard = LeakageGuard(
             GuardConfig(model_cache_dir=settings.cache_dir / "guard", semantic=settings.guard_semantic,
                         policy=settings.guard_policy, prompt_policy=settings.prompt_policy,
+                        subject_policy=settings.subject_policy,
                         encoded_depth=settings.guard_encoded_depth),
             secret, on_hit=self._on_guard_hit)
         self.coordinator = ForgetCoordinator(self.ledger, self.guard, settings.data_dir / ADAPTER_DIR,

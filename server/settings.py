@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from server.crash import POINTS as CRASH_POINTS
-from server.guard.config import MAX_ENCODED_DEPTH, POLICIES, PROMPT_POLICIES, SEMANTIC_MODES
+from server.guard.config import (MAX_ENCODED_DEPTH, POLICIES, PROMPT_POLICIES, SEMANTIC_MODES,
+                                 SUBJECT_POLICIES)
 
 
 def _bool(text: str) -> bool:
@@ -67,6 +68,11 @@ class Settings:
     # changing it needs no re-derivation of what was forgotten.
     guard_encoded_depth: int = 2
     prompt_policy: str = "arm"  # off | arm strict output checks | refuse prompts about forgotten content
+    # What a listed subject blocks until its adapter is verified (the guard policy says how):
+    # name = any output naming it, and any answer to a prompt naming it (default: "forget this
+    # person" means not talking about them, and before the adapter the guard is all there is);
+    # value = the name next to a capitalised, numeric or date-like word; off = the name only arms.
+    subject_policy: str = "name"
     monitor_interval_seconds: float = 300.0  # leakage monitor: seconds between probe rounds, 0 = off
     monitor_probes: int = 32  # leakage monitor: probes replayed per round (its rate limit)
     crash_at: tuple[str, ...] = ()  # test hook only (env LETHE_CRASH_AT, no flag): see crash.py
@@ -79,6 +85,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "guard_policy": POLICIES,
     "guard_ack": ("lexical", "all"),
     "prompt_policy": PROMPT_POLICIES,
+    "subject_policy": SUBJECT_POLICIES,
 }
 
 # field -> (environment variable, parser)
@@ -112,6 +119,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "guard_ack": ("LETHE_GUARD_ACK", str),
     "guard_encoded_depth": ("LETHE_GUARD_ENCODED_DEPTH", int),
     "prompt_policy": ("LETHE_PROMPT_POLICY", str),
+    "subject_policy": ("LETHE_SUBJECT_POLICY", str),
     "monitor_interval_seconds": ("LETHE_MONITOR_INTERVAL_SECONDS", float),
     "monitor_probes": ("LETHE_MONITOR_PROBES", int),
     "crash_at": ("LETHE_CRASH_AT", _tokens),
@@ -157,6 +165,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
       help=f"layers of nested encodings decoded, 1-{MAX_ENCODED_DEPTH} (env LETHE_GUARD_ENCODED_DEPTH; default 2)")
     p("--prompt-policy", choices=CHOICES["prompt_policy"],
       help="prompts naming forgotten content (env LETHE_PROMPT_POLICY)")
+    p("--subject-policy", choices=CHOICES["subject_policy"],
+      help="what a forgotten subject blocks before its adapter: its name alone, its name next to a "
+           "value, or nothing beyond arming (env LETHE_SUBJECT_POLICY; default name)")
     p("--monitor-interval-seconds", type=float,
       help="leakage monitor: seconds between probe rounds, 0 = off (env LETHE_MONITOR_INTERVAL_SECONDS)")
     p("--monitor-probes", type=int,
