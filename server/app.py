@@ -25,7 +25,7 @@ from server.api import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_g
 from server.adapters.stack import AdapterStackManager
 from server.auth import TokenAuthInterceptor, ensure_operator_token
 from server.coordinator import ForgetCoordinator
-from server.generation import GenerationLimits
+from server.runtime.params import GenerationLimits
 from server.guard import GuardConfig, GuardHit, LeakageGuard
 from server.keyfile import guard_secret
 from server.ledger import SqliteLedger

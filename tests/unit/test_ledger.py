@@ -9,6 +9,7 @@ import pytest
 
 from server.forgets import AdapterRecord, ForgetPayload, ForgetState, Progress
 from server.ledger import LedgerError, NotOwner, SqliteLedger
+from server.servicers.convert import forget_job_to_pb
 
 SECRET = "Orlan Vexmoor was born in Dunmarrow on 3 May 1961."
 
@@ -163,6 +164,6 @@ def test_guard_hits_add_up_per_job_stage_and_phase(tmp_path: Path) -> None:
     reopened = SqliteLedger(tmp_path / "ledger.db")
     assert reopened.get(a.forget_id).guard_hits == (("entity", "after_adapter", 1), ("exact", "before_adapter", 4))
     assert reopened.get(b.forget_id).guard_hits == ()
-    pb = reopened.get(a.forget_id).to_pb()
+    pb = forget_job_to_pb(reopened.get(a.forget_id))
     assert {(h.stage, h.phase): h.count for h in pb.guard_hits} == {("entity", "after_adapter"): 1,
                                                                      ("exact", "before_adapter"): 4}
