@@ -33,7 +33,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from server.app import resolve_model_dir
-    from server.worker import UnlearningWorker, WorkerConfig
+    from server.forget.worker import UnlearningWorker, WorkerConfig
 
     settings = load_settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -13,11 +13,11 @@ import grpc
 
 from server.api import admin_pb2 as pb
 from server.api import admin_pb2_grpc
-from server.coordinator import ForgetCoordinator
+from server.forget.coordinator import ForgetCoordinator
 from server.errors import InvalidArgument, NotFound
-from server.forgets import MAX_KEY_CHARS, MAX_REASON_CHARS, ForgetJob
-from server.hits import HitTally
-from server.ledger import UnknownForget
+from server.forget.jobs import MAX_KEY_CHARS, MAX_REASON_CHARS, ForgetJob
+from server.forget.hits import HitTally
+from server.forget.ledger import UnknownForget
 from server.metrics import ServerMetrics
 from server.rpc import rpc_method
 from server.servicers import convert

@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from server.api import admin_pb2 as apb
 from server.api import inference_pb2 as ipb
-from server.forgets import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress, Transition
+from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress, Transition
 from server.runtime.params import GenerateParams, GenerationLimits, GenerationResult
 
 _FINISH_REASONS = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from server.forgets import AdapterRecord, ForgetPayload, ForgetState, Progress
-from server.ledger import LedgerError, NotOwner, SqliteLedger
+from server.forget.jobs import AdapterRecord, ForgetPayload, ForgetState, Progress
+from server.forget.ledger import LedgerError, NotOwner, SqliteLedger
 from server.servicers.convert import forget_job_to_pb
 
 SECRET = "Orlan Vexmoor was born in Dunmarrow on 3 May 1961."
@@ -147,7 +147,7 @@ def test_only_the_owning_worker_records_and_probes_follow_active_jobs(tmp_path: 
 
 
 def test_guard_hits_add_up_per_job_stage_and_phase(tmp_path: Path) -> None:
-    from server.hits import HitTally
+    from server.forget.hits import HitTally
 
     ledger = SqliteLedger(tmp_path / "ledger.db")
     a, _ = ledger.submit(_payload(), "npo", "r", None, "op")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 from typing import Sequence
 
-from server.forgets import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress, StackRecord
+from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress, StackRecord
 
 
 class LedgerError(Exception):

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from server.forgets import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress, StackRecord, Transition
-from server.ledger.base import ForgetLedger, LedgerError, NotOwner, UnknownForget
+from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress, StackRecord, Transition
+from server.forget.ledger.base import ForgetLedger, LedgerError, NotOwner, UnknownForget
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS forgets (
