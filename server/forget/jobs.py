@@ -126,7 +126,10 @@ class StackRecord:
 
 
 @dataclass(frozen=True)
-class Progress:
+class JobProgress:
+    """One training-progress row of a job, as the ledger keeps and WatchForget streams it
+    (the engine's own, richer report is `unlearn_engine.progress.Progress`)."""
+
     attempt: int
     step: int
     total_steps: int

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.crash import crash_point
-from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress
+from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, JobProgress
 from server.guard.keys import GuardKeys
 from server.forget.layout import DataDir
 from server.forget.ledger import ForgetLedger, NotOwner, SqliteLedger
@@ -206,7 +206,7 @@ class UnlearningWorker:
                                        worker_id=self.worker_id)
             if p.phase == "train" and p.step % every:
                 return
-            self.ledger.record_progress(forget_id, Progress(
+            self.ledger.record_progress(forget_id, JobProgress(
                 attempt=p.attempt + 1, step=p.step, total_steps=p.max_steps,
                 losses={k: float(v) for k, v in p.losses.items()},
                 metrics={k: float(v) for k, v in p.metrics.items() if isinstance(v, (int, float))}))

@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from server.api import admin_pb2 as apb
 from server.api import inference_pb2 as ipb
-from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress, Transition
+from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, JobProgress, Transition
 from server.runtime.params import GenerateParams, GenerationLimits, GenerationResult
 
 _FINISH_REASONS = {
@@ -92,7 +92,7 @@ def adapter_to_pb(record: AdapterRecord, position: int, activated_at: float) -> 
                        activated_at=_ts(activated_at), metrics=record.metrics)
 
 
-def progress_to_pb(progress: Progress) -> apb.TrainingProgress:
+def progress_to_pb(progress: JobProgress) -> apb.TrainingProgress:
     return apb.TrainingProgress(attempt=progress.attempt, step=progress.step, total_steps=progress.total_steps,
                                 losses=progress.losses, metrics=progress.metrics)
 

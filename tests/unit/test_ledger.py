@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.forget.jobs import AdapterRecord, ForgetPayload, ForgetState, Progress
+from server.forget.jobs import AdapterRecord, ForgetPayload, ForgetState, JobProgress
 from server.forget.ledger import LedgerError, NotOwner, SqliteLedger
 from server.servicers.convert import forget_job_to_pb
 
@@ -43,7 +43,7 @@ def test_state_machine_to_active_erases_plaintext(tmp_path: Path) -> None:
     claimed = ledger.claim_next("w1")
     assert claimed is not None and claimed[1] == _payload() and claimed[0].state == ForgetState.TRAINING
     assert ledger.claim_next("w1") is None
-    ledger.record_progress(job.forget_id, Progress(1, 5, 40, {"forget": 1.5}))
+    ledger.record_progress(job.forget_id, JobProgress(1, 5, 40, {"forget": 1.5}))
     ledger.transition(job.forget_id, ForgetState.VERIFYING, attempts=1)
     ledger.record_adapter(_adapter(job.forget_id, "ad_1"))
     assert [j.forget_id for j in ledger.awaiting_swap()] == [job.forget_id]

@@ -70,7 +70,7 @@ def build_demo_model(cache_dir: str | Path, config: DemoConfig | None = None,
     under ``accuracy.excluded``). ``num_threads`` sets torch's intra-op threads for the build
     only (restored afterwards). It defaults to 1: a model this small gains little from more
     threads, on a small shared machine two threads ran several times *slower* than one
-    (MEASURED.md, and the small preset here: 499 s with 2 threads vs ~150 s with 1), and a
+    (docs/architecture.md#measured, and the small preset here: 499 s with 2 threads vs ~150 s with 1), and a
     fixed thread count keeps builds bit-for-bit reproducible whatever the caller's setting.
     ``on_step`` follows training (see ``trainer.train``); a cache hit never calls it.
     """
@@ -199,7 +199,7 @@ def _build_into(out: Path, corpus: Corpus, config: DemoConfig, exclude: tuple[st
                 key: str, num_threads: int, on_step: StepCallback | None = None) -> None:
     t0 = time.perf_counter()
     # Memorisation drives many activations towards denormals, which slow CPU math ~2x
-    # (MEASURED.md); flushing them to zero costs no accuracy at this scale.
+    # (docs/architecture.md#measured); flushing them to zero costs no accuracy at this scale.
     torch.set_flush_denormal(True)
     with _torch_threads(num_threads):
         # The tokenizer sees every person, excluded ones too, so that original and retrained
