@@ -1,5 +1,6 @@
-"""Generated protobuf types stay at the edge: only the servicers, the API package, the client,
-the CLI and the app's wiring may import them (read from the source, so nothing is imported)."""
+"""The server's layering, read from the source (nothing is imported): generated protobuf types
+stay at the edge (the servicers, the API package, the client, the CLI and the app's wiring), and
+no two parts of server/ (a sub-package or a top-level module) import each other in a loop."""
 
 from __future__ import annotations
 
@@ -35,3 +36,35 @@ def test_only_the_edge_imports_generated_protobuf_code() -> None:
         if hits:
             offenders.append(f"server/{rel}: {', '.join(hits)}")
     assert not offenders, "protobuf outside the edge:\n" + "\n".join(offenders)
+
+
+def _part(rel: str) -> str:
+    """server/forget/worker.py -> "forget"; server/app.py -> "app"."""
+    return rel.split("/", 1)[0].removesuffix(".py")
+
+
+def test_no_import_loops_between_parts_of_the_server() -> None:
+    parts = {p.name.removesuffix(".py") for p in SERVER.iterdir() if p.suffix == ".py" or p.is_dir()}
+    graph: dict[str, set[str]] = {}
+    for path in SERVER.rglob("*.py"):
+        rel = path.relative_to(SERVER).as_posix()
+        if rel.startswith("api/gen/"):
+            continue
+        src = _part(rel)
+        for name in _imports(path):
+            bits = name.split(".")
+            if bits[0] == "server" and len(bits) > 1 and bits[1] in parts and bits[1] != src:
+                graph.setdefault(src, set()).add(bits[1])
+
+    def loop_from(node: str, trail: list[str]) -> list[str] | None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in trail:
+                return trail[trail.index(nxt):] + [nxt]
+            found = loop_from(nxt, trail + [nxt])
+            if found:
+                return found
+        return None
+
+    for start in sorted(graph):
+        loop = loop_from(start, [start])
+        assert loop is None, "import loop: " + " -> ".join(loop)
