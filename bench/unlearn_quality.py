@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # memorised tiny models produce denormals (MEASURED.md)
+    torch.set_flush_denormal(True)  # memorised tiny models produce denormals (docs/architecture.md#measured)
 
     load_start = os.getloadavg()[0]  # train times below are only comparable at similar load
     config = DemoConfig.small() if args.preset == "small" else DemoConfig()

@@ -53,11 +53,11 @@ class Settings:
     log_level: str = "INFO"
     worker: bool = True  # spawn the unlearning worker process; off when workers run separately
     # torch threads; 0 = auto: with a worker on this machine, server and worker get half the
-    # cores each (two processes with a thread per core each run many times slower, MEASURED.md).
+    # cores each (two processes with a thread per core each run many times slower, docs/architecture.md#measured).
     torch_threads: int = 0
     worker_threads: int = 0
     worker_timeout_seconds: float = 30.0  # a job whose worker was silent this long is re-queued
-    default_method: str = "npo"  # NPO + retain loss: the most selective untuned method (UNLEARNING.md)
+    default_method: str = "npo"  # NPO + retain loss: the most selective untuned method (docs/architecture.md#unlearning)
     corpus: Path | None = None  # JSONL for near-duplicate expansion and retain data; demo: its own corpus
     guard_semantic: str = "armed"  # off | armed (after a forgotten name / strict prompt) | always
     guard_policy: str = "end"  # end the stream on a hit | redact and continue

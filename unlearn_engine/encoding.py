@@ -95,7 +95,8 @@ def collate(tokenizer, examples: Sequence[Example], max_length: int = 256,
     return batch.to(device) if device is not None else batch
 
 
-def _left_pad(rows: Sequence[list[int]], pid: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: Sequence[Sequence[int]], pid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> (ids [B, L], mask [B, L]) right-aligned with ``pid`` on the left, on CPU."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pid, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -126,7 +127,7 @@ def generate(model: torch.nn.Module, tokenizer, prompts: Sequence[str] | Sequenc
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
             rows = [p if isinstance(p, list) else encode_prompt(tokenizer, p) for p in chunk]
-            ids, mask = _left_pad(rows, pid)
+            ids, mask = left_pad(rows, pid)
             kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) \
                 if do_sample else dict(do_sample=False)
             gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),

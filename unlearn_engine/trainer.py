@@ -27,6 +27,7 @@ from unlearn_engine.artifacts import (AdapterArtifact, adapter_name_for, load_ar
                                       model_fingerprint, save_artifact)
 from unlearn_engine.checkpoints import Checkpoint, select_checkpoint
 from unlearn_engine.data.records import ForgetSet, RetainSet
+from unlearn_engine.devices import pick_device
 from unlearn_engine.evaluation import EvalSettings, GateConfig, GateResult, gate_decision
 from unlearn_engine.methods import DEFAULT_METHOD, MethodConfig, get_method
 from unlearn_engine.progress import Progress, ProgressCallback
@@ -102,14 +103,9 @@ class TrainResult:
         return len(self.attempts) - 1
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_base(model_dir: str | Path, device: torch.device | str | None = None):
     """(model, tokenizer) from a local HF directory; bf16 on CUDA, fp32 on CPU. Never downloads."""
-    device = torch.device(device) if device is not None else default_device()
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    device, dtype = pick_device(device)
     tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype,
                                                  local_files_only=True).to(device)

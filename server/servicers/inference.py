@@ -21,9 +21,10 @@ from server.api import inference_pb2 as pb
 from server.api import inference_pb2_grpc
 from server.guard import GuardSession, GuardStep, LeakageGuard
 from server.errors import DeadlineExceeded
-from server.generation import FINISH_REASONS, GenerateParams, GenerationLimits, GenerationResult
 from server.metrics import ServerMetrics
+from server.servicers import convert
 from server.rpc import rpc_method
+from server.runtime.params import GenerationLimits, GenerationResult
 from server.runtime.scheduler import FinishEvent
 from server.runtime.serving import ModelRuntime
 
@@ -67,7 +68,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def _chunks(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
                       ) -> AsyncIterator[_Chunk]:
         """Yield a chunk per piece of released text, then one carrying the result."""
-        params = GenerateParams.from_pb(request, self.limits)
+        params = convert.generate_params_from_pb(request, self.limits)
         verdict = self.guard.check_prompt(params.prompt)
         if verdict.action != "allow":
             self.metrics.guard_prompt_hits.labels(verdict.action).inc()
@@ -123,7 +124,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             if chunk.result is None:
                 parts.append(chunk.text)
             else:
-                return dataclasses.replace(chunk.result, text="".join(parts)).to_pb()
+                return convert.generation_result_to_pb(dataclasses.replace(chunk.result, text="".join(parts)))
         raise RuntimeError("generation ended without a finish event")
 
     @rpc_method("GenerateStream")
@@ -139,9 +140,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 yield pb.GenerateStreamResponse(text=chunk.text, stack_version=chunk.stack_version,
                                                 request_id=chunk.request_id)
             else:
-                yield pb.GenerateStreamResponse(
-                    finish_reason=FINISH_REASONS[result.finish_reason], usage=result.usage_pb(),
-                    stack_version=result.stack_version, request_id=result.request_id)
+                yield convert.stream_finish_to_pb(result)
 
     @rpc_method("ModelInfo")
     async def ModelInfo(self, request: pb.ModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfoResponse:

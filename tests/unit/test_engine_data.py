@@ -9,7 +9,7 @@ from unlearn_engine.data import (Example, ForgetRequest, MatchConfig, NearDuplic
                                  QAPair, build_forget_set, build_retain_set, load_corpus,
                                  save_examples)
 from unlearn_engine.data.normalize import contains_phrase, normalize
-from unlearn_engine.testing import build_toy
+from tests.support.toy_model import build_toy
 
 torch.set_num_threads(1)
 

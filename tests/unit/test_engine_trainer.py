@@ -11,7 +11,7 @@ from unlearn_engine.data import ForgetRequest, build_forget_set, build_retain_se
 from unlearn_engine.evaluation import GateConfig, evaluate
 from unlearn_engine.methods import NpoConfig
 from unlearn_engine.stacking import attach_stack
-from unlearn_engine.testing import build_toy, save_toy
+from tests.support.toy_model import build_toy, save_toy
 from unlearn_engine.trainer import SweepConfig, load_base, train_forget_adapter
 
 torch.set_num_threads(1)

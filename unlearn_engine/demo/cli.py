@@ -4,7 +4,8 @@
 ``lethe`` command); ``main()`` serves ``python -m unlearn_engine.demo ...`` standalone. Each
 sub-command stores its handler as ``func`` on the parsed namespace; handlers return an exit code.
 
-This module only parses arguments and prints; the work is in ``builder.py`` and ``corpus.py``.
+This module only parses arguments and prints; the work is in ``builder.py`` and ``corpus.py``,
+imported when a command runs, so mounting the commands imports no torch.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import logging
 import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from unlearn_engine.demo.builder import build_demo_model, load_report
-from unlearn_engine.demo.config import DemoConfig
-from unlearn_engine.demo.corpus import generate_corpus, write_jsonl
+if TYPE_CHECKING:
+    from unlearn_engine.demo.config import DemoConfig
 
 DEFAULT_CACHE_DIR = Path("~/.cache/lethe")
 
@@ -58,12 +58,28 @@ def _add_subcommands(sub: argparse._SubParsersAction, default_cache_dir: str | P
 
 
 def _config(small: bool) -> DemoConfig:
+    from unlearn_engine.demo.config import DemoConfig
+
     return DemoConfig.small() if small else DemoConfig()
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    model_dir = build_demo_model(args.cache_dir, _config(args.small), corpus=args.corpus,
-                                 exclude_people=args.exclude_person, num_threads=args.threads)
+    from unlearn_engine.demo.builder import build_demo_model, load_report
+    from unlearn_engine.progress_bar import progress_bar
+
+    bar = progress_bar()
+    task = None
+
+    def on_step(step: int, total: int, epoch: int) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task("training demo model", total=total, info="")
+        bar.update(task, completed=step, total=total, info=f"epoch {epoch}")
+
+    with bar:
+        model_dir = build_demo_model(args.cache_dir, _config(args.small), corpus=args.corpus,
+                                     exclude_people=args.exclude_person, num_threads=args.threads,
+                                     on_step=on_step)
     if args.out is not None:
         out = args.out.expanduser()
         if out.exists() and any(out.iterdir()):
@@ -79,6 +95,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from unlearn_engine.demo.corpus import generate_corpus, write_jsonl
+
     corpus = generate_corpus(_config(args.small).corpus_spec())
     path = write_jsonl(corpus, args.file)
     print(f"{path}: {len(corpus.qa)} QA records, {len(corpus.texts)} texts, "

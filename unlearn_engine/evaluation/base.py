@@ -18,6 +18,7 @@ import torch
 
 from unlearn_engine.data.records import Example
 from unlearn_engine.evaluation import scoring
+from unlearn_engine.registry import Registry
 
 SPLITS = ("forget", "paraphrase", "retain", "holdout")
 
@@ -29,7 +30,7 @@ class EvalSettings:
     max_new_tokens: int = 32  # demo answers are ~15 tokens; room for a rambling model
     batch_size: int = 32  # generation / scoring batch; memory-light at demo scale
     verbatim_prefix: float = 0.5  # fraction of the target given as prefix (MUSE gives ~half)
-    min_k: float = 0.4  # Min-K% keeps the lowest 40 % token log-probs (RESEARCH default)
+    min_k: float = 0.4  # Min-K% keeps the lowest 40 % token log-probs (docs/architecture.md#unlearning)
     max_length: int = 256
 
 
@@ -133,27 +134,16 @@ class UnknownMetricError(ValueError):
     pass
 
 
-METRICS: dict[str, type[Metric]] = {}
+METRICS: Registry[type[Metric]] = Registry("metric", UnknownMetricError)
 
 
 def register_metric(name: str) -> Callable[[type[Metric]], type[Metric]]:
     """Class decorator storing the class (never an instance) under ``name``."""
-
-    def deco(cls: type[Metric]) -> type[Metric]:
-        if name in METRICS:
-            raise ValueError(f"metric {name!r} registered twice")
-        cls.name = name
-        METRICS[name] = cls
-        return cls
-
-    return deco
+    return METRICS.register(name)
 
 
 def get_metric(name: str) -> type[Metric]:
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise UnknownMetricError(f"unknown metric {name!r}; valid: {sorted(METRICS)}") from None
+    return METRICS.get_class(name)
 
 
 def auc(members: Sequence[float], nonmembers: Sequence[float]) -> float:

@@ -15,6 +15,7 @@ import torch
 
 from unlearn_engine.data.records import Example
 from unlearn_engine.encoding import Batch, collate
+from unlearn_engine.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class MethodConfig:
     """Hyper-parameters every method shares. Defaults were tuned on the demo model (4.5 M params,
     fp32, CPU); ``trainer.SweepConfig`` scales lr and steps when the gate is missed."""
 
-    lr: float = 2e-3  # LoRA tolerates ~10x full-FT rates; 1e-3 was too weak in MEASURED.md runs
+    lr: float = 2e-3  # LoRA tolerates ~10x full-FT rates; 1e-3 was too weak (docs/architecture.md#measured)
     max_steps: int = 80  # upper bound; early stopping usually ends sooner
     batch_size: int = 8  # forget examples per step
     retain_batch_size: int = 8  # OU pairs each forget example with a retain one
@@ -110,25 +111,13 @@ class UnknownMethodError(ValueError):
     pass
 
 
-METHODS: dict[str, type[UnlearningMethod]] = {}
+METHODS: Registry[type[UnlearningMethod]] = Registry("unlearning method", UnknownMethodError)
 
 
 def register_method(name: str) -> Callable[[type[UnlearningMethod]], type[UnlearningMethod]]:
     """Class decorator: ``@register_method("npo")``. Stores the class, never an instance."""
-
-    def deco(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
-        if name in METHODS:
-            raise ValueError(f"method {name!r} registered twice")
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return deco
+    return METHODS.register(name)
 
 
 def get_method(name: str) -> type[UnlearningMethod]:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise UnknownMethodError(
-            f"unknown unlearning method {name!r}; valid: {sorted(METHODS)}") from None
+    return METHODS.get_class(name)

@@ -1,6 +1,6 @@
 """Gradient ascent: maximise the NLL of the forget data. No retain term.
 
-Kept as the simplest baseline; at our scale (MEASURED.md) it is not selective and collapses
+Kept as the simplest baseline; at our scale (docs/architecture.md#measured) it is not selective and collapses
 utility, so the trainer's early stopping and gate are what keep it honest.
 """
 

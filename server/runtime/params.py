@@ -1,8 +1,10 @@
-"""Generation requests and results as domain values, with their protobuf conversion.
+"""Generation requests and results as plain domain values, validated from plain Python values.
 
-Validation of everything a client controls happens in `GenerateParams.from_pb`, so the runtime
-only ever sees well-formed values. Does not tokenize: the prompt-length check against the model
-context needs the tokenizer and happens in the servicer (`check_context`).
+`GenerateParams.validated` checks everything a client controls, so the runtime only ever sees
+well-formed values; every front end (the gRPC servicer through `server/servicers/convert.py`, an
+HTTP front later) validates through it. Imports no protobuf and no torch. Does not tokenize: the
+prompt-length check against the model context needs the tokenizer and runs in
+`ModelRuntime.submit` (`check_context`), after the prompt is tokenized.
 """
 
 from __future__ import annotations
@@ -10,23 +12,29 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
+from typing import Sequence
 
-from server.api import inference_pb2 as pb
 from server.errors import InvalidArgument
-from server.runtime.sampling import SamplingParams
 
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_CHARS = 64
 MAX_REQUEST_ID_CHARS = 128
 MAX_TEMPERATURE = 100.0
 
-FINISH_REASONS = {
-    "length": pb.FINISH_REASON_LENGTH,
-    "stop": pb.FINISH_REASON_STOP,
-    "filtered": pb.FINISH_REASON_FILTERED,
-    "cancelled": pb.FINISH_REASON_CANCELLED,
-    "error": pb.FINISH_REASON_ERROR,
-}
+# Why a generation ended, as the domain names it (the edge maps these to its own enum).
+FINISH_REASONS = ("length", "stop", "filtered", "cancelled", "error")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0  # 0 = greedy: the reproducible default for a memorised-facts model
+    top_p: float = 1.0  # nucleus mass in (0, 1]; 1 keeps every token
+    top_k: int = 0  # 0 = no top-k cut
+    seed: int | None = None  # None = fresh randomness per request
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
 
 
 @dataclass(frozen=True)
@@ -45,38 +53,42 @@ class GenerateParams:
     ignore_eos: bool = False
 
     @classmethod
-    def from_pb(cls, req: pb.GenerateRequest, limits: GenerationLimits) -> GenerateParams:
-        if not req.prompt.strip():
+    def validated(cls, limits: GenerationLimits, prompt: str, *, max_new_tokens: int | None = None,
+                  temperature: float | None = None, top_p: float | None = None, top_k: int = 0,
+                  seed: int | None = None, stop: Sequence[str] = (), request_id: str = "",
+                  ignore_eos: bool = False) -> GenerateParams:
+        """Client values -> params, or InvalidArgument naming the field. None means "unset"."""
+        if not prompt.strip():
             raise InvalidArgument("prompt must contain non-whitespace text")
         max_new = limits.default_max_new_tokens
-        if req.HasField("max_new_tokens"):
-            max_new = req.max_new_tokens
+        if max_new_tokens is not None:
+            max_new = max_new_tokens
             if not 1 <= max_new <= limits.max_new_tokens_limit:
                 raise InvalidArgument(
                     f"max_new_tokens must be between 1 and {limits.max_new_tokens_limit}, got {max_new}")
-        temperature = req.temperature if req.HasField("temperature") else 0.0
+        temperature = 0.0 if temperature is None else temperature
         if not (math.isfinite(temperature) and 0.0 <= temperature <= MAX_TEMPERATURE):
             raise InvalidArgument(f"temperature must be in [0, {MAX_TEMPERATURE:g}], got {temperature:g}")
-        top_p = req.top_p if req.HasField("top_p") else 1.0
+        top_p = 1.0 if top_p is None else top_p
         if not (math.isfinite(top_p) and 0.0 < top_p <= 1.0):
             raise InvalidArgument(f"top_p must be in (0, 1], got {top_p:g}")
-        if len(req.stop) > MAX_STOP_SEQUENCES:
-            raise InvalidArgument(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {len(req.stop)}")
-        for s in req.stop:
+        if len(stop) > MAX_STOP_SEQUENCES:
+            raise InvalidArgument(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {len(stop)}")
+        for s in stop:
             if not 1 <= len(s) <= MAX_STOP_CHARS:
                 raise InvalidArgument(f"each stop sequence must be 1..{MAX_STOP_CHARS} characters")
-        request_id = req.request_id or uuid.uuid4().hex
+        request_id = request_id or uuid.uuid4().hex
         if len(request_id) > MAX_REQUEST_ID_CHARS or not (request_id.isascii() and request_id.isprintable()):
             raise InvalidArgument(f"request_id must be at most {MAX_REQUEST_ID_CHARS} printable ASCII characters")
         return cls(
-            prompt=req.prompt,
+            prompt=prompt,
             max_new_tokens=max_new,
             sampling=SamplingParams(
-                temperature=float(temperature), top_p=float(top_p), top_k=int(req.top_k),
-                seed=int(req.seed) if req.HasField("seed") else None),
-            stop=tuple(req.stop),
+                temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
+                seed=int(seed) if seed is not None else None),
+            stop=tuple(stop),
             request_id=request_id,
-            ignore_eos=req.ignore_eos,
+            ignore_eos=ignore_eos,
         )
 
 
@@ -92,16 +104,8 @@ def check_context(prompt_tokens: int, max_new_tokens: int, max_context: int) -> 
 @dataclass(frozen=True)
 class GenerationResult:
     text: str
-    finish_reason: str
+    finish_reason: str  # one of FINISH_REASONS
     prompt_tokens: int
     completion_tokens: int
     stack_version: int
     request_id: str
-
-    def usage_pb(self) -> pb.Usage:
-        return pb.Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens)
-
-    def to_pb(self) -> pb.GenerateResponse:
-        return pb.GenerateResponse(
-            text=self.text, finish_reason=FINISH_REASONS[self.finish_reason], usage=self.usage_pb(),
-            stack_version=self.stack_version, request_id=self.request_id)

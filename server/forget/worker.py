@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.crash import crash_point
-from server.forgets import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress
+from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, JobProgress
 from server.guard.keys import GuardKeys
-from server.keyfile import guard_secret
-from server.ledger import ForgetLedger, NotOwner, SqliteLedger
-from server.probes import make_probes, probe_pairs, seal_probes
+from server.forget.layout import DataDir
+from server.forget.ledger import ForgetLedger, NotOwner, SqliteLedger
+from server.forget.probes import make_probes, probe_pairs, seal_probes
 from unlearn_engine.artifacts import ArtifactError, AdapterArtifact, adapter_name_for, load_artifact, model_fingerprint
 from unlearn_engine.data.corpus import as_examples, load_corpus
 from unlearn_engine.data.forget_set import build_forget_set
@@ -37,10 +37,6 @@ from unlearn_engine.progress import Progress as EngineProgress
 from unlearn_engine.trainer import load_base, train_forget_adapter
 
 logger = logging.getLogger(__name__)
-
-LEDGER_FILE = "ledger.db"
-ADAPTER_DIR = "adapters"
-
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -81,12 +77,13 @@ def adapter_record(forget_id: str, artifact: AdapterArtifact) -> AdapterRecord:
 class UnlearningWorker:
     def __init__(self, config: WorkerConfig, ledger: ForgetLedger | None = None):
         self.config = config
-        self.ledger = ledger or SqliteLedger(config.data_dir / LEDGER_FILE)
-        self.store = config.data_dir / ADAPTER_DIR
+        self.data = DataDir(config.data_dir)
+        self.ledger = ledger or SqliteLedger(self.data.ledger)
+        self.store = self.data.adapters
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.fingerprint = model_fingerprint(config.model_dir)
         self.corpus = load_worker_corpus(config)
-        self.keys = GuardKeys(guard_secret(config.data_dir))  # seals the leakage monitor's probes
+        self.keys = GuardKeys(self.data.guard_secret())  # seals the leakage monitor's probes
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -147,7 +144,7 @@ class UnlearningWorker:
             self._record(job, existing, forget_set)
             return
         stack = self.ledger.current_stack()
-        stack_paths = [self.store / Path(self.ledger.adapter(a).path).name for a in stack.adapter_ids]
+        stack_paths = [self.data.adapter_path(self.ledger.adapter(a).path) for a in stack.adapter_ids]
         retain_set = self._retain_set(forget_set, stack_paths)
         result = train_forget_adapter(
             self.config.model_dir, stack_paths, forget_set, retain_set, method=job.method,
@@ -209,7 +206,7 @@ class UnlearningWorker:
                                        worker_id=self.worker_id)
             if p.phase == "train" and p.step % every:
                 return
-            self.ledger.record_progress(forget_id, Progress(
+            self.ledger.record_progress(forget_id, JobProgress(
                 attempt=p.attempt + 1, step=p.step, total_steps=p.max_steps,
                 losses={k: float(v) for k, v in p.losses.items()},
                 metrics={k: float(v) for k, v in p.metrics.items() if isinstance(v, (int, float))}))
