@@ -29,6 +29,7 @@ from server.forget.hits import HitTally
 from server.forget.layout import DataDir
 from server.forget.ledger import SqliteLedger
 from server.forget.monitor import LeakageMonitor, MonitorConfig
+from server.forget.resolution import CorpusResolver, corpus_file
 from server.forget.supervisor import WorkerSupervisor
 from server.guard import GuardConfig, GuardHit, LeakageGuard
 from server.guard.keys import GuardKeys
@@ -80,7 +81,8 @@ class LetheServer:
                                              self.metrics, settings.default_method,
                                              orphan_after_seconds=settings.worker_timeout_seconds,
                                              crash_at=settings.crash_at,
-                                             ack_all_stages=settings.guard_ack == "all")
+                                             ack_all_stages=settings.guard_ack == "all",
+                                             resolver=CorpusResolver())
         self.monitor = LeakageMonitor(
             self.ledger, GuardKeys(secret), self.runtime, self.metrics,
             MonitorConfig(interval_seconds=settings.monitor_interval_seconds,
@@ -104,6 +106,8 @@ class LetheServer:
 
     async def start(self) -> None:
         s = self.settings
+        if s.corpus is not None or s.model is not None:  # known now: resolve Forgets from the start
+            await asyncio.to_thread(self.coordinator.resolver.load, corpus_file(s.corpus, s.model))
         await self.coordinator.restore()  # the guard blocks everything forgotten before we listen
         self._hits_task = asyncio.create_task(self.hits.run())
         server = grpc.aio.server(
@@ -135,6 +139,8 @@ class LetheServer:
         # is blocked in milliseconds, not after a model load.
         self.guard.warm_up()
         self.model_dir = resolve_model_dir(self.settings)
+        if not self.coordinator.resolver.ready:  # the default demo model: its corpus is known now
+            self.coordinator.resolver.load(corpus_file(self.settings.corpus, self.model_dir))
         return self._loader(self.model_dir)
 
     async def _load_model(self) -> None:

@@ -1,8 +1,10 @@
 """The unlearning worker: claims forget jobs from the ledger and trains their adapters.
 
 Runs as its own process (`lethe worker`, spawned by the server by default) so serving never
-stalls on training; several can share a data directory. Per job: build the forget set (expanded
-with near-duplicates from the configured corpus) and a retain set, train a LoRA adapter on top
+stalls on training; several can share a data directory. Per job: build the forget set from the
+request and the corpus entries the server resolved it to at acknowledgement (the ledger holds
+their ids and the corpus file's digest; a worker with another corpus file fails the job rather
+than train on something else) and a retain set, train a LoRA adapter on top
 of the *current* stack, let the engine's verification gate decide, and either record the
 verified artifact (the server then swaps it in) or fail the job. A crash anywhere leaves the job
 to be re-queued; an artifact that was already written and verifies is reused, never retrained.
@@ -27,10 +29,12 @@ from server.guard.keys import GuardKeys
 from server.forget.layout import DataDir
 from server.forget.ledger import ForgetLedger, NotOwner, SqliteLedger
 from server.forget.probes import make_probes, probe_pairs, seal_probes
+from server.forget.resolution import corpus_file
 from unlearn_engine.artifacts import ArtifactError, AdapterArtifact, adapter_name_for, load_artifact, model_fingerprint
 from unlearn_engine.data.corpus import as_examples, load_corpus
 from unlearn_engine.data.forget_set import build_forget_set
 from unlearn_engine.data.records import Example, ForgetRequest, ForgetSet
+from unlearn_engine.data.resolve import CorpusMismatch, IndexedCorpus
 from unlearn_engine.data.retain_set import build_retain_set
 from unlearn_engine.demo import builder as demo_builder
 from unlearn_engine.progress import Progress as EngineProgress
@@ -83,6 +87,7 @@ class UnlearningWorker:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.fingerprint = model_fingerprint(config.model_dir)
         self.corpus = load_worker_corpus(config)
+        self._indexed: IndexedCorpus | None = None  # the corpus file, as resolutions name it
         self.keys = GuardKeys(self.data.guard_secret())  # seals the leakage monitor's probes
         self._stop = threading.Event()
 
@@ -129,10 +134,30 @@ class UnlearningWorker:
             self.ledger.heartbeat(self.worker_id)
             self._stop.wait(self.config.heartbeat_seconds)
 
+    def _resolved_entries(self, forget_id: str) -> tuple[Example, ...] | None:
+        """The entries the server resolved this job to (None: a job from before resolutions)."""
+        resolution = self.ledger.resolution(forget_id)
+        if resolution is None:
+            return None
+        if not resolution.counts.corpus_digest:
+            return ()  # the server had no corpus: the request's own items, nothing else
+        if self._indexed is None:
+            path = corpus_file(self.config.corpus, self.config.model_dir)
+            if path is None:
+                raise CorpusMismatch("this worker has no corpus")
+            self._indexed = IndexedCorpus.from_file(path)
+        return self._indexed.select(resolution.entry_ids, resolution.counts.corpus_digest)
+
     def process(self, job: ForgetJob, payload: ForgetPayload) -> None:
         request = ForgetRequest(texts=payload.texts, qa_pairs=payload.qa_pairs, subjects=payload.subjects)
         try:
-            forget_set = build_forget_set(request, self.corpus, seed=self.config.seed)
+            resolved = self._resolved_entries(job.forget_id)
+        except CorpusMismatch as exc:
+            self.ledger.fail(job.forget_id, f"corpus mismatch: {exc}; run the worker with the "
+                             "server's --corpus", worker_id=self.worker_id)
+            return
+        try:
+            forget_set = build_forget_set(request, self.corpus, seed=self.config.seed, resolved=resolved)
         except ValueError as exc:  # nothing trainable (e.g. a subject absent from every corpus)
             self.ledger.fail(job.forget_id, f"nothing to unlearn: {exc}", worker_id=self.worker_id)
             return

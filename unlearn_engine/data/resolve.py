@@ -71,6 +71,9 @@ class Resolution:
     entry_ids: tuple[str, ...]  # sorted by index; each "<index>:<content hash>"
     items: tuple[ItemMatch, ...]
     problems: tuple[str, ...] = ()  # item problems plus request-wide ones (the cap)
+    # One short code per problem, same order: subject (empty / stopwords / too short),
+    # too_broad (several people, a shared value), cap. Bounded: fit for a metric label.
+    codes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -245,5 +248,13 @@ def resolve(request: ForgetRequest, corpus: IndexedCorpus,
         problems.append(f"the request matches {len(selected)} corpus entries, more than the cap "
                         f"of {cfg.max_entries}")
     return Resolution(corpus.digest, tuple(corpus.ids[i] for i in sorted(selected)), tuple(items),
-                      tuple(problems))
+                      tuple(problems), tuple(problem_code(p) for p in problems))
+
+
+def problem_code(problem: str) -> str:
+    if "cap of" in problem:
+        return "cap"
+    if "too broad" in problem or "different people" in problem:
+        return "too_broad"
+    return "subject"
 
