@@ -51,7 +51,7 @@ class SweepConfig:
     probe_holdout: int = 200  # cap on never-seen reference examples per evaluation
 
 
-_UNDER = {"forget_accuracy", "paraphrase_accuracy", "verbatim", "truth_preference"}
+_UNDER = {"forget_accuracy", "paraphrase_accuracy", "verbatim", "truth_preference", "zero_delta"}
 
 
 def sweep_direction(verdict: GateResult) -> str:

@@ -34,6 +34,10 @@ class GateConfig:
     mia_tolerance: float = 0.15
     mia_attacks: tuple[str, ...] = ("loss", "min_k", "zlib")
     min_retain_ratio: float = 0.95  # retain accuracy >= this x the accuracy before the job
+    # Zero-delta check: the forget-split mean token NLL must move at least this far (nats) from
+    # before the job. Forgetting a demo person moves it by several nats; numerical noise between
+    # two evaluations of the same weights is ~1e-6.
+    min_forget_nll_delta: float = 0.05
     # Used only when no holdout accuracy exists (operator QA pairs, no corpus): a chance level.
     fallback_guess_rate: float = 0.0
 
@@ -115,6 +119,13 @@ def gate_decision(metrics: Mapping[str, float], gate: GateConfig | None = None,
                             f"{attack} MIA AUC {a:.3f} {'within' if ok else 'outside'} "
                             f"0.5 +- {tol:.2f}"))
     n_forget_checks = len(checks)
+    after_nll, before_nll = _get(metrics, "forget.mean_nll"), _get(baseline, "forget.mean_nll")
+    if after_nll is not None and before_nll is not None:
+        delta, floor = abs(after_nll - before_nll), gate.min_forget_nll_delta
+        ok = delta >= floor
+        checks.append(Check("zero_delta", delta, floor, ok, max(0.0, floor - delta),
+                            f"forget NLL moved {delta:.3f} nats {'>=' if ok else '<'} {floor:.3f}"
+                            + ("" if ok else ": the adapter changes nothing")))
     for key in ("retain.fact_span_accuracy", "retain.token_accuracy"):
         now, before = _get(metrics, key), _get(baseline, key)
         if now is not None and before is not None:
