@@ -38,6 +38,12 @@ class GateConfig:
     # before the job. Forgetting a demo person moves it by several nats; numerical noise between
     # two evaluations of the same weights is ~1e-6.
     min_forget_nll_delta: float = 0.05
+    # Attacks the final evaluation runs (evaluation/attacks): the cheap ones by default; the bench
+    # and ``lethe evaluate --attacks`` run all. An attacked model may state forgotten facts no
+    # more often than the guess rate + this gap (the retrained-without model's level, on the demo
+    # model: quant8/quant4 0.03, relearn 0.01 on never-seen people).
+    attacks: tuple[str, ...] = ("quant8",)
+    max_attack_accuracy_gap: float = 0.10
     # Used only when no holdout accuracy exists (operator QA pairs, no corpus): a chance level.
     fallback_guess_rate: float = 0.0
 
@@ -118,6 +124,11 @@ def gate_decision(metrics: Mapping[str, float], gate: GateConfig | None = None,
         checks.append(Check(f"mia_{attack}", a, tol, ok, max(0.0, dev - tol),
                             f"{attack} MIA AUC {a:.3f} {'within' if ok else 'outside'} "
                             f"0.5 +- {tol:.2f}"))
+    for key in sorted(k for k in metrics if k.startswith("attack.") and
+                      k.endswith(".forget_accuracy")):
+        name = key.split(".")[1]
+        add(_upper(f"attack_{name}", _get(metrics, key), guess + gate.max_attack_accuracy_gap,
+                   f"forget fact accuracy under the {name} attack"), f"{name} attack")
     n_forget_checks = len(checks)
     after_nll, before_nll = _get(metrics, "forget.mean_nll"), _get(baseline, "forget.mean_nll")
     if after_nll is not None and before_nll is not None:
