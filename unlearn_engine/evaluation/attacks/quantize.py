@@ -3,16 +3,18 @@
 4-bit quantization restored 21 % -> 83 % of forgotten knowledge in Zhang et al. (ICLR 2025):
 a LoRA delta small next to the quantization step is rounded away, and the base weights, which
 still hold the facts, come back. int8 (per output channel) rarely does; int4 (groups of
-``quant_group`` inputs) is where published attacks recover knowledge. Uses torchao's affine
-quantization primitives (the maintained successor of ``torch.ao.quantization``); weights are
-quantized and dequantized in place on a merged copy, so any device and dtype evaluates it.
+``quant_group`` inputs) is where published attacks recover knowledge. Weights are quantized and
+dequantized in place on a merged copy, so any device and dtype evaluates it.
+
+Plain symmetric RTN in torch rather than torchao's affine primitives (tried first: they give the
+same kind of rounding, 0.00 recovered on the demo adapter either way), because once torchao is
+installed transformers and peft import it in every process that loads a model: seconds of import
+time and warnings about its GPU-only kernels on every server start, for six lines of arithmetic.
 """
 
 from __future__ import annotations
 
 import torch
-from torchao.quantization.quant_primitives import (MappingType, choose_qparams_affine,
-                                                   dequantize_affine, quantize_affine)
 
 from unlearn_engine.evaluation.attacks.base import (Attack, AttackSets, fact_accuracy,
                                                     merged_copy, register_attack)
@@ -20,14 +22,15 @@ from unlearn_engine.evaluation.attacks.base import (Attack, AttackSets, fact_acc
 
 @torch.no_grad()
 def round_to_nearest(weight: torch.Tensor, bits: int, group: int | None) -> torch.Tensor:
-    """Symmetric RTN of a [out, in] weight: per output channel, or per ``group`` inputs."""
-    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    cols = weight.shape[1]
-    block = (1, group if group and cols % group == 0 else cols)
-    w = weight.float()
-    scale, zero = choose_qparams_affine(w, MappingType.SYMMETRIC, block, torch.int8, qmin, qmax)
-    q = quantize_affine(w, block, scale, zero, torch.int8, qmin, qmax)
-    return dequantize_affine(q, block, scale, zero, torch.int8, qmin, qmax).to(weight.dtype)
+    """Symmetric RTN of a [out, in] weight: one scale per output channel, or per ``group``
+    inputs; returns the dequantized weight (what a quantized model computes with)."""
+    qmax = 2 ** (bits - 1) - 1
+    out, cols = weight.shape
+    g = group if group and cols % group == 0 else cols
+    w = weight.float().reshape(out, cols // g, g)
+    scale = (w.abs().amax(-1, keepdim=True) / qmax).clamp_min(torch.finfo(torch.float32).tiny)
+    q = torch.clamp(torch.round(w / scale), -qmax - 1, qmax)
+    return (q * scale).reshape(out, cols).to(weight.dtype)
 
 
 def quantized_copy(model: torch.nn.Module, bits: int, group: int | None) -> torch.nn.Module:
