@@ -170,3 +170,18 @@ def test_a_worker_with_another_corpus_fails_the_job_and_says_why(demo_model_dir,
     assert failed.state == ForgetState.FAILED and "corpus mismatch" in failed.failure_reason
     assert "aaaaaaaaaaaa" in failed.failure_reason
     assert failed.matches.subjects == (31,)
+
+
+def test_forget_data_for_a_subject_without_entries_comes_from_the_model(demo_model_dir, corpus) -> None:
+    """A subject no corpus entry is about: the model's own answers to prompts naming it are the
+    forget set, and they carry the facts it knows (what the adapter must remove)."""
+    from unlearn_engine.data.generated import subject_examples
+    from unlearn_engine.trainer import load_base
+
+    person = corpus.trained_people[4]
+    model, tokenizer = load_base(demo_model_dir)
+    examples = subject_examples(model, tokenizer, [person])
+    facts = {r.fact for r in corpus.qa if r.person == person}
+    stated = {f for f in facts if any(contains_fact(e.target, f) for e in examples)}
+    assert {e.source for e in examples} == {"generated"} and all(person in e.prompt for e in examples)
+    assert len(stated) >= 5, f"generated examples state {len(stated)} of {len(facts)} facts"
