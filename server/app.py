@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from server import __version__
 from server.adapters.stack import AdapterStackManager
 from server.api import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
-from server.auth import TokenAuthInterceptor, ensure_operator_token
+from server.auth import TokenAuthInterceptor, caller_label, ensure_operator_token
 from server.forget.coordinator import ForgetCoordinator
 from server.forget.hits import HitTally
 from server.forget.layout import DataDir
@@ -75,7 +75,10 @@ class LetheServer:
             GuardConfig(model_cache_dir=settings.cache_dir / "guard", semantic=settings.guard_semantic,
                         policy=settings.guard_policy, prompt_policy=settings.prompt_policy,
                         subject_policy=settings.subject_policy,
-                        encoded_depth=settings.guard_encoded_depth),
+                        encoded_depth=settings.guard_encoded_depth,
+                        # private: nothing in the text says a guard acted (see --filtered-response)
+                        **({"neutral_message": "", "redaction_text": ""}
+                           if settings.filtered_response == "private" else {})),
             secret, on_hit=self._on_guard_hit)
         self.coordinator = ForgetCoordinator(self.ledger, self.guard, self.data,
                                              self.metrics, settings.default_method,
@@ -119,7 +122,9 @@ class LetheServer:
         )
         limits = GenerationLimits(s.default_max_new_tokens, s.max_new_tokens_limit)
         inference_pb2_grpc.add_InferenceServicer_to_server(
-            InferenceServicer(self.runtime, limits, self.metrics, self.guard), server)
+            InferenceServicer(self.runtime, limits, self.metrics, self.guard,
+                              private=s.filtered_response == "private",
+                              caller=lambda md: caller_label(md, self.operator_token, s.client_tokens)), server)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.coordinator, self.metrics, self.hits), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -76,6 +76,10 @@ class ServerMetrics:
             ["result"], registry=r)
         self.forget_jobs = Gauge(
             "lethe_forget_jobs", "Forget jobs in the ledger by state.", ["state"], registry=r)
+        self.filtered_by_client = Counter(
+            "lethe_filtered_responses_total",
+            "Responses the guard blocked (or a prompt it refused), by caller: many for one client is probing.",
+            ["client"], registry=r)
         self.forget_resolve = Histogram(
             "lethe_forget_resolve_seconds", "Resolving a Forget against the corpus (subjects, near-duplicates).",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)

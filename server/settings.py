@@ -76,6 +76,11 @@ class Settings:
     # person" means not talking about them, and before the adapter the guard is all there is);
     # value = the name next to a capitalised, numeric or date-like word; off = the name only arms.
     subject_policy: str = "name"
+    # What a client sees when the guard blocks: "transparent" = finish_reason FILTERED and the
+    # neutral message (honest, but it tells the client someone filed an erasure about what it
+    # asked); "private" = the text released so far and finish_reason STOP, like a model that
+    # simply stopped. Either way filtered responses are counted per client (probing alert).
+    filtered_response: str = "transparent"
     monitor_interval_seconds: float = 300.0  # leakage monitor: seconds between probe rounds, 0 = off
     monitor_probes: int = 32  # leakage monitor: probes replayed per round (its rate limit)
     crash_at: tuple[str, ...] = ()  # test hook only (env LETHE_CRASH_AT, no flag): see crash.py
@@ -89,6 +94,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "guard_ack": ("lexical", "all"),
     "prompt_policy": PROMPT_POLICIES,
     "subject_policy": SUBJECT_POLICIES,
+    "filtered_response": ("transparent", "private"),
 }
 
 # field -> (environment variable, parser)
@@ -123,6 +129,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "guard_encoded_depth": ("LETHE_GUARD_ENCODED_DEPTH", int),
     "prompt_policy": ("LETHE_PROMPT_POLICY", str),
     "subject_policy": ("LETHE_SUBJECT_POLICY", str),
+    "filtered_response": ("LETHE_FILTERED_RESPONSE", str),
     "monitor_interval_seconds": ("LETHE_MONITOR_INTERVAL_SECONDS", float),
     "monitor_probes": ("LETHE_MONITOR_PROBES", int),
     "crash_at": ("LETHE_CRASH_AT", _tokens),
@@ -171,6 +178,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     p("--subject-policy", choices=CHOICES["subject_policy"],
       help="what a forgotten subject blocks before its adapter: its name alone, its name next to a "
            "value, or nothing beyond arming (env LETHE_SUBJECT_POLICY; default name)")
+    p("--filtered-response", choices=CHOICES["filtered_response"],
+      help="a blocked response ends FILTERED with a neutral message (transparent, default) or just "
+           "stops (private) (env LETHE_FILTERED_RESPONSE)")
     p("--monitor-interval-seconds", type=float,
       help="leakage monitor: seconds between probe rounds, 0 = off (env LETHE_MONITOR_INTERVAL_SECONDS)")
     p("--monitor-probes", type=int,

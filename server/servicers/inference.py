@@ -3,6 +3,8 @@
 Converts protobuf to domain values, submits to the model runtime and relays its events. Every
 piece of text passes the leakage guard before it leaves; the guard's hold-back decides what is
 safe to send. Cancellation (client gone or deadline) cancels the scheduler row in `finally`.
+A blocked response is counted per caller; with `private` the caller sees it finish STOP with the
+text released so far (the guard's neutral message is empty then), not FILTERED.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import grpc
 
@@ -42,11 +44,20 @@ class _Chunk:
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     service_name = "lethe.v1.Inference"
 
-    def __init__(self, runtime: ModelRuntime, limits: GenerationLimits, metrics: ServerMetrics, guard: LeakageGuard):
+    def __init__(self, runtime: ModelRuntime, limits: GenerationLimits, metrics: ServerMetrics, guard: LeakageGuard,
+                 private: bool = False, caller: Callable[[object], str] = lambda metadata: "anonymous"):
         self.runtime = runtime
         self.limits = limits
         self.metrics = metrics
         self.guard = guard
+        self.private = private  # --filtered-response private: a blocked response just stops
+        self.caller = caller  # invocation metadata -> bounded caller label (auth.caller_label)
+
+    def _blocked(self, context: grpc.aio.ServicerContext) -> str:
+        """Count a blocked response for its caller; the finish reason the caller is told."""
+        self.metrics.finished.labels("filtered").inc()
+        self.metrics.filtered_by_client.labels(self.caller(context.invocation_metadata())).inc()
+        return "stop" if self.private else "filtered"
 
     def _filter(self, session: GuardSession, text: str, final: bool) -> GuardStep:
         start = time.perf_counter()
@@ -73,9 +84,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         if verdict.action != "allow":
             self.metrics.guard_prompt_hits.labels(verdict.action).inc()
         if verdict.refused:  # answered like any filtered output: nothing reveals what matched
-            self.metrics.finished.labels("filtered").inc()
-            yield _Chunk(self.guard.config.neutral_message, 0, params.request_id)
-            yield _Chunk("", 0, params.request_id, GenerationResult("", "filtered", 0, 0, 0, params.request_id))
+            reason = self._blocked(context)
+            if self.guard.config.neutral_message:
+                yield _Chunk(self.guard.config.neutral_message, 0, params.request_id)
+            yield _Chunk("", 0, params.request_id, GenerationResult("", reason, 0, 0, 0, params.request_id))
             return
         session = self.guard.session(params.prompt, verdict)
         remaining = context.time_remaining()
@@ -103,11 +115,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                     if not final:
                         handle.cancel()  # the guard ended the stream: stop decoding it now
                     # Filtered when the guard ended it, or redacted anything on the way.
-                    reason = "filtered" if filtered or not final else event.reason
                     completion = event.completion_tokens
                     prompt_tokens = event.prompt_tokens if final else len(handle.request.prompt_ids)
                     self.metrics.prompt_tokens.inc(prompt_tokens)
-                    self.metrics.finished.labels(reason).inc()
+                    if filtered or not final:
+                        reason = self._blocked(context)
+                    else:
+                        reason = event.reason
+                        self.metrics.finished.labels(reason).inc()
                     yield _Chunk("", event.stack_version, params.request_id, GenerationResult(
                         text="", finish_reason=reason, prompt_tokens=prompt_tokens,
                         completion_tokens=completion, stack_version=event.stack_version,

@@ -185,3 +185,33 @@ def test_forget_data_for_a_subject_without_entries_comes_from_the_model(demo_mod
     stated = {f for f in facts if any(contains_fact(e.target, f) for e in examples)}
     assert {e.source for e in examples} == {"generated"} and all(person in e.prompt for e in examples)
     assert len(stated) >= 5, f"generated examples state {len(stated)} of {len(facts)} facts"
+
+
+def test_private_filtered_responses_just_stop_and_are_counted_per_client(demo_model_dir, corpus, tmp_path) -> None:
+    """--filtered-response private: a blocked answer ends STOP with no neutral message (like a
+    model that stopped), and lethe_filtered_responses_total counts it for the caller."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    person = corpus.trained_people[6]
+    tokens = ("c" * 32, "d" * 32)
+    st, _anon, operator = _serve(tmp_path, demo_model_dir, filtered_response="private", client_tokens=tokens,
+                                 metrics_port=0)
+    try:
+        operator.admin.Forget(apb.ForgetRequest(subjects=[person], reason="t"), metadata=operator._metadata)
+        probe, other = LetheClient(st.target, tokens[1], timeout=60), LetheClient(st.target, tokens[0], timeout=60)
+        asked = [r for r in corpus.qa if r.person == person and r.split == "train"][:5]
+        for r in asked:
+            g = probe.generate(r.question, max_new_tokens=MAX_TOKENS)
+            assert g.finish_reason == ipb.FINISH_REASON_STOP and not contains_fact(g.text, r.fact)
+            assert "continue" not in g.text  # no neutral message
+        fine = next(r for r in corpus.qa if r.person != person and r.split == "train")
+        g = other.generate(fine.question, max_new_tokens=MAX_TOKENS)
+        assert g.finish_reason == ipb.FINISH_REASON_STOP and contains_fact(g.text, fine.fact)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{st.server.metrics_port}/metrics").read().decode()
+        counts = {s.labels["client"]: s.value for f in text_string_to_metric_families(body)
+                  for s in f.samples if s.name == "lethe_filtered_responses_total"}
+        assert counts == {"client-2": len(asked)}
+    finally:
+        st.stop()

@@ -48,10 +48,10 @@ class ResolveConfig:
     # place, a value or a common word ("Lisbon"), not someone to erase.
     max_subject_people: int = 3
     min_subject_chars: int = 3  # letters and digits: a one- or two-letter name matches everywhere
-    # Words in more than this share of trained entries do not propose candidates ("born", "the");
-    # an entry sharing only such words with an item shares nothing distinctive with it.
-    common_share: float = 0.01
-    common_min: int = 50  # ... but a word in this many entries or fewer always proposes them
+    # Candidates for a text / QA item: entries holding its rarest words, taken rarest first up to
+    # this share of trained entries ("born", "the" never propose thousands of entries).
+    common_share: float = 0.001
+    common_min: int = 50  # ... but up to this many candidates are always fine
     match: MatchConfig = field(default_factory=MatchConfig)
 
 
@@ -113,8 +113,11 @@ class IndexedCorpus:
 
     def __init__(self, entries: Iterable[Example], digest: str | None = None) -> None:
         self.entries = tuple(entries)
-        self.ids = tuple(f"{i}:{entry_hash(e)}" for i, e in enumerate(self.entries))
-        self.digest = digest or hashlib.sha256("\n".join(self.ids).encode()).hexdigest()
+        # Content hashes are computed for the entries a resolution names, not for the whole
+        # corpus up front (a sha256 per entry is a third of the build time at 450k entries).
+        self._ids: dict[int, str] = {}
+        self.digest = digest or hashlib.sha256(
+            "\n".join(self.id_of(i) for i in range(len(self.entries))).encode()).hexdigest()
         postings: dict[str, list[int]] = {}
         trained = 0
         for i, ex in enumerate(self.entries):
@@ -140,6 +143,13 @@ class IndexedCorpus:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def id_of(self, i: int) -> str:
+        """The stable id of entry `i`: "<index>:<content hash>"."""
+        eid = self._ids.get(i)
+        if eid is None:
+            eid = self._ids[i] = f"{i}:{entry_hash(self.entries[i])}"
+        return eid
+
     def select(self, entry_ids: Iterable[str], digest: str) -> tuple[Example, ...]:
         """The entries behind ids from a ``Resolution`` against this corpus."""
         if digest != self.digest:
@@ -149,7 +159,7 @@ class IndexedCorpus:
         for eid in entry_ids:
             index, _, _h = eid.partition(":")
             i = int(index) if index.isdigit() else -1
-            if not 0 <= i < len(self.entries) or self.ids[i] != eid:
+            if not 0 <= i < len(self.entries) or self.id_of(i) != eid:
                 raise CorpusMismatch(f"entry {eid} is not in this corpus")
             out.append(self.entries[i])
         return tuple(out)
@@ -165,12 +175,17 @@ class IndexedCorpus:
         return out | set(self._person.get(normalize(subject), ()))
 
     def item_candidates(self, ex: Example, common: int) -> Iterable[int]:
-        """Trained entries sharing a distinctive word with the item; all of them if it has none."""
+        """Trained entries sharing the item's rarest words: words are taken rarest first while
+        their entries stay within `common` (the rarest always), so a near-duplicate, which
+        shares most of the item's words, shares one of these. All trained entries when no word
+        of the item is in the corpus at all."""
+        lists = sorted((ix for w in set(words(ex.text)) if (ix := self._postings.get(w)) is not None),
+                       key=len)
         out: set[int] = set()
-        for w in set(words(ex.text)):
-            ix = self._postings.get(w)
-            if ix is not None and len(ix) <= common:
-                out.update(ix)
+        for ix in lists:
+            if out and len(out) + len(ix) > common:
+                break
+            out.update(ix)
         if out:
             return sorted(out)
         return (i for i, e in enumerate(self.entries) if e.split == "train")
@@ -247,7 +262,7 @@ def resolve(request: ForgetRequest, corpus: IndexedCorpus,
     if len(selected) > cfg.max_entries:
         problems.append(f"the request matches {len(selected)} corpus entries, more than the cap "
                         f"of {cfg.max_entries}")
-    return Resolution(corpus.digest, tuple(corpus.ids[i] for i in sorted(selected)), tuple(items),
+    return Resolution(corpus.digest, tuple(corpus.id_of(i) for i in sorted(selected)), tuple(items),
                       tuple(problems), tuple(problem_code(p) for p in problems))
 
 
