@@ -116,8 +116,7 @@ def _gate(args: argparse.Namespace) -> GateConfig:
     from unlearn_engine.evaluation import GateConfig
 
     overrides = _parse_overrides(args.gate)
-    if isinstance(overrides.get("mia_attacks"), list):
-        overrides["mia_attacks"] = tuple(overrides["mia_attacks"])
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     try:
         return GateConfig(**overrides)
     except TypeError as err:
@@ -193,6 +192,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         reference if with_reference else None, metrics=args.metrics or None)
 
     metrics = run_eval(True)
+    if args.attacks:
+        from unlearn_engine.evaluation.attacks import AttackSets, run_attacks
+        metrics.update(run_attacks(model, tok, AttackSets(tuple(forget), tuple(paraphrase)),
+                                   args.attacks))
     before: dict[str, float] | None = None
     if args.adapter:  # the base alone is the "before" column and the gate's retain baseline
         with model.disable_adapter():
@@ -241,6 +244,8 @@ def add_engine_commands(subparsers) -> None:
     e.add_argument("--paraphrase", type=Path)
     e.add_argument("--reference", type=Path, help="model retrained without the forget data")
     e.add_argument("--metrics", nargs="*", default=[])
+    e.add_argument("--attacks", nargs="*", default=[], choices=["quant8", "quant4", "relearn"],
+                   help="attack a copy of the model, then measure forgotten facts again")
     e.add_argument("--gate", nargs="*", default=[], metavar="KEY=VALUE")
     e.add_argument("--json", type=Path, default=Path("evaluation.json"))
     e.add_argument("--threads", type=int, default=0)

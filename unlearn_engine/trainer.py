@@ -33,6 +33,7 @@ from unlearn_engine.data.records import Example, ForgetSet, RetainSet
 from unlearn_engine.data.retain_set import build_retain_set
 from unlearn_engine.devices import pick_device
 from unlearn_engine.evaluation import EvalSettings, GateConfig, GateResult, gate_decision
+from unlearn_engine.evaluation.attacks import AttackSets, run_attacks
 from unlearn_engine.methods import DEFAULT_METHOD, MethodConfig, get_method
 from unlearn_engine.progress import Progress, ProgressCallback
 from unlearn_engine.stacking import activate, load_adapters
@@ -56,7 +57,8 @@ class SweepConfig:
     probe_holdout: int = 200  # cap on never-seen reference examples per evaluation
 
 
-_UNDER = {"forget_accuracy", "paraphrase_accuracy", "verbatim", "truth_preference"}
+_UNDER = {"forget_accuracy", "paraphrase_accuracy", "verbatim", "truth_preference", "zero_delta",
+          "attack_quant8", "attack_quant4", "attack_relearn"}
 
 
 def sweep_direction(verdict: GateResult) -> str:
@@ -187,6 +189,9 @@ def unlearn(model: torch.nn.Module, tokenizer, forget_set: ForgetSet, retain_set
     for p in adapter.params:
         p.requires_grad_(False)
     final = probes.evaluate(adapter.model, tokenizer, None, eval_settings)
+    if gate.attacks:  # on the chosen checkpoint only: attacks copy the model, probes do not
+        final.update(run_attacks(adapter.model, tokenizer,
+                                 AttackSets(probes.forget, probes.paraphrase), gate.attacks))
     verdict = gate_decision(final, gate, baseline)
     metrics = {**final, **{f"before.{k}": v for k, v in baseline.items()}}
     if progress:

@@ -11,6 +11,7 @@ imported when a command runs, so mounting the commands imports no torch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -54,7 +55,16 @@ def _add_subcommands(sub: argparse._SubParsersAction, default_cache_dir: str | P
     export = sub.add_parser("export-corpus", help="write the generated demo corpus as JSONL")
     export.add_argument("file", type=Path, metavar="FILE")
     export.add_argument("--small", action="store_true", help="the small preset's corpus")
+    export.add_argument("--long-answers", action="store_true",
+                        help="the long-answer corpus: 30 + 8 people, two-sentence answers with three "
+                             "facts each, multi-token names (train a model on it with "
+                             "'demo build --corpus FILE')")
     export.set_defaults(func=_cmd_export)
+
+
+# The long-answer corpus (issue: 25-40 people plus held-out ones): big enough that per-person
+# clusters do not dominate the MIA statistics, small enough to train in minutes on a CPU.
+LONG_PEOPLE, LONG_HOLDOUT = 30, 8
 
 
 def _config(small: bool) -> DemoConfig:
@@ -97,7 +107,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from unlearn_engine.demo.corpus import generate_corpus, write_jsonl
 
-    corpus = generate_corpus(_config(args.small).corpus_spec())
+    spec = _config(args.small).corpus_spec()
+    if args.long_answers:
+        spec = dataclasses.replace(spec, n_people=LONG_PEOPLE, n_holdout=LONG_HOLDOUT, style="long")
+    corpus = generate_corpus(spec)
     path = write_jsonl(corpus, args.file)
     print(f"{path}: {len(corpus.qa)} QA records, {len(corpus.texts)} texts, "
           f"{len(corpus.trained_people)} trained + {len(corpus.holdout_people)} holdout people")

@@ -21,4 +21,4 @@ class GradAscent(UnlearningMethod):
 
     def loss(self, ctx: TrainContext, forget: Sequence[Example],
              retain: Sequence[Example] | None) -> tuple[torch.Tensor, dict[str, float]]:
-        return combine(-nll(ctx.model, ctx.batch(forget)), None, self.config)
+        return combine(-nll(ctx.model, ctx.forget_batch(forget)), None, self.config)
