@@ -10,7 +10,7 @@ from unlearn_engine.evaluation import GateConfig, gate_decision
 from unlearn_engine.evaluation.attacks import ATTACKS, AttackSets, AttackSettings, run_attacks
 from unlearn_engine.evaluation.attacks.quantize import round_to_nearest
 from unlearn_engine.evaluation.attacks.relearn import split_by_fact
-from unlearn_engine.testing import build_toy
+from tests.support.toy_model import build_toy
 
 torch.set_num_threads(1)
 

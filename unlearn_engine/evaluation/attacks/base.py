@@ -18,6 +18,7 @@ from typing import Callable, ClassVar, Sequence
 import torch
 
 from unlearn_engine.data.records import Example
+from unlearn_engine.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -66,27 +67,16 @@ class UnknownAttackError(ValueError):
     pass
 
 
-ATTACKS: dict[str, type[Attack]] = {}
+ATTACKS: Registry[type[Attack]] = Registry("attack", UnknownAttackError)
 
 
 def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
     """Class decorator storing the class (never an instance) under ``name``."""
-
-    def deco(cls: type[Attack]) -> type[Attack]:
-        if name in ATTACKS:
-            raise ValueError(f"attack {name!r} registered twice")
-        cls.name = name
-        ATTACKS[name] = cls
-        return cls
-
-    return deco
+    return ATTACKS.register(name)
 
 
 def get_attack(name: str) -> type[Attack]:
-    try:
-        return ATTACKS[name]
-    except KeyError:
-        raise UnknownAttackError(f"unknown attack {name!r}; valid: {sorted(ATTACKS)}") from None
+    return ATTACKS.get_class(name)
 
 
 def fact_accuracy(model: torch.nn.Module, tokenizer, forget: Sequence[Example],
