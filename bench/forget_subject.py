@@ -14,7 +14,7 @@ rates per subject policy, through a real server on the demo model.
 
     python bench/forget_subject.py [--small] [--sizes 10 1000 10000] [--people 3]
 
-Writes bench/results/forget_subject.json and forget_subject.md.
+Writes bench/results/forget_subject.json and .md (forget_subject_small.* with --small).
 """
 
 from __future__ import annotations
@@ -166,9 +166,14 @@ def bench_common_names() -> list[dict]:
     return rows
 
 
+def _stem(small: bool) -> str:
+    return "forget_subject_small" if small else "forget_subject"
+
+
 def write(results: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "forget_subject.json").write_text(json.dumps(results, indent=2))
+    stem = _stem(results["small"])
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2))
     lines = ["# Forget a subject (issue 13)", "",
              f"{results['machine']}; model: {results['model']}. `python bench/forget_subject.py"
              f"{' --small' if results['small'] else ''}`.", "",
@@ -195,7 +200,7 @@ def write(results: dict) -> None:
               "| subject policy | innocent sentences filtered |", "|---|---|"]
     for r in results["common_names"]:
         lines.append(f"| {r['policy']} | {r['filtered']}/{r['sentences']} |")
-    (RESULTS / "forget_subject.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -203,7 +208,7 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="the small demo preset (what CI builds)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000])
     ap.add_argument("--people", type=int, default=3, help="forgotten people per served configuration")
-    ap.add_argument("--skip-served", action="store_true")
+    ap.add_argument("--skip-served", action="store_true", help="keep the served numbers of the last run")
     args = ap.parse_args()
     model = default_demo_model(CACHE, small=args.small)
     results = {"machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
@@ -211,6 +216,10 @@ def main() -> None:
                "resolution": bench_resolution(args.sizes), "common_names": bench_common_names()}
     if not args.skip_served:
         results["served"], results["ack"] = bench_served(model, args.people)
+    elif (RESULTS / f"{_stem(args.small)}.json").is_file():  # keep the last served run's numbers
+        last = json.loads((RESULTS / f"{_stem(args.small)}.json").read_text())
+        if "served" in last:
+            results["served"], results["ack"] = last["served"], last["ack"]
     write(results)
 
 
