@@ -37,7 +37,7 @@ from server.runtime.model import LoadedModel, load_model
 from server.runtime.serving import ModelRuntime, RuntimeLimits
 from server.servicers.admin import AdminServicer
 from server.servicers.inference import InferenceServicer
-from server.settings import Settings, thread_budget
+from server.settings import Settings, thread_budget, validate
 from server.worker import ADAPTER_DIR, LEDGER_FILE
 from server.worker_process import WorkerSupervisor
 
@@ -61,6 +61,7 @@ def resolve_model_dir(settings: Settings) -> Path:
 
 class LetheServer:
     def __init__(self, settings: Settings, loader: Callable[[Path], LoadedModel] | None = None):
+        validate(settings)  # also when built in code, not from flags: tokens too short are refused
         self.settings = settings
         self.metrics = ServerMetrics()
         self._loader = loader or (lambda model_dir: load_model(model_dir, settings.device))

@@ -17,14 +17,29 @@ from typing import Any
 import grpc
 import torch
 
-from server.settings import (add_model_arguments, add_serve_arguments, client_defaults, load_settings,
-                             thread_budget)
+from server.settings import (Settings, SettingsError, add_model_arguments, add_serve_arguments, client_defaults,
+                             load_settings, thread_budget)
+
+
+def _process_settings(args: argparse.Namespace) -> Settings:
+    """Settings of a long-running process (serve, worker), which is hardened before it opens
+    anything (server/hardening.py). A setting it refuses exits with the message saying why."""
+    from server.hardening import harden_process
+
+    try:
+        settings = load_settings(args)
+    except SettingsError:
+        raise
+    except ValueError as exc:
+        raise SystemExit(f"lethe: {exc}") from None
+    harden_process(settings.data_dir)
+    return settings
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from server.app import LetheServer
 
-    settings = load_settings(args)
+    settings = _process_settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(thread_budget(settings)[0])
     asyncio.run(LetheServer(settings).serve_forever())
@@ -35,7 +50,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from server.app import resolve_model_dir
     from server.worker import UnlearningWorker, WorkerConfig
 
-    settings = load_settings(args)
+    settings = _process_settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(thread_budget(settings)[1])
     worker = UnlearningWorker(WorkerConfig(
@@ -239,12 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except grpc.RpcError as err:  # every client command reports a failed call the same way
         print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1
+    except SettingsError as exc:  # e.g. a short token: refused at start-up, with how to fix it
+        print(f"lethe: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

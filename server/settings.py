@@ -17,6 +17,22 @@ from server.crash import POINTS as CRASH_POINTS
 from server.guard.config import MAX_ENCODED_DEPTH, POLICIES, PROMPT_POLICIES, SEMANTIC_MODES
 
 
+# Bearer tokens shorter than this are refused at start-up: 32 URL-safe characters carry ~190 bits.
+MIN_TOKEN_CHARS = 32
+_MAKE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+class SettingsError(ValueError):
+    """A setting the server refuses to start with; the message says how to fix it."""
+
+
+def check_token(what: str, token: str) -> None:
+    """Refuse a credential too short to resist guessing, saying how to make a good one."""
+    if len(token) < MIN_TOKEN_CHARS:
+        raise SettingsError(f"{what} is {len(token)} characters; tokens must be at least {MIN_TOKEN_CHARS}. "
+                         f"Make one with: {_MAKE_TOKEN}")
+
+
 def _bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -208,6 +224,10 @@ def validate(s: Settings) -> None:
         raise ValueError(f"guard_encoded_depth must be in 1..{MAX_ENCODED_DEPTH}")
     if s.monitor_interval_seconds < 0 or s.monitor_probes < 1:
         raise ValueError("monitor_interval_seconds must be >= 0 and monitor_probes >= 1")
+    if s.operator_token is not None:
+        check_token("the operator token (LETHE_OPERATOR_TOKEN)", s.operator_token)
+    for i, token in enumerate(s.client_tokens):
+        check_token(f"client token {i + 1} of LETHE_CLIENT_TOKENS", token)
 
 
 @dataclass(frozen=True)
