@@ -28,6 +28,7 @@ from server.coordinator import ForgetCoordinator
 from server.generation import GenerationLimits
 from server.guard import GuardConfig, GuardHit, LeakageGuard
 from server.keyfile import guard_secret
+from server.limits import ClientConcurrencyLimit, server_options
 from server.ledger import SqliteLedger
 from server.guard.keys import GuardKeys
 from server.hits import HitTally
@@ -107,16 +108,15 @@ class LetheServer:
         await self.coordinator.restore()  # the guard blocks everything forgotten before we listen
         self._hits_task = asyncio.create_task(self.hits.run())
         server = grpc.aio.server(
-            interceptors=[TokenAuthInterceptor(self.operator_token, s.client_tokens, _streaming_methods())],
-            options=[
-                ("grpc.max_receive_message_length", s.max_message_bytes),
-                ("grpc.max_send_message_length", s.max_message_bytes),
-            ],
+            interceptors=[TokenAuthInterceptor(self.operator_token, s.client_tokens, _streaming_methods()),
+                          ClientConcurrencyLimit(s.max_client_rpcs)],
+            options=server_options(s), maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
         limits = GenerationLimits(s.default_max_new_tokens, s.max_new_tokens_limit)
         inference_pb2_grpc.add_InferenceServicer_to_server(
-            InferenceServicer(self.runtime, limits, self.metrics, self.guard), server)
-        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.coordinator, self.metrics, self.hits), server)
+            InferenceServicer(self.runtime, limits, self.metrics, self.guard, s.max_prompt_chars), server)
+        admin_pb2_grpc.add_AdminServicer_to_server(
+            AdminServicer(self.coordinator, self.metrics, self.hits, s.max_watch_streams, s.max_queued_forgets), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if s.reflection:

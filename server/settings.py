@@ -62,6 +62,16 @@ class Settings:
     max_new_tokens_limit: int = 1024  # hard cap per request
     max_message_bytes: int = 4 * 1024 * 1024  # gRPC send/receive limit; a Forget can carry 2 MiB of text
     grace_seconds: float = 10.0  # drain time on SIGTERM before in-flight requests are cancelled
+    # Bounded work per request and per client (server/limits.py). A prompt is measured in
+    # characters before anything else reads it: 64 Ki characters is ~16k tokens, beyond any
+    # context the server is likely to serve, and the guard scans it in well under a second.
+    max_prompt_chars: int = 65536
+    max_concurrent_rpcs: int = 256  # all calls on the server at once; beyond: RESOURCE_EXHAUSTED
+    max_client_rpcs: int = 32  # calls in flight per credential (per address when anonymous)
+    max_watch_streams: int = 16  # concurrent WatchForget streams (each polls the ledger)
+    max_queued_forgets: int = 64  # forgets not yet ACTIVE / FAILED; more wait for RESOURCE_EXHAUSTED
+    keepalive_seconds: float = 60.0  # ping idle connections this often; a peer silent 20 s more is dropped
+    max_connection_age_seconds: float = 1800.0  # GOAWAY then, so clients rebalance across replicas; 0 = never
     reflection: bool = True  # gRPC server reflection (grpcurl, Postman); off for locked-down setups
     operator_token: str | None = None  # None = read or create <data_dir>/operator.token
     client_tokens: tuple[str, ...] = ()  # empty = Inference needs no credential
@@ -113,6 +123,13 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_new_tokens_limit": ("LETHE_MAX_NEW_TOKENS_LIMIT", int),
     "max_message_bytes": ("LETHE_MAX_MESSAGE_BYTES", int),
     "grace_seconds": ("LETHE_GRACE_SECONDS", float),
+    "max_prompt_chars": ("LETHE_MAX_PROMPT_CHARS", int),
+    "max_concurrent_rpcs": ("LETHE_MAX_CONCURRENT_RPCS", int),
+    "max_client_rpcs": ("LETHE_MAX_CLIENT_RPCS", int),
+    "max_watch_streams": ("LETHE_MAX_WATCH_STREAMS", int),
+    "max_queued_forgets": ("LETHE_MAX_QUEUED_FORGETS", int),
+    "keepalive_seconds": ("LETHE_KEEPALIVE_SECONDS", float),
+    "max_connection_age_seconds": ("LETHE_MAX_CONNECTION_AGE_SECONDS", float),
     "reflection": ("LETHE_REFLECTION", _bool),
     "operator_token": ("LETHE_OPERATOR_TOKEN", str),
     "client_tokens": ("LETHE_CLIENT_TOKENS", _tokens),
@@ -158,6 +175,17 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     p("--max-batch-size", type=int, help="rows decoded together (env LETHE_MAX_BATCH_SIZE)")
     p("--max-queue", type=int, help="waiting requests before RESOURCE_EXHAUSTED (env LETHE_MAX_QUEUE)")
     p("--grace-seconds", type=float, help="drain time on SIGTERM (env LETHE_GRACE_SECONDS)")
+    p("--max-prompt-chars", type=int,
+      help="longer prompts get INVALID_ARGUMENT before any other work (env LETHE_MAX_PROMPT_CHARS; default 65536)")
+    p("--max-concurrent-rpcs", type=int, help="calls in flight on the server (env LETHE_MAX_CONCURRENT_RPCS)")
+    p("--max-client-rpcs", type=int,
+      help="calls in flight per credential, or per address without one (env LETHE_MAX_CLIENT_RPCS)")
+    p("--max-watch-streams", type=int, help="concurrent WatchForget streams (env LETHE_MAX_WATCH_STREAMS)")
+    p("--max-queued-forgets", type=int,
+      help="forgets not yet ACTIVE or FAILED before Forget answers RESOURCE_EXHAUSTED (env LETHE_MAX_QUEUED_FORGETS)")
+    p("--keepalive-seconds", type=float, help="keepalive ping interval, seconds (env LETHE_KEEPALIVE_SECONDS)")
+    p("--max-connection-age-seconds", type=float,
+      help="close connections after this long, 0 = never (env LETHE_MAX_CONNECTION_AGE_SECONDS)")
     p("--no-reflection", dest="reflection", action="store_const", const=False,
       help="disable gRPC server reflection (env LETHE_REFLECTION=0)")
     p("--no-worker", dest="worker", action="store_const", const=False,
@@ -209,7 +237,8 @@ def validate(s: Settings) -> None:
         raise ValueError(f"port out of range: {s.port}")
     if s.demo not in ("full", "small"):
         raise ValueError(f"demo preset must be 'full' or 'small', not {s.demo!r}")
-    for name in ("max_batch_size", "max_queue", "default_max_new_tokens", "max_new_tokens_limit"):
+    for name in ("max_batch_size", "max_queue", "default_max_new_tokens", "max_new_tokens_limit", "max_prompt_chars",
+                 "max_concurrent_rpcs", "max_client_rpcs", "max_watch_streams", "max_queued_forgets"):
         if getattr(s, name) < 1:
             raise ValueError(f"{name} must be >= 1")
     for name, allowed in CHOICES.items():
@@ -224,6 +253,8 @@ def validate(s: Settings) -> None:
         raise ValueError(f"guard_encoded_depth must be in 1..{MAX_ENCODED_DEPTH}")
     if s.monitor_interval_seconds < 0 or s.monitor_probes < 1:
         raise ValueError("monitor_interval_seconds must be >= 0 and monitor_probes >= 1")
+    if s.keepalive_seconds <= 0 or s.max_connection_age_seconds < 0:
+        raise ValueError("keepalive_seconds must be > 0 and max_connection_age_seconds >= 0")
     if s.operator_token is not None:
         check_token("the operator token (LETHE_OPERATOR_TOKEN)", s.operator_token)
     for i, token in enumerate(s.client_tokens):

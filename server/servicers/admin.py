@@ -14,7 +14,7 @@ import grpc
 from server.api import admin_pb2 as pb
 from server.api import admin_pb2_grpc
 from server.coordinator import ForgetCoordinator
-from server.errors import InvalidArgument, NotFound
+from server.errors import InvalidArgument, NotFound, ResourceExhausted
 from server.forgets import (MAX_KEY_CHARS, MAX_REASON_CHARS, ForgetJob, ForgetPayload, ForgetState)
 from server.hits import HitTally
 from server.ledger import UnknownForget
@@ -31,11 +31,15 @@ ACTOR = "operator"  # one operator credential; per-user identities would come fr
 class AdminServicer(admin_pb2_grpc.AdminServicer):
     service_name = "lethe.v1.Admin"
 
-    def __init__(self, coordinator: ForgetCoordinator, metrics: ServerMetrics, hits: HitTally):
+    def __init__(self, coordinator: ForgetCoordinator, metrics: ServerMetrics, hits: HitTally,
+                 max_watch_streams: int = 16, max_queued_forgets: int = 64):
         self.coordinator = coordinator
         self.ledger = coordinator.ledger
         self.metrics = metrics
         self.hits = hits
+        self.max_watch_streams = max_watch_streams
+        self.max_queued_forgets = max_queued_forgets
+        self._watching = 0  # WatchForget streams open now (one event loop: a plain counter)
 
     def _read(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
         """A ledger read that sees every guard hit counted so far (the tally writes in batches)."""
@@ -61,9 +65,19 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             raise InvalidArgument(f"reason must be at most {MAX_REASON_CHARS} characters")
         if len(request.idempotency_key) > MAX_KEY_CHARS:
             raise InvalidArgument(f"idempotency_key must be at most {MAX_KEY_CHARS} characters")
+        await self._check_queue()
         job, created = await self.coordinator.submit(
             payload, request.method, request.reason, request.idempotency_key or None, ACTOR)
         return pb.ForgetResponse(job=job.to_pb(), created=created)
+
+    async def _check_queue(self) -> None:
+        """Refuse new work while max_queued_forgets are not yet ACTIVE or FAILED. Checked before
+        the write, so concurrent Forgets can pass it together: a bound, not an exact count."""
+        counts = await asyncio.to_thread(self.ledger.counts_by_state)
+        queued = sum(n for state, n in counts.items() if not state.terminal)
+        if queued >= self.max_queued_forgets:
+            raise ResourceExhausted(f"{queued} forgets are in progress (limit {self.max_queued_forgets}); "
+                                    "retry when some are done")
 
     @rpc_method("GetForget")
     async def GetForget(self, request: pb.GetForgetRequest, context: grpc.aio.ServicerContext) -> pb.ForgetJob:
@@ -71,6 +85,17 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     @rpc_method("WatchForget")
     async def WatchForget(self, request: pb.WatchForgetRequest, context: grpc.aio.ServicerContext):
+        if self._watching >= self.max_watch_streams:
+            raise ResourceExhausted(f"{self._watching} WatchForget streams are open (the limit); poll GetForget "
+                                    "or retry later")
+        self._watching += 1
+        try:
+            async for event in self._watch(request):
+                yield event
+        finally:
+            self._watching -= 1
+
+    async def _watch(self, request: pb.WatchForgetRequest):
         job = await self._job(request.forget_id)
         seen_transitions, seen_progress = 0, 0
         while True:

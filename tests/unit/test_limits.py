@@ -1,0 +1,29 @@
+"""The server's connection options and the per-client key of the concurrency limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.limits import _peer_host, server_options
+from server.settings import Settings, validate
+
+
+def test_server_options_carry_keepalive_and_connection_age() -> None:
+    opts = dict(server_options(Settings(keepalive_seconds=30, max_connection_age_seconds=600)))
+    assert opts["grpc.keepalive_time_ms"] == 30_000
+    assert opts["grpc.max_connection_age_ms"] == 600_000
+    assert opts["grpc.max_receive_message_length"] == Settings().max_message_bytes
+    assert "grpc.max_connection_age_ms" not in dict(server_options(Settings(max_connection_age_seconds=0)))
+
+
+def test_bad_bounds_are_refused() -> None:
+    for bad in (dict(max_prompt_chars=0), dict(max_client_rpcs=0), dict(max_watch_streams=0),
+                dict(max_queued_forgets=0), dict(keepalive_seconds=0)):
+        with pytest.raises(ValueError):
+            validate(Settings(**bad))
+
+
+def test_clients_are_told_apart_by_address_not_port() -> None:
+    assert _peer_host("ipv4:10.0.0.7:51234") == "ipv4:10.0.0.7"
+    assert _peer_host("ipv6:[::1]:51234") == "ipv6:[::1]"
+    assert _peer_host("unix:/tmp/sock") == "unix:/tmp/sock"
