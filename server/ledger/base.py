@@ -20,6 +20,10 @@ class UnknownForget(LedgerError):
     pass
 
 
+class IdempotencyConflict(LedgerError):
+    """An idempotency key came back with different content: a client bug, never a retry."""
+
+
 class NotOwner(LedgerError):
     """A worker tried to finish a job it no longer owns (it was re-queued or finished elsewhere)."""
 
@@ -28,8 +32,10 @@ class ForgetLedger(abc.ABC):
     # ---- forget requests -------------------------------------------------------------------
     @abc.abstractmethod
     def submit(self, payload: ForgetPayload, method: str, reason: str, idempotency_key: str | None,
-               actor: str) -> tuple[ForgetJob, bool]:
-        """Record a request as PENDING; (job, created). A known idempotency key returns its job."""
+               actor: str, content_digest: str = "") -> tuple[ForgetJob, bool]:
+        """Record a request as PENDING; (job, created). A known idempotency key returns its job, or
+        raises IdempotencyConflict when both digests are known and differ. `content_digest` is
+        keyed (never a plain hash of the content, which a list of names could be checked against)."""
 
     @abc.abstractmethod
     def arm(self, forget_id: str, guard_entries: bytes) -> ForgetJob:

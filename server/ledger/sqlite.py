@@ -9,6 +9,7 @@ does not linger on disk in either file.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import secrets
 import sqlite3
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from server.forgets import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress, StackRecord, Transition
-from server.ledger.base import ForgetLedger, LedgerError, NotOwner, UnknownForget
+from server.ledger.base import ForgetLedger, IdempotencyConflict, LedgerError, NotOwner, UnknownForget
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS forgets (
@@ -27,7 +28,7 @@ CREATE TABLE IF NOT EXISTS forgets (
   created_at REAL NOT NULL, updated_at REAL NOT NULL, failure_reason TEXT NOT NULL DEFAULT '',
   adapter_id TEXT NOT NULL DEFAULT '', stack_version INTEGER NOT NULL DEFAULT 0,
   attempts INTEGER NOT NULL DEFAULT 0, metrics TEXT NOT NULL DEFAULT '{}', worker_id TEXT,
-  guard_entries BLOB, content_sha256 TEXT NOT NULL);
+  guard_entries BLOB, content_hmac TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS payloads (forget_id TEXT PRIMARY KEY, payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS transitions (forget_id TEXT NOT NULL, state TEXT NOT NULL, at REAL NOT NULL,
   detail TEXT NOT NULL DEFAULT '');
@@ -63,9 +64,25 @@ class SqliteLedger(ForgetLedger):
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON", "foreign_keys=ON"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(SCHEMA)
+        self._drop_unkeyed_digests()
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO stacks (version, adapter_ids, created_at) VALUES (0, '[]', ?)",
                        (time.time(),))
+
+    def _drop_unkeyed_digests(self) -> None:
+        """Ledgers written before keyed digests kept a plain SHA-256 of each request's content (in
+        `forgets` and the audit log): a one-name forget could be recovered by hashing a list of
+        names. Erase them; those requests' idempotency keys then match any content."""
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(forgets)")}
+        if "content_sha256" not in columns:
+            return
+        with self._tx() as db:
+            db.execute("ALTER TABLE forgets RENAME COLUMN content_sha256 TO content_hmac")
+            db.execute("UPDATE forgets SET content_hmac = ''")
+            db.execute("UPDATE audit SET details = json_remove(details, '$.content_sha256') "
+                       "WHERE json_extract(details, '$.content_sha256') IS NOT NULL")
+        self._db.execute("VACUUM")  # rewrite every page: no old value survives in free space
+        self._truncate_wal()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -84,22 +101,26 @@ class SqliteLedger(ForgetLedger):
 
     # ---- forget requests -------------------------------------------------------------------
     def submit(self, payload: ForgetPayload, method: str, reason: str, idempotency_key: str | None,
-               actor: str) -> tuple[ForgetJob, bool]:
+               actor: str, content_digest: str = "") -> tuple[ForgetJob, bool]:
         now = time.time()
         with self._tx() as db:
             if idempotency_key:
-                row = db.execute("SELECT forget_id FROM forgets WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+                row = db.execute("SELECT forget_id, content_hmac FROM forgets WHERE idempotency_key = ?",
+                                 (idempotency_key,)).fetchone()
                 if row is not None:
+                    known = row["content_hmac"]
+                    if known and content_digest and not hmac.compare_digest(known, content_digest):
+                        raise IdempotencyConflict(f"idempotency key of {row['forget_id']} reused with other content")
                     return self._job(db, row["forget_id"]), False
             fid = new_forget_id()
             db.execute(
                 "INSERT INTO forgets (forget_id, idempotency_key, state, method, reason, num_texts, num_qa, "
-                "num_subjects, created_at, updated_at, content_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "num_subjects, created_at, updated_at, content_hmac) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (fid, idempotency_key or None, ForgetState.PENDING.value, method, reason, len(payload.texts),
-                 len(payload.qa_pairs), len(payload.subjects), now, now, payload.digest()))
+                 len(payload.qa_pairs), len(payload.subjects), now, now, content_digest))
             db.execute("INSERT INTO payloads (forget_id, payload) VALUES (?, ?)", (fid, payload.to_json()))
             self._log_transition(db, fid, ForgetState.PENDING, now)
-            self._audit(db, actor, "forget", fid, {"content_sha256": payload.digest(), "method": method,
+            self._audit(db, actor, "forget", fid, {"content_hmac": content_digest, "method": method,
                                                    "texts": len(payload.texts), "qa_pairs": len(payload.qa_pairs),
                                                    "subjects": len(payload.subjects)})
             return self._job(db, fid), True

@@ -14,10 +14,10 @@ import grpc
 from server.api import admin_pb2 as pb
 from server.api import admin_pb2_grpc
 from server.coordinator import ForgetCoordinator
-from server.errors import InvalidArgument, NotFound, ResourceExhausted
+from server.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from server.forgets import (MAX_KEY_CHARS, MAX_REASON_CHARS, ForgetJob, ForgetPayload, ForgetState)
 from server.hits import HitTally
-from server.ledger import UnknownForget
+from server.ledger import IdempotencyConflict, UnknownForget
 from server.metrics import ServerMetrics
 from server.rpc import rpc_method
 from unlearn_engine.methods import METHODS
@@ -66,8 +66,12 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         if len(request.idempotency_key) > MAX_KEY_CHARS:
             raise InvalidArgument(f"idempotency_key must be at most {MAX_KEY_CHARS} characters")
         await self._check_queue()
-        job, created = await self.coordinator.submit(
-            payload, request.method, request.reason, request.idempotency_key or None, ACTOR)
+        try:
+            job, created = await self.coordinator.submit(
+                payload, request.method, request.reason, request.idempotency_key or None, ACTOR)
+        except IdempotencyConflict:
+            raise AlreadyExists("this idempotency_key was used for a request with other content; "
+                                "use a new key for a new request") from None
         return pb.ForgetResponse(job=job.to_pb(), created=created)
 
     async def _check_queue(self) -> None:
@@ -115,6 +119,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         size = request.page_size or DEFAULT_PAGE
         if size > MAX_PAGE:
             raise InvalidArgument(f"page_size must be at most {MAX_PAGE}")
+        unknown = [s for s in request.states if s not in pb.ForgetState.values()]
+        if unknown:
+            raise InvalidArgument(f"unknown states {unknown}; valid: {', '.join(pb.ForgetState.keys()[1:])}")
         states = [ForgetState.from_pb(s) for s in request.states if s != pb.FORGET_STATE_UNSPECIFIED]
         before = request.page_token or None
         if before is not None:
