@@ -12,6 +12,7 @@ import os
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -93,9 +94,14 @@ def _client(args: argparse.Namespace):
     """A client for --target with --token, else LETHE_TOKEN, else a local server's operator.token."""
     from server.client import LetheClient, find_token
 
+    from server.tls import TlsFiles
+
     defaults = client_defaults()
     token = find_token(args.token or defaults.token, defaults.data_dir)
-    return LetheClient(args.target or defaults.target, token, timeout=args.timeout)
+    ca, cert, key = (args.tls_ca or defaults.tls_ca, args.tls_cert or defaults.tls_cert,
+                     args.tls_key or defaults.tls_key)
+    tls = TlsFiles(cert, key, ca) if ca or cert else None
+    return LetheClient(args.target or defaults.target, token, timeout=args.timeout, tls=tls)
 
 
 def _state(value: int) -> str:
@@ -189,6 +195,13 @@ def _add_target(parser: argparse.ArgumentParser, timeout: float | None = 60.0) -
     parser.add_argument("--target", help="HOST:PORT (default 127.0.0.1:50051 or LETHE_TARGET)")
     parser.add_argument("--token", help="bearer token (default LETHE_TOKEN, else <data dir>/operator.token)")
     parser.add_argument("--timeout", type=float, default=timeout, help="deadline in seconds")
+    _add_tls(parser)
+
+
+def _add_tls(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls-ca", type=Path, help="connect over TLS trusting this PEM CA (env LETHE_TLS_CA)")
+    parser.add_argument("--tls-cert", type=Path, help="PEM client certificate for mutual TLS (env LETHE_CLIENT_CERT)")
+    parser.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert (env LETHE_CLIENT_KEY)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stream", action="store_true", help="print tokens as they arrive")
     gen.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
     gen.add_argument("-v", "--verbose", action="store_true", help="print finish reason and usage to stderr")
+    _add_tls(gen)
     gen.set_defaults(func=_cmd_generate)
 
     forget = sub.add_parser("forget", help="forget texts, QA pairs or subjects (operator)")

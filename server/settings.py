@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from server.crash import POINTS as CRASH_POINTS
+from server.tls import is_loopback
 from server.guard.config import MAX_ENCODED_DEPTH, POLICIES, PROMPT_POLICIES, SEMANTIC_MODES
 
 
@@ -31,6 +32,21 @@ def check_token(what: str, token: str) -> None:
     if len(token) < MIN_TOKEN_CHARS:
         raise SettingsError(f"{what} is {len(token)} characters; tokens must be at least {MIN_TOKEN_CHARS}. "
                          f"Make one with: {_MAKE_TOKEN}")
+
+
+def check_transport(s: Settings) -> None:
+    if (s.tls_cert is None) != (s.tls_key is None):
+        raise SettingsError("--tls-cert and --tls-key (LETHE_TLS_CERT, LETHE_TLS_KEY) go together")
+    if s.tls_client_ca is not None and s.tls_cert is None:
+        raise SettingsError("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS first")
+    for path in (s.tls_cert, s.tls_key, s.tls_client_ca):
+        if path is not None and not path.is_file():
+            raise SettingsError(f"TLS file {path} does not exist")
+    if s.tls_cert is None and not s.insecure and not is_loopback(s.host):
+        raise SettingsError(
+            f"refusing to listen on {s.host} without TLS: bearer tokens would cross the network in clear "
+            "text. Give --tls-cert and --tls-key (env LETHE_TLS_CERT, LETHE_TLS_KEY), or --insecure "
+            "(env LETHE_INSECURE=1) when a TLS-terminating proxy or a private network carries the traffic")
 
 
 def _bool(text: str) -> bool:
@@ -51,6 +67,15 @@ class Settings:
     host: str = "127.0.0.1"  # loopback by default: expose deliberately (containers set 0.0.0.0)
     port: int = 50051  # the conventional gRPC port
     metrics_port: int = 9464  # Prometheus exporter convention; -1 disables the endpoint
+    metrics_host: str | None = None  # bind address of the metrics and health-only listeners; None = host
+    # A plaintext listener serving only grpc.health.v1, for probes that cannot do (m)TLS; -1 = off.
+    health_port: int = -1
+    # TLS (server/tls.py): certificate and key in PEM; a client CA turns on mutual TLS, and the
+    # client certificate's name becomes the actor in the audit log.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    insecure: bool = False  # allow plaintext on a non-loopback address (a TLS proxy in front)
     data_dir: Path = Path("data")  # ledger, adapter store, tokens, guard state
     model: Path | None = None  # a local HF causal-LM directory; None = the built-in demo model
     demo: str = "full"  # demo preset when model is None: "full" or "small" (tests)
@@ -112,6 +137,12 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "host": ("LETHE_HOST", str),
     "port": ("LETHE_PORT", int),
     "metrics_port": ("LETHE_METRICS_PORT", int),
+    "metrics_host": ("LETHE_METRICS_HOST", str),
+    "health_port": ("LETHE_HEALTH_PORT", int),
+    "tls_cert": ("LETHE_TLS_CERT", Path),
+    "tls_key": ("LETHE_TLS_KEY", Path),
+    "tls_client_ca": ("LETHE_TLS_CLIENT_CA", Path),
+    "insecure": ("LETHE_INSECURE", _bool),
     "data_dir": ("LETHE_DATA_DIR", Path),
     "model": ("LETHE_MODEL", Path),
     "demo": ("LETHE_DEMO", str),
@@ -171,6 +202,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     p("--host", help="address to listen on (env LETHE_HOST; default 127.0.0.1)")
     p("--port", type=int, help="gRPC port, 0 = any free port (env LETHE_PORT; default 50051)")
     p("--metrics-port", type=int, help="Prometheus port, -1 = off (env LETHE_METRICS_PORT; default 9464)")
+    p("--metrics-host", help="address of the metrics and health-only listeners (env LETHE_METRICS_HOST; default: --host)")
+    p("--health-port", type=int,
+      help="plaintext grpc.health.v1-only port for probes without client certificates, -1 = off (env LETHE_HEALTH_PORT)")
+    p("--tls-cert", type=Path, help="PEM server certificate: serve gRPC over TLS (env LETHE_TLS_CERT)")
+    p("--tls-key", type=Path, help="PEM private key of --tls-cert (env LETHE_TLS_KEY)")
+    p("--tls-client-ca", type=Path,
+      help="PEM CA of client certificates: require mutual TLS (env LETHE_TLS_CLIENT_CA)")
+    p("--insecure", action="store_const", const=True,
+      help="allow plaintext gRPC on a non-loopback --host, e.g. behind a TLS proxy (env LETHE_INSECURE=1)")
     p("--torch-threads", type=int, help="torch threads of the server, 0 = auto (env LETHE_TORCH_THREADS)")
     p("--max-batch-size", type=int, help="rows decoded together (env LETHE_MAX_BATCH_SIZE)")
     p("--max-queue", type=int, help="waiting requests before RESOURCE_EXHAUSTED (env LETHE_MAX_QUEUE)")
@@ -255,6 +295,7 @@ def validate(s: Settings) -> None:
         raise ValueError("monitor_interval_seconds must be >= 0 and monitor_probes >= 1")
     if s.keepalive_seconds <= 0 or s.max_connection_age_seconds < 0:
         raise ValueError("keepalive_seconds must be > 0 and max_connection_age_seconds >= 0")
+    check_transport(s)
     if s.operator_token is not None:
         check_token("the operator token (LETHE_OPERATOR_TOKEN)", s.operator_token)
     for i, token in enumerate(s.client_tokens):
@@ -266,6 +307,9 @@ class ClientDefaults:
     target: str = "127.0.0.1:50051"
     token: str | None = None  # operator or client bearer token
     data_dir: Path = Path("data")  # where a local server keeps operator.token
+    tls_ca: Path | None = None  # trust this CA for the server's certificate (TLS on)
+    tls_cert: Path | None = None  # present this client certificate (mutual TLS)
+    tls_key: Path | None = None
 
 
 def client_defaults(environ: Mapping[str, str] | None = None) -> ClientDefaults:
@@ -274,4 +318,12 @@ def client_defaults(environ: Mapping[str, str] | None = None) -> ClientDefaults:
         target=environ.get("LETHE_TARGET") or ClientDefaults.target,
         token=environ.get("LETHE_TOKEN") or None,
         data_dir=Path(environ.get("LETHE_DATA_DIR") or ClientDefaults.data_dir),
+        # Not LETHE_TLS_CERT / _KEY: those are the server's own, in the same environment.
+        tls_ca=_path(environ.get("LETHE_TLS_CA")),
+        tls_cert=_path(environ.get("LETHE_CLIENT_CERT")),
+        tls_key=_path(environ.get("LETHE_CLIENT_KEY")),
     )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None

@@ -20,12 +20,19 @@ from server.hits import HitTally
 from server.ledger import IdempotencyConflict, UnknownForget
 from server.metrics import ServerMetrics
 from server.rpc import rpc_method
+from server.tls import peer_identity
 from unlearn_engine.methods import METHODS
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 T = TypeVar("T")
-ACTOR = "operator"  # one operator credential; per-user identities would come from mTLS / OIDC
+ACTOR = "operator"  # the operator token's holder; with mutual TLS, the client certificate's name
+
+
+def actor_of(context: grpc.aio.ServicerContext) -> str:
+    """Who the audit log names: the verified client certificate, else the operator token."""
+    name = peer_identity(context)
+    return f"cert:{name}" if name else ACTOR
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
@@ -68,7 +75,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         await self._check_queue()
         try:
             job, created = await self.coordinator.submit(
-                payload, request.method, request.reason, request.idempotency_key or None, ACTOR)
+                payload, request.method, request.reason, request.idempotency_key or None, actor_of(context))
         except IdempotencyConflict:
             raise AlreadyExists("this idempotency_key was used for a request with other content; "
                                 "use a new key for a new request") from None
@@ -148,5 +155,5 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             raise InvalidArgument("adapter_id is required")
         if len(request.reason) > MAX_REASON_CHARS:
             raise InvalidArgument(f"reason must be at most {MAX_REASON_CHARS} characters")
-        await self.coordinator.deactivate(request.adapter_id, request.reason, ACTOR)
+        await self.coordinator.deactivate(request.adapter_id, request.reason, actor_of(context))
         return await asyncio.to_thread(self._adapters_pb)

@@ -127,12 +127,14 @@ def container(objs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return c
 
 
-def test_probes_are_native_grpc_health_checks_on_the_grpc_port() -> None:
+def test_probes_are_native_grpc_health_checks_on_the_health_port() -> None:
     c = container(resources())
-    grpc_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
-    assert grpc_port == Settings.port
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["grpc"] == Settings.port
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert int(env["LETHE_HEALTH_PORT"]) == ports["health"]  # plaintext: the kubelet has no client cert
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["grpc"] == {"port": grpc_port}, probe
+        assert c[probe]["grpc"] == {"port": ports["health"]}, probe
     # a slow model load is the startup probe's job, so liveness never kills a loading server
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300

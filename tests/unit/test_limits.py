@@ -27,3 +27,22 @@ def test_clients_are_told_apart_by_address_not_port() -> None:
     assert _peer_host("ipv4:10.0.0.7:51234") == "ipv4:10.0.0.7"
     assert _peer_host("ipv6:[::1]:51234") == "ipv6:[::1]"
     assert _peer_host("unix:/tmp/sock") == "unix:/tmp/sock"
+
+
+def test_plaintext_is_refused_off_loopback_unless_insecure(tmp_path) -> None:
+    from server.settings import SettingsError
+    from server.tls import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("lethe.internal")
+    with pytest.raises(SettingsError, match="without TLS"):
+        validate(Settings(host="0.0.0.0"))
+    validate(Settings(host="0.0.0.0", insecure=True))
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    validate(Settings(host="0.0.0.0", tls_cert=cert, tls_key=key))
+    with pytest.raises(SettingsError, match="go together"):
+        validate(Settings(tls_cert=cert))
+    with pytest.raises(SettingsError, match="does not exist"):
+        validate(Settings(tls_cert=cert, tls_key=tmp_path / "missing.pem"))
