@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from unlearn_engine.demo.cli import add_demo_commands
 
-    add_demo_commands(sub, default_cache_dir=load_settings().cache_dir)
+    add_demo_commands(sub, default_cache_dir=load_settings(check=False).cache_dir)
     from unlearn_engine.cli import add_engine_commands
 
     add_engine_commands(sub)

@@ -247,7 +247,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
       help="leakage monitor: probes replayed per round (env LETHE_MONITOR_PROBES)")
 
 
-def load_settings(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None,
+                  check: bool = True) -> Settings:
+    """`check=False` for a command that only reads a default (a client command must not fail
+    on the server's own settings, e.g. LETHE_HOST=0.0.0.0 inside a container)."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for f in fields(Settings):
@@ -261,7 +264,8 @@ def load_settings(args: argparse.Namespace | None = None, environ: Mapping[str, 
             except ValueError as exc:
                 raise ValueError(f"{env_name}: {exc}") from None
     settings = Settings(**values)
-    validate(settings)
+    if check:
+        validate(settings)
     return settings
 
 

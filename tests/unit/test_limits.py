@@ -46,3 +46,11 @@ def test_plaintext_is_refused_off_loopback_unless_insecure(tmp_path) -> None:
         validate(Settings(tls_cert=cert))
     with pytest.raises(SettingsError, match="does not exist"):
         validate(Settings(tls_cert=cert, tls_key=tmp_path / "missing.pem"))
+
+
+def test_client_commands_do_not_check_the_servers_settings() -> None:
+    from server.settings import load_settings
+
+    assert load_settings(None, {"LETHE_HOST": "0.0.0.0"}, check=False).host == "0.0.0.0"
+    with pytest.raises(ValueError, match="without TLS"):
+        load_settings(None, {"LETHE_HOST": "0.0.0.0"})
