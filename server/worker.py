@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import socket
 import threading
@@ -39,6 +40,9 @@ from unlearn_engine.trainer import load_base, train_forget_adapter
 logger = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.db"
+# A partial artifact directory untouched this long belongs to a dead writer (an artifact write
+# takes seconds); a younger one may be a live worker's that was presumed dead: leave it.
+STALE_PARTIAL_SECONDS = 300.0
 ADAPTER_DIR = "adapters"
 
 
@@ -83,7 +87,9 @@ class UnlearningWorker:
         self.config = config
         self.ledger = ledger or SqliteLedger(config.data_dir / LEDGER_FILE)
         self.store = config.data_dir / ADAPTER_DIR
-        self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        # Unique per process start: hostname-pid repeats after a container restart, and the
+        # ledger fences every worker write by this id.
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.fingerprint = model_fingerprint(config.model_dir)
         self.corpus = load_worker_corpus(config)
         self.keys = GuardKeys(guard_secret(config.data_dir))  # seals the leakage monitor's probes
@@ -141,7 +147,8 @@ class UnlearningWorker:
             return
         out_dir = self.store / adapter_name_for(job.forget_id)
         for partial in self.store.glob(f".{out_dir.name}.tmp-*"):  # a previous owner died mid-write
-            shutil.rmtree(partial, ignore_errors=True)
+            if time.time() - partial.stat().st_mtime > STALE_PARTIAL_SECONDS:  # not one being written now
+                shutil.rmtree(partial, ignore_errors=True)
         existing = self._existing_artifact(out_dir)
         if existing is not None:  # a previous run wrote it and died before recording it
             self._record(job, existing, forget_set)
@@ -212,5 +219,6 @@ class UnlearningWorker:
             self.ledger.record_progress(forget_id, Progress(
                 attempt=p.attempt + 1, step=p.step, total_steps=p.max_steps,
                 losses={k: float(v) for k, v in p.losses.items()},
-                metrics={k: float(v) for k, v in p.metrics.items() if isinstance(v, (int, float))}))
+                metrics={k: float(v) for k, v in p.metrics.items() if isinstance(v, (int, float))}),
+                worker_id=self.worker_id)
         return report

@@ -83,7 +83,8 @@ class ForgetLedger(abc.ABC):
         """TRAINING/VERIFYING jobs whose worker's heartbeat is older than `older_than` -> FILTERING."""
 
     @abc.abstractmethod
-    def record_progress(self, forget_id: str, progress: Progress) -> None: ...
+    def record_progress(self, forget_id: str, progress: Progress, worker_id: str | None = None) -> None:
+        """`worker_id`: as in record_adapter (refused unless that worker still owns the job)."""
 
     @abc.abstractmethod
     def progress_after(self, forget_id: str, seq: int) -> list[tuple[int, Progress]]: ...

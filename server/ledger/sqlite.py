@@ -219,14 +219,14 @@ class SqliteLedger(ForgetLedger):
                 self._set_state(db, r["forget_id"], ForgetState.FILTERING, "requeued: worker stopped")
             return [r["forget_id"] for r in rows]
 
-    def record_progress(self, forget_id: str, progress: Progress) -> None:
+    def record_progress(self, forget_id: str, progress: Progress, worker_id: str | None = None) -> None:
         data = json.dumps({"attempt": progress.attempt, "step": progress.step, "total_steps": progress.total_steps,
                            "losses": progress.losses, "metrics": progress.metrics})
         with self._tx() as db:
+            self._check_owner(db, forget_id, worker_id)  # a presumed-dead worker reports nothing more
             db.execute("INSERT INTO progress (forget_id, data) VALUES (?, ?)", (forget_id, data))
-            row = db.execute("SELECT worker_id FROM forgets WHERE forget_id = ?", (forget_id,)).fetchone()
-            if row is not None and row["worker_id"]:
-                self._beat(db, row["worker_id"])
+            if worker_id is not None:
+                self._beat(db, worker_id)  # the writer's own heartbeat, never the current owner's
 
     def progress_after(self, forget_id: str, seq: int) -> list[tuple[int, Progress]]:
         with self._lock:
