@@ -8,13 +8,13 @@ receives a `Settings` (or the values it needs) explicitly. Client-side defaults 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from server.crash import POINTS as CRASH_POINTS
-from server.tls import is_loopback
 from server.guard.config import MAX_ENCODED_DEPTH, POLICIES, PROMPT_POLICIES, SEMANTIC_MODES
 
 
@@ -32,6 +32,16 @@ def check_token(what: str, token: str) -> None:
     if len(token) < MIN_TOKEN_CHARS:
         raise SettingsError(f"{what} is {len(token)} characters; tokens must be at least {MIN_TOKEN_CHARS}. "
                          f"Make one with: {_MAKE_TOKEN}")
+
+
+def is_loopback(host: str) -> bool:
+    """Bind addresses that may go without TLS: nothing off this machine can reach them."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
 
 
 def check_transport(s: Settings) -> None:

@@ -5,14 +5,12 @@
 - `channel_credentials`: what `LetheClient`, the CLI and the health probe present.
 - `peer_identity`: the verified client certificate's subject common name (else its first
   subject alternative name), which the Admin service records as the actor in the audit log.
-- `is_loopback`: the bind addresses that may go without TLS.
 Does not issue, rotate or reload certificates (restart to pick up new files), and imports
 nothing from the server but grpc, so the health probe stays light.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,12 +52,3 @@ def peer_identity(context: grpc.aio.ServicerContext) -> str | None:
         if names:
             return names[0].decode(errors="replace")
     return None
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost may resolve anywhere

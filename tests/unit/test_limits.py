@@ -30,8 +30,7 @@ def test_clients_are_told_apart_by_address_not_port() -> None:
 
 
 def test_plaintext_is_refused_off_loopback_unless_insecure(tmp_path) -> None:
-    from server.settings import SettingsError
-    from server.tls import is_loopback
+    from server.settings import SettingsError, is_loopback
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("lethe.internal")
