@@ -146,9 +146,7 @@ class UnlearningWorker:
             self.ledger.fail(job.forget_id, f"nothing to unlearn: {exc}", worker_id=self.worker_id)
             return
         out_dir = self.store / adapter_name_for(job.forget_id)
-        for partial in self.store.glob(f".{out_dir.name}.tmp-*"):  # a previous owner died mid-write
-            if time.time() - partial.stat().st_mtime > STALE_PARTIAL_SECONDS:  # not one being written now
-                shutil.rmtree(partial, ignore_errors=True)
+        self._remove_dead_partials(out_dir)
         existing = self._existing_artifact(out_dir)
         if existing is not None:  # a previous run wrote it and died before recording it
             self._record(job, existing, forget_set)
@@ -169,6 +167,16 @@ class UnlearningWorker:
                              metrics, attempts, worker_id=self.worker_id)
             return
         self._record(job, result.artifact, forget_set, attempts)
+
+    def _remove_dead_partials(self, out_dir: Path) -> None:
+        """Partial writes of this job's artifact whose writer is dead: when no other worker has
+        beaten lately, or once a partial is older than any live write could be. A live worker that
+        was presumed dead keeps its directory (its record is refused by the ledger anyway)."""
+        other = self.ledger.last_heartbeat(excluding=self.worker_id)
+        nobody_else = other is None or time.time() - other > 5 * self.config.heartbeat_seconds
+        for partial in self.store.glob(f".{out_dir.name}.tmp-*"):
+            if nobody_else or time.time() - partial.stat().st_mtime > STALE_PARTIAL_SECONDS:
+                shutil.rmtree(partial, ignore_errors=True)
 
     def _existing_artifact(self, out_dir: Path) -> AdapterArtifact | None:
         if not out_dir.exists():

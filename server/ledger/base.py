@@ -76,7 +76,8 @@ class ForgetLedger(abc.ABC):
     def heartbeat(self, worker_id: str) -> None: ...
 
     @abc.abstractmethod
-    def last_heartbeat(self) -> float | None: ...
+    def last_heartbeat(self, excluding: str | None = None) -> float | None:
+        """The newest worker heartbeat (of any worker but `excluding`), None when there is none."""
 
     @abc.abstractmethod
     def requeue_orphans(self, older_than: float) -> list[str]:

@@ -204,9 +204,10 @@ class SqliteLedger(ForgetLedger):
         db.execute("INSERT INTO workers (worker_id, heartbeat) VALUES (?, ?) "
                    "ON CONFLICT (worker_id) DO UPDATE SET heartbeat = excluded.heartbeat", (worker_id, time.time()))
 
-    def last_heartbeat(self) -> float | None:
+    def last_heartbeat(self, excluding: str | None = None) -> float | None:
         with self._lock:
-            row = self._db.execute("SELECT MAX(heartbeat) AS h FROM workers").fetchone()
+            row = self._db.execute("SELECT MAX(heartbeat) AS h FROM workers WHERE worker_id IS NOT ?",
+                                   (excluding,)).fetchone()
         return row["h"]
 
     def requeue_orphans(self, older_than: float) -> list[str]:

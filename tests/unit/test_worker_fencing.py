@@ -59,3 +59,13 @@ def test_two_workers_race_for_one_job(tmp_path: Path) -> None:
     assert len(server.progress_after(job.forget_id, 0)) == 1
     for ledger in (server, *workers.values()):
         ledger.close()
+
+
+def test_a_worker_can_tell_whether_any_other_worker_is_alive(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    assert ledger.last_heartbeat(excluding="me") is None
+    ledger.heartbeat("me")
+    assert ledger.last_heartbeat(excluding="me") is None and ledger.last_heartbeat() is not None
+    ledger.heartbeat("other")
+    assert ledger.last_heartbeat(excluding="me") is not None
+    ledger.close()
