@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import logging
 import secrets
 import sqlite3
 import threading
@@ -47,6 +48,10 @@ CREATE TABLE IF NOT EXISTS probes (forget_id TEXT PRIMARY KEY, sealed BLOB NOT N
 CREATE TABLE IF NOT EXISTS guard_hits (forget_id TEXT NOT NULL, stage TEXT NOT NULL, phase TEXT NOT NULL,
   count INTEGER NOT NULL, PRIMARY KEY (forget_id, stage, phase));
 """
+
+
+_CHECKPOINT_TRIES = 3
+logger = logging.getLogger(__name__)
 
 
 def new_forget_id() -> str:
@@ -292,6 +297,7 @@ class SqliteLedger(ForgetLedger):
                 db.execute("UPDATE forgets SET attempts = ? WHERE forget_id = ?", (attempts, forget_id))
             self._set_state(db, forget_id, ForgetState.FAILED, reason)
             db.execute("DELETE FROM payloads WHERE forget_id = ?", (forget_id,))
+            db.execute("DELETE FROM probes WHERE forget_id = ?", (forget_id,))  # no adapter to monitor
             job = self._job(db, forget_id)
         self._truncate_wal()
         return job
@@ -352,9 +358,12 @@ class SqliteLedger(ForgetLedger):
             stack = self._new_stack(db, expected_version, tuple(a for a in current.adapter_ids if a != adapter_id))
             row = db.execute("SELECT forget_id FROM adapters WHERE adapter_id = ?", (adapter_id,)).fetchone()
             self._set_state(db, row["forget_id"], ForgetState.DEACTIVATED, f"stack v{stack.version}")
+            # The leakage probes (forgotten questions, sealed) only served the live adapter.
+            db.execute("DELETE FROM probes WHERE forget_id = ?", (row["forget_id"],))
             self._audit(db, actor, "deactivate_adapter", adapter_id,
                         {"forget_id": row["forget_id"], "stack_version": stack.version, "reason": reason})
-            return stack
+        self._truncate_wal()
+        return stack
 
     def activated_at(self, adapter_id: str) -> float:
         with self._lock:
@@ -418,6 +427,14 @@ class SqliteLedger(ForgetLedger):
     def _truncate_wal(self) -> None:
         # Move committed pages (with the erased rows already zeroed) into the main file and cut the
         # WAL to zero bytes, so deleted plaintext does not survive in old WAL frames.
-        with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # A reader on an older snapshot (another process) makes the checkpoint give up ("busy"):
+        # retry, and say so if the WAL could not be cut, instead of assuming it was.
+        for attempt in range(_CHECKPOINT_TRIES):
+            with self._lock:
+                busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            time.sleep(0.05 * (attempt + 1))
+        logger.warning("the WAL checkpoint stayed busy after %d tries; erased rows may linger in %s-wal "
+                       "until the next checkpoint", _CHECKPOINT_TRIES, self.path.name)
 
