@@ -72,8 +72,9 @@ class ForgetCoordinator:
             for code in resolved.codes:
                 self.metrics.forget_refused.labels(code).inc()
             raise InvalidArgument("; ".join(resolved.problems))
+        digest = self.guard.content_digest(payload.to_json().encode())  # keyed: see GuardKeys
         job, created = await asyncio.to_thread(self.ledger.submit, payload, method or self.default_method,
-                                               reason, key, actor)
+                                               reason, key, actor, digest)
         self.metrics.forget_requests.labels("created" if created else "duplicate").inc()
         if created:
             job = await self._arm(job.forget_id, payload, resolved)

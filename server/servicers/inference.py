@@ -21,8 +21,8 @@ import grpc
 from server import __version__
 from server.api import inference_pb2 as pb
 from server.api import inference_pb2_grpc
-from server.guard import GuardSession, GuardStep, LeakageGuard
-from server.errors import DeadlineExceeded
+from server.guard import GuardSession, GuardStep, LeakageGuard, PromptVerdict
+from server.errors import DeadlineExceeded, InvalidArgument
 from server.metrics import ServerMetrics
 from server.servicers import convert
 from server.rpc import rpc_method
@@ -31,6 +31,8 @@ from server.runtime.scheduler import FinishEvent
 from server.runtime.serving import ModelRuntime
 
 logger = logging.getLogger(__name__)
+
+INLINE_PROMPT_CHARS = 1024  # prompts up to this are scanned on the event loop (a few ms at most)
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     service_name = "lethe.v1.Inference"
 
     def __init__(self, runtime: ModelRuntime, limits: GenerationLimits, metrics: ServerMetrics, guard: LeakageGuard,
-                 private: bool = False, caller: Callable[[object], str] = lambda metadata: "anonymous"):
+                 max_prompt_chars: int = 65536, private: bool = False,
+                 caller: Callable[[object], str] = lambda metadata: "anonymous"):
         self.runtime = runtime
         self.limits = limits
         self.metrics = metrics
         self.guard = guard
+        self.max_prompt_chars = max_prompt_chars  # checked before anything else reads the prompt
         self.private = private  # --filtered-response private: a blocked response just stops
         self.caller = caller  # invocation metadata -> bounded caller label (auth.caller_label)
 
@@ -76,11 +80,21 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             return await asyncio.to_thread(self._filter, session, text, final)
         return self._filter(session, text, final)
 
+    async def _check_prompt(self, prompt: str) -> PromptVerdict:
+        """The guard's prompt scan: microseconds for a chat-sized prompt, inline; up to a second
+        for the longest allowed, so those go to a worker thread and the event loop keeps serving."""
+        if len(prompt) > INLINE_PROMPT_CHARS:
+            return await asyncio.to_thread(self.guard.check_prompt, prompt)
+        return self.guard.check_prompt(prompt)
+
     async def _chunks(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
                       ) -> AsyncIterator[_Chunk]:
         """Yield a chunk per piece of released text, then one carrying the result."""
+        if len(request.prompt) > self.max_prompt_chars:  # first: before the guard, tokenizer or queue
+            raise InvalidArgument(f"prompt is {len(request.prompt)} characters; this server takes at most "
+                                  f"{self.max_prompt_chars}")
         params = convert.generate_params_from_pb(request, self.limits)
-        verdict = self.guard.check_prompt(params.prompt)
+        verdict = await self._check_prompt(params.prompt)
         if verdict.action != "allow":
             self.metrics.guard_prompt_hits.labels(verdict.action).inc()
         if verdict.refused:  # answered like any filtered output: nothing reveals what matched
