@@ -112,7 +112,7 @@ def caller_label(metadata: tuple[tuple[str, str | bytes], ...] | None, operator_
                  client_tokens: tuple[str, ...]) -> str:
     """Who called, as a bounded metric label: "operator", "client-N" (the Nth configured client
     token, 1-based) or "anonymous". Never the token itself."""
-    token = _bearer(metadata)
+    token = bearer_token(metadata)
     if token is None:
         return "anonymous"
     if _matches(token, (operator_token,)):
