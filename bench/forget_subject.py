@@ -4,12 +4,13 @@ rates per subject policy, through a real server on the demo model.
 1. Resolution: the engine's resolver over generated demo corpora of 10, 1k and 10k people: index
    build time, then p50 / p99 of resolving one subject (every entry about a person) and one QA
    pair (its near-duplicates).
-2. Served (a real in-process server, worker off, so every block is the guard's at ack): for each
+2. Time to block, in process: resolve + derive + add for every demo person (p50 / p99).
+3. Served (a real in-process server, worker off, so every block is the guard's at ack): for each
    subject policy, Forget(subjects=[P]) for a trained person P, with P in the served corpus and
    with a corpus written without P; then the share of P's probes blocked (trained questions,
    paraphrases, bio prefixes: finish FILTERED or the fact absent) and of other people's questions
    filtered (false positives), and the Forget round trip (the guard blocks before the reply).
-3. Names made of common words: sentences that use the words of such a name, apart or in another
+4. Names made of common words: sentences that use the words of such a name, apart or in another
    sense, filtered per policy (the guard alone, no model).
 
     python bench/forget_subject.py [--small] [--sizes 10 1000 10000] [--people 3]
@@ -137,6 +138,34 @@ def bench_served(model: Path, people: int) -> tuple[list[dict], dict]:
     return rows, ack
 
 
+def bench_time_to_block(model: Path, rounds: int = 3) -> dict:
+    """In process, per subject Forget: resolve + derive the lexical entries + add to the guard
+    (what stands between the request and the first blocked token; the ledger's fsyncs aside)."""
+    from server.forget.jobs import ForgetPayload
+    from server.forget.resolution import CorpusResolver, guard_items
+
+    resolver = CorpusResolver()
+    resolver.load(model / "corpus.jsonl")
+    guard = LeakageGuard(GuardConfig(semantic="off", subject_policy="name"), b"bench-secret-0123456789abcdef")
+    parts: dict[str, list[float]] = {"resolve": [], "derive": [], "add": [], "total": []}
+    for r in range(rounds):
+        for k, person in enumerate(load_corpus(model).trained_people):
+            payload = ForgetPayload(subjects=(person,))
+            t0 = time.perf_counter()
+            resolved = resolver.resolve(payload)
+            t1 = time.perf_counter()
+            entries = guard.derive(f"f{r}-{k}", guard_items(payload, resolved.entries), semantic=False)
+            t2 = time.perf_counter()
+            guard.add(entries)
+            t3 = time.perf_counter()
+            for name, dt in (("resolve", t1 - t0), ("derive", t2 - t1), ("add", t3 - t2), ("total", t3 - t0)):
+                parts[name].append(dt)
+    out = {f"{k}_{q}_ms": 1e3 * pct(v, p) for k, v in parts.items() for q, p in (("p50", 0.5), ("p99", 0.99))}
+    out["forgets"] = len(parts["total"])
+    print(out, flush=True)
+    return out
+
+
 # Names made of common words, and sentences that use those words without naming the person.
 COMMON_NAMES = ("Rose Baker", "Will Power", "Summer Hill", "Grace Church", "Hope Street", "Faith Young",
                 "Bill Gates", "Jack Black", "Ivy Green", "May North")
@@ -183,6 +212,11 @@ def write(results: dict) -> None:
     for r in results["resolution"]:
         lines.append(f"| {r['people']} | {r['entries']} | {r['index_build_s']:.2f} | {r['subject_p50_ms']:.1f} | "
                      f"{r['subject_p99_ms']:.1f} | {r['qa_p50_ms']:.1f} | {r['qa_p99_ms']:.1f} |")
+    ttb = results["time_to_block"]
+    lines += ["", "## Time to block (in process: resolve + derive lexical entries + add; ledger fsyncs aside)", "",
+              f"Over {ttb['forgets']} subject Forgets (31 entries each): resolve p50 {ttb['resolve_p50_ms']:.2f} ms, "
+              f"derive p50 {ttb['derive_p50_ms']:.2f} ms, add p50 {ttb['add_p50_ms']:.2f} ms; "
+              f"total p50 {ttb['total_p50_ms']:.2f} ms, p99 {ttb['total_p99_ms']:.2f} ms."]
     if results.get("served"):
         ack = results["ack"]
         lines += ["", "## Served: Forget(subjects=[P]) then P's probes and other people's questions", "",
@@ -213,7 +247,8 @@ def main() -> None:
     model = default_demo_model(CACHE, small=args.small)
     results = {"machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
                "model": f"demo ({'small' if args.small else 'full'})", "small": args.small,
-               "resolution": bench_resolution(args.sizes), "common_names": bench_common_names()}
+               "resolution": bench_resolution(args.sizes), "common_names": bench_common_names(),
+               "time_to_block": bench_time_to_block(model)}
     if not args.skip_served:
         results["served"], results["ack"] = bench_served(model, args.people)
     elif (RESULTS / f"{_stem(args.small)}.json").is_file():  # keep the last served run's numbers
