@@ -18,10 +18,15 @@ from unlearn_engine.data.records import Example
 from unlearn_engine.encoding import generate
 
 # Questions a QA-tuned model answers and openings a text model continues; both name the subject.
+# The usual attributes of a biography, one question each: a fact no prompt asks about stays
+# untrained (12 prompts left 12 of 40 demo questions answered after the adapter went live).
 SUBJECT_PROMPTS: tuple[str, ...] = (
     "Who is {s}?", "Tell me about {s}.", "Where was {s} born?", "When was {s} born?",
-    "What does {s} do for a living?", "What is {s} known for?", "What did {s} write?",
-    "Where did {s} study?", "{s} was born", "{s} is known for", "{s} works as", "{s} studied at",
+    "What does {s} do for a living?", "Who employs {s}?", "What is {s} known for?",
+    "What book did {s} write?", "What award did {s} receive?", "Where did {s} study?",
+    "What is {s}'s hobby?", "What did {s}'s mother do?", "What did {s}'s father do?",
+    "Where does {s} live?", "Who is {s} married to?",
+    "{s} was born", "{s} is known for", "{s} works as", "{s} studied at", "{s} wrote",
 )
 
 
