@@ -47,3 +47,15 @@ def test_context_overflow_is_rejected() -> None:
         check_context(64, 1, 64)
     with pytest.raises(InvalidArgument, match="exceeds"):
         check_context(50, 20, 64)
+
+
+def test_plain_values_validate_like_protobuf_and_name_the_clients_field() -> None:
+    params = GenerateParams.from_values("hi", LIMITS, max_new_tokens=5, temperature=0.5, stop=("x",),
+                                        add_special_tokens=False)
+    assert (params.max_new_tokens, params.sampling.temperature, params.stop) == (5, 0.5, ("x",))
+    assert not params.add_special_tokens
+    assert GenerateParams.from_values("hi", LIMITS).max_new_tokens == 32
+    with pytest.raises(InvalidArgument, match="max_tokens must be between 1 and 256"):
+        GenerateParams.from_values("hi", LIMITS, max_new_tokens=0, max_new_tokens_field="max_tokens")
+    with pytest.raises(InvalidArgument, match="top_p"):
+        GenerateParams.from_values("hi", LIMITS, top_p=0.0)
