@@ -33,6 +33,7 @@ from server.guard.keys import GuardKeys
 from server.hits import HitTally
 from server.metrics import ServerMetrics
 from server.monitor import LeakageMonitor, MonitorConfig
+from server.runtime.guarded import GuardedGenerator
 from server.runtime.model import LoadedModel, load_model
 from server.runtime.serving import ModelRuntime, RuntimeLimits
 from server.servicers.admin import AdminServicer
@@ -85,6 +86,7 @@ class LetheServer:
             MonitorConfig(interval_seconds=settings.monitor_interval_seconds,
                           probes_per_round=settings.monitor_probes))
         self.coordinator.on_stack_change = self.monitor.poke
+        self.generator = GuardedGenerator(self.runtime, self.guard, self.metrics)
         self.worker: WorkerSupervisor | None = None
         self.model_dir: Path | None = None
         self.port: int | None = None
@@ -114,7 +116,7 @@ class LetheServer:
         )
         limits = GenerationLimits(s.default_max_new_tokens, s.max_new_tokens_limit)
         inference_pb2_grpc.add_InferenceServicer_to_server(
-            InferenceServicer(self.runtime, limits, self.metrics, self.guard), server)
+            InferenceServicer(self.generator, limits, self.metrics), server)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.coordinator, self.metrics, self.hits), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -1,17 +1,15 @@
 """The Inference service: Generate, GenerateStream and ModelInfo.
 
-Converts protobuf to domain values, submits to the model runtime and relays its events. Every
-piece of text passes the leakage guard before it leaves; the guard's hold-back decides what is
-safe to send. Cancellation (client gone or deadline) cancels the scheduler row in `finally`.
+Converts protobuf to domain values and runs them through the guarded generation path
+(runtime/guarded.py, shared with the HTTP front): every piece of text passes the leakage guard
+before it leaves. Cancellation (client gone or deadline) cancels the scheduler row there.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
 from typing import AsyncIterator
 
 import grpc
@@ -19,102 +17,32 @@ import grpc
 from server import __version__
 from server.api import inference_pb2 as pb
 from server.api import inference_pb2_grpc
-from server.guard import GuardSession, GuardStep, LeakageGuard
-from server.errors import DeadlineExceeded
-from server.generation import FINISH_REASONS, GenerateParams, GenerationLimits, GenerationResult
+from server.generation import FINISH_REASONS, GenerateParams, GenerationLimits
 from server.metrics import ServerMetrics
 from server.rpc import rpc_method
-from server.runtime.scheduler import FinishEvent
-from server.runtime.serving import ModelRuntime
+from server.runtime.guarded import Chunk, GuardedGenerator
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    text: str
-    stack_version: int
-    request_id: str
-    result: GenerationResult | None = None  # set on the last chunk only
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     service_name = "lethe.v1.Inference"
 
-    def __init__(self, runtime: ModelRuntime, limits: GenerationLimits, metrics: ServerMetrics, guard: LeakageGuard):
-        self.runtime = runtime
+    def __init__(self, generator: GuardedGenerator, limits: GenerationLimits, metrics: ServerMetrics):
+        self.generator = generator
+        self.runtime = generator.runtime
         self.limits = limits
         self.metrics = metrics
-        self.guard = guard
-
-    def _filter(self, session: GuardSession, text: str, final: bool) -> GuardStep:
-        start = time.perf_counter()
-        step = session.push(text) if text else GuardStep("")
-        if final and not step.stop:
-            tail = session.finish()
-            step = GuardStep(step.release + tail.release, tail.hit, tail.stop)
-        self.metrics.guard_check.observe(time.perf_counter() - start)
-        return step
-
-    async def _filter_off_loop(self, session: GuardSession, text: str, final: bool) -> GuardStep:
-        """Lexical checks take microseconds and run inline; a push that may run the semantic
-        stage (milliseconds of MiniLM) goes to a worker thread so other streams keep moving.
-        Awaited in turn, so a session's pushes keep their order and never overlap."""
-        if session.may_embed:
-            return await asyncio.to_thread(self._filter, session, text, final)
-        return self._filter(session, text, final)
 
     async def _chunks(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
-                      ) -> AsyncIterator[_Chunk]:
+                      ) -> AsyncIterator[Chunk]:
         """Yield a chunk per piece of released text, then one carrying the result."""
         params = GenerateParams.from_pb(request, self.limits)
-        verdict = self.guard.check_prompt(params.prompt)
-        if verdict.action != "allow":
-            self.metrics.guard_prompt_hits.labels(verdict.action).inc()
-        if verdict.refused:  # answered like any filtered output: nothing reveals what matched
-            self.metrics.finished.labels("filtered").inc()
-            yield _Chunk(self.guard.config.neutral_message, 0, params.request_id)
-            yield _Chunk("", 0, params.request_id, GenerationResult("", "filtered", 0, 0, 0, params.request_id))
-            return
-        session = self.guard.session(params.prompt, verdict)
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
-        handle = await self.runtime.submit(params, deadline)
-        logger.debug("request %s: %d prompt chars", params.request_id, len(params.prompt))
-        finished = False
-        filtered = False  # a hit so far (policy "redact" goes on after it)
-        try:
-            async for event in handle.events():
-                final = isinstance(event, FinishEvent)
-                if final and event.reason == "cancelled" and deadline is not None and time.monotonic() >= deadline:
-                    # The scheduler dropped the row at the client's deadline. Answer with the
-                    # status, not an OK stream ending "cancelled", which could beat the client's
-                    # own timer and look like a normal finish.
-                    finished = True
-                    self.metrics.finished.labels("cancelled").inc()
-                    raise DeadlineExceeded("the request deadline passed during generation")
-                step = await self._filter_off_loop(session, event.text, final)
-                filtered = filtered or step.hit is not None
-                if step.release:
-                    yield _Chunk(step.release, event.stack_version, params.request_id)
-                if step.stop or final:
-                    finished = final
-                    if not final:
-                        handle.cancel()  # the guard ended the stream: stop decoding it now
-                    # Filtered when the guard ended it, or redacted anything on the way.
-                    reason = "filtered" if filtered or not final else event.reason
-                    completion = event.completion_tokens
-                    prompt_tokens = event.prompt_tokens if final else len(handle.request.prompt_ids)
-                    self.metrics.prompt_tokens.inc(prompt_tokens)
-                    self.metrics.finished.labels(reason).inc()
-                    yield _Chunk("", event.stack_version, params.request_id, GenerationResult(
-                        text="", finish_reason=reason, prompt_tokens=prompt_tokens,
-                        completion_tokens=completion, stack_version=event.stack_version,
-                        request_id=params.request_id))
-                    return
-        finally:
-            if not finished:
-                handle.cancel()
+        run = await self.generator.start(params, deadline)
+        async for chunk in run.chunks():
+            yield chunk
 
     @rpc_method("Generate")
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
