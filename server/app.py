@@ -1,5 +1,6 @@
-"""Assembles the server: gRPC (inference, admin, health, reflection), auth, metrics, model,
-ledger, leakage guard, forget coordinator and the unlearning worker process.
+"""Assembles the server: gRPC (inference, admin, health, reflection), the OpenAI-compatible HTTP
+front (server/http/, same runtime, guard and credentials), auth, metrics, model, ledger, leakage
+guard, forget coordinator and the unlearning worker process.
 
 `LetheServer.start()` rebuilds the guard from the ledger, listens at once with health
 NOT_SERVING, loads the model and the ledger's adapter stack in a worker thread, then flips
@@ -26,6 +27,7 @@ from server.adapters.stack import AdapterStackManager
 from server.auth import TokenAuthInterceptor, ensure_operator_token
 from server.coordinator import ForgetCoordinator
 from server.generation import GenerationLimits
+from server.http import HttpDeps, HttpFront
 from server.guard import GuardConfig, GuardHit, LeakageGuard
 from server.keyfile import guard_secret
 from server.ledger import SqliteLedger
@@ -86,11 +88,14 @@ class LetheServer:
             MonitorConfig(interval_seconds=settings.monitor_interval_seconds,
                           probes_per_round=settings.monitor_probes))
         self.coordinator.on_stack_change = self.monitor.poke
-        self.generator = GuardedGenerator(self.runtime, self.guard, self.metrics)
+        self.generator = GuardedGenerator(self.runtime, self.guard, self.metrics)  # gRPC and HTTP alike
         self.worker: WorkerSupervisor | None = None
         self.model_dir: Path | None = None
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.http: HttpFront | None = None
+        self.http_port: int | None = None
+        self._serving = False  # the health state, for HTTP's /health
         self._server: grpc.aio.Server | None = None
         self._load_task: asyncio.Task | None = None
         self._coordinator_task: asyncio.Task | None = None
@@ -128,7 +133,14 @@ class LetheServer:
         self._server = server
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
-        logger.info("listening on %s:%d (metrics on %s)", s.host, self.port, self.metrics_port)
+        if s.http_port != 0:
+            deps = HttpDeps(self.generator, limits, self.metrics, self.operator_token, s.client_tokens,
+                            serving=lambda: self._serving)
+            self.http = HttpFront(deps, s.host, s.http_port, s.max_message_bytes, s.grace_seconds)
+            self.http_port = self.http.bind()
+            self.http.start()
+        logger.info("listening on %s:%d (metrics on %s, http on %s)", s.host, self.port, self.metrics_port,
+                    self.http_port)
         self._load_task = asyncio.create_task(self._load_model())
 
     def _resolve_and_load(self) -> LoadedModel:
@@ -175,6 +187,7 @@ class LetheServer:
             raise RuntimeError("model failed to load") from self.load_error
 
     async def _set_health(self, status: int) -> None:
+        self._serving = status == health_pb2.HealthCheckResponse.SERVING
         for name in ["", *(svc.full_name for svc in SERVICES)]:
             await self.health.set(name, status)
 
@@ -182,8 +195,10 @@ class LetheServer:
         """Graceful stop: NOT_SERVING, refuse new work, finish in-flight within the grace period."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.runtime.stop_accepting()
-        if self._server is not None:
-            await self._server.stop(self.settings.grace_seconds)
+        stopping = [self._server.stop(self.settings.grace_seconds)] if self._server is not None else []
+        if self.http is not None:
+            stopping.append(self.http.stop())  # the same grace period (its config), concurrently
+        await asyncio.gather(*stopping)
         await self.close()
 
     async def close(self) -> None:
@@ -194,6 +209,9 @@ class LetheServer:
             await self.worker.stop()
         if self._server is not None:
             await self._server.stop(0)
+        if self.http is not None:
+            self.http.abort()
+            await self.http.stop()
         await asyncio.to_thread(self.runtime.shutdown)
         await asyncio.to_thread(self.hits.flush)  # hits counted since the last flush
         self.ledger.close()

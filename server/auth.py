@@ -2,7 +2,8 @@
 
 - Admin always needs the operator token. With none configured, a random one is created in the
   data directory (mode 0600) on first start, so the default set-up is never open.
-- Inference needs a client (or the operator) token only when client tokens are configured.
+- Inference (gRPC, and the HTTP front through `check_inference`) needs a client (or the
+  operator) token only when client tokens are configured.
 - Health and reflection are open (orchestrators and tools probe them unauthenticated).
 Missing or wrong credentials -> UNAUTHENTICATED; a client token on Admin -> PERMISSION_DENIED.
 Comparisons are constant-time. Does not do TLS (see app.py) or per-user identities.
@@ -46,10 +47,28 @@ def _matches(presented: str, tokens: tuple[str, ...]) -> bool:
     return found
 
 
+def bearer(value: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value (gRPC metadata or HTTP header)."""
+    if value is not None and value.startswith("Bearer "):
+        return value[len("Bearer "):].strip()
+    return None
+
+
 def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
     for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer "):].strip()
+        if key == "authorization" and isinstance(value, str):
+            return bearer(value)
+    return None
+
+
+def check_inference(token: str | None, operator_tokens: tuple[str, ...], client_tokens: tuple[str, ...]
+                    ) -> tuple[grpc.StatusCode, str] | None:
+    """Inference access (gRPC Inference, the HTTP front): None = allowed, else the status to answer."""
+    if client_tokens:
+        if token is None:
+            return grpc.StatusCode.UNAUTHENTICATED, "bearer token required"
+        if not (_matches(token, client_tokens) or _matches(token, operator_tokens)):
+            return grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token"
     return None
 
 
@@ -82,11 +101,8 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
             if self.client_tokens and _matches(token, self.client_tokens):
                 return grpc.StatusCode.PERMISSION_DENIED, "client credentials cannot call Admin"
             return grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token"
-        if method.startswith(INFERENCE_PREFIX) and self.client_tokens:
-            if token is None:
-                return grpc.StatusCode.UNAUTHENTICATED, "bearer token required"
-            if not (_matches(token, self.client_tokens) or _matches(token, self.operator_tokens)):
-                return grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token"
+        if method.startswith(INFERENCE_PREFIX):
+            return check_inference(token, self.operator_tokens, self.client_tokens)
         return None
 
     async def intercept_service(

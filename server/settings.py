@@ -35,6 +35,7 @@ class Settings:
     host: str = "127.0.0.1"  # loopback by default: expose deliberately (containers set 0.0.0.0)
     port: int = 50051  # the conventional gRPC port
     metrics_port: int = 9464  # Prometheus exporter convention; -1 disables the endpoint
+    http_port: int = 8000  # OpenAI-compatible HTTP (vLLM's and most OpenAI servers' port); 0 = off
     data_dir: Path = Path("data")  # ledger, adapter store, tokens, guard state
     model: Path | None = None  # a local HF causal-LM directory; None = the built-in demo model
     demo: str = "full"  # demo preset when model is None: "full" or "small" (tests)
@@ -86,6 +87,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "host": ("LETHE_HOST", str),
     "port": ("LETHE_PORT", int),
     "metrics_port": ("LETHE_METRICS_PORT", int),
+    "http_port": ("LETHE_HTTP_PORT", int),
     "data_dir": ("LETHE_DATA_DIR", Path),
     "model": ("LETHE_MODEL", Path),
     "demo": ("LETHE_DEMO", str),
@@ -138,6 +140,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     p("--host", help="address to listen on (env LETHE_HOST; default 127.0.0.1)")
     p("--port", type=int, help="gRPC port, 0 = any free port (env LETHE_PORT; default 50051)")
     p("--metrics-port", type=int, help="Prometheus port, -1 = off (env LETHE_METRICS_PORT; default 9464)")
+    p("--http-port", type=int,
+      help="OpenAI-compatible HTTP port, 0 = off (env LETHE_HTTP_PORT; default 8000)")
     p("--torch-threads", type=int, help="torch threads of the server, 0 = auto (env LETHE_TORCH_THREADS)")
     p("--max-batch-size", type=int, help="rows decoded together (env LETHE_MAX_BATCH_SIZE)")
     p("--max-queue", type=int, help="waiting requests before RESOURCE_EXHAUSTED (env LETHE_MAX_QUEUE)")
@@ -191,6 +195,8 @@ def thread_budget(s: Settings) -> tuple[int, int]:
 def validate(s: Settings) -> None:
     if not 0 <= s.port <= 65535:
         raise ValueError(f"port out of range: {s.port}")
+    if not 0 <= s.http_port <= 65535:
+        raise ValueError(f"http_port out of range: {s.http_port}")
     if s.demo not in ("full", "small"):
         raise ValueError(f"demo preset must be 'full' or 'small', not {s.demo!r}")
     for name in ("max_batch_size", "max_queue", "default_max_new_tokens", "max_new_tokens_limit"):
