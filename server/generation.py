@@ -48,14 +48,16 @@ class GenerateParams:
     add_special_tokens: bool = True  # False for a rendered chat prompt: its template wrote them
 
     @classmethod
-    def from_pb(cls, req: pb.GenerateRequest, limits: GenerationLimits) -> GenerateParams:
+    def from_pb(cls, req: pb.GenerateRequest, limits: GenerationLimits, prompt: str | None = None,
+                add_special_tokens: bool = True) -> GenerateParams:
+        """`prompt` replaces req.prompt when the caller rendered `req.messages` into one."""
         return cls.from_values(
-            req.prompt, limits,
+            req.prompt if prompt is None else prompt, limits,
             max_new_tokens=req.max_new_tokens if req.HasField("max_new_tokens") else None,
             temperature=req.temperature if req.HasField("temperature") else None,
             top_p=req.top_p if req.HasField("top_p") else None, top_k=req.top_k,
             seed=req.seed if req.HasField("seed") else None, stop=tuple(req.stop),
-            request_id=req.request_id, ignore_eos=req.ignore_eos)
+            request_id=req.request_id, ignore_eos=req.ignore_eos, add_special_tokens=add_special_tokens)
 
     @classmethod
     def from_values(cls, prompt: str, limits: GenerationLimits, *, max_new_tokens: int | None = None,

@@ -17,9 +17,11 @@ import grpc
 from server import __version__
 from server.api import inference_pb2 as pb
 from server.api import inference_pb2_grpc
+from server.errors import InvalidArgument
 from server.generation import FINISH_REASONS, GenerateParams, GenerationLimits
 from server.metrics import ServerMetrics
 from server.rpc import rpc_method
+from server.runtime.chat import CHAT_ADDS_SPECIAL_TOKENS, chat_messages
 from server.runtime.guarded import Chunk, GuardedGenerator
 
 logger = logging.getLogger(__name__)
@@ -37,7 +39,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def _chunks(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
                       ) -> AsyncIterator[Chunk]:
         """Yield a chunk per piece of released text, then one carrying the result."""
-        params = GenerateParams.from_pb(request, self.limits)
+        if request.messages:  # a conversation: rendered with the model's chat template
+            if request.prompt:
+                raise InvalidArgument("set either prompt or messages, not both")
+            messages = chat_messages((m.role, m.content) for m in request.messages)
+            params = GenerateParams.from_pb(request, self.limits, prompt=await self.runtime.render_chat(messages),
+                                            add_special_tokens=CHAT_ADDS_SPECIAL_TOKENS)
+        else:
+            params = GenerateParams.from_pb(request, self.limits)
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
         run = await self.generator.start(params, deadline)
