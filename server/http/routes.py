@@ -201,7 +201,8 @@ class Routes:
 
 def _sampling(body: Any, request: Request) -> dict[str, Any]:
     return dict(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k or 0, seed=body.seed,
-                stop=body.stop_sequences(), request_id=request.headers.get("x-request-id", ""))
+                stop=body.stop_sequences(), request_id=request.headers.get("x-request-id", ""),
+                ignore_eos=body.ignore_eos)
 
 
 def _check_result(result: GenerationResult) -> None:

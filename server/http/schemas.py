@@ -15,7 +15,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-_REVEALS = "not supported, as it would reveal tokens the leakage guard has not checked"
+
+def _not_revealing(value: Any) -> Any:
+    """logprobs / top_logprobs / echo: refused unless unset or false (0 asks for logprobs too)."""
+    if value is not None and value is not False:
+        raise ValueError("not supported, as it would reveal tokens the leakage guard has not checked")
+    return value
 
 
 def _unset(value: Any) -> None:
@@ -36,6 +41,7 @@ class _Request(BaseModel):
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None  # not OpenAI's: vLLM's extension, as gRPC has it
+    ignore_eos: bool = False  # vLLM's extension too: fixed-length generation (benchmarks)
     seed: int | None = None
     stop: str | list[str] | None = None
     n: int = 1
@@ -93,9 +99,7 @@ class CompletionRequest(_Request):
     @field_validator("logprobs", "echo")
     @classmethod
     def _no_reveal(cls, value: Any) -> Any:
-        if value is not None and value is not False:
-            raise ValueError(_REVEALS)
-        return value
+        return _not_revealing(value)
 
     @field_validator("suffix")
     @classmethod
@@ -145,9 +149,7 @@ class ChatCompletionRequest(_Request):
     @field_validator("logprobs", "top_logprobs")
     @classmethod
     def _no_reveal(cls, value: Any) -> Any:
-        if value is not None and value is not False:
-            raise ValueError(_REVEALS)
-        return value
+        return _not_revealing(value)
 
     @field_validator("tools", "tool_choice")
     @classmethod

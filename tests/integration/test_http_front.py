@@ -74,6 +74,18 @@ def _post(st: ServerThread, body: dict) -> socket.socket:
     return sock
 
 
+def _hang_up(st: ServerThread, sock: socket.socket, gate: threading.Event) -> None:
+    """Close the client side while the decode thread is parked; once the server counted the
+    request CANCELLED, let decoding go on and wait until no row is running or waiting."""
+    try:
+        sock.close()
+        _wait(lambda: _sample(st, "lethe_requests_total", protocol="http", method="completions",
+                              code="CANCELLED") == 1)
+    finally:
+        gate.set()
+    _wait(lambda: st.server.runtime.scheduler.counts() == (0, 0))
+
+
 def test_a_full_queue_answers_429_with_retry_after(st: ServerThread) -> None:
     scheduler = st.server.runtime.scheduler
     gate = _park(st)
@@ -102,14 +114,8 @@ def test_hanging_up_a_stream_cancels_it_and_frees_the_slot(st: ServerThread, lon
     while b'"text":"' not in seen.replace(b'"text":""', b""):  # a first released piece of text
         seen += sock.recv(4096)
     gate = _park(st)  # dozens of tokens still to go: the row is mid-generation
-    try:
-        assert scheduler.counts()[0] == 1
-        sock.close()
-        _wait(lambda: _sample(st, "lethe_requests_total", protocol="http", method="completions",
-                              code="CANCELLED") == 1)
-    finally:
-        gate.set()
-    _wait(lambda: scheduler.counts() == (0, 0))
+    assert scheduler.counts()[0] == 1
+    _hang_up(st, sock, gate)
     assert _sample(st, "lethe_generated_tokens_total") - whole < whole / 2  # stopped early, not run to its end
     with _client(st) as oai:  # the one slot is free again
         assert oai.completions.create(model="any", prompt="Where was", max_tokens=2).usage.completion_tokens == 2
@@ -118,15 +124,9 @@ def test_hanging_up_a_stream_cancels_it_and_frees_the_slot(st: ServerThread, lon
 def test_hanging_up_a_waiting_request_cancels_it(st: ServerThread, long_prompt: str) -> None:
     scheduler = st.server.runtime.scheduler
     gate = _park(st)
-    try:
-        sock = _post(st, {"model": "any", "prompt": long_prompt, "max_tokens": 200})
-        _wait(lambda: scheduler.counts()[1] == 1)
-        sock.close()
-        _wait(lambda: _sample(st, "lethe_requests_total", protocol="http", method="completions",
-                              code="CANCELLED") == 1)
-    finally:
-        gate.set()
-    _wait(lambda: scheduler.counts() == (0, 0))
+    sock = _post(st, {"model": "any", "prompt": long_prompt, "max_tokens": 200})
+    _wait(lambda: scheduler.counts()[1] == 1)
+    _hang_up(st, sock, gate)
     assert _sample(st, "lethe_generated_tokens_total") == 0  # dropped before it decoded a token
 
 
