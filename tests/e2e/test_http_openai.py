@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import urllib.request
 from pathlib import Path
 
@@ -31,7 +32,7 @@ CLIENT_TOKEN = "client-token-for-http-tests"
 @pytest.fixture(scope="module")
 def served(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     sp = ServeProcess(demo_model_dir, tmp_path_factory.mktemp("data"), "--no-worker", "--monitor-interval-seconds", "0",
-                      env={"LETHE_CLIENT_TOKENS": CLIENT_TOKEN}, http=True)
+                      "--torch-threads", "1", env={"LETHE_CLIENT_TOKENS": CLIENT_TOKEN}, http=True)
     try:
         sp.wait_serving()
         yield sp
@@ -212,3 +213,17 @@ def test_http_requests_are_counted_with_a_protocol_label(served: ServeProcess, o
     assert counts[("http", "chat.completions", "OK")] >= 1
     assert counts[("http", "chat.completions", "INVALID_ARGUMENT")] >= 1
     assert counts[("http", "completions", "UNAUTHENTICATED")] >= 1
+
+
+def test_sigterm_drains_an_http_stream_in_flight_then_exits(served: ServeProcess) -> None:
+    """Last in this module: it stops the server."""
+    conn = http.client.HTTPConnection("127.0.0.1", served.http_port, timeout=60)
+    body = json.dumps({"model": "any", "prompt": "Where was", "max_tokens": 120, "ignore_eos": True, "stream": True})
+    conn.request("POST", "/v1/completions", body, {"Authorization": f"Bearer {CLIENT_TOKEN}",
+                                                   "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.readline().startswith(b"data: {")
+    served.proc.send_signal(signal.SIGTERM)
+    rest = resp.read()  # the in-flight stream still completes normally
+    assert rest.endswith(b"data: [DONE]\n\n") and b'"finish_reason":"length"' in rest
+    assert served.proc.wait(timeout=30) == 0
