@@ -36,9 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.guard import (ForgetItems, GuardConfig, LeakageGuard, OnnxMiniLM,  # noqa: E402
-                          TorchMiniLM, calibrate, native)
+                          TorchMiniLM, native)
 from server.guard.normalize import semantic_text, split_sentences  # noqa: E402
-from server.guard.probes import demo_pairs  # noqa: E402
+from tests.support.calibrate import calibrate, score_pairs  # noqa: E402
+from tests.support.calibration_pairs import demo_pairs  # noqa: E402
 from unlearn_engine.demo.corpus import CorpusSpec, generate_corpus  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -470,7 +471,6 @@ def calibration(cache: Path) -> list[dict]:
         for prec in ("fp32", "int8"):
             emb = OnnxMiniLM(cache, prec)
             cal = calibrate(emb, pos, neg, max_fpr=0.01)
-            from server.guard.calibrate import score_pairs
             p, n = score_pairs(emb, pos), score_pairs(emb, neg)
             t = GuardConfig().semantic_threshold
             rows.append({"rows": "name-free (context)" if ctx else "named", **cal.as_dict(),

@@ -43,9 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.api import admin_pb2 as apb  # noqa: E402
 from server.api import inference_pb2 as ipb  # noqa: E402
 from server.client import LetheClient  # noqa: E402
-from server.forgets import ForgetState  # noqa: E402
-from server.ledger import SqliteLedger  # noqa: E402
-from server.worker import ADAPTER_DIR, LEDGER_FILE, adapter_record  # noqa: E402
+from server.forget.jobs import ForgetState  # noqa: E402
+from server.forget.ledger import SqliteLedger  # noqa: E402
+from server.forget.layout import DataDir  # noqa: E402
+from server.forget.worker import adapter_record  # noqa: E402
 from tests.procs import ServeProcess  # noqa: E402
 from unlearn_engine.artifacts import adapter_name_for, load_artifact, model_fingerprint, save_artifact  # noqa: E402
 from unlearn_engine.demo.builder import default_demo_model, load_corpus  # noqa: E402
@@ -159,13 +160,13 @@ def part_swaps(model_dir: Path, n_streams: int, n_swaps: int, tokens: int) -> di
         n_adapters = n_swaps // 2
         jobs = [admin.admin.Forget(apb.ForgetRequest(subjects=[f"Benchperson Number{i}"], reason="bench"),
                                    metadata=md).job.forget_id for i in range(n_adapters)]
-        ledger = SqliteLedger(data / LEDGER_FILE)
+        ledger = SqliteLedger(DataDir(data).ledger)
         records = []  # written before the streams start: the bench's own torch work stays out
         for i in range(n_adapters):
             claimed = ledger.claim_next("bench")
             assert claimed is not None and claimed[0].forget_id in jobs
             fid = claimed[0].forget_id
-            path = random_artifact(model_dir, data / ADAPTER_DIR, fid, seed=i)
+            path = random_artifact(model_dir, DataDir(data).adapters, fid, seed=i)
             records.append(adapter_record(fid, load_artifact(path, model_fingerprint(model_dir))))
         streams = Streams(sp.target, n_streams, tokens)
         time.sleep(3)  # wait-ok: steady state before the first swap

@@ -14,6 +14,11 @@ is in bench/results/full/). Usage:
     python bench/unlearn_quality.py --preset small --threads 1
     python bench/unlearn_quality.py --preset full --methods npo counterfactual --sequential 0 \
         --out bench/results/full
+    python bench/unlearn_quality.py --corpus my_corpus.jsonl --methods npo --out DIR
+(``--corpus``: any corpus in the export format, e.g. ``lethe demo export-corpus --long-answers``;
+the model and the retrained-without model are trained on it first.) Every unlearned model is
+also attacked (int8 / int4 quantization, relearning on half the forgotten facts: budget in
+``AttackSettings``), and so is the retrained model, which is the level to compare with.
 It compares against baselines measured in the same run (original and retrained models).
 """
 
@@ -37,6 +42,8 @@ from unlearn_engine.data import (ForgetRequest, build_forget_set,  # noqa: E402
 from unlearn_engine.demo.builder import build_demo_model, load_report  # noqa: E402
 from unlearn_engine.demo.config import DemoConfig  # noqa: E402
 from unlearn_engine.evaluation import evaluate  # noqa: E402
+from unlearn_engine.evaluation.attacks import (ATTACKS, AttackSets, AttackSettings,  # noqa: E402
+                                               run_attacks)
 from unlearn_engine.methods import METHODS  # noqa: E402
 from unlearn_engine.stacking import activate, remove_adapter  # noqa: E402
 from unlearn_engine.trainer import SweepConfig, load_base, unlearn  # noqa: E402
@@ -46,10 +53,14 @@ log = logging.getLogger("bench.unlearn_quality")
 COLUMNS = [  # (key in the row, header, format)
     ("forget_acc", "forget acc", "{:.3f}"), ("paraphrase_acc", "para acc", "{:.3f}"),
     ("verbatim", "verbatim", "{:.3f}"), ("mia_loss", "MIA loss", "{:.3f}"),
-    ("mia_min_k", "MIA min-k", "{:.3f}"), ("mia_zlib", "MIA zlib", "{:.3f}"),
+    ("mia_min_k", "MIA min-k", "{:.3f}"), ("mia_min_k_pp", "MIA min-k++", "{:.3f}"),
+    ("mia_zlib", "MIA zlib", "{:.3f}"),
     ("truth_ratio", "truth ratio", "{:.3f}"), ("forget_quality", "FQ p", "{:.3g}"),
     ("retain_acc", "retain acc", "{:.3f}"), ("model_utility", "utility", "{:.3f}"),
-    ("privleak", "PrivLeak", "{:+.1f}"), ("gate", "gate", "{}"),
+    ("privleak", "PrivLeak", "{:+.1f}"),
+    ("attack_quant8", "quant8 acc", "{:.3f}"), ("attack_quant4", "quant4 acc", "{:.3f}"),
+    ("attack_relearn", "relearn acc", "{:.3f}"),
+    ("gate", "gate", "{}"), ("first_try", "1st try", "{}"),
     ("train_s", "train s", "{:.1f}"), ("total_s", "total s", "{:.1f}"),
     ("time_ratio", "train/retrain", "{:.3f}")]
 
@@ -62,7 +73,11 @@ def summarize(m: dict, **extra) -> dict:
     return {"forget_acc": m.get("forget.fact_span_accuracy"),
             "paraphrase_acc": m.get("paraphrase.fact_span_accuracy"),
             "verbatim": m.get("forget.verbatim_rate"), "mia_loss": m.get("mia.loss_auc"),
-            "mia_min_k": m.get("mia.min_k_auc"), "mia_zlib": m.get("mia.zlib_auc"),
+            "mia_min_k": m.get("mia.min_k_auc"), "mia_min_k_pp": m.get("mia.min_k_pp_auc"),
+            "mia_zlib": m.get("mia.zlib_auc"),
+            "attack_quant8": m.get("attack.quant8.forget_accuracy"),
+            "attack_quant4": m.get("attack.quant4.forget_accuracy"),
+            "attack_relearn": m.get("attack.relearn.forget_accuracy"),
             "truth_ratio": m.get("forget.truth_ratio"), "forget_quality": m.get("forget_quality"),
             "retain_acc": m.get("retain.fact_span_accuracy"),
             "model_utility": m.get("model_utility"), "privleak": m.get("privleak"), **extra}
@@ -177,7 +192,9 @@ def explain_sequential(seq: dict) -> list[str]:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Unlearning quality on the demo model ({result['preset']} preset)", ""]
+    corpus = result.get("corpus", "demo")
+    lines = [f"# Unlearning quality on the demo model ({result['preset']} preset"
+             + ("" if corpus == "demo" else f", corpus {Path(corpus).name}") + ")", ""]
     if result.get("note"):  # provenance added by hand to a stored result (e.g. load not recorded)
         lines += [f"> {result['note']}", ""]
     lines += [f"Forgot {len(result['forget_people'])} of {result['n_people']} people "
@@ -189,7 +206,10 @@ def markdown(result: dict) -> str:
                  "end" if result.get("load") else "") + ".",
               f"Eval sets: {result['eval_sizes']}. Retry sweep capped at "
               f"{result.get('max_tries')} attempt(s) per job. 'train s' = optimiser steps plus the "
-              "probe evaluations that pick the checkpoint.", "",
+              "probe evaluations that pick the checkpoint."
+              + (f" Attacks (columns 'quant8/quant4/relearn acc': forget fact accuracy after the "
+                 f"attack; compare with the retrained row): {result['attack_settings']}."
+                 if result.get("attack_settings") else ""), "",
               "| model | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
               "|---|" + "---|" * len(COLUMNS)]
     for row in result["rows"]:
@@ -279,6 +299,10 @@ def plot(result: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", choices=["small", "full"], default="small")
+    ap.add_argument("--corpus", type=Path, help="a corpus JSONL in the export format (default: "
+                                                 "the preset's generated demo corpus)")
+    ap.add_argument("--attacks", nargs="*", default=sorted(ATTACKS),
+                    help="attacks run on every model (the retrained one too)")
     ap.add_argument("--methods", nargs="*", default=sorted(METHODS))
     ap.add_argument("--sequential", type=int, default=10, help="0 to skip")
     ap.add_argument("--sequential-method", default="npo")
@@ -296,17 +320,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # memorised tiny models produce denormals (MEASURED.md)
+    torch.set_flush_denormal(True)  # memorised tiny models produce denormals (docs/architecture.md#measured)
 
     load_start = os.getloadavg()[0]  # train times below are only comparable at similar load
     config = DemoConfig.small() if args.preset == "small" else DemoConfig()
-    model_dir = build_demo_model(args.cache, config, num_threads=args.threads)
+    model_dir = build_demo_model(args.cache, config, corpus=args.corpus, num_threads=args.threads)
     people = load_report(model_dir)["trained_people"]
     rng = random.Random(args.seed)
     n_forget = max(1, round(args.forget_fraction * len(people)))
     forget_people = sorted(rng.sample(people, n_forget))
-    retrained_dir = build_demo_model(args.cache, config, exclude_people=forget_people,
-                                     num_threads=args.threads)
+    retrained_dir = build_demo_model(args.cache, config, corpus=args.corpus,
+                                     exclude_people=forget_people, num_threads=args.threads)
     retrain_s = float(load_report(retrained_dir)["train_seconds"])
     corpus = load_corpus(model_dir / "corpus.jsonl")
 
@@ -323,8 +347,12 @@ def main(argv: list[str] | None = None) -> int:
 
     reference, tok = load_base(retrained_dir)
 
+    attack_settings = AttackSettings(seed=args.seed)
+
     def measure(model) -> dict:
-        return evaluate(model, tok, f_qa, retain_eval, holdout, para, reference)
+        return {**evaluate(model, tok, f_qa, retain_eval, holdout, para, reference),
+                **run_attacks(model, tok, AttackSets(tuple(f_qa), tuple(para)), args.attacks,
+                              attack_settings)}
 
     rows = []
     original, _ = load_base(model_dir)
@@ -343,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {"name": method, **summarize(measure(peft_model), train_s=res.train_s,
                                            total_s=total, time_ratio=res.train_s / retrain_s),
                "gate": "pass" if res.passed else "fail", "gate_reasons": list(res.gate.reasons),
+               "first_try": "yes" if res.attempts[0].passed else "no",
                "attempts": [a.__dict__ for a in res.attempts], "chosen_step": res.chosen_step,
                "config": res.config.to_dict()}
         rows.append(row)
@@ -350,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows[2:]:
         row["targets"] = targets(row, rows[0], rows[1])
 
-    result = {"preset": args.preset, "model_dir": str(model_dir),
+    result = {"preset": args.preset, "corpus": str(args.corpus or "demo"),
+              "attack_settings": attack_settings.__dict__, "model_dir": str(model_dir),
               "retrained_dir": str(retrained_dir), "n_people": len(people),
               "forget_people": forget_people, "retrain_s": retrain_s, "eval_sizes": sizes,
               "device": str(original.device), "threads": args.threads,

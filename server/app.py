@@ -23,27 +23,26 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server import __version__
-from server.api import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 from server.adapters.stack import AdapterStackManager
+from server.api import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
 from server.auth import TokenAuthInterceptor, ensure_operator_token
-from server.coordinator import ForgetCoordinator
-from server.generation import GenerationLimits
-from server.http import HttpDeps, HttpFront
+from server.forget.coordinator import ForgetCoordinator
+from server.forget.hits import HitTally
+from server.forget.layout import DataDir
+from server.forget.ledger import SqliteLedger
+from server.forget.monitor import LeakageMonitor, MonitorConfig
+from server.forget.supervisor import WorkerSupervisor
 from server.guard import GuardConfig, GuardHit, LeakageGuard
-from server.keyfile import guard_secret
-from server.ledger import SqliteLedger
 from server.guard.keys import GuardKeys
-from server.hits import HitTally
 from server.metrics import ServerMetrics
-from server.monitor import LeakageMonitor, MonitorConfig
+from server.http import HttpDeps, HttpFront
 from server.runtime.guarded import GuardedGenerator
 from server.runtime.model import LoadedModel, load_model
+from server.runtime.params import GenerationLimits
 from server.runtime.serving import ModelRuntime, RuntimeLimits
 from server.servicers.admin import AdminServicer
 from server.servicers.inference import InferenceServicer
 from server.settings import Settings, thread_budget
-from server.worker import ADAPTER_DIR, LEDGER_FILE
-from server.worker_process import WorkerSupervisor
 
 logger = logging.getLogger(__name__)
 
@@ -71,15 +70,16 @@ class LetheServer:
         self.runtime = ModelRuntime(RuntimeLimits(settings.max_batch_size, settings.max_queue), self.metrics)
         self.health = health.aio.HealthServicer()
         self.operator_token = ensure_operator_token(settings.data_dir, settings.operator_token)
-        self.ledger = SqliteLedger(settings.data_dir / LEDGER_FILE)
+        self.data = DataDir(settings.data_dir)
+        self.ledger = SqliteLedger(self.data.ledger)
         self.hits = HitTally(self.ledger)
-        secret = guard_secret(settings.data_dir)
+        secret = self.data.guard_secret()
         self.guard = LeakageGuard(
             GuardConfig(model_cache_dir=settings.cache_dir / "guard", semantic=settings.guard_semantic,
                         policy=settings.guard_policy, prompt_policy=settings.prompt_policy,
                         encoded_depth=settings.guard_encoded_depth),
             secret, on_hit=self._on_guard_hit)
-        self.coordinator = ForgetCoordinator(self.ledger, self.guard, settings.data_dir / ADAPTER_DIR,
+        self.coordinator = ForgetCoordinator(self.ledger, self.guard, self.data,
                                              self.metrics, settings.default_method,
                                              orphan_after_seconds=settings.worker_timeout_seconds,
                                              crash_at=settings.crash_at,
@@ -165,7 +165,7 @@ class LetheServer:
         if self.settings.monitor_interval_seconds > 0:
             self._monitor_task = asyncio.create_task(self.monitor.run())
         if self.settings.worker:
-            self.worker = WorkerSupervisor(self._worker_args(), self.metrics, self.settings.data_dir / "worker.log")
+            self.worker = WorkerSupervisor(self._worker_args(), self.metrics, self.data.worker_log)
             self.worker.start()
         self.metrics.build_info.labels(__version__, loaded.name, loaded.device.type,
                                        str(loaded.dtype).removeprefix("torch.")).set(1)

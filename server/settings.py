@@ -53,11 +53,14 @@ class Settings:
     log_level: str = "INFO"
     worker: bool = True  # spawn the unlearning worker process; off when workers run separately
     # torch threads; 0 = auto: with a worker on this machine, server and worker get half the
-    # cores each (two processes with a thread per core each run many times slower, MEASURED.md).
+    # cores each (two processes with a thread per core each run many times slower, docs/architecture.md#measured).
     torch_threads: int = 0
-    worker_threads: int = 0
+    # The worker's torch threads. Fixed (not per core count) because an adapter is a function of
+    # the seed *and* the thread count (it sets the reduction order), and the gate decides on it:
+    # the same job must train the same adapter on every machine. Raise it for large models.
+    worker_threads: int = 1
     worker_timeout_seconds: float = 30.0  # a job whose worker was silent this long is re-queued
-    default_method: str = "npo"  # NPO + retain loss: the most selective untuned method (UNLEARNING.md)
+    default_method: str = "npo"  # NPO + retain loss: the most selective untuned method (docs/architecture.md#unlearning)
     corpus: Path | None = None  # JSONL for near-duplicate expansion and retain data; demo: its own corpus
     guard_semantic: str = "armed"  # off | armed (after a forgotten name / strict prompt) | always
     guard_policy: str = "end"  # end the stream on a hit | redact and continue
@@ -130,7 +133,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     p("--corpus", type=Path, help="JSONL corpus for near-duplicates and retain data (env LETHE_CORPUS)")
     p("--device", help="auto, cpu, cuda, cuda:N (env LETHE_DEVICE)")
     p("--log-level", help="DEBUG, INFO, WARNING (env LETHE_LOG_LEVEL)")
-    p("--worker-threads", type=int, help="torch threads of the unlearning worker, 0 = auto (env LETHE_WORKER_THREADS)")
+    p("--worker-threads", type=int, help="torch threads of the unlearning worker (default 1: the same adapter on every machine; 0 = half the cores) (env LETHE_WORKER_THREADS)")
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:

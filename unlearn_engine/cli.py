@@ -5,7 +5,8 @@ script does); ``python -m unlearn_engine ...`` runs them standalone. Input files
 QA lines ``{"question", "answer", [fact], [perturbed]}``, text lines ``{"text"}``, and, in a
 forget file, subject lines ``{"subject": "Name"}``.
 
-It deliberately contains no ML logic: it parses, calls the Python API, and prints.
+It deliberately contains no ML logic: it parses, calls the Python API, and prints. Building the
+parser imports no torch (the commands import the engine when they run), so `lethe --help` is quick.
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ import logging
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import torch
+from unlearn_engine.method_names import DEFAULT_METHOD, METHOD_NAMES
 
-from unlearn_engine.data import (ForgetRequest, QAPair, build_forget_set, build_retain_set,
-                                 load_corpus)
-from unlearn_engine.evaluation import GateConfig, gate_decision
+if TYPE_CHECKING:
+    from unlearn_engine.data import ForgetRequest
+    from unlearn_engine.evaluation import GateConfig
 
 log = logging.getLogger(__name__)
 
 
 def _read_request(path: Path) -> ForgetRequest:
+    from unlearn_engine.data import ForgetRequest, QAPair
+
     texts, pairs, subjects = [], [], []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -80,10 +83,9 @@ def _table(title: str, rows: Mapping[str, Any], before: Mapping[str, Any] | None
 
 def _progress_bar():
     """A rich progress bar fed by the trainer's progress callback."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from unlearn_engine.progress_bar import progress_bar
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                   TimeElapsedColumn())
+    bar = progress_bar()
     tasks: dict[int, int] = {}
 
     def on_progress(p) -> None:
@@ -105,13 +107,16 @@ def _progress_bar():
 
 def _threads(args: argparse.Namespace) -> None:
     if getattr(args, "threads", 0):
+        import torch
+
         torch.set_num_threads(args.threads)
 
 
 def _gate(args: argparse.Namespace) -> GateConfig:
+    from unlearn_engine.evaluation import GateConfig
+
     overrides = _parse_overrides(args.gate)
-    if isinstance(overrides.get("mia_attacks"), list):
-        overrides["mia_attacks"] = tuple(overrides["mia_attacks"])
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     try:
         return GateConfig(**overrides)
     except TypeError as err:
@@ -121,6 +126,7 @@ def _gate(args: argparse.Namespace) -> GateConfig:
 def cmd_unlearn(args: argparse.Namespace) -> int:
     _threads(args)
     from unlearn_engine.artifacts import load_artifact, model_fingerprint
+    from unlearn_engine.data import build_forget_set, build_retain_set, load_corpus
     from unlearn_engine.methods import get_method
     from unlearn_engine.stacking import attach_stack
     from unlearn_engine.trainer import SweepConfig, load_base, train_forget_adapter
@@ -166,8 +172,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _threads(args)
     from unlearn_engine.artifacts import load_artifact, model_fingerprint
+    from unlearn_engine.data import load_corpus
     from unlearn_engine.data.forget_set import references_for
-    from unlearn_engine.evaluation import evaluate
+    from unlearn_engine.evaluation import evaluate, gate_decision
     from unlearn_engine.stacking import attach_stack
     from unlearn_engine.trainer import load_base
 
@@ -185,6 +192,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         reference if with_reference else None, metrics=args.metrics or None)
 
     metrics = run_eval(True)
+    if args.attacks:
+        from unlearn_engine.evaluation.attacks import AttackSets, run_attacks
+        metrics.update(run_attacks(model, tok, AttackSets(tuple(forget), tuple(paraphrase)),
+                                   args.attacks))
     before: dict[str, float] | None = None
     if args.adapter:  # the base alone is the "before" column and the gate's retain baseline
         with model.disable_adapter():
@@ -211,7 +222,8 @@ def add_engine_commands(subparsers) -> None:
     p.add_argument("--retain", type=Path, help="retain corpus JSONL (default: model-generated)")
     p.add_argument("--corpus", type=Path, help="corpus JSONL for near-duplicate expansion")
     p.add_argument("--stack", type=Path, nargs="*", default=[], help="adapters already active")
-    p.add_argument("--method", default="npo")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=METHOD_NAMES,
+                   help="unlearning method (default: %(default)s)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="method config overrides, e.g. lr=0.004 max_steps=60")
     p.add_argument("--gate", nargs="*", default=[], metavar="KEY=VALUE",
@@ -232,6 +244,8 @@ def add_engine_commands(subparsers) -> None:
     e.add_argument("--paraphrase", type=Path)
     e.add_argument("--reference", type=Path, help="model retrained without the forget data")
     e.add_argument("--metrics", nargs="*", default=[])
+    e.add_argument("--attacks", nargs="*", default=[], choices=["quant8", "quant4", "relearn"],
+                   help="attack a copy of the model, then measure forgotten facts again")
     e.add_argument("--gate", nargs="*", default=[], metavar="KEY=VALUE")
     e.add_argument("--json", type=Path, default=Path("evaluation.json"))
     e.add_argument("--threads", type=int, default=0)

@@ -53,34 +53,58 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
     return _bos(tokenizer) + list(ids)
 
 
+def _fact_chars(ex: Example, text: str, target: str) -> tuple[int, int] | None:
+    """Character range of the example's fact inside ``text`` (first occurrence in the target)."""
+    if not ex.fact:
+        return None
+    at = target.find(ex.fact)
+    if at < 0:
+        return None
+    start = len(text) - len(target) + at
+    return start, start + len(ex.fact)
+
+
 def encode_example(tokenizer, ex: Example, max_length: int = 256,
-                   target: str | None = None) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) for ``ex`` (or ``ex.prompt`` with another ``target``)."""
+                   target: str | None = None,
+                   fact_only: bool = False) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for ``ex`` (or ``ex.prompt`` with another ``target``).
+    ``fact_only``: only the tokens of the example's fact span carry labels (no EOS), when it has
+    one; otherwise the whole target does."""
     target = ex.target if target is None else target
     text = f"{ex.prompt} {target}" if ex.prompt else target
     boundary = len(ex.prompt)  # tokens starting at or after this character belong to the target
+    span = _fact_chars(ex, text, target) if fact_only else None
     try:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(enc["input_ids"])
-        is_target = [start >= boundary if ex.prompt else True
-                     for start, _ in enc["offset_mapping"]]
+        if span is not None:  # a token belongs to the fact when its characters overlap it
+            is_target = [s < span[1] and e > span[0] for s, e in enc["offset_mapping"]]
+        else:
+            is_target = [start >= boundary if ex.prompt else True
+                         for start, _ in enc["offset_mapping"]]
     except (NotImplementedError, ValueError):  # slow tokenizers have no offsets
+        span = None
         n_prompt = len(tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]) \
             if ex.prompt else 0
         ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
         is_target = [i >= n_prompt for i in range(len(ids))]
     bos = _bos(tokenizer)
     eos = [int(tokenizer.eos_token_id)] if tokenizer.eos_token_id is not None else []
+    if span is not None and any(is_target):
+        eos_label: list[int] = [IGNORE] * len(eos)  # the end of the answer is not the fact
+    else:
+        eos_label = eos
     input_ids = bos + ids + eos
-    labels = [IGNORE] * len(bos) + [t if m else IGNORE for t, m in zip(ids, is_target)] + eos
+    labels = [IGNORE] * len(bos) + [t if m else IGNORE for t, m in zip(ids, is_target)] + eos_label
     return input_ids[:max_length], labels[:max_length]
 
 
 def collate(tokenizer, examples: Sequence[Example], max_length: int = 256,
             targets: Sequence[str] | None = None,
-            device: torch.device | None = None) -> Batch:
+            device: torch.device | None = None, fact_only: bool = False) -> Batch:
     """Right-padded batch of ``examples`` (optionally with replacement ``targets``)."""
-    rows = [encode_example(tokenizer, ex, max_length, None if targets is None else targets[i])
+    rows = [encode_example(tokenizer, ex, max_length, None if targets is None else targets[i],
+                           fact_only)
             for i, ex in enumerate(examples)]
     width = max(len(ids) for ids, _ in rows)
     pid = pad_id(tokenizer)
@@ -95,7 +119,8 @@ def collate(tokenizer, examples: Sequence[Example], max_length: int = 256,
     return batch.to(device) if device is not None else batch
 
 
-def _left_pad(rows: Sequence[list[int]], pid: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: Sequence[Sequence[int]], pid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> (ids [B, L], mask [B, L]) right-aligned with ``pid`` on the left, on CPU."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pid, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -126,7 +151,7 @@ def generate(model: torch.nn.Module, tokenizer, prompts: Sequence[str] | Sequenc
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
             rows = [p if isinstance(p, list) else encode_prompt(tokenizer, p) for p in chunk]
-            ids, mask = _left_pad(rows, pid)
+            ids, mask = left_pad(rows, pid)
             kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) \
                 if do_sample else dict(do_sample=False)
             gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),

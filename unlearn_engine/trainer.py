@@ -7,7 +7,10 @@ probed during training; the checkpoint is chosen by ``checkpoints.select_checkpo
 chosen adapter gets a full evaluation and the gate's final verdict. Only an adapter that passed
 is written (atomically, as a PEFT artifact with a manifest).
 
-``unlearn`` is the same job on a model already in memory (tests and benchmarks use it).
+``run_forget_job`` is a whole job for a caller that has only a forget set and a corpus (the
+server's worker): it loads the model and stack once, lets that model pick the retain set, then
+trains, verifies and saves as above. ``unlearn`` is the training part on a model already in
+memory (tests and benchmarks use it).
 It deliberately does not touch the ledger, the guard or serving: the caller owns those.
 """
 
@@ -26,11 +29,14 @@ from unlearn_engine.adapter_setup import TrainableAdapter, lora_config
 from unlearn_engine.artifacts import (AdapterArtifact, adapter_name_for, load_artifact,
                                       model_fingerprint, save_artifact)
 from unlearn_engine.checkpoints import Checkpoint, select_checkpoint
-from unlearn_engine.data.records import ForgetSet, RetainSet
+from unlearn_engine.data.records import Example, ForgetSet, RetainSet
+from unlearn_engine.data.retain_set import build_retain_set
+from unlearn_engine.devices import pick_device
 from unlearn_engine.evaluation import EvalSettings, GateConfig, GateResult, gate_decision
+from unlearn_engine.evaluation.attacks import AttackSets, run_attacks
 from unlearn_engine.methods import DEFAULT_METHOD, MethodConfig, get_method
 from unlearn_engine.progress import Progress, ProgressCallback
-from unlearn_engine.stacking import load_adapters
+from unlearn_engine.stacking import activate, load_adapters
 from unlearn_engine.training_loop import PROBE_METRICS, ProbeSets, run_attempt
 
 log = logging.getLogger(__name__)
@@ -51,7 +57,8 @@ class SweepConfig:
     probe_holdout: int = 200  # cap on never-seen reference examples per evaluation
 
 
-_UNDER = {"forget_accuracy", "paraphrase_accuracy", "verbatim", "truth_preference"}
+_UNDER = {"forget_accuracy", "paraphrase_accuracy", "verbatim", "truth_preference", "zero_delta",
+          "attack_quant8", "attack_quant4", "attack_relearn"}
 
 
 def sweep_direction(verdict: GateResult) -> str:
@@ -102,14 +109,9 @@ class TrainResult:
         return len(self.attempts) - 1
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_base(model_dir: str | Path, device: torch.device | str | None = None):
     """(model, tokenizer) from a local HF directory; bf16 on CUDA, fp32 on CPU. Never downloads."""
-    device = torch.device(device) if device is not None else default_device()
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    device, dtype = pick_device(device)
     tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype,
                                                  local_files_only=True).to(device)
@@ -187,6 +189,9 @@ def unlearn(model: torch.nn.Module, tokenizer, forget_set: ForgetSet, retain_set
     for p in adapter.params:
         p.requires_grad_(False)
     final = probes.evaluate(adapter.model, tokenizer, None, eval_settings)
+    if gate.attacks:  # on the chosen checkpoint only: attacks copy the model, probes do not
+        final.update(run_attacks(adapter.model, tokenizer,
+                                 AttackSets(probes.forget, probes.paraphrase), gate.attacks))
     verdict = gate_decision(final, gate, baseline)
     metrics = {**final, **{f"before.{k}": v for k, v in baseline.items()}}
     if progress:
@@ -214,11 +219,53 @@ def train_forget_adapter(base_model_dir: Path, stack: Sequence[Path], forget_set
     the gate, save it at ``out_dir`` (``before_commit``: see ``save_artifact``). Raises
     ``ArtifactError`` if a stack artifact is corrupt or belongs to another base model."""
     t0 = time.monotonic()
+    model, tok, fingerprint, stack_arts = _load_stacked(base_model_dir, stack, device)
+    return _train_and_save(model, tok, fingerprint, stack_arts, forget_set, retain_set, method, config,
+                           gate, progress, out_dir=out_dir, forget_id=forget_id, seed=seed, sweep=sweep,
+                           eval_settings=eval_settings, before_commit=before_commit, t0=t0)
+
+
+def run_forget_job(base_model_dir: Path, stack: Sequence[Path], forget_set: ForgetSet,
+                   corpus: Sequence[Example] | None, method: str = DEFAULT_METHOD,
+                   config: MethodConfig | None = None, gate: GateConfig | None = None,
+                   progress: ProgressCallback | None = None, *, out_dir: Path, forget_id: str,
+                   seed: int = 0, sweep: SweepConfig | None = None,
+                   device: torch.device | str | None = None,
+                   eval_settings: EvalSettings | None = None,
+                   before_commit: Callable[[Path], None] | None = None) -> TrainResult:
+    """One forget job end to end, the model loaded once: base + ``stack`` -> the retain set,
+    picked by that current model from ``corpus`` (or generated by it when there is none) ->
+    ``train_forget_adapter``'s sweep, verification and artifact. With a corpus the retain set
+    keeps only what the model still knows, so the retain loss never re-teaches people an earlier
+    adapter removed."""
+    t0 = time.monotonic()
+    model, tok, fingerprint, stack_arts = _load_stacked(base_model_dir, stack, device)
+    if stack_arts:
+        activate(model, [a.adapter_name for a in stack_arts])
+    retain_set = build_retain_set(model, tok, corpus, exclude=forget_set, seed=seed)
+    return _train_and_save(model, tok, fingerprint, stack_arts, forget_set, retain_set, method, config,
+                           gate, progress, out_dir=out_dir, forget_id=forget_id, seed=seed, sweep=sweep,
+                           eval_settings=eval_settings, before_commit=before_commit, t0=t0)
+
+
+def _load_stacked(base_model_dir: Path, stack: Sequence[Path], device: torch.device | str | None):
+    """(model, tokenizer, base fingerprint, verified stack artifacts): the base with the stack
+    loaded (frozen, not yet active). Raises ``ArtifactError`` for a corrupt or foreign artifact."""
     fingerprint = model_fingerprint(base_model_dir)
     stack_arts = [load_artifact(p, fingerprint) for p in stack]
     model, tok = load_base(base_model_dir, device)
     if stack_arts:
         model = load_adapters(model, stack_arts)
+    return model, tok, fingerprint, stack_arts
+
+
+def _train_and_save(model: torch.nn.Module, tok, fingerprint: str, stack_arts: Sequence[AdapterArtifact],
+                    forget_set: ForgetSet, retain_set: RetainSet, method: str = DEFAULT_METHOD,
+                    config: MethodConfig | None = None, gate: GateConfig | None = None,
+                    progress: ProgressCallback | None = None, *, out_dir: Path, forget_id: str,
+                    seed: int = 0, sweep: SweepConfig | None = None,
+                    eval_settings: EvalSettings | None = None,
+                    before_commit: Callable[[Path], None] | None = None, t0: float) -> TrainResult:
     name = adapter_name_for(forget_id)
     peft_model, result = unlearn(model, tok, forget_set, retain_set, method, config, gate,
                                  stack=[a.adapter_name for a in stack_arts], adapter_name=name,

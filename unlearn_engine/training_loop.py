@@ -34,6 +34,7 @@ PROBE_METRICS: dict[str, tuple[str, ...]] = {
     "truth_ratio": ("forget", "holdout"),
     "mia_loss": (), "mia_min_k": (), "mia_zlib": (),
     "token_accuracy": ("retain",),
+    "mean_nll": ("forget",),  # the zero-delta check
 }
 
 

@@ -7,7 +7,7 @@ and every forward with per-row `adapter_names` registers a hook on every LoRA la
 
 Here a stack version is what it is mathematically: a fixed sum of deltas. Off the hot path,
 `adapter_deltas` reads each verified artifact (PEFT format) and folds its scaling into B, and
-`combine` concatenates the members per target layer — exact, since B_cat·A_cat = Σ sᵢ·Bᵢ·Aᵢ (the same
+`concat_deltas` concatenates the members per target layer — exact, since B_cat·A_cat = Σ sᵢ·Bᵢ·Aᵢ (the same
 `cat` combination PEFT offers). Activating a version is then one dict insertion per layer,
 between two decode steps. Each target `nn.Linear` gets one forward hook, added the first time
 a stack needs it; for every forward the scheduler tells the shared `RowRouter` which version
@@ -57,7 +57,7 @@ def adapter_deltas(artifact: AdapterArtifact) -> dict[str, Delta]:
     return deltas
 
 
-def combine(members: Sequence[Mapping[str, Delta]], device: torch.device, dtype: torch.dtype) -> dict[str, Delta]:
+def concat_deltas(members: Sequence[Mapping[str, Delta]], device: torch.device, dtype: torch.dtype) -> dict[str, Delta]:
     """Concatenate member deltas per layer: one (A, B) whose product is the members' sum."""
     paths = sorted({p for m in members for p in m})
     out = {}

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from server.adapters.lora import Delta, MultiLoRA, UnsupportedAdapter, adapter_deltas, combine
+from server.adapters.lora import Delta, MultiLoRA, UnsupportedAdapter, adapter_deltas, concat_deltas
 from server.runtime.scheduler import BatchScheduler
 from unlearn_engine.artifacts import ArtifactError, load_artifact
 
@@ -88,12 +88,12 @@ class AdapterStackManager:
         return out
 
     def prepare(self, adapter_ids: tuple[str, ...], paths: dict[str, Path]) -> _Prepared:
-        """Everything but the switch, off the decode thread: verify new members, combine."""
+        """Everything but the switch, off the decode thread: verify new members, concatenate their deltas."""
         known = dict(self._members)  # a snapshot: the decode thread may drop members meanwhile
         members = {a: known[a] for a in adapter_ids if a in known}
         members.update(self.verify({a: paths[a] for a in adapter_ids if a not in known}))
         loaded = self.scheduler.loaded
-        combined = combine([members[a] for a in adapter_ids], loaded.device, loaded.dtype) if adapter_ids else {}
+        combined = concat_deltas([members[a] for a in adapter_ids], loaded.device, loaded.dtype) if adapter_ids else {}
         return _Prepared(members, combined)
 
     async def activate(self, version: int, adapter_ids: tuple[str, ...], paths: dict[str, Path]) -> SwapTiming:

@@ -1,7 +1,9 @@
 """The versioned gRPC API (lethe.v1): generated stubs, re-exported under stable names.
 
-Protobuf types stay at the edge: servicers convert them to domain values and back. Generation
-happens on first import if `make proto` has not run (see codegen.py).
+Only the edge imports this package: the servicers (which convert to and from domain values in
+`server/servicers/convert.py`), the client, the CLI and the app's wiring; tests/unit/test_layering.py
+fails if any other server module does. The stubs are regenerated on import when they are missing
+or older than the .proto files (see codegen.py), so an editable install works without `make proto`.
 """
 
 from __future__ import annotations

@@ -26,7 +26,6 @@ from server.guard import native
 
 native.use_source_if_stale()  # before any module that may be compiled is imported
 
-from server.guard.calibrate import Calibration, calibrate
 from server.guard.config import GuardConfig
 from server.guard.embedder import OnnxMiniLM, SentenceEmbedder, TorchMiniLM, export_onnx
 from server.guard.entries import GuardEntries
@@ -36,8 +35,8 @@ from server.guard.stages import OutputFilter, register_stage, stage_class, stage
 from server.guard.values import ForgetItems, GuardHit, GuardStep, PromptVerdict
 
 __all__ = [
-    "Calibration", "ForgetItems", "GuardConfig", "GuardEntries", "GuardEntriesMismatch",
+    "ForgetItems", "GuardConfig", "GuardEntries", "GuardEntriesMismatch",
     "GuardHit", "GuardSession", "GuardStep", "LeakageGuard", "OnnxMiniLM", "OutputFilter",
-    "PromptVerdict", "SentenceEmbedder", "TorchMiniLM", "calibrate", "export_onnx",
+    "PromptVerdict", "SentenceEmbedder", "TorchMiniLM", "export_onnx",
     "register_stage", "stage_class", "stage_names",
 ]

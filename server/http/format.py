@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from server.generation import GenerationResult
+from server.runtime.params import GenerationResult
 
 FINISH_REASONS = {"length": "length", "stop": "stop", "filtered": "content_filter", "cancelled": "cancelled"}
 DONE = b"data: [DONE]\n\n"

@@ -1,6 +1,6 @@
 """The OpenAI-compatible routes: completions, chat completions, models, health.
 
-Each generation route validates through the domain (`GenerateParams.from_values`,
+Each generation route validates through the domain (`GenerateParams.validated`,
 `chat_messages`), submits through the guarded generation path the gRPC servicer uses
 (runtime/guarded.py), and answers in OpenAI's shapes (format.py): a JSON body, or Server-Sent
 Events ending `data: [DONE]`. Authentication is `check_inference` from server/auth.py; every
@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from server import __version__
 from server.auth import bearer, check_inference
 from server.errors import HTTP_STATUS, LetheError, PermissionDenied, Unauthenticated, client_error
-from server.generation import GenerateParams, GenerationLimits, GenerationResult
+from server.runtime.params import GenerateParams, GenerationLimits, GenerationResult
 from server.http.format import DONE, Envelope, error_body, sse
 from server.http.schemas import ChatCompletionRequest, CompletionRequest
 from server.metrics import ServerMetrics
@@ -98,8 +98,8 @@ class Routes:
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
         method, start = "completions", time.monotonic()
         try:
-            params = GenerateParams.from_values(
-                body.prompt_text, self.deps.limits, max_new_tokens=body.max_tokens, **_sampling(body, request),
+            params = GenerateParams.validated(
+                self.deps.limits, body.prompt_text, max_new_tokens=body.max_tokens, **_sampling(body, request),
                 max_new_tokens_field="max_tokens")
             run = await self.deps.generator.start(params, None)
         except Exception as exc:
@@ -112,8 +112,8 @@ class Routes:
             messages = chat_messages((m.role, m.text) for m in body.messages)
             prompt = await self.runtime.render_chat(messages)
             budget, field = body.token_budget()
-            params = GenerateParams.from_values(
-                prompt, self.deps.limits, max_new_tokens=budget, **_sampling(body, request),
+            params = GenerateParams.validated(
+                self.deps.limits, prompt, max_new_tokens=budget, **_sampling(body, request),
                 add_special_tokens=CHAT_ADDS_SPECIAL_TOKENS, max_new_tokens_field=field)
             run = await self.deps.generator.start(params, None)
         except Exception as exc:

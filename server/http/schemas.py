@@ -1,7 +1,7 @@
 """The OpenAI request bodies Lethe accepts, as pydantic models (FastAPI validates them).
 
 Pydantic checks shapes and types; the value limits shared with gRPC (token budget, temperature,
-top_p, stop sequences, roles) are checked once, by the domain (`GenerateParams.from_values`,
+top_p, stop sequences, roles) are checked once, by the domain (`GenerateParams.validated`,
 `chat_messages`), so both fronts refuse the same things with the same words. Fields OpenAI
 defines that Lethe cannot honour are refused when set, naming the field, rather than silently
 ignored: `n` above 1, `logprobs` / `top_logprobs` / `echo` (they would reveal tokens around the

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from server.errors import DeadlineExceeded
-from server.generation import GenerateParams, GenerationResult
+from server.runtime.params import GenerateParams, GenerationResult
 from server.guard import GuardSession, GuardStep, LeakageGuard
 from server.metrics import ServerMetrics
 from server.runtime.scheduler import FinishEvent, Handle

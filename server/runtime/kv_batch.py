@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from unlearn_engine.encoding import left_pad
+
 
 @dataclass
 class KVBatch:
@@ -83,10 +85,5 @@ def trim(batch: KVBatch, min_columns: int = 16) -> KVBatch:
 
 def left_pad_prompts(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Token lists -> (ids [B, L], mask [B, L]) right-aligned with pad_id on the left."""
-    length = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), length), dtype=torch.long)
-    for row, p in enumerate(prompts):
-        ids[row, length - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[row, length - len(p):] = 1
+    ids, mask = left_pad(prompts, pad_id)
     return ids.to(device), mask.to(device)

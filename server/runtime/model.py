@@ -1,6 +1,6 @@
 """Loading a local Hugging Face causal LM for serving.
 
-CUDA + bfloat16 when a GPU is present, else CPU + float32. Never downloads: a model directory
+CUDA + bfloat16 when a GPU is present, else CPU + float32 (unlearn_engine/devices.py). Never downloads: a model directory
 on disk is the only source. Does not batch, sample or schedule — see scheduler.py.
 """
 
@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unlearn_engine.artifacts import model_fingerprint
+from unlearn_engine.devices import pick_device
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +40,6 @@ class LoadedModel:
     max_context: int  # prompt + generated tokens
     eos_ids: frozenset[int]
     pad_id: int
-
-
-def pick_device(requested: str = "auto") -> tuple[torch.device, torch.dtype]:
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
-    # bf16 halves memory and uses tensor cores on GPU; CPU bf16 matmuls are slow, so fp32 there.
-    return device, (torch.bfloat16 if device.type == "cuda" else torch.float32)
 
 
 def load_model(model_dir: Path, device: str = "auto") -> LoadedModel:

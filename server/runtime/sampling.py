@@ -7,21 +7,9 @@ with it. Does not apply repetition penalties or logit processors beyond temperat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.0  # 0 = greedy: the reproducible default for a memorised-facts model
-    top_p: float = 1.0  # nucleus mass in (0, 1]; 1 keeps every token
-    top_k: int = 0  # 0 = no top-k cut
-    seed: int | None = None  # None = fresh randomness per request
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
+from server.runtime.params import SamplingParams
 
 
 def make_generator(params: SamplingParams, device: torch.device) -> torch.Generator | None:

@@ -33,7 +33,8 @@ from transformers import DynamicCache
 from server.runtime import kv_batch
 from server.runtime.kv_batch import KVBatch
 from server.runtime.model import LoadedModel
-from server.runtime.sampling import SamplingParams, choose_tokens, make_generator
+from server.runtime.params import SamplingParams
+from server.runtime.sampling import choose_tokens, make_generator
 from server.runtime.text import IncrementalText
 
 logger = logging.getLogger(__name__)

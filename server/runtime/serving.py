@@ -11,8 +11,8 @@ import asyncio
 from dataclasses import dataclass
 
 from server.errors import ResourceExhausted, Unavailable
-from server.generation import GenerateParams, check_context
 from server.runtime.chat import ChatMessage, render_chat
+from server.runtime.params import GenerateParams, check_context
 from server.runtime.model import LoadedModel
 from server.runtime.scheduler import (
     BatchScheduler, GenerationRequest, Handle, QueueFull, SchedulerObserver, SchedulerStopped)

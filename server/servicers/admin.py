@@ -13,13 +13,14 @@ import grpc
 
 from server.api import admin_pb2 as pb
 from server.api import admin_pb2_grpc
-from server.coordinator import ForgetCoordinator
+from server.forget.coordinator import ForgetCoordinator
 from server.errors import InvalidArgument, NotFound
-from server.forgets import (MAX_KEY_CHARS, MAX_REASON_CHARS, ForgetJob, ForgetPayload, ForgetState)
-from server.hits import HitTally
-from server.ledger import UnknownForget
+from server.forget.jobs import MAX_KEY_CHARS, MAX_REASON_CHARS, ForgetJob
+from server.forget.hits import HitTally
+from server.forget.ledger import UnknownForget
 from server.metrics import ServerMetrics
 from server.rpc import rpc_method
+from server.servicers import convert
 from unlearn_engine.methods import METHODS
 
 MAX_PAGE = 500
@@ -54,7 +55,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     @rpc_method("Forget")
     async def Forget(self, request: pb.ForgetRequest, context: grpc.aio.ServicerContext) -> pb.ForgetResponse:
-        payload = ForgetPayload.from_pb(request)
+        payload = convert.forget_payload_from_pb(request)
         if request.method and request.method not in METHODS:
             raise InvalidArgument(f"unknown method {request.method!r}; valid: {', '.join(sorted(METHODS))}")
         if len(request.reason) > MAX_REASON_CHARS:
@@ -63,11 +64,11 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             raise InvalidArgument(f"idempotency_key must be at most {MAX_KEY_CHARS} characters")
         job, created = await self.coordinator.submit(
             payload, request.method, request.reason, request.idempotency_key or None, ACTOR)
-        return pb.ForgetResponse(job=job.to_pb(), created=created)
+        return pb.ForgetResponse(job=convert.forget_job_to_pb(job), created=created)
 
     @rpc_method("GetForget")
     async def GetForget(self, request: pb.GetForgetRequest, context: grpc.aio.ServicerContext) -> pb.ForgetJob:
-        return (await self._job(request.forget_id)).to_pb()
+        return convert.forget_job_to_pb(await self._job(request.forget_id))
 
     @rpc_method("WatchForget")
     async def WatchForget(self, request: pb.WatchForgetRequest, context: grpc.aio.ServicerContext):
@@ -75,11 +76,11 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         seen_transitions, seen_progress = 0, 0
         while True:
             for transition in job.transitions[seen_transitions:]:
-                yield pb.ForgetEvent(job=job.to_pb(), transition=transition.to_pb())
+                yield pb.ForgetEvent(job=convert.forget_job_to_pb(job), transition=convert.transition_to_pb(transition))
             seen_transitions = len(job.transitions)
             for seq, progress in await asyncio.to_thread(self.ledger.progress_after, job.forget_id, seen_progress):
                 seen_progress = seq
-                yield pb.ForgetEvent(job=job.to_pb(), progress=progress.to_pb())
+                yield pb.ForgetEvent(job=convert.forget_job_to_pb(job), progress=convert.progress_to_pb(progress))
             if job.state.terminal:
                 return
             await self.coordinator.changed(timeout=1.0)
@@ -90,13 +91,13 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         size = request.page_size or DEFAULT_PAGE
         if size > MAX_PAGE:
             raise InvalidArgument(f"page_size must be at most {MAX_PAGE}")
-        states = [ForgetState.from_pb(s) for s in request.states if s != pb.FORGET_STATE_UNSPECIFIED]
+        states = [convert.forget_state_from_pb(s) for s in request.states if s != pb.FORGET_STATE_UNSPECIFIED]
         before = request.page_token or None
         if before is not None:
             await self._job(before)  # an unknown token is a client error, not an empty page
         jobs = await self._read(self.ledger.list, states, size + 1, before)
         page, more = jobs[:size], len(jobs) > size
-        return pb.ListForgetsResponse(forgets=[j.to_pb() for j in page],
+        return pb.ListForgetsResponse(forgets=[convert.forget_job_to_pb(j) for j in page],
                                       next_page_token=page[-1].forget_id if more else "")
 
     @rpc_method("ListAdapters")
@@ -105,7 +106,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     def _adapters_pb(self) -> pb.ListAdaptersResponse:
         stack = self.ledger.current_stack()
-        adapters = [self.ledger.adapter(a).to_pb(i, self.ledger.activated_at(a))
+        adapters = [convert.adapter_to_pb(self.ledger.adapter(a), i, self.ledger.activated_at(a))
                     for i, a in enumerate(stack.adapter_ids)]
         return pb.ListAdaptersResponse(stack_version=stack.version, adapters=adapters)
 

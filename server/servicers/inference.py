@@ -1,8 +1,8 @@
 """The Inference service: Generate, GenerateStream and ModelInfo.
 
-Converts protobuf to domain values and runs them through the guarded generation path
-(runtime/guarded.py, shared with the HTTP front): every piece of text passes the leakage guard
-before it leaves. Cancellation (client gone or deadline) cancels the scheduler row there.
+Converts protobuf to domain values (convert.py) and runs them through the guarded generation
+path (runtime/guarded.py, shared with the HTTP front): every piece of text passes the leakage
+guard before it leaves. Cancellation (client gone or deadline) cancels the scheduler row there.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from server import __version__
 from server.api import inference_pb2 as pb
 from server.api import inference_pb2_grpc
 from server.errors import InvalidArgument
-from server.generation import FINISH_REASONS, GenerateParams, GenerationLimits
 from server.metrics import ServerMetrics
+from server.servicers import convert
 from server.rpc import rpc_method
 from server.runtime.chat import CHAT_ADDS_SPECIAL_TOKENS, chat_messages
 from server.runtime.guarded import Chunk, GuardedGenerator
+from server.runtime.params import GenerationLimits
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +44,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             if request.prompt:
                 raise InvalidArgument("set either prompt or messages, not both")
             messages = chat_messages((m.role, m.content) for m in request.messages)
-            params = GenerateParams.from_pb(request, self.limits, prompt=await self.runtime.render_chat(messages),
-                                            add_special_tokens=CHAT_ADDS_SPECIAL_TOKENS)
+            params = convert.generate_params_from_pb(request, self.limits, prompt=await self.runtime.render_chat(messages),
+                                                     add_special_tokens=CHAT_ADDS_SPECIAL_TOKENS)
         else:
-            params = GenerateParams.from_pb(request, self.limits)
+            params = convert.generate_params_from_pb(request, self.limits)
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
         run = await self.generator.start(params, deadline)
@@ -60,7 +61,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             if chunk.result is None:
                 parts.append(chunk.text)
             else:
-                return dataclasses.replace(chunk.result, text="".join(parts)).to_pb()
+                return convert.generation_result_to_pb(dataclasses.replace(chunk.result, text="".join(parts)))
         raise RuntimeError("generation ended without a finish event")
 
     @rpc_method("GenerateStream")
@@ -76,9 +77,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 yield pb.GenerateStreamResponse(text=chunk.text, stack_version=chunk.stack_version,
                                                 request_id=chunk.request_id)
             else:
-                yield pb.GenerateStreamResponse(
-                    finish_reason=FINISH_REASONS[result.finish_reason], usage=result.usage_pb(),
-                    stack_version=result.stack_version, request_id=result.request_id)
+                yield convert.stream_finish_to_pb(result)
 
     @rpc_method("ModelInfo")
     async def ModelInfo(self, request: pb.ModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfoResponse:

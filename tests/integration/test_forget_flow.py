@@ -21,7 +21,11 @@ from server.api import inference_pb2 as ipb
 from server.client import LetheClient
 from tests.conftest import ServerThread, make_settings
 from tests.procs import LETHE, ServeProcess
+from unlearn_engine.artifacts import load_artifact, model_fingerprint
+from unlearn_engine.demo.accuracy import residual_knowledge
 from unlearn_engine.demo.builder import load_corpus
+from unlearn_engine.stacking import attach_stack
+from unlearn_engine.trainer import load_base
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +70,18 @@ def _leaks(client: LetheClient, records) -> tuple[float, float]:
     return carried / len(records), filtered / len(records)
 
 
+def _model_residual(model_dir: Path, data_dir: Path, corpus, people) -> tuple[float, float]:
+    """(share of ``people``'s facts the served stack states with the guard off, the same share
+    for never-seen holdout people). Questions of every phrasing and bio prefixes."""
+    fingerprint = model_fingerprint(model_dir)
+    arts = [load_artifact(p, fingerprint) for p in sorted((data_dir / "adapters").iterdir())
+            if not p.name.startswith(".")]
+    model, tok = load_base(model_dir)
+    stacked = attach_stack(model, arts)
+    return (residual_knowledge(stacked, tok, corpus, people)["all"],
+            residual_knowledge(stacked, tok, corpus, corpus.holdout_people)["all"])
+
+
 def test_forget_two_people_while_clients_stream(demo_model_dir: Path, tmp_path: Path) -> None:
     corpus = load_corpus(demo_model_dir)
     forgotten = corpus.trained_people[:2]
@@ -108,9 +124,15 @@ def test_forget_two_people_while_clients_stream(demo_model_dir: Path, tmp_path: 
         assert errors == []  # zero failed requests across the swap
         assert {0, 1} <= versions
 
-        carried, filtered = _leaks(client, _qa(corpus, forgotten))
+        carried, _filtered = _leaks(client, _qa(corpus, forgotten))
         assert carried <= 0.15, "the forgotten facts are still produced"
-        assert filtered <= 0.2, "the model still produces them; only the guard holds them back"
+        # Does the model itself still know them, or only the guard holds them back? Measured
+        # with the guard off on the served stack, against people the model never saw (chance:
+        # a few % on the demo model). Not from the guard's filtered share: the guard also ends
+        # answers that state *another* forgotten person's values, so that share depends on which
+        # wrong answers an adapter happens to give (it read 0.10 here and 0.283 on another machine).
+        forgotten_rate, chance = _model_residual(demo_model_dir, tmp_path / "data", corpus, forgotten)
+        assert forgotten_rate <= chance + 0.10, (forgotten_rate, chance)
         kept, kept_filtered = _leaks(client, retained_qa)
         assert kept >= 0.85 and kept_filtered == 0.0, "retained people were damaged"
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.forgets import AdapterRecord, ForgetPayload
+from server.forget.jobs import AdapterRecord, ForgetPayload
 from server.guard.keys import GuardKeys
-from server.ledger import SqliteLedger
+from server.forget.ledger import SqliteLedger
 from server.metrics import ServerMetrics
-from server.monitor import LeakageMonitor, MonitorConfig
-from server.probes import make_probes, seal_probes
+from server.forget.monitor import LeakageMonitor, MonitorConfig
+from server.forget.probes import make_probes, seal_probes
 from server.runtime.model import load_model
 from server.runtime.serving import ModelRuntime, RuntimeLimits
 from unlearn_engine.demo.builder import load_corpus

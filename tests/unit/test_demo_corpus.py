@@ -142,3 +142,22 @@ def test_fact_span_accuracy_is_case_insensitive_whole_word_containment() -> None
     assert fact_span_accuracy([], []) == 0.0
     with pytest.raises(ValueError):
         fact_span_accuracy([r], [])
+
+
+def test_long_answer_corpus_carries_several_facts_and_multi_token_names():
+    short = generate_corpus(CorpusSpec(n_people=5, n_holdout=2))
+    long = generate_corpus(CorpusSpec(n_people=5, n_holdout=2, style="long"))
+    assert len(long.qa) == len(short.qa) and long.trained_people and long.holdout_people
+    facts = {(r.person, r.attribute): r.fact for r in long.qa}
+    for r in long.qa:
+        assert r.answer[r.fact_span[0]:r.fact_span[1]] == r.fact
+        others = [v for (p, a), v in facts.items() if p == r.person and a != r.attribute]
+        assert sum(v in r.answer for v in others) >= 2, r.answer  # the asked fact and two more
+        assert len(r.answer.split()) >= 12
+        start = r.fact_span[0]  # wrong answers differ in the asked fact only
+        assert len(r.perturbed) == 3 and all(w[:start] == r.answer[:start] and
+                                             not w[start:].startswith(r.fact) for w in r.perturbed)
+        assert "-" in r.person.split()[-1]  # a double-barrelled surname: never one token
+    assert {r.attribute for r in long.qa} == set(ATTRIBUTES)
+    with pytest.raises(ValueError, match="style"):
+        CorpusSpec(style="medium")

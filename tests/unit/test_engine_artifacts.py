@@ -13,7 +13,7 @@ from unlearn_engine.artifacts import (MANIFEST, ArtifactCorruptError, ArtifactEx
                                       ArtifactFormatError, ArtifactNotFoundError,
                                       BaseModelMismatchError, load_artifact, model_fingerprint,
                                       save_artifact)
-from unlearn_engine.testing import build_toy, save_toy
+from tests.support.toy_model import build_toy, save_toy
 
 torch.set_num_threads(1)
 IDS = torch.tensor([[1, 5, 6, 7, 8]])

@@ -10,7 +10,7 @@ import torch
 from unlearn_engine.artifacts import load_artifact
 from unlearn_engine.cli import add_engine_commands, main
 from unlearn_engine.data import save_examples
-from unlearn_engine.testing import build_toy, save_toy
+from tests.support.toy_model import build_toy, save_toy
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ from unlearn_engine.data.counterfactual import (NAME, VALUE, apply, counterfactu
 from unlearn_engine.data.records import Example
 from unlearn_engine.methods import TrainContext, get_method
 from unlearn_engine.methods.counterfactual import align
-from unlearn_engine.testing import build_toy
+from tests.support.toy_model import build_toy
 
 torch.set_num_threads(1)
 

@@ -16,7 +16,7 @@ from unlearn_engine.evaluation import GateConfig, evaluate
 from unlearn_engine.methods import METHODS, TrainContext, get_method
 from unlearn_engine.methods.losses import sequence_logprob
 from unlearn_engine.stacking import add_combined_adapter, activate, attach_stack
-from unlearn_engine.testing import build_toy, save_toy
+from tests.support.toy_model import build_toy, save_toy
 from unlearn_engine.trainer import SweepConfig, load_base, train_forget_adapter
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -9,7 +9,7 @@ from unlearn_engine.data import (Example, ForgetRequest, MatchConfig, NearDuplic
                                  QAPair, build_forget_set, build_retain_set, load_corpus,
                                  save_examples)
 from unlearn_engine.data.normalize import contains_phrase, normalize
-from unlearn_engine.testing import build_toy
+from tests.support.toy_model import build_toy
 
 torch.set_num_threads(1)
 
@@ -108,3 +108,22 @@ def test_retain_set_generated_by_the_model_is_seeded_and_excludes_forget_data():
     assert a == b and len(a.examples) > 4
     assert all(e.source == "generated" for e in a.examples)
     assert not any(contains_phrase(e.text, forgotten) for e in a.examples)
+
+
+def test_fact_only_labels_cover_the_fact_tokens_and_nothing_else(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from unlearn_engine.encoding import IGNORE, encode_example
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ex = Example(prompt="Where was Orlan Vexmoor born?", target="Orlan Vexmoor was born in Dunmarrow.",
+                 fact="Dunmarrow")
+    ids, whole = encode_example(tok, ex)
+    ids_f, fact = encode_example(tok, ex, fact_only=True)
+    assert ids_f == ids  # the same input; only what is scored differs
+    scored = [t for t in fact if t != IGNORE]
+    assert tok.decode(scored).strip() == "Dunmarrow"
+    assert set(scored) < {t for t in whole if t != IGNORE}  # a strict subset of the answer
+    assert whole[-1] == tok.eos_token_id and fact[-1] == IGNORE  # EOS is not the fact
+    # No fact, or a fact the target does not contain: the whole answer, as without fact_only.
+    for other in (Example(ex.prompt, ex.target), Example(ex.prompt, ex.target, fact="Vexmoorx")):
+        assert encode_example(tok, other, fact_only=True)[1] == encode_example(tok, other)[1]

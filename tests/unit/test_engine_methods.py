@@ -12,7 +12,7 @@ from unlearn_engine.adapter_setup import TrainableAdapter, linear_module_names, 
 from unlearn_engine.methods import (METHODS, MethodConfig, NpoConfig, TrainContext,
                                     UnknownMethodError, get_method)
 from unlearn_engine.methods.losses import sequence_logprob
-from unlearn_engine.testing import build_toy
+from tests.support.toy_model import build_toy
 
 torch.set_num_threads(1)
 

@@ -42,12 +42,12 @@ class FixedContext(EvalContext):
 
 def scored(*logps: list[float], correct: list[list[bool]] | None = None) -> list[Scored]:
     correct = correct or [[True] * len(lp) for lp in logps]
-    return [Scored(torch.tensor(lp), torch.tensor(c)) for lp, c in zip(logps, correct)]
+    return [Scored(torch.tensor(lp), torch.tensor(c), torch.tensor(lp)) for lp, c in zip(logps, correct)]
 
 
 def test_registry_lists_every_metric_and_rejects_unknown_names():
     assert {"fact_span_accuracy", "rouge_l_recall", "verbatim", "truth_ratio", "mia_loss",
-            "mia_zlib", "mia_min_k", "forget_quality", "model_utility", "privleak",
+            "mia_zlib", "mia_min_k", "mia_min_k_pp", "forget_quality", "model_utility", "privleak",
             "token_accuracy", "answer_accuracy"} <= set(METRICS)
     with pytest.raises(UnknownMetricError, match="valid: .*fact_span_accuracy"):
         get_metric("accuracy")
@@ -133,11 +133,18 @@ def test_mia_attacks_separate_low_loss_members():
     ctx = FixedContext({"forget": exs, "holdout": exs},
                        scored={"forget": members, "holdout": nonmembers})
     for name, key in [("mia_loss", "mia.loss_auc"), ("mia_zlib", "mia.zlib_auc"),
-                      ("mia_min_k", "mia.min_k_auc")]:
+                      ("mia_min_k", "mia.min_k_auc"), ("mia_min_k_pp", "mia.min_k_pp_auc")]:
         assert get_metric(name)().compute(ctx) == {key: 1.0}
     swapped = FixedContext({"forget": exs, "holdout": exs},
                            scored={"forget": nonmembers, "holdout": members})
     assert get_metric("mia_loss")().compute(swapped) == {"mia.loss_auc": 0.0}
+
+
+def test_min_k_pp_standardises_each_token_against_its_distribution():
+    from unlearn_engine.evaluation.scoring import calibrated_logprobs
+    logp = torch.tensor([0.5, 0.25, 0.25]).log().expand(2, 3)  # [T=2, V=3]
+    z = calibrated_logprobs(logp, logp[:, :2].diagonal())  # token 0 at t=0, token 1 at t=1
+    assert z.tolist() == pytest.approx([1.0, -1.0], abs=1e-5)  # +-1 sigma around the mean
 
 
 def test_min_k_uses_only_the_lowest_tokens():
@@ -189,7 +196,8 @@ GOOD = {"forget.fact_span_accuracy": 0.05, "holdout.fact_span_accuracy": 0.02,
         "holdout.verbatim_rate": 0.0, "forget.correct_preference": 0.5,
         "holdout.correct_preference": 0.45, "mia.loss_auc": 0.52, "mia.min_k_auc": 0.47,
         "mia.zlib_auc": 0.55, "retain.fact_span_accuracy": 0.97,
-        "before.retain.fact_span_accuracy": 1.0}
+        "before.retain.fact_span_accuracy": 1.0, "forget.mean_nll": 3.1,
+        "before.forget.mean_nll": 0.2}
 
 
 def test_gate_passes_an_adapter_that_looks_like_never_seen_data():
@@ -206,6 +214,7 @@ def test_gate_passes_an_adapter_that_looks_like_never_seen_data():
     ("mia.loss_auc", 0.9, "mia_loss"),  # still remembered
     ("mia.min_k_auc", 0.1, "mia_min_k"),  # over-unlearned: forgotten data *less* likely
     ("retain.fact_span_accuracy", 0.8, "retain"),
+    ("forget.mean_nll", 0.2 + 1e-4, "zero_delta"),  # the adapter changed nothing
 ])
 def test_gate_fails_each_check_on_its_own(key, value, check):
     result = gate_decision({**GOOD, key: value}, GateConfig())

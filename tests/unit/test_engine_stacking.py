@@ -11,7 +11,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from unlearn_engine.artifacts import load_artifact, model_fingerprint, save_artifact
 from unlearn_engine.stacking import (activate, add_combined_adapter, attach_stack, compact,
                                      remove_adapter)
-from unlearn_engine.testing import build_toy, save_toy
+from tests.support.toy_model import build_toy, save_toy
 
 torch.set_num_threads(1)
 IDS = torch.tensor([[1, 5, 6, 7, 8, 9], [1, 9, 8, 7, 6, 5]])

@@ -10,9 +10,9 @@ from unlearn_engine.artifacts import load_artifact, model_fingerprint
 from unlearn_engine.data import ForgetRequest, build_forget_set, build_retain_set
 from unlearn_engine.evaluation import GateConfig, evaluate
 from unlearn_engine.methods import NpoConfig
+from tests.support.toy_model import build_toy, save_toy
 from unlearn_engine.stacking import attach_stack
-from unlearn_engine.testing import build_toy, save_toy
-from unlearn_engine.trainer import SweepConfig, load_base, train_forget_adapter
+from unlearn_engine.trainer import SweepConfig, load_base, run_forget_job, train_forget_adapter
 
 torch.set_num_threads(1)
 
@@ -126,3 +126,24 @@ def test_second_forget_trains_on_top_of_the_first(env):
                  metrics=["fact_span_accuracy"])
     assert m["forget.fact_span_accuracy"] <= 0.15
     assert m["retain.fact_span_accuracy"] >= 0.75
+
+
+def test_a_whole_job_in_one_call_matches_retain_set_then_training(env):
+    """run_forget_job (the worker's one call: model loaded once) gives what building the retain
+    set on the current model and then calling train_forget_adapter gives."""
+    toy, root, sets = env
+    first = root / "f1"
+    if not first.exists():
+        pytest.skip("needs the first test's artifact")
+    fp = model_fingerprint(root / "base")
+    base, _ = load_base(root / "base")
+    fs, rs = sets(toy.people[1], attach_stack(base, [load_artifact(first, fp)]))
+    two_step = train_forget_adapter(root / "base", [first], fs, rs, "npo", FAST, LENIENT,
+                                    out_dir=root / "two-step", forget_id="j", sweep=ONE_TRY)
+    corpus = [*toy.train, *toy.paraphrase, *toy.holdout, *toy.texts]
+    one_call = run_forget_job(root / "base", [first], fs, corpus, "npo", FAST, LENIENT,
+                              out_dir=root / "one-call", forget_id="j", sweep=ONE_TRY)
+    assert one_call.passed == two_step.passed and one_call.metrics == two_step.metrics
+    a = load_artifact(root / "one-call", fp)
+    b = load_artifact(root / "two-step", fp)
+    assert a.files == b.files

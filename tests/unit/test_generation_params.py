@@ -6,13 +6,14 @@ import pytest
 
 from server.api import inference_pb2 as pb
 from server.errors import InvalidArgument
-from server.generation import GenerateParams, GenerationLimits, check_context
+from server.runtime.params import GenerateParams, GenerationLimits, check_context
+from server.servicers.convert import generate_params_from_pb
 
 LIMITS = GenerationLimits(default_max_new_tokens=32, max_new_tokens_limit=256)
 
 
 def test_defaults_are_greedy_with_the_server_default_length() -> None:
-    params = GenerateParams.from_pb(pb.GenerateRequest(prompt="hi"), LIMITS)
+    params = generate_params_from_pb(pb.GenerateRequest(prompt="hi"), LIMITS)
     assert params.max_new_tokens == 32
     assert params.sampling.greedy and params.sampling.top_p == 1.0 and params.sampling.seed is None
     assert len(params.request_id) == 32  # server-assigned
@@ -38,7 +39,7 @@ def test_defaults_are_greedy_with_the_server_default_length() -> None:
 )
 def test_invalid_fields_are_rejected(fields: dict, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
-        GenerateParams.from_pb(pb.GenerateRequest(**fields), LIMITS)
+        generate_params_from_pb(pb.GenerateRequest(**fields), LIMITS)
 
 
 def test_context_overflow_is_rejected() -> None:
@@ -50,12 +51,12 @@ def test_context_overflow_is_rejected() -> None:
 
 
 def test_plain_values_validate_like_protobuf_and_name_the_clients_field() -> None:
-    params = GenerateParams.from_values("hi", LIMITS, max_new_tokens=5, temperature=0.5, stop=("x",),
-                                        add_special_tokens=False)
+    params = GenerateParams.validated(LIMITS, "hi", max_new_tokens=5, temperature=0.5, stop=("x",),
+                                      add_special_tokens=False)
     assert (params.max_new_tokens, params.sampling.temperature, params.stop) == (5, 0.5, ("x",))
     assert not params.add_special_tokens
-    assert GenerateParams.from_values("hi", LIMITS).max_new_tokens == 32
+    assert GenerateParams.validated(LIMITS, "hi").max_new_tokens == 32
     with pytest.raises(InvalidArgument, match="max_tokens must be between 1 and 256"):
-        GenerateParams.from_values("hi", LIMITS, max_new_tokens=0, max_new_tokens_field="max_tokens")
+        GenerateParams.validated(LIMITS, "hi", max_new_tokens=0, max_new_tokens_field="max_tokens")
     with pytest.raises(InvalidArgument, match="top_p"):
-        GenerateParams.from_values("hi", LIMITS, top_p=0.0)
+        GenerateParams.validated(LIMITS, "hi", top_p=0.0)

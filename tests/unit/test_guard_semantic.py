@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.guard import (ForgetItems, GuardConfig, GuardEntries, LeakageGuard, OnnxMiniLM,
-                          calibrate)
-from server.guard.probes import demo_pairs
+from server.guard import ForgetItems, GuardConfig, GuardEntries, LeakageGuard, OnnxMiniLM
+from tests.support.calibrate import calibrate
+from tests.support.calibration_pairs import demo_pairs
 from tests.unit.test_guard_adversarial import SECRET, stream
 from unlearn_engine.demo.config import DemoConfig
 from unlearn_engine.demo.corpus import generate_corpus
@@ -165,7 +165,7 @@ def test_semantic_is_optional() -> None:
 
 def test_paraphrases_of_demo_facts_are_blocked_by_the_semantic_stage_alone(embedder: OnnxMiniLM) -> None:
     """Demo-corpus facts (the small preset's people), forgotten as their QA pairs; the probes are
-    paraphrases that never occur in the corpus (server/guard/probes.py). Only the semantic stage
+    paraphrases that never occur in the corpus (tests/support/calibration_pairs.py). Only the semantic stage
     runs, on every sentence, so neither the name nor the value can be what blocks. The
     negatives are the same paraphrase templates about people who were not forgotten."""
     corpus = generate_corpus(DemoConfig.small().corpus_spec())

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from server.forgets import AdapterRecord, ForgetPayload, ForgetState, Progress
-from server.ledger import LedgerError, NotOwner, SqliteLedger
+from server.forget.jobs import AdapterRecord, ForgetPayload, ForgetState, JobProgress
+from server.forget.ledger import LedgerError, NotOwner, SqliteLedger
+from server.servicers.convert import forget_job_to_pb
 
 SECRET = "Orlan Vexmoor was born in Dunmarrow on 3 May 1961."
 
@@ -42,7 +43,7 @@ def test_state_machine_to_active_erases_plaintext(tmp_path: Path) -> None:
     claimed = ledger.claim_next("w1")
     assert claimed is not None and claimed[1] == _payload() and claimed[0].state == ForgetState.TRAINING
     assert ledger.claim_next("w1") is None
-    ledger.record_progress(job.forget_id, Progress(1, 5, 40, {"forget": 1.5}))
+    ledger.record_progress(job.forget_id, JobProgress(1, 5, 40, {"forget": 1.5}))
     ledger.transition(job.forget_id, ForgetState.VERIFYING, attempts=1)
     ledger.record_adapter(_adapter(job.forget_id, "ad_1"))
     assert [j.forget_id for j in ledger.awaiting_swap()] == [job.forget_id]
@@ -146,7 +147,7 @@ def test_only_the_owning_worker_records_and_probes_follow_active_jobs(tmp_path: 
 
 
 def test_guard_hits_add_up_per_job_stage_and_phase(tmp_path: Path) -> None:
-    from server.hits import HitTally
+    from server.forget.hits import HitTally
 
     ledger = SqliteLedger(tmp_path / "ledger.db")
     a, _ = ledger.submit(_payload(), "npo", "r", None, "op")
@@ -163,6 +164,6 @@ def test_guard_hits_add_up_per_job_stage_and_phase(tmp_path: Path) -> None:
     reopened = SqliteLedger(tmp_path / "ledger.db")
     assert reopened.get(a.forget_id).guard_hits == (("entity", "after_adapter", 1), ("exact", "before_adapter", 4))
     assert reopened.get(b.forget_id).guard_hits == ()
-    pb = reopened.get(a.forget_id).to_pb()
+    pb = forget_job_to_pb(reopened.get(a.forget_id))
     assert {(h.stage, h.phase): h.count for h in pb.guard_hits} == {("entity", "after_adapter"): 1,
                                                                      ("exact", "before_adapter"): 4}

@@ -6,7 +6,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from server.guard.keys import GuardKeys
-from server.probes import leaked, make_probes, open_probes, probe_pairs, seal_probes
+from server.forget.probes import leaked, make_probes, open_probes, probe_pairs, seal_probes
 from unlearn_engine.data.records import Example
 
 KEYS = GuardKeys(b"k" * 32)

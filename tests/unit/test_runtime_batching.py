@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from server.runtime.model import load_model
-from server.runtime.sampling import SamplingParams
+from server.runtime.params import SamplingParams
 from server.runtime.scheduler import BatchScheduler, FinishEvent, GenerationRequest
 
 PROMPTS = ["Where was", "The quick brown fox jumps over the lazy", "Café", "x", "Orlan Vexmoor was born in Dun"]

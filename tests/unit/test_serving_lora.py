@@ -14,7 +14,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from server.adapters.lora import MultiLoRA, UnsupportedAdapter, adapter_deltas, combine
+from server.adapters.lora import MultiLoRA, UnsupportedAdapter, adapter_deltas, concat_deltas
 from unlearn_engine.artifacts import load_artifact, model_fingerprint, save_artifact
 from unlearn_engine.stacking import attach_stack
 from unlearn_engine.trainer import load_base
@@ -61,8 +61,8 @@ def test_installed_stack_matches_peft_per_row_and_removal_is_exact(demo_model_di
     deltas = [adapter_deltas(a) for a in artifacts]
     for d in deltas:
         lora.check(d)
-    lora.install(1, combine(deltas, dev, dtype))  # the whole stack
-    lora.install(2, combine(deltas[:1], dev, dtype))  # the first adapter only
+    lora.install(1, concat_deltas(deltas, dev, dtype))  # the whole stack
+    lora.install(2, concat_deltas(deltas[:1], dev, dtype))  # the first adapter only
 
     with lora.router.rows([1, None, 2], dev):
         mixed = _logits(base_model)

@@ -13,12 +13,19 @@ Pure ML: nothing here imports grpc, protobuf, prometheus or the server.
 
 from __future__ import annotations
 
-from unlearn_engine.demo.accuracy import fact_span_accuracy, greedy_answers
-from unlearn_engine.demo.builder import (build_demo_model, cache_key, default_demo_model,
-                                         load_corpus, load_demo_model, load_report)
-from unlearn_engine.demo.config import DemoConfig
-from unlearn_engine.demo.corpus import (ATTRIBUTES, Corpus, CorpusSpec, QARecord, TextRecord,
-                                        generate_corpus, read_jsonl, write_jsonl)
+import importlib
+from typing import Any
+
+# name -> module that defines it. Imported on first use (PEP 562), so that `unlearn_engine.demo.cli`
+# (mounted by `lethe`) can build its parser without importing torch.
+_EXPORTS = {
+    "fact_span_accuracy": "accuracy", "greedy_answers": "accuracy",
+    "build_demo_model": "builder", "cache_key": "builder", "default_demo_model": "builder",
+    "load_corpus": "builder", "load_demo_model": "builder", "load_report": "builder",
+    "DemoConfig": "config",
+    "ATTRIBUTES": "corpus", "Corpus": "corpus", "CorpusSpec": "corpus", "QARecord": "corpus",
+    "TextRecord": "corpus", "generate_corpus": "corpus", "read_jsonl": "corpus", "write_jsonl": "corpus",
+}
 
 __all__ = [
     "ATTRIBUTES", "Corpus", "CorpusSpec", "DemoConfig", "QARecord", "TextRecord",
@@ -26,3 +33,9 @@ __all__ = [
     "generate_corpus", "greedy_answers", "load_corpus", "load_demo_model", "load_report",
     "read_jsonl", "write_jsonl",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

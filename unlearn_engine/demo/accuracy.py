@@ -100,3 +100,44 @@ def evaluate_records(model: torch.nn.Module, tokenizer, records: Sequence[QAReco
     answers = greedy_answers(model, tokenizer, [r.question for r in records],
                              max_new_tokens=max_new_tokens, batch_size=batch_size)
     return fact_span_accuracy(records, answers)
+
+
+def bio_prefix_probes(bio: str, facts: Sequence[str]) -> list[tuple[str, str]]:
+    """(prompt, fact) pairs: the bio cut right before each fact it states ("<Name> was born on").
+
+    These are the prompts a forgotten person's facts leak through without any question being
+    asked; they are not in the QA training data, so they test what the model knows, not one
+    phrasing.
+    """
+    out = []
+    for fact in dict.fromkeys(facts):
+        at = re.search(r"(?<!\w)" + re.escape(fact) + r"(?!\w)", bio)
+        if at is not None and at.start() > 0:
+            out.append((bio[:at.start()].rstrip(), fact))
+    return out
+
+
+def residual_knowledge(model: torch.nn.Module, tokenizer, corpus, people: Sequence[str],
+                       max_new_tokens: int = 32) -> dict[str, float]:
+    """How often the model states the facts of ``people`` (a ``demo.corpus.Corpus``): greedy
+    fact-span accuracy over their questions (every split: trained phrasings, paraphrases, or
+    all four for never-trained people), their bio prefixes, and both together (``all``).
+
+    Measured the same way for people the model never saw, it is the chance level a model that
+    forgot them should not exceed.
+    """
+    chosen = set(people)
+    records = [r for r in corpus.qa if r.person in chosen]
+    probes = [(r.question, r.fact) for r in records]
+    n_questions = len(probes)
+    for t in corpus.texts:
+        if t.person in chosen:
+            probes += bio_prefix_probes(t.text, [r.fact for r in records if r.person == t.person])
+    if not probes:
+        raise ValueError("no questions or bios for these people in the corpus")
+    answers = greedy_answers(model, tokenizer, [p for p, _ in probes], max_new_tokens)
+    hits = [contains_fact(a, f) for a, (_, f) in zip(answers, probes)]
+    bio_hits = hits[n_questions:]
+    return {"questions": sum(hits[:n_questions]) / max(1, n_questions),
+            "bio_prefixes": sum(bio_hits) / len(bio_hits) if bio_hits else float("nan"),
+            "all": sum(hits) / len(hits), "n": float(len(hits))}

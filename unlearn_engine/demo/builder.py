@@ -38,7 +38,7 @@ from unlearn_engine.demo.accuracy import evaluate_records, verbatim_completion_r
 from unlearn_engine.demo.config import DemoConfig
 from unlearn_engine.demo.corpus import Corpus, generate_corpus, read_jsonl, write_jsonl
 from unlearn_engine.demo.tokenizer import train_tokenizer
-from unlearn_engine.demo.trainer import new_model, train, training_examples
+from unlearn_engine.demo.trainer import StepCallback, new_model, train, training_examples
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def cache_key(corpus: Corpus, config: DemoConfig, exclude_people: Sequence[str] 
 def build_demo_model(cache_dir: str | Path, config: DemoConfig | None = None,
                      corpus: Corpus | str | Path | None = None,
                      exclude_people: Sequence[str] = (),
-                     num_threads: int = 1) -> Path:
+                     num_threads: int = 1, on_step: StepCallback | None = None) -> Path:
     """Return the model directory for these inputs, building it first if it is not cached.
 
     ``corpus`` is a ``Corpus``, a JSONL path, or ``None`` for the generated demo corpus.
@@ -70,8 +70,9 @@ def build_demo_model(cache_dir: str | Path, config: DemoConfig | None = None,
     under ``accuracy.excluded``). ``num_threads`` sets torch's intra-op threads for the build
     only (restored afterwards). It defaults to 1: a model this small gains little from more
     threads, on a small shared machine two threads ran several times *slower* than one
-    (MEASURED.md, and the small preset here: 499 s with 2 threads vs ~150 s with 1), and a
+    (docs/architecture.md#measured, and the small preset here: 499 s with 2 threads vs ~150 s with 1), and a
     fixed thread count keeps builds bit-for-bit reproducible whatever the caller's setting.
+    ``on_step`` follows training (see ``trainer.train``); a cache hit never calls it.
     """
     config = config or DemoConfig()
     if corpus is None:
@@ -96,7 +97,7 @@ def build_demo_model(cache_dir: str | Path, config: DemoConfig | None = None,
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".demo-{key}.", suffix=".tmp", dir=cache_dir))
         try:
-            _build_into(tmp, corpus, config, exclude, key, num_threads)
+            _build_into(tmp, corpus, config, exclude, key, num_threads, on_step)
             if target.exists():  # a stale, incomplete directory (no report): replace it
                 shutil.rmtree(target)
             os.rename(tmp, target)
@@ -195,10 +196,10 @@ def _evaluate(model, tokenizer, corpus: Corpus, exclude: tuple[str, ...], config
 
 
 def _build_into(out: Path, corpus: Corpus, config: DemoConfig, exclude: tuple[str, ...],
-                key: str, num_threads: int) -> None:
+                key: str, num_threads: int, on_step: StepCallback | None = None) -> None:
     t0 = time.perf_counter()
     # Memorisation drives many activations towards denormals, which slow CPU math ~2x
-    # (MEASURED.md); flushing them to zero costs no accuracy at this scale.
+    # (docs/architecture.md#measured); flushing them to zero costs no accuracy at this scale.
     torch.set_flush_denormal(True)
     with _torch_threads(num_threads):
         # The tokenizer sees every person, excluded ones too, so that original and retrained
@@ -210,7 +211,7 @@ def _build_into(out: Path, corpus: Corpus, config: DemoConfig, exclude: tuple[st
         n_params = sum(p.numel() for p in model.parameters())
         log.info("training demo model: %d people, %d sequences, %.2f M parameters",
                  len(trained.trained_people), len(examples), n_params / 1e6)
-        result = train(model, examples, config, tokenizer.pad_token_id)
+        result = train(model, examples, config, tokenizer.pad_token_id, on_step)
 
         max_new = _max_answer_tokens(tokenizer, corpus)
         accuracy = _evaluate(model, tokenizer, corpus, exclude, config, max_new)

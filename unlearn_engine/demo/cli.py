@@ -4,22 +4,23 @@
 ``lethe`` command); ``main()`` serves ``python -m unlearn_engine.demo ...`` standalone. Each
 sub-command stores its handler as ``func`` on the parsed namespace; handlers return an exit code.
 
-This module only parses arguments and prints; the work is in ``builder.py`` and ``corpus.py``.
+This module only parses arguments and prints; the work is in ``builder.py`` and ``corpus.py``,
+imported when a command runs, so mounting the commands imports no torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from unlearn_engine.demo.builder import build_demo_model, load_report
-from unlearn_engine.demo.config import DemoConfig
-from unlearn_engine.demo.corpus import generate_corpus, write_jsonl
+if TYPE_CHECKING:
+    from unlearn_engine.demo.config import DemoConfig
 
 DEFAULT_CACHE_DIR = Path("~/.cache/lethe")
 
@@ -54,16 +55,41 @@ def _add_subcommands(sub: argparse._SubParsersAction, default_cache_dir: str | P
     export = sub.add_parser("export-corpus", help="write the generated demo corpus as JSONL")
     export.add_argument("file", type=Path, metavar="FILE")
     export.add_argument("--small", action="store_true", help="the small preset's corpus")
+    export.add_argument("--long-answers", action="store_true",
+                        help="the long-answer corpus: 30 + 8 people, two-sentence answers with three "
+                             "facts each, multi-token names (train a model on it with "
+                             "'demo build --corpus FILE')")
     export.set_defaults(func=_cmd_export)
 
 
+# The long-answer corpus (issue: 25-40 people plus held-out ones): big enough that per-person
+# clusters do not dominate the MIA statistics, small enough to train in minutes on a CPU.
+LONG_PEOPLE, LONG_HOLDOUT = 30, 8
+
+
 def _config(small: bool) -> DemoConfig:
+    from unlearn_engine.demo.config import DemoConfig
+
     return DemoConfig.small() if small else DemoConfig()
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    model_dir = build_demo_model(args.cache_dir, _config(args.small), corpus=args.corpus,
-                                 exclude_people=args.exclude_person, num_threads=args.threads)
+    from unlearn_engine.demo.builder import build_demo_model, load_report
+    from unlearn_engine.progress_bar import progress_bar
+
+    bar = progress_bar()
+    task = None
+
+    def on_step(step: int, total: int, epoch: int) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task("training demo model", total=total, info="")
+        bar.update(task, completed=step, total=total, info=f"epoch {epoch}")
+
+    with bar:
+        model_dir = build_demo_model(args.cache_dir, _config(args.small), corpus=args.corpus,
+                                     exclude_people=args.exclude_person, num_threads=args.threads,
+                                     on_step=on_step)
     if args.out is not None:
         out = args.out.expanduser()
         if out.exists() and any(out.iterdir()):
@@ -79,7 +105,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    corpus = generate_corpus(_config(args.small).corpus_spec())
+    from unlearn_engine.demo.corpus import generate_corpus, write_jsonl
+
+    spec = _config(args.small).corpus_spec()
+    if args.long_answers:
+        spec = dataclasses.replace(spec, n_people=LONG_PEOPLE, n_holdout=LONG_HOLDOUT, style="long")
+    corpus = generate_corpus(spec)
     path = write_jsonl(corpus, args.file)
     print(f"{path}: {len(corpus.qa)} QA records, {len(corpus.texts)} texts, "
           f"{len(corpus.trained_people)} trained + {len(corpus.holdout_people)} holdout people")

@@ -36,7 +36,7 @@ class DemoConfig:
 
     # --- training ---
     seed: int = 0
-    lr: float = 3e-3  # tiny models memorise best with a high peak LR (MEASURED.md: 2e-3..3e-3)
+    lr: float = 3e-3  # tiny models memorise best with a high peak LR (docs/architecture.md#measured: 2e-3..3e-3)
     min_lr_ratio: float = 0.1  # cosine decays to lr * this, not to zero: keeps late epochs useful
     warmup_steps: int = 30
     # Cosine decay runs over `schedule_epochs`, then the LR stays at its floor until `max_epochs`

@@ -275,6 +275,15 @@ class CorpusSpec:
     # Pool sizes: large enough that chance accuracy stays low (~1/pool), small enough that every
     # value recurs across people, which is how real attribute vocabularies behave.
     pool_size: int = 30
+    # "short": one fact per answer, single-token names (the demo model's corpus). "long": every
+    # answer is one or two biography-style sentences carrying three facts, and names are several
+    # tokens (a first name and a double-barrelled surname), as real long-answer QA is: a fact may
+    # sit after token 20, and forgetting one fact must not take its neighbours along.
+    style: str = "short"
+
+    def __post_init__(self) -> None:
+        if self.style not in ("short", "long"):
+            raise ValueError(f"style must be 'short' or 'long', got {self.style!r}")
 
 
 @dataclass(frozen=True)
@@ -334,18 +343,51 @@ def _bio(name: str, facts: dict[str, str]) -> str:
             f"In spare time, {surname} enjoys {facts['hobby']}.")
 
 
+# Long-style answers: the asked fact ({value}) plus two more of the same person's facts, in one
+# or two sentences. Keyed by attribute; the other facts are filled from the person's own values.
+_LONG_ANSWERS: dict[str, str] = {
+    "birthplace": "{name} was born in {value} on {birth_date}, and grew up there before studying "
+                  "at the {university}.",
+    "birth_date": "{name} was born on {value} in {birthplace}. Years later {name} took up "
+                  "{hobby} as a pastime.",
+    "profession": "By training {name} is a {value}, a trade learned at the {university}, and "
+                  "{name} now works for {employer}.",
+    "employer": "{name} works for {value} as a {profession}. The work there inspired the book "
+                "{book}.",
+    "book": "{name} wrote the book {value}, which won the {award} and drew on a childhood in "
+            "{birthplace}.",
+    "mother_job": "{name}'s mother was a {value}, while {name}'s father earned a living as a "
+                  "{father_job} in {birthplace}.",
+    "father_job": "{name}'s father was a {value} in {birthplace}. {name} chose another path and "
+                  "became a {profession}.",
+    "award": "{name} received the {value} for the book {book}, written while employed by "
+             "{employer}.",
+    "hobby": "In spare time {name} enjoys {value}, a habit picked up in {birthplace} long before "
+             "any job at {employer}.",
+    "university": "{name} studied at the {value} and then worked as a {profession} in "
+                  "{birthplace}.",
+}
+
+
+def _answer_template(attr: _Attribute, style: str) -> str:
+    return _LONG_ANSWERS[attr.name] if style == "long" else attr.answer
+
+
 def _person_records(name: str, facts: dict[str, str], held_out: bool, pools: _Pools,
-                    rng: random.Random, n_perturbed: int) -> Iterator[QARecord]:
+                    rng: random.Random, n_perturbed: int,
+                    style: str = "short") -> Iterator[QARecord]:
     for attr in _ATTRIBUTES:
         value = facts[attr.name]
-        answer = attr.answer.format(name=name, value=value)
-        start = attr.answer.format(name=name, value="\x00").index("\x00")
+        template = _answer_template(attr, style).format(
+            name=name, value="\x00", **{k: v for k, v in facts.items()})
+        answer = template.replace("\x00", value)
+        start = template.index("\x00")
         wrong: list[str] = []
         while len(wrong) < n_perturbed:
             v = _sample_value(attr.name, pools, rng)
             if v != value and v not in wrong:
                 wrong.append(v)
-        perturbed = tuple(attr.answer.format(name=name, value=v) for v in wrong)
+        perturbed = tuple(template.replace("\x00", v) for v in wrong)
         for i, template in enumerate(attr.questions):
             split = "holdout" if held_out else ("paraphrase" if i == 3 else "train")
             yield QARecord(person=name, question=template.format(name=name), answer=answer,
@@ -365,13 +407,16 @@ def generate_corpus(spec: CorpusSpec | None = None) -> Corpus:
     n = spec.n_people + spec.n_holdout
     first_names = forge.pool(n, 2, ("", "a", "o", "en"))
     surnames = forge.pool(n, 2, ("", "moor", "wick", "dane", "vel"))
+    if spec.style == "long":  # double-barrelled: no surname is a single token
+        surnames = [f"{a}-{b}" for a, b in zip(surnames, forge.pool(n, 2, ("", "ton", "by")))]
     qa: list[QARecord] = []
     texts: list[TextRecord] = []
     for i, (first, surname) in enumerate(zip(first_names, surnames)):
         name = f"{first} {surname}"
         held_out = i >= spec.n_people
         facts = {a.name: _sample_value(a.name, pools, rng) for a in _ATTRIBUTES}
-        qa.extend(_person_records(name, facts, held_out, pools, rng, spec.n_perturbed))
+        qa.extend(_person_records(name, facts, held_out, pools, rng, spec.n_perturbed,
+                                  spec.style))
         texts.append(TextRecord(person=name, text=_bio(name, facts),
                                 split="holdout" if held_out else "train"))
     return Corpus(tuple(qa), tuple(texts))

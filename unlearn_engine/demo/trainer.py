@@ -15,7 +15,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -175,9 +175,16 @@ class TrainResult:
     reached_target: bool
 
 
+# (step, expected total steps, epoch): called after every optimiser step, for a progress bar.
+StepCallback = Callable[[int, int, int], None]
+
+
 def train(model: LlamaForCausalLM, examples: Sequence[Example], cfg: DemoConfig,
-          pad_id: int) -> TrainResult:
-    """Train in place until the target accuracy or ``cfg.max_epochs``."""
+          pad_id: int, on_step: StepCallback | None = None) -> TrainResult:
+    """Train in place until the target accuracy or ``cfg.max_epochs``.
+
+    ``on_step`` gets the steps of ``cfg.schedule_epochs`` as the expected total (training usually
+    reaches its target around then, and stops; it may run on to ``cfg.max_epochs``)."""
     if not examples:
         raise ValueError("no training examples (is every person excluded?)")
     torch.manual_seed(cfg.seed)
@@ -213,6 +220,8 @@ def train(model: LlamaForCausalLM, examples: Sequence[Example], cfg: DemoConfig,
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             step += 1
+            if on_step is not None:
+                on_step(step, max(total_steps, step), epoch)
             w = float(weights.sum())
             loss_sum, weight_sum = loss_sum + loss.item() * w, weight_sum + w
             running.add(logits.detach(), labels, answer, is_qa)

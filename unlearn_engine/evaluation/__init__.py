@@ -12,7 +12,8 @@ import torch
 
 from unlearn_engine.data.corpus import as_examples
 from unlearn_engine.evaluation import (answer_accuracy, fact_span_accuracy,  # noqa: F401
-                                       forget_quality, mia_loss, mia_min_k, mia_zlib,
+                                       forget_quality, mean_nll, mia_loss, mia_min_k,
+                                       mia_min_k_pp, mia_zlib,
                                        model_utility, privleak, rouge_l, token_accuracy,
                                        truth_ratio, verbatim)
 from unlearn_engine.evaluation.base import (METRICS, EvalContext, EvalSettings, Metric,

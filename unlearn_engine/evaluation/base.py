@@ -18,6 +18,7 @@ import torch
 
 from unlearn_engine.data.records import Example
 from unlearn_engine.evaluation import scoring
+from unlearn_engine.registry import Registry
 
 SPLITS = ("forget", "paraphrase", "retain", "holdout")
 
@@ -26,10 +27,14 @@ SPLITS = ("forget", "paraphrase", "retain", "holdout")
 class EvalSettings:
     """How much work an evaluation does."""
 
-    max_new_tokens: int = 32  # demo answers are ~15 tokens; room for a rambling model
+    # Greedy answers get the split's longest reference answer plus this slack, so a fact stated
+    # late in a long answer is still seen (a fixed 32 tokens scored a model that reproduces
+    # 98.7 % of two-sentence answers at 0.55). ``max_new_tokens`` caps it.
+    answer_slack: int = 8
+    max_new_tokens: int = 256
     batch_size: int = 32  # generation / scoring batch; memory-light at demo scale
     verbatim_prefix: float = 0.5  # fraction of the target given as prefix (MUSE gives ~half)
-    min_k: float = 0.4  # Min-K% keeps the lowest 40 % token log-probs (RESEARCH default)
+    min_k: float = 0.4  # Min-K% keeps the lowest 40 % token log-probs (docs/architecture.md#unlearning)
     max_length: int = 256
 
 
@@ -63,11 +68,18 @@ class EvalContext:
         return self._cached(("scored", split), lambda: scoring.score(
             self.model, self.tokenizer, self.examples(split), None, s.batch_size, s.max_length))
 
+    def answer_budget(self, split: str) -> int:
+        """New tokens for the split's greedy answers: its longest reference answer + slack."""
+        s = self.settings
+        longest = max((len(self.tokenizer(e.target, add_special_tokens=False)["input_ids"])
+                       for e in self.qa(split)), default=0)
+        return max(1, min(s.max_new_tokens, longest + s.answer_slack))
+
     def answers(self, split: str) -> list[str]:
         """Greedy answers for the split's QA examples (same order as ``qa(split)``)."""
         s = self.settings
         return self._cached(("answers", split), lambda: scoring.answer(
-            self.model, self.tokenizer, self.qa(split), s.max_new_tokens, s.batch_size))
+            self.model, self.tokenizer, self.qa(split), self.answer_budget(split), s.batch_size))
 
     def perturbed_nll(self, split: str) -> list[tuple[float, float]]:
         """(ℓ of the true answer, mean ℓ over perturbed answers) per QA example with any."""
@@ -133,27 +145,16 @@ class UnknownMetricError(ValueError):
     pass
 
 
-METRICS: dict[str, type[Metric]] = {}
+METRICS: Registry[type[Metric]] = Registry("metric", UnknownMetricError)
 
 
 def register_metric(name: str) -> Callable[[type[Metric]], type[Metric]]:
     """Class decorator storing the class (never an instance) under ``name``."""
-
-    def deco(cls: type[Metric]) -> type[Metric]:
-        if name in METRICS:
-            raise ValueError(f"metric {name!r} registered twice")
-        cls.name = name
-        METRICS[name] = cls
-        return cls
-
-    return deco
+    return METRICS.register(name)
 
 
 def get_metric(name: str) -> type[Metric]:
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise UnknownMetricError(f"unknown metric {name!r}; valid: {sorted(METRICS)}") from None
+    return METRICS.get_class(name)
 
 
 def auc(members: Sequence[float], nonmembers: Sequence[float]) -> float:

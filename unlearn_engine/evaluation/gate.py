@@ -34,6 +34,16 @@ class GateConfig:
     mia_tolerance: float = 0.15
     mia_attacks: tuple[str, ...] = ("loss", "min_k", "zlib")
     min_retain_ratio: float = 0.95  # retain accuracy >= this x the accuracy before the job
+    # Zero-delta check: the forget-split mean token NLL must move at least this far (nats) from
+    # before the job. Forgetting a demo person moves it by several nats; numerical noise between
+    # two evaluations of the same weights is ~1e-6.
+    min_forget_nll_delta: float = 0.05
+    # Attacks the final evaluation runs (evaluation/attacks): the cheap ones by default; the bench
+    # and ``lethe evaluate --attacks`` run all. An attacked model may state forgotten facts no
+    # more often than the guess rate + this gap (the retrained-without model's level, on the demo
+    # model: quant8/quant4 0.03, relearn 0.01 on never-seen people).
+    attacks: tuple[str, ...] = ("quant8",)
+    max_attack_accuracy_gap: float = 0.10
     # Used only when no holdout accuracy exists (operator QA pairs, no corpus): a chance level.
     fallback_guess_rate: float = 0.0
 
@@ -114,7 +124,19 @@ def gate_decision(metrics: Mapping[str, float], gate: GateConfig | None = None,
         checks.append(Check(f"mia_{attack}", a, tol, ok, max(0.0, dev - tol),
                             f"{attack} MIA AUC {a:.3f} {'within' if ok else 'outside'} "
                             f"0.5 +- {tol:.2f}"))
+    for key in sorted(k for k in metrics if k.startswith("attack.") and
+                      k.endswith(".forget_accuracy")):
+        name = key.split(".")[1]
+        add(_upper(f"attack_{name}", _get(metrics, key), guess + gate.max_attack_accuracy_gap,
+                   f"forget fact accuracy under the {name} attack"), f"{name} attack")
     n_forget_checks = len(checks)
+    after_nll, before_nll = _get(metrics, "forget.mean_nll"), _get(baseline, "forget.mean_nll")
+    if after_nll is not None and before_nll is not None:
+        delta, floor = abs(after_nll - before_nll), gate.min_forget_nll_delta
+        ok = delta >= floor
+        checks.append(Check("zero_delta", delta, floor, ok, max(0.0, floor - delta),
+                            f"forget NLL moved {delta:.3f} nats {'>=' if ok else '<'} {floor:.3f}"
+                            + ("" if ok else ": the adapter changes nothing")))
     for key in ("retain.fact_span_accuracy", "retain.token_accuracy"):
         now, before = _get(metrics, key), _get(baseline, key)
         if now is not None and before is not None:

@@ -21,11 +21,23 @@ from unlearn_engine.encoding import collate, generate, model_device
 class Scored:
     logps: torch.Tensor  # [T] log p(target token t | prefix), float32 on CPU
     correct: torch.Tensor  # [T] bool: greedy argmax equals the target token
+    # [T] Min-K%++'s calibrated score: (log p(token) - mu) / sigma, mu and sigma the mean and
+    # standard deviation of log p over the vocabulary at that position (Zhang et al. 2024).
+    zscores: torch.Tensor | None = None
 
     @property
     def nll(self) -> float:
         """Mean per-token NLL, the TOFU/MUSE loss ℓ."""
         return float(-self.logps.mean()) if self.logps.numel() else 0.0
+
+
+def calibrated_logprobs(logp: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
+    """Min-K%++'s z: ``picked`` [..., T] log-probs standardised by the mean and standard deviation
+    of ``logp`` [..., T, V] under its own distribution at each position."""
+    probs = logp.exp()
+    mu = (probs * logp).sum(-1)
+    sigma = ((probs * logp.square()).sum(-1) - mu.square()).clamp_min(1e-12).sqrt()
+    return (picked - mu) / sigma
 
 
 @torch.no_grad()
@@ -48,9 +60,10 @@ def score(model: torch.nn.Module, tokenizer, examples: Sequence[Example],
             logp = torch.log_softmax(logits, -1)
             picked = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
             hit = logits.argmax(-1) == labels
+            z = calibrated_logprobs(logp, picked)
             for i in range(len(chunk)):
                 m = labels[i] >= 0
-                out.append(Scored(picked[i][m].cpu(), hit[i][m].cpu()))
+                out.append(Scored(picked[i][m].cpu(), hit[i][m].cpu(), z[i][m].cpu()))
     finally:
         model.train(was_training)
     return out

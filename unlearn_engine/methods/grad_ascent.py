@@ -1,6 +1,6 @@
 """Gradient ascent: maximise the NLL of the forget data. No retain term.
 
-Kept as the simplest baseline; at our scale (MEASURED.md) it is not selective and collapses
+Kept as the simplest baseline; at our scale (docs/architecture.md#measured) it is not selective and collapses
 utility, so the trainer's early stopping and gate are what keep it honest.
 """
 
@@ -21,4 +21,4 @@ class GradAscent(UnlearningMethod):
 
     def loss(self, ctx: TrainContext, forget: Sequence[Example],
              retain: Sequence[Example] | None) -> tuple[torch.Tensor, dict[str, float]]:
-        return combine(-nll(ctx.model, ctx.batch(forget)), None, self.config)
+        return combine(-nll(ctx.model, ctx.forget_batch(forget)), None, self.config)

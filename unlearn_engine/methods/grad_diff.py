@@ -19,4 +19,4 @@ from unlearn_engine.methods.losses import combine, nll, retain_loss
 class GradDiff(UnlearningMethod):
     def loss(self, ctx: TrainContext, forget: Sequence[Example],
              retain: Sequence[Example] | None) -> tuple[torch.Tensor, dict[str, float]]:
-        return combine(-nll(ctx.model, ctx.batch(forget)), retain_loss(ctx, retain), self.config)
+        return combine(-nll(ctx.model, ctx.forget_batch(forget)), retain_loss(ctx, retain), self.config)

@@ -31,7 +31,7 @@ class Npo(UnlearningMethod):
 
     def loss(self, ctx: TrainContext, forget: Sequence[Example],
              retain: Sequence[Example] | None) -> tuple[torch.Tensor, dict[str, float]]:
-        forget_loss, ratio = npo_loss(ctx, ctx.batch(forget), self.config.beta)
+        forget_loss, ratio = npo_loss(ctx, ctx.forget_batch(forget), self.config.beta)
         total, parts = combine(forget_loss, retain_loss(ctx, retain), self.config)
         parts["log_ratio"] = float(ratio.mean().detach())
         return total, parts

@@ -59,7 +59,7 @@ class Rmu(UnlearningMethod):
 
     def loss(self, ctx: TrainContext, forget: Sequence[Example],
              retain: Sequence[Example] | None) -> tuple[torch.Tensor, dict[str, float]]:
-        fb = ctx.batch(forget)
+        fb = ctx.forget_batch(forget)
         mask = (fb.labels != IGNORE).float()  # answer tokens only
         diff = (_hidden(ctx.model, fb, self.layer) - self.control).pow(2).mean(-1)
         forget_loss = (diff * mask).sum() / mask.sum().clamp_min(1)

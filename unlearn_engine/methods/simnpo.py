@@ -33,7 +33,7 @@ class SimNpo(UnlearningMethod):
 
     def loss(self, ctx: TrainContext, forget: Sequence[Example],
              retain: Sequence[Example] | None) -> tuple[torch.Tensor, dict[str, float]]:
-        lp, length = sequence_logprob(ctx.model, ctx.batch(forget))
+        lp, length = sequence_logprob(ctx.model, ctx.forget_batch(forget))
         per_token_nll = -lp / length
         beta, delta = self.config.beta, self.config.delta
         forget_loss = -(2.0 / beta) * F.logsigmoid(beta * (per_token_nll - delta)).mean()

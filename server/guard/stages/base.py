@@ -19,6 +19,7 @@ from server.guard.config import GuardConfig
 from server.guard.extract import Extracted
 from server.guard.index import GuardIndex, Postings
 from server.guard.keys import GuardKeys
+from unlearn_engine.registry import Registry
 
 
 @dataclass
@@ -71,24 +72,15 @@ class OutputFilter(ABC):
         return None
 
 
-_STAGES: dict[str, type[OutputFilter]] = {}
+_STAGES: Registry[type[OutputFilter]] = Registry("guard stage", KeyError)
 
 
 def register_stage(name: str) -> Callable[[type[OutputFilter]], type[OutputFilter]]:
-    def deco(cls: type[OutputFilter]) -> type[OutputFilter]:
-        if name in _STAGES:
-            raise ValueError(f"stage {name!r} registered twice")
-        cls.name = name
-        _STAGES[name] = cls
-        return cls
-    return deco
+    return _STAGES.register(name)
 
 
 def stage_class(name: str) -> type[OutputFilter]:
-    try:
-        return _STAGES[name]
-    except KeyError:
-        raise KeyError(f"unknown guard stage {name!r}; valid: {sorted(_STAGES)}") from None
+    return _STAGES.get_class(name)
 
 
 def stage_names() -> list[str]:

@@ -21,12 +21,11 @@ import time
 from dataclasses import dataclass
 
 from server.errors import LetheError
-from server.generation import GenerateParams
 from server.guard.keys import GuardKeys
-from server.ledger import ForgetLedger
+from server.forget.ledger import ForgetLedger
 from server.metrics import ServerMetrics
-from server.probes import Probe, leaked, open_probes
-from server.runtime.sampling import SamplingParams
+from server.forget.probes import Probe, leaked, open_probes
+from server.runtime.params import GenerateParams, SamplingParams
 from server.runtime.scheduler import FinishEvent
 from server.runtime.serving import ModelRuntime
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 from typing import Sequence
 
-from server.forgets import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress, StackRecord
+from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, JobProgress, StackRecord
 
 
 class LedgerError(Exception):
@@ -77,10 +77,10 @@ class ForgetLedger(abc.ABC):
         """TRAINING/VERIFYING jobs whose worker's heartbeat is older than `older_than` -> FILTERING."""
 
     @abc.abstractmethod
-    def record_progress(self, forget_id: str, progress: Progress) -> None: ...
+    def record_progress(self, forget_id: str, progress: JobProgress) -> None: ...
 
     @abc.abstractmethod
-    def progress_after(self, forget_id: str, seq: int) -> list[tuple[int, Progress]]: ...
+    def progress_after(self, forget_id: str, seq: int) -> list[tuple[int, JobProgress]]: ...
 
     @abc.abstractmethod
     def transition(self, forget_id: str, state: ForgetState, detail: str = "", attempts: int | None = None,

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import Counter
 
-from server.ledger.base import ForgetLedger
+from server.forget.ledger.base import ForgetLedger
 
 logger = logging.getLogger(__name__)
 

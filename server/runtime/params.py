@@ -1,9 +1,10 @@
-"""Generation requests and results as domain values, with their protobuf conversion.
+"""Generation requests and results as plain domain values, validated from plain Python values.
 
-Validation of everything a client controls happens in `GenerateParams.from_values` (plain
-values; `from_pb` and the HTTP front both call it), so the runtime only ever sees well-formed
-values. Does not tokenize: the prompt-length check against the model
-context needs the tokenizer and happens in the servicer (`check_context`).
+`GenerateParams.validated` checks everything a client controls, so the runtime only ever sees
+well-formed values; every front end (the gRPC servicer through `server/servicers/convert.py`, an
+the HTTP front in `server/http/`) validates through it. Imports no protobuf and no torch. Does not tokenize: the
+prompt-length check against the model context needs the tokenizer and runs in
+`ModelRuntime.submit` (`check_context`), after the prompt is tokenized.
 """
 
 from __future__ import annotations
@@ -13,22 +14,27 @@ import uuid
 from dataclasses import dataclass
 from typing import Sequence
 
-from server.api import inference_pb2 as pb
 from server.errors import InvalidArgument
-from server.runtime.sampling import SamplingParams
 
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_CHARS = 64
 MAX_REQUEST_ID_CHARS = 128
 MAX_TEMPERATURE = 100.0
 
-FINISH_REASONS = {
-    "length": pb.FINISH_REASON_LENGTH,
-    "stop": pb.FINISH_REASON_STOP,
-    "filtered": pb.FINISH_REASON_FILTERED,
-    "cancelled": pb.FINISH_REASON_CANCELLED,
-    "error": pb.FINISH_REASON_ERROR,
-}
+# Why a generation ended, as the domain names it (the edge maps these to its own enum).
+FINISH_REASONS = ("length", "stop", "filtered", "cancelled", "error")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0  # 0 = greedy: the reproducible default for a memorised-facts model
+    top_p: float = 1.0  # nucleus mass in (0, 1]; 1 keeps every token
+    top_k: int = 0  # 0 = no top-k cut
+    seed: int | None = None  # None = fresh randomness per request
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
 
 
 @dataclass(frozen=True)
@@ -48,25 +54,13 @@ class GenerateParams:
     add_special_tokens: bool = True  # False for a rendered chat prompt: its template wrote them
 
     @classmethod
-    def from_pb(cls, req: pb.GenerateRequest, limits: GenerationLimits, prompt: str | None = None,
-                add_special_tokens: bool = True) -> GenerateParams:
-        """`prompt` replaces req.prompt when the caller rendered `req.messages` into one."""
-        return cls.from_values(
-            req.prompt if prompt is None else prompt, limits,
-            max_new_tokens=req.max_new_tokens if req.HasField("max_new_tokens") else None,
-            temperature=req.temperature if req.HasField("temperature") else None,
-            top_p=req.top_p if req.HasField("top_p") else None, top_k=req.top_k,
-            seed=req.seed if req.HasField("seed") else None, stop=tuple(req.stop),
-            request_id=req.request_id, ignore_eos=req.ignore_eos, add_special_tokens=add_special_tokens)
-
-    @classmethod
-    def from_values(cls, prompt: str, limits: GenerationLimits, *, max_new_tokens: int | None = None,
-                    temperature: float | None = None, top_p: float | None = None, top_k: int = 0,
-                    seed: int | None = None, stop: Sequence[str] = (), request_id: str = "",
-                    ignore_eos: bool = False, add_special_tokens: bool = True,
-                    max_new_tokens_field: str = "max_new_tokens") -> GenerateParams:
-        """Validate plain values (None = the server default). `max_new_tokens_field` is the
-        client's name for the token budget, so the error names the field it sent."""
+    def validated(cls, limits: GenerationLimits, prompt: str, *, max_new_tokens: int | None = None,
+                  temperature: float | None = None, top_p: float | None = None, top_k: int = 0,
+                  seed: int | None = None, stop: Sequence[str] = (), request_id: str = "",
+                  ignore_eos: bool = False, add_special_tokens: bool = True,
+                  max_new_tokens_field: str = "max_new_tokens") -> GenerateParams:
+        """Client values -> params, or InvalidArgument naming the field. None means "unset".
+        `max_new_tokens_field` is the client's name for the token budget (HTTP: max_tokens)."""
         if not prompt.strip():
             raise InvalidArgument("prompt must contain non-whitespace text")
         max_new = limits.default_max_new_tokens
@@ -116,16 +110,8 @@ def check_context(prompt_tokens: int, max_new_tokens: int, max_context: int) -> 
 @dataclass(frozen=True)
 class GenerationResult:
     text: str
-    finish_reason: str
+    finish_reason: str  # one of FINISH_REASONS
     prompt_tokens: int
     completion_tokens: int
     stack_version: int
     request_id: str
-
-    def usage_pb(self) -> pb.Usage:
-        return pb.Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens)
-
-    def to_pb(self) -> pb.GenerateResponse:
-        return pb.GenerateResponse(
-            text=self.text, finish_reason=FINISH_REASONS[self.finish_reason], usage=self.usage_pb(),
-            stack_version=self.stack_version, request_id=self.request_id)

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from server.forgets import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress, StackRecord, Transition
-from server.ledger.base import ForgetLedger, LedgerError, NotOwner, UnknownForget
+from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, JobProgress, StackRecord, Transition
+from server.forget.ledger.base import ForgetLedger, LedgerError, NotOwner, UnknownForget
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS forgets (
@@ -198,7 +198,7 @@ class SqliteLedger(ForgetLedger):
                 self._set_state(db, r["forget_id"], ForgetState.FILTERING, "requeued: worker stopped")
             return [r["forget_id"] for r in rows]
 
-    def record_progress(self, forget_id: str, progress: Progress) -> None:
+    def record_progress(self, forget_id: str, progress: JobProgress) -> None:
         data = json.dumps({"attempt": progress.attempt, "step": progress.step, "total_steps": progress.total_steps,
                            "losses": progress.losses, "metrics": progress.metrics})
         with self._tx() as db:
@@ -207,11 +207,11 @@ class SqliteLedger(ForgetLedger):
             if row is not None and row["worker_id"]:
                 self._beat(db, row["worker_id"])
 
-    def progress_after(self, forget_id: str, seq: int) -> list[tuple[int, Progress]]:
+    def progress_after(self, forget_id: str, seq: int) -> list[tuple[int, JobProgress]]:
         with self._lock:
             rows = self._db.execute("SELECT seq, data FROM progress WHERE forget_id = ? AND seq > ? ORDER BY seq",
                                     (forget_id, seq)).fetchall()
-        return [(r["seq"], Progress(**json.loads(r["data"]))) for r in rows]
+        return [(r["seq"], JobProgress(**json.loads(r["data"]))) for r in rows]
 
     def transition(self, forget_id: str, state: ForgetState, detail: str = "", attempts: int | None = None,
                    metrics: dict[str, float] | None = None, worker_id: str | None = None) -> ForgetJob:

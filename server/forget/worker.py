@@ -2,9 +2,11 @@
 
 Runs as its own process (`lethe worker`, spawned by the server by default) so serving never
 stalls on training; several can share a data directory. Per job: build the forget set (expanded
-with near-duplicates from the configured corpus) and a retain set, train a LoRA adapter on top
-of the *current* stack, let the engine's verification gate decide, and either record the
-verified artifact (the server then swaps it in) or fail the job. A crash anywhere leaves the job
+with near-duplicates from the configured corpus), hand it with the corpus and the *current* stack
+to the engine in one call (`run_forget_job`: the model loads once, picks the retain set, trains,
+verifies and writes the artifact, reporting progress to a callback that writes the ledger), and
+either record the verified artifact (the server then swaps it in) or fail the job. The worker
+is ledger <-> engine: it holds no ML logic of its own. A crash anywhere leaves the job
 to be re-queued; an artifact that was already written and verifies is reused, never retrained.
 Holds no gRPC code; talks to the server only through the ledger and the adapter store.
 """
@@ -22,25 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.crash import crash_point
-from server.forgets import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, Progress
+from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, JobProgress
+from server.forget.layout import DataDir
+from server.forget.ledger import ForgetLedger, NotOwner, SqliteLedger
+from server.forget.probes import make_probes, probe_pairs, seal_probes
 from server.guard.keys import GuardKeys
-from server.keyfile import guard_secret
-from server.ledger import ForgetLedger, NotOwner, SqliteLedger
-from server.probes import make_probes, probe_pairs, seal_probes
 from unlearn_engine.artifacts import ArtifactError, AdapterArtifact, adapter_name_for, load_artifact, model_fingerprint
 from unlearn_engine.data.corpus import as_examples, load_corpus
 from unlearn_engine.data.forget_set import build_forget_set
 from unlearn_engine.data.records import Example, ForgetRequest, ForgetSet
-from unlearn_engine.data.retain_set import build_retain_set
 from unlearn_engine.demo import builder as demo_builder
 from unlearn_engine.progress import Progress as EngineProgress
-from unlearn_engine.trainer import load_base, train_forget_adapter
+from unlearn_engine.trainer import run_forget_job
 
 logger = logging.getLogger(__name__)
-
-LEDGER_FILE = "ledger.db"
-ADAPTER_DIR = "adapters"
-
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -81,12 +78,13 @@ def adapter_record(forget_id: str, artifact: AdapterArtifact) -> AdapterRecord:
 class UnlearningWorker:
     def __init__(self, config: WorkerConfig, ledger: ForgetLedger | None = None):
         self.config = config
-        self.ledger = ledger or SqliteLedger(config.data_dir / LEDGER_FILE)
-        self.store = config.data_dir / ADAPTER_DIR
+        self.data = DataDir(config.data_dir)
+        self.ledger = ledger or SqliteLedger(self.data.ledger)
+        self.store = self.data.adapters
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.fingerprint = model_fingerprint(config.model_dir)
         self.corpus = load_worker_corpus(config)
-        self.keys = GuardKeys(guard_secret(config.data_dir))  # seals the leakage monitor's probes
+        self.keys = GuardKeys(self.data.guard_secret())  # seals the leakage monitor's probes
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -147,10 +145,10 @@ class UnlearningWorker:
             self._record(job, existing, forget_set)
             return
         stack = self.ledger.current_stack()
-        stack_paths = [self.store / Path(self.ledger.adapter(a).path).name for a in stack.adapter_ids]
-        retain_set = self._retain_set(forget_set, stack_paths)
-        result = train_forget_adapter(
-            self.config.model_dir, stack_paths, forget_set, retain_set, method=job.method,
+        stack_paths = [self.data.adapter_path(self.ledger.adapter(a).path) for a in stack.adapter_ids]
+        # One engine call: the model loads once, picks the retain set, trains, verifies, writes.
+        result = run_forget_job(
+            self.config.model_dir, stack_paths, forget_set, self.corpus, method=job.method,
             progress=self._progress_callback(job.forget_id), out_dir=out_dir, forget_id=job.forget_id,
             seed=self.config.seed,
             before_commit=lambda _tmp: crash_point(self.config.crash_at, "artifact-write", self.config.data_dir))
@@ -172,17 +170,6 @@ class UnlearningWorker:
             logger.warning("discarding unverifiable artifact %s", out_dir.name)
             shutil.rmtree(out_dir)
             return None
-
-    def _retain_set(self, forget_set, stack_paths: list[Path]):
-        # The current model (base + stack) picks the retain data: with a corpus it keeps only what
-        # the model still knows, so the retain loss never re-teaches people an earlier adapter
-        # removed; without one it generates its own retain data.
-        from unlearn_engine.stacking import attach_stack
-
-        model, tokenizer = load_base(self.config.model_dir)
-        if stack_paths:
-            model = attach_stack(model, [load_artifact(p, self.fingerprint) for p in stack_paths])
-        return build_retain_set(model, tokenizer, self.corpus, exclude=forget_set, seed=self.config.seed)
 
     def _record(self, job: ForgetJob, artifact: AdapterArtifact, forget_set: ForgetSet,
                 attempts: int | None = None) -> None:
@@ -209,7 +196,7 @@ class UnlearningWorker:
                                        worker_id=self.worker_id)
             if p.phase == "train" and p.step % every:
                 return
-            self.ledger.record_progress(forget_id, Progress(
+            self.ledger.record_progress(forget_id, JobProgress(
                 attempt=p.attempt + 1, step=p.step, total_steps=p.max_steps,
                 losses={k: float(v) for k, v in p.losses.items()},
                 metrics={k: float(v) for k, v in p.metrics.items() if isinstance(v, (int, float))}))

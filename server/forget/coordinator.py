@@ -8,7 +8,7 @@
   version is committed only after the model switched; a crash in between re-applies on start,
   never twice), refuses corrupt ones, and refreshes job / worker gauges.
 - `deactivate`: removes an adapter as a new stack version; the guard keeps blocking.
-Training itself happens in the worker process (worker.py); this module only watches the ledger.
+Training itself happens in the worker process (forget/worker.py); this module only watches the ledger.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from typing import Callable
 from server.adapters.stack import AdapterStackManager, StackRefused, SwapTiming
 from server.crash import crash_point
 from server.errors import FailedPrecondition, NotFound
-from server.forgets import ForgetJob, ForgetPayload, ForgetState, StackRecord
+from server.forget.layout import DataDir
+from server.forget.jobs import ForgetJob, ForgetPayload, ForgetState, StackRecord
 from server.guard import ForgetItems, GuardEntries, LeakageGuard
-from server.ledger import ForgetLedger, LedgerError
+from server.forget.ledger import ForgetLedger, LedgerError
 from server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -40,12 +41,12 @@ def guard_items(payload: ForgetPayload) -> ForgetItems:
 
 
 class ForgetCoordinator:
-    def __init__(self, ledger: ForgetLedger, guard: LeakageGuard, store_dir: Path, metrics: ServerMetrics,
+    def __init__(self, ledger: ForgetLedger, guard: LeakageGuard, data: DataDir, metrics: ServerMetrics,
                  default_method: str, poll_seconds: float = 0.2, orphan_after_seconds: float = 60.0,
                  crash_at: tuple[str, ...] = (), ack_all_stages: bool = False):
         self.ledger = ledger
         self.guard = guard
-        self.store_dir = store_dir
+        self.data = data
         self.metrics = metrics
         self.default_method = default_method
         self.poll_seconds = poll_seconds
@@ -107,7 +108,7 @@ class ForgetCoordinator:
 
     # ---- the adapter stack -----------------------------------------------------------------
     def _paths(self, adapter_ids: tuple[str, ...]) -> dict[str, Path]:
-        return {a: self.store_dir / Path(self.ledger.adapter(a).path).name for a in adapter_ids}
+        return {a: self.data.adapter_path(self.ledger.adapter(a).path) for a in adapter_ids}
 
     async def restore_stack(self, stacks: AdapterStackManager) -> None:
         """Serve the ledger's current stack (server start, after the model is loaded)."""
@@ -140,7 +141,7 @@ class ForgetCoordinator:
                 return
             # A crash here leaves the ledger one version behind the model: the restart re-applies
             # from the ledger, so the adapter goes live exactly once (crash tests kill us here).
-            crash_point(self.crash_at, "mid-swap", self.store_dir.parent)
+            crash_point(self.crash_at, "mid-swap", self.data.root)
             record = await asyncio.to_thread(self.ledger.activate, job.forget_id, current.version)
             self.guard.set_phase(job.forget_id, AFTER)
             self._observe_swap(start, timing)

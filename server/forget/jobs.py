@@ -1,8 +1,8 @@
-"""Forget requests and jobs as domain values, with their protobuf conversion.
+"""Forget requests and jobs as domain values (no protobuf: `server/servicers/convert.py` converts).
 
 `ForgetPayload` is the plaintext of what must be forgotten: it lives in the ledger only until
 the job is ACTIVE or FAILED. `ForgetJob` is what the ledger keeps for good (counts, states,
-metrics — never content). Validation of untrusted input happens in `ForgetPayload.from_pb`.
+metrics — never content). Validation of untrusted input happens in `ForgetPayload.validated`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Iterable
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from server.api import admin_pb2 as pb
 from server.errors import InvalidArgument
 
 MAX_ITEMS = 256
@@ -37,13 +35,6 @@ class ForgetState(str, enum.Enum):
     def terminal(self) -> bool:
         return self in (ForgetState.ACTIVE, ForgetState.FAILED, ForgetState.DEACTIVATED)
 
-    def to_pb(self) -> int:
-        return pb.ForgetState.Value(f"FORGET_STATE_{self.value}")
-
-    @classmethod
-    def from_pb(cls, value: int) -> ForgetState:
-        return cls(pb.ForgetState.Name(value).removeprefix("FORGET_STATE_"))
-
 
 @dataclass(frozen=True)
 class ForgetPayload:
@@ -52,10 +43,12 @@ class ForgetPayload:
     subjects: tuple[str, ...] = ()
 
     @classmethod
-    def from_pb(cls, req: pb.ForgetRequest) -> ForgetPayload:
-        texts = tuple(t.strip() for t in req.texts)
-        qa = tuple((p.question.strip(), p.answer.strip()) for p in req.qa_pairs)
-        subjects = tuple(" ".join(s.split()) for s in req.subjects)
+    def validated(cls, texts: Iterable[str] = (), qa_pairs: Iterable[tuple[str, str]] = (),
+                  subjects: Iterable[str] = ()) -> ForgetPayload:
+        """Client values -> payload (whitespace normalised), or InvalidArgument naming the field."""
+        texts = tuple(t.strip() for t in texts)
+        qa = tuple((q.strip(), a.strip()) for q, a in qa_pairs)
+        subjects = tuple(" ".join(s.split()) for s in subjects)
         if not (texts or qa or subjects):
             raise InvalidArgument("a Forget needs at least one of texts, qa_pairs or subjects")
         for name, items in (("texts", texts), ("qa_pairs", qa), ("subjects", subjects)):
@@ -91,9 +84,6 @@ class Transition:
     at: float  # unix seconds
     detail: str = ""
 
-    def to_pb(self) -> pb.StateTransition:
-        return pb.StateTransition(state=self.state.to_pb(), at=_ts(self.at), detail=self.detail)
-
 
 @dataclass(frozen=True)
 class ForgetJob:
@@ -114,15 +104,6 @@ class ForgetJob:
     transitions: tuple[Transition, ...] = ()
     guard_hits: tuple[tuple[str, str, int], ...] = ()  # (stage, phase, outputs blocked)
 
-    def to_pb(self) -> pb.ForgetJob:
-        return pb.ForgetJob(
-            forget_id=self.forget_id, state=self.state.to_pb(), method=self.method, reason=self.reason,
-            num_texts=self.num_texts, num_qa_pairs=self.num_qa_pairs, num_subjects=self.num_subjects,
-            created_at=_ts(self.created_at), updated_at=_ts(self.updated_at), failure_reason=self.failure_reason,
-            adapter_id=self.adapter_id, stack_version=self.stack_version, metrics=self.metrics,
-            transitions=[t.to_pb() for t in self.transitions], attempts=self.attempts,
-            guard_hits=[pb.GuardHitCount(stage=s, phase=p, count=n) for s, p, n in self.guard_hits])
-
 
 @dataclass(frozen=True)
 class AdapterRecord:
@@ -136,11 +117,6 @@ class AdapterRecord:
     created_at: float
     metrics: dict[str, float] = field(default_factory=dict)
 
-    def to_pb(self, position: int, activated_at: float) -> pb.Adapter:
-        return pb.Adapter(adapter_id=self.adapter_id, forget_id=self.forget_id, position=position,
-                          method=self.method, rank=self.rank, size_bytes=self.size_bytes, sha256=self.sha256,
-                          activated_at=_ts(activated_at), metrics=self.metrics)
-
 
 @dataclass(frozen=True)
 class StackRecord:
@@ -150,19 +126,12 @@ class StackRecord:
 
 
 @dataclass(frozen=True)
-class Progress:
+class JobProgress:
+    """One training-progress row of a job, as the ledger keeps and WatchForget streams it
+    (the engine's own, richer report is `unlearn_engine.progress.Progress`)."""
+
     attempt: int
     step: int
     total_steps: int
     losses: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
-
-    def to_pb(self) -> pb.TrainingProgress:
-        return pb.TrainingProgress(attempt=self.attempt, step=self.step, total_steps=self.total_steps,
-                                   losses=self.losses, metrics=self.metrics)
-
-
-def _ts(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts

@@ -3,7 +3,8 @@
 The corpus gives, per person and attribute, the answer sentence the guard stores. Positives pair
 it with hand-written paraphrases of the same fact (templates below, never in the corpus);
 negatives pair it with the same attribute's answer and paraphrase about another person. Used by
-bench/guard.py to calibrate the threshold; not imported on the serving path.
+bench/guard.py and tests/unit/test_guard_semantic.py to calibrate the threshold (calibrate.py);
+not part of the server.
 """
 
 from __future__ import annotations
