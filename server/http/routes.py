@@ -87,7 +87,7 @@ class Routes:
         self._record(method, code, start)
         return error_response(code, message)
 
-    def authorize(self, request: Request) -> None:
+    async def authorize(self, request: Request) -> None:  # async: FastAPI would run a sync one on a thread
         verdict = check_inference(bearer(request.headers.get("authorization")),
                                   (self.deps.operator_token,), self.deps.client_tokens)
         if verdict is not None:
