@@ -6,7 +6,9 @@ no second loop or thread. The socket is bound before serving starts, so the boun
 one) is known when app.py logs its "listening on" line. Signals stay with app.py (uvicorn's own
 handlers are switched off); `stop(grace)` is the drain: no new connections, in-flight requests
 get `grace` seconds, then they are cancelled. Request bodies above `max_body_bytes` (the gRPC
-message limit) get 413. Holds no request logic (routes.py).
+message limit) get 413. TLS takes the gRPC server's files: a certificate and key, and with a
+client CA, mutual TLS (a client without a certificate that CA signed fails the handshake).
+Holds no request logic (routes.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
+from pathlib import Path
 from typing import Any, Iterator
 
 import uvicorn
@@ -62,12 +66,19 @@ class _Server(uvicorn.Server):
 
 
 class HttpFront:
-    def __init__(self, deps: HttpDeps, host: str, port: int, max_body_bytes: int, grace_seconds: float):
+    def __init__(self, deps: HttpDeps, host: str, port: int, max_body_bytes: int, grace_seconds: float,
+                 tls_cert: Path | None = None, tls_key: Path | None = None, tls_client_ca: Path | None = None):
         self.host = host
         self.port = port
+        tls: dict[str, Any] = {}
+        if tls_cert is not None:
+            tls = dict(ssl_certfile=str(tls_cert), ssl_keyfile=str(tls_key) if tls_key else None)
+            if tls_client_ca is not None:
+                tls.update(ssl_ca_certs=str(tls_client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
         config = uvicorn.Config(
             _BodyLimit(build_app(deps), max_body_bytes), log_config=None, access_log=False, lifespan="off",
-            ws="none", timeout_graceful_shutdown=max(1, round(grace_seconds)), server_header=False)
+            ws="none", timeout_graceful_shutdown=max(1, round(grace_seconds)), server_header=False, **tls)
+        config.load()  # builds the SSL context now: a bad certificate fails start-up, not the first request
         self._server = _Server(config)
         self._socket: socket.socket | None = None
         self._task: asyncio.Task[Any] | None = None

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import openai
 import pytest
 
+from server.runtime.params import GenerationLimits
 from tests.conftest import ServerThread, make_settings
 from tests.procs import free_port
 from unlearn_engine.demo.builder import load_corpus
@@ -140,3 +141,59 @@ def test_an_oversized_body_gets_413(st: ServerThread) -> None:
             answer += received
     assert answer.startswith(b"HTTP/1.1 413 ")
     assert b'"message":"request body exceeds 65536 bytes"' in answer
+
+
+def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / f"{name}.pem", tmp / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_and_mutual_tls(st: ServerThread, tmp_path: Path) -> None:
+    """The HTTP front takes the gRPC server's TLS files: HTTPS, and with a client CA, mTLS."""
+    import http.client
+    import ssl
+
+    from server.http import HttpDeps, HttpFront
+
+    server_cert, server_key = _self_signed(tmp_path, "server")
+    client_cert, client_key = _self_signed(tmp_path, "client")
+    s = st.server
+    deps = HttpDeps(s.generator, GenerationLimits(8, 16), s.metrics, s.operator_token, (), serving=lambda: True)
+    front = HttpFront(deps, "127.0.0.1", 0, 1024, 1.0, server_cert, server_key, client_cert)
+    port = front.bind()
+    st.call(front.start)
+    try:
+        def health(cert: tuple[Path, Path] | None) -> int:
+            ctx = ssl.create_default_context(cafile=str(server_cert))
+            if cert is not None:
+                ctx.load_cert_chain(*map(str, cert))
+            conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+            conn.request("GET", "/health")
+            return conn.getresponse().status
+
+        assert health((client_cert, client_key)) == 200
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            health(None)  # no client certificate: the handshake fails
+    finally:
+        st.call(front.abort)
+        st.call(front.stop)
