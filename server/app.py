@@ -33,6 +33,7 @@ from server.forget.ledger import SqliteLedger
 from server.forget.monitor import LeakageMonitor, MonitorConfig
 from server.forget.supervisor import WorkerSupervisor
 from server.guard import GuardConfig, GuardHit, LeakageGuard
+from server.limits import ClientConcurrencyLimit, server_options
 from server.guard.keys import GuardKeys
 from server.metrics import ServerMetrics
 from server.http import HttpDeps, HttpFront
@@ -42,7 +43,8 @@ from server.runtime.params import GenerationLimits
 from server.runtime.serving import ModelRuntime, RuntimeLimits
 from server.servicers.admin import AdminServicer
 from server.servicers.inference import InferenceServicer
-from server.settings import Settings, thread_budget
+from server.settings import Settings, thread_budget, validate
+from server.tls import TlsFiles, server_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ def resolve_model_dir(settings: Settings) -> Path:
 
 class LetheServer:
     def __init__(self, settings: Settings, loader: Callable[[Path], LoadedModel] | None = None):
+        validate(settings)  # also when built in code, not from flags: tokens too short are refused
         self.settings = settings
         self.metrics = ServerMetrics()
         self._loader = loader or (lambda model_dir: load_model(model_dir, settings.device))
@@ -89,7 +92,8 @@ class LetheServer:
             MonitorConfig(interval_seconds=settings.monitor_interval_seconds,
                           probes_per_round=settings.monitor_probes))
         self.coordinator.on_stack_change = self.monitor.poke
-        self.generator = GuardedGenerator(self.runtime, self.guard, self.metrics)  # gRPC and HTTP alike
+        self.generator = GuardedGenerator(self.runtime, self.guard, self.metrics,  # gRPC and HTTP alike
+                                          settings.max_prompt_chars)
         self.worker: WorkerSupervisor | None = None
         self.model_dir: Path | None = None
         self.port: int | None = None
@@ -98,6 +102,8 @@ class LetheServer:
         self.http_port: int | None = None
         self._serving = False  # the health state, for HTTP's /health
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None  # plaintext, health only (--health-port)
+        self.health_port: int | None = None
         self._load_task: asyncio.Task | None = None
         self._coordinator_task: asyncio.Task | None = None
         self._monitor_task: asyncio.Task | None = None
@@ -114,35 +120,54 @@ class LetheServer:
         await self.coordinator.restore()  # the guard blocks everything forgotten before we listen
         self._hits_task = asyncio.create_task(self.hits.run())
         server = grpc.aio.server(
-            interceptors=[TokenAuthInterceptor(self.operator_token, s.client_tokens, _streaming_methods())],
-            options=[
-                ("grpc.max_receive_message_length", s.max_message_bytes),
-                ("grpc.max_send_message_length", s.max_message_bytes),
-            ],
+            interceptors=[TokenAuthInterceptor(self.operator_token, s.client_tokens, _streaming_methods()),
+                          ClientConcurrencyLimit(s.max_client_rpcs)],
+            options=server_options(s), maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
         limits = GenerationLimits(s.default_max_new_tokens, s.max_new_tokens_limit)
         inference_pb2_grpc.add_InferenceServicer_to_server(
             InferenceServicer(self.generator, limits, self.metrics), server)
-        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.coordinator, self.metrics, self.hits), server)
+        admin_pb2_grpc.add_AdminServicer_to_server(
+            AdminServicer(self.coordinator, self.metrics, self.hits, s.max_watch_streams, s.max_queued_forgets), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if s.reflection:
             names = [svc.full_name for svc in SERVICES] + [health.SERVICE_NAME, reflection.SERVICE_NAME]
             reflection.enable_server_reflection(names, server)
-        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        address = f"{s.host}:{s.port}"
+        if s.tls_cert is not None:
+            self.port = server.add_secure_port(address, server_credentials(TlsFiles(s.tls_cert, s.tls_key,
+                                                                                   s.tls_client_ca)))
+            logger.info("gRPC over TLS%s", ", client certificates required" if s.tls_client_ca else "")
+        else:
+            self.port = server.add_insecure_port(address)
         await server.start()
         self._server = server
         if s.metrics_port >= 0:
-            self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
+            self.metrics_port = self.metrics.serve(s.metrics_host or s.host, s.metrics_port)
         if s.http_port != 0:
             deps = HttpDeps(self.generator, limits, self.metrics, self.operator_token, s.client_tokens,
                             serving=lambda: self._serving)
-            self.http = HttpFront(deps, s.host, s.http_port, s.max_message_bytes, s.grace_seconds)
+            # Same address and TLS files as gRPC: settings refuse plaintext off loopback for both.
+            self.http = HttpFront(deps, s.host, s.http_port, s.max_message_bytes, s.grace_seconds,
+                                  s.tls_cert, s.tls_key, s.tls_client_ca)
             self.http_port = self.http.bind()
             self.http.start()
         logger.info("listening on %s:%d (metrics on %s, http on %s)", s.host, self.port, self.metrics_port,
                     self.http_port)
+        if s.health_port >= 0:
+            await self._serve_health(s)
         self._load_task = asyncio.create_task(self._load_model())
+
+    async def _serve_health(self, s: Settings) -> None:
+        """grpc.health.v1 alone, in plaintext, for probes that cannot present a client
+        certificate (the kubelet's, Docker's): it tells nothing but SERVING / NOT_SERVING."""
+        server = grpc.aio.server(maximum_concurrent_rpcs=16)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        self.health_port = server.add_insecure_port(f"{s.metrics_host or s.host}:{s.health_port}")
+        await server.start()
+        self._health_server = server
+        logger.info("health-only listener on %s:%d", s.metrics_host or s.host, self.health_port)
 
     def _resolve_and_load(self) -> LoadedModel:
         # Load the guard's sentence encoder now (ONNX export on first run) so the first Forget
@@ -219,6 +244,8 @@ class LetheServer:
         if self.http is not None:
             self.http.abort()
             await self.http.stop()
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         await asyncio.to_thread(self.runtime.shutdown)
         await asyncio.to_thread(self.hits.flush)  # hits counted since the last flush
         self.ledger.close()

@@ -1,11 +1,12 @@
 """Bearer-token authentication for the two audiences: operators (Admin) and clients (Inference).
 
 - Admin always needs the operator token. With none configured, a random one is created in the
-  data directory (mode 0600) on first start, so the default set-up is never open.
+  data directory (mode 0600, atomically) on first start, so the default set-up is never open.
+  Tokens shorter than 32 characters (an empty file included) are refused at start-up.
 - Inference (gRPC, and the HTTP front through `check_inference`) needs a client (or the
   operator) token only when client tokens are configured.
 - Health and reflection are open (orchestrators and tools probe them unauthenticated).
-Missing or wrong credentials -> UNAUTHENTICATED; a client token on Admin -> PERMISSION_DENIED.
+Missing, empty or wrong credentials -> UNAUTHENTICATED; a client token on Admin -> PERMISSION_DENIED.
 Comparisons are constant-time. Does not do TLS (see app.py) or per-user identities.
 """
 
@@ -20,6 +21,7 @@ from typing import Awaitable, Callable
 import grpc
 
 from server.keyfile import read_or_create
+from server.settings import SettingsError, check_token
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,12 @@ def ensure_operator_token(data_dir: Path, configured: str | None) -> str:
     token, created = read_or_create(path, lambda: (secrets.token_urlsafe(32) + "\n").encode())
     if created:
         logger.info("created operator token file %s", path)
-    return token.decode().strip()
+    text = token.decode().strip()
+    try:
+        check_token(f"the operator token in {path}", text)
+    except SettingsError as exc:
+        raise SettingsError(f"{exc} and write it there, or delete the file to have one made") from None
+    return text
 
 
 def _matches(presented: str, tokens: tuple[str, ...]) -> bool:
@@ -50,11 +57,11 @@ def _matches(presented: str, tokens: tuple[str, ...]) -> bool:
 def bearer(value: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` value (gRPC metadata or HTTP header)."""
     if value is not None and value.startswith("Bearer "):
-        return value[len("Bearer "):].strip()
+        return value[len("Bearer "):].strip() or None  # "Bearer " alone is no credential
     return None
 
 
-def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
     for key, value in metadata or ():
         if key == "authorization" and isinstance(value, str):
             return bearer(value)
@@ -110,7 +117,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        verdict = self.decide(details.method, _bearer(details.invocation_metadata))
+        verdict = self.decide(details.method, bearer_token(details.invocation_metadata))
         if verdict is None:
             return await continuation(details)
         deny = _deny_stream if details.method in self.streaming else _deny

@@ -15,13 +15,29 @@ import os
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
 
-from server.settings import (add_model_arguments, add_serve_arguments, client_defaults, load_settings,
-                             thread_budget)
+from server.settings import (Settings, SettingsError, add_model_arguments, add_serve_arguments, client_defaults,
+                             load_settings, thread_budget)
 from unlearn_engine.method_names import METHOD_NAMES
+
+
+def _process_settings(args: argparse.Namespace) -> Settings:
+    """Settings of a long-running process (serve, worker), which is hardened before it opens
+    anything (server/hardening.py). A setting it refuses exits with the message saying why."""
+    from server.hardening import harden_process
+
+    try:
+        settings = load_settings(args)
+    except SettingsError:
+        raise
+    except ValueError as exc:
+        raise SystemExit(f"lethe: {exc}") from None
+    harden_process(settings.data_dir)
+    return settings
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -29,7 +45,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from server.app import LetheServer
 
-    settings = load_settings(args)
+    settings = _process_settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(thread_budget(settings)[0])
     asyncio.run(LetheServer(settings).serve_forever())
@@ -42,7 +58,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from server.app import resolve_model_dir
     from server.forget.worker import UnlearningWorker, WorkerConfig
 
-    settings = load_settings(args)
+    settings = _process_settings(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(thread_budget(settings)[1])
     torch.set_flush_denormal(True)  # denormals slow late training steps ~2x; the demo adapter came out the same
@@ -86,9 +102,14 @@ def _client(args: argparse.Namespace):
     """A client for --target with --token, else LETHE_TOKEN, else a local server's operator.token."""
     from server.client import LetheClient, find_token
 
+    from server.tls import TlsFiles
+
     defaults = client_defaults()
     token = find_token(args.token or defaults.token, defaults.data_dir)
-    return LetheClient(args.target or defaults.target, token, timeout=args.timeout)
+    ca, cert, key = (args.tls_ca or defaults.tls_ca, args.tls_cert or defaults.tls_cert,
+                     args.tls_key or defaults.tls_key)
+    tls = TlsFiles(cert, key, ca) if ca or cert else None
+    return LetheClient(args.target or defaults.target, token, timeout=args.timeout, tls=tls)
 
 
 def _state(value: int) -> str:
@@ -182,6 +203,13 @@ def _add_target(parser: argparse.ArgumentParser, timeout: float | None = 60.0) -
     parser.add_argument("--target", help="HOST:PORT (default 127.0.0.1:50051 or LETHE_TARGET)")
     parser.add_argument("--token", help="bearer token (default LETHE_TOKEN, else <data dir>/operator.token)")
     parser.add_argument("--timeout", type=float, default=timeout, help="deadline in seconds")
+    _add_tls(parser)
+
+
+def _add_tls(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls-ca", type=Path, help="connect over TLS trusting this PEM CA (env LETHE_TLS_CA)")
+    parser.add_argument("--tls-cert", type=Path, help="PEM client certificate for mutual TLS (env LETHE_CLIENT_CERT)")
+    parser.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert (env LETHE_CLIENT_KEY)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stream", action="store_true", help="print tokens as they arrive")
     gen.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
     gen.add_argument("-v", "--verbose", action="store_true", help="print finish reason and usage to stderr")
+    _add_tls(gen)
     gen.set_defaults(func=_cmd_generate)
 
     forget = sub.add_parser("forget", help="forget texts, QA pairs or subjects (operator)")
@@ -239,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from unlearn_engine.demo.cli import add_demo_commands
 
-    add_demo_commands(sub, default_cache_dir=load_settings().cache_dir)
+    add_demo_commands(sub, default_cache_dir=load_settings(check=False).cache_dir)
     from unlearn_engine.cli import add_engine_commands
 
     add_engine_commands(sub)
@@ -247,12 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except grpc.RpcError as err:  # every client command reports a failed call the same way
         print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1
+    except SettingsError as exc:  # e.g. a short token: refused at start-up, with how to fix it
+        print(f"lethe: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A small synchronous Python client for Lethe (used by the CLI and the tests).
 
-Wraps a gRPC channel with the bearer token attached to every call. Returns protobuf messages:
+Wraps a gRPC channel (plaintext, TLS or mutual TLS) with the bearer token attached to every call. Returns protobuf messages:
 it adds no caching, retries or connection pooling of its own.
 """
 
@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.api import admin_pb2_grpc, inference_pb2 as pb, inference_pb2_grpc
 from server.auth import OPERATOR_TOKEN_FILE
+from server.tls import TlsFiles, channel_credentials
 
 
 def find_token(explicit: str | None, data_dir: Path | None) -> str | None:
@@ -28,11 +29,15 @@ def find_token(explicit: str | None, data_dir: Path | None) -> str | None:
 
 
 class LetheClient:
-    def __init__(self, target: str = "127.0.0.1:50051", token: str | None = None, timeout: float | None = None):
+    def __init__(self, target: str = "127.0.0.1:50051", token: str | None = None, timeout: float | None = None,
+                 tls: TlsFiles | None = None):
+        """`tls`: connect over TLS, trusting `tls.ca` (else the system roots) and presenting
+        `tls.cert` / `tls.key` when given (mutual TLS); None = plaintext."""
         self.target = target
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self.channel = grpc.insecure_channel(target)
+        self.channel = (grpc.secure_channel(target, channel_credentials(tls)) if tls is not None
+                        else grpc.insecure_channel(target))
         self.inference = inference_pb2_grpc.InferenceStub(self.channel)
         self.admin = admin_pb2_grpc.AdminStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)

@@ -60,6 +60,10 @@ class NotFound(LetheError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class AlreadyExists(LetheError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
 class FailedPrecondition(LetheError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 

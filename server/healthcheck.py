@@ -1,22 +1,27 @@
 """A tiny grpc.health.v1 probe for container health checks: `python -m server.healthcheck`.
 
 Exit codes: 0 = SERVING, 1 = reachable but not serving (loading, draining, unknown service),
-2 = unreachable or the call failed. It imports only grpc and the health stubs, never the
-model or server code, so it costs a fraction of a second per probe. Kubernetes does not need
-it (it has a native `grpc:` probe); Docker's HEALTHCHECK does.
+2 = unreachable or the call failed. It imports only grpc, the health stubs and server/tls.py
+(for --tls-ca / --tls-cert / --tls-key), never the model or server code, so it costs a fraction
+of a second per probe. Kubernetes does not need it (it has a native `grpc:` probe); Docker's
+HEALTHCHECK does.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.tls import TlsFiles, channel_credentials
 
-def check(target: str, service: str = "", timeout: float = 3.0) -> int:
-    with grpc.insecure_channel(target) as channel:
+
+def check(target: str, service: str = "", timeout: float = 3.0, tls: TlsFiles | None = None) -> int:
+    channel = grpc.secure_channel(target, channel_credentials(tls)) if tls else grpc.insecure_channel(target)
+    with channel:
         try:
             resp = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout)
@@ -31,8 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of the gRPC server")
     parser.add_argument("--service", default="", help="service name to check ('' = the whole server)")
     parser.add_argument("--timeout", type=float, default=3.0, help="deadline of the Check call, seconds")
+    parser.add_argument("--tls-ca", type=Path, help="the server speaks TLS: trust this PEM CA")
+    parser.add_argument("--tls-cert", type=Path, help="PEM client certificate, when the server requires one")
+    parser.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert")
     args = parser.parse_args(argv)
-    return check(args.target, args.service, args.timeout)
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_ca or args.tls_cert else None
+    return check(args.target, args.service, args.timeout, tls)
 
 
 if __name__ == "__main__":

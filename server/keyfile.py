@@ -1,30 +1,26 @@
 """Secrets kept as files in the data directory: created once, mode 0600, fsynced.
 
-Used for the operator token and the guard's hashing key. O_EXCL makes concurrent first starts
-agree on one secret instead of overwriting each other's.
+Used for the operator token and the guard's hashing key. Created atomically (server/atomic.py):
+concurrent first starts agree on one secret, and no reader ever sees an empty or partial file.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 from typing import Callable
 
+from server.atomic import create_exclusive
+
 
 def read_or_create(path: Path, make: Callable[[], bytes]) -> tuple[bytes, bool]:
     """(secret, created). Never overwrites an existing file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes(), False
-    secret = make()
-    with os.fdopen(fd, "wb") as f:
-        f.write(secret)
-        f.flush()
-        os.fsync(f.fileno())
-    return secret, True
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        secret = make()
+        if create_exclusive(path, secret):
+            return secret, True
+    return path.read_bytes(), False
 
 
 GUARD_KEY_FILE = "guard.key"

@@ -8,6 +8,7 @@ receives a `Settings` (or the values it needs) explicitly. Client-side defaults 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -15,6 +16,47 @@ from typing import Any, Callable, Mapping
 
 from server.crash import POINTS as CRASH_POINTS
 from server.guard.config import MAX_ENCODED_DEPTH, POLICIES, PROMPT_POLICIES, SEMANTIC_MODES
+
+
+# Bearer tokens shorter than this are refused at start-up: 32 URL-safe characters carry ~190 bits.
+MIN_TOKEN_CHARS = 32
+_MAKE_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+class SettingsError(ValueError):
+    """A setting the server refuses to start with; the message says how to fix it."""
+
+
+def check_token(what: str, token: str) -> None:
+    """Refuse a credential too short to resist guessing, saying how to make a good one."""
+    if len(token) < MIN_TOKEN_CHARS:
+        raise SettingsError(f"{what} is {len(token)} characters; tokens must be at least {MIN_TOKEN_CHARS}. "
+                         f"Make one with: {_MAKE_TOKEN}")
+
+
+def is_loopback(host: str) -> bool:
+    """Bind addresses that may go without TLS: nothing off this machine can reach them."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+
+
+def check_transport(s: Settings) -> None:
+    if (s.tls_cert is None) != (s.tls_key is None):
+        raise SettingsError("--tls-cert and --tls-key (LETHE_TLS_CERT, LETHE_TLS_KEY) go together")
+    if s.tls_client_ca is not None and s.tls_cert is None:
+        raise SettingsError("--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS first")
+    for path in (s.tls_cert, s.tls_key, s.tls_client_ca):
+        if path is not None and not path.is_file():
+            raise SettingsError(f"TLS file {path} does not exist")
+    if s.tls_cert is None and not s.insecure and not is_loopback(s.host):
+        raise SettingsError(
+            f"refusing to listen on {s.host} without TLS: bearer tokens would cross the network in clear "
+            "text. Give --tls-cert and --tls-key (env LETHE_TLS_CERT, LETHE_TLS_KEY), or --insecure "
+            "(env LETHE_INSECURE=1) when a TLS-terminating proxy or a private network carries the traffic")
 
 
 def _bool(text: str) -> bool:
@@ -36,6 +78,15 @@ class Settings:
     port: int = 50051  # the conventional gRPC port
     metrics_port: int = 9464  # Prometheus exporter convention; -1 disables the endpoint
     http_port: int = 8000  # OpenAI-compatible HTTP (vLLM's and most OpenAI servers' port); 0 = off
+    metrics_host: str | None = None  # bind address of the metrics and health-only listeners; None = host
+    # A plaintext listener serving only grpc.health.v1, for probes that cannot do (m)TLS; -1 = off.
+    health_port: int = -1
+    # TLS (server/tls.py): certificate and key in PEM; a client CA turns on mutual TLS, and the
+    # client certificate's name becomes the actor in the audit log.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    insecure: bool = False  # allow plaintext on a non-loopback address (a TLS proxy in front)
     data_dir: Path = Path("data")  # ledger, adapter store, tokens, guard state
     model: Path | None = None  # a local HF causal-LM directory; None = the built-in demo model
     demo: str = "full"  # demo preset when model is None: "full" or "small" (tests)
@@ -47,6 +98,16 @@ class Settings:
     max_new_tokens_limit: int = 1024  # hard cap per request
     max_message_bytes: int = 4 * 1024 * 1024  # gRPC send/receive limit; a Forget can carry 2 MiB of text
     grace_seconds: float = 10.0  # drain time on SIGTERM before in-flight requests are cancelled
+    # Bounded work per request and per client (server/limits.py). A prompt is measured in
+    # characters before anything else reads it: 64 Ki characters is ~16k tokens, beyond any
+    # context the server is likely to serve, and the guard scans it in well under a second.
+    max_prompt_chars: int = 65536
+    max_concurrent_rpcs: int = 256  # all calls on the server at once; beyond: RESOURCE_EXHAUSTED
+    max_client_rpcs: int = 32  # calls in flight per credential (per address when anonymous)
+    max_watch_streams: int = 16  # concurrent WatchForget streams (each polls the ledger)
+    max_queued_forgets: int = 64  # forgets not yet ACTIVE / FAILED; more wait for RESOURCE_EXHAUSTED
+    keepalive_seconds: float = 60.0  # ping idle connections this often; a peer silent 20 s more is dropped
+    max_connection_age_seconds: float = 1800.0  # GOAWAY then, so clients rebalance across replicas; 0 = never
     reflection: bool = True  # gRPC server reflection (grpcurl, Postman); off for locked-down setups
     operator_token: str | None = None  # None = read or create <data_dir>/operator.token
     client_tokens: tuple[str, ...] = ()  # empty = Inference needs no credential
@@ -91,6 +152,12 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "port": ("LETHE_PORT", int),
     "metrics_port": ("LETHE_METRICS_PORT", int),
     "http_port": ("LETHE_HTTP_PORT", int),
+    "metrics_host": ("LETHE_METRICS_HOST", str),
+    "health_port": ("LETHE_HEALTH_PORT", int),
+    "tls_cert": ("LETHE_TLS_CERT", Path),
+    "tls_key": ("LETHE_TLS_KEY", Path),
+    "tls_client_ca": ("LETHE_TLS_CLIENT_CA", Path),
+    "insecure": ("LETHE_INSECURE", _bool),
     "data_dir": ("LETHE_DATA_DIR", Path),
     "model": ("LETHE_MODEL", Path),
     "demo": ("LETHE_DEMO", str),
@@ -102,6 +169,13 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_new_tokens_limit": ("LETHE_MAX_NEW_TOKENS_LIMIT", int),
     "max_message_bytes": ("LETHE_MAX_MESSAGE_BYTES", int),
     "grace_seconds": ("LETHE_GRACE_SECONDS", float),
+    "max_prompt_chars": ("LETHE_MAX_PROMPT_CHARS", int),
+    "max_concurrent_rpcs": ("LETHE_MAX_CONCURRENT_RPCS", int),
+    "max_client_rpcs": ("LETHE_MAX_CLIENT_RPCS", int),
+    "max_watch_streams": ("LETHE_MAX_WATCH_STREAMS", int),
+    "max_queued_forgets": ("LETHE_MAX_QUEUED_FORGETS", int),
+    "keepalive_seconds": ("LETHE_KEEPALIVE_SECONDS", float),
+    "max_connection_age_seconds": ("LETHE_MAX_CONNECTION_AGE_SECONDS", float),
     "reflection": ("LETHE_REFLECTION", _bool),
     "operator_token": ("LETHE_OPERATOR_TOKEN", str),
     "client_tokens": ("LETHE_CLIENT_TOKENS", _tokens),
@@ -145,10 +219,30 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     p("--metrics-port", type=int, help="Prometheus port, -1 = off (env LETHE_METRICS_PORT; default 9464)")
     p("--http-port", type=int,
       help="OpenAI-compatible HTTP port, 0 = off (env LETHE_HTTP_PORT; default 8000)")
+    p("--metrics-host", help="address of the metrics and health-only listeners (env LETHE_METRICS_HOST; default: --host)")
+    p("--health-port", type=int,
+      help="plaintext grpc.health.v1-only port for probes without client certificates, -1 = off (env LETHE_HEALTH_PORT)")
+    p("--tls-cert", type=Path, help="PEM server certificate: serve gRPC and HTTP over TLS (env LETHE_TLS_CERT)")
+    p("--tls-key", type=Path, help="PEM private key of --tls-cert (env LETHE_TLS_KEY)")
+    p("--tls-client-ca", type=Path,
+      help="PEM CA of client certificates: require mutual TLS (env LETHE_TLS_CLIENT_CA)")
+    p("--insecure", action="store_const", const=True,
+      help="allow plaintext gRPC on a non-loopback --host, e.g. behind a TLS proxy (env LETHE_INSECURE=1)")
     p("--torch-threads", type=int, help="torch threads of the server, 0 = auto (env LETHE_TORCH_THREADS)")
     p("--max-batch-size", type=int, help="rows decoded together (env LETHE_MAX_BATCH_SIZE)")
     p("--max-queue", type=int, help="waiting requests before RESOURCE_EXHAUSTED (env LETHE_MAX_QUEUE)")
     p("--grace-seconds", type=float, help="drain time on SIGTERM (env LETHE_GRACE_SECONDS)")
+    p("--max-prompt-chars", type=int,
+      help="longer prompts get INVALID_ARGUMENT before any other work (env LETHE_MAX_PROMPT_CHARS; default 65536)")
+    p("--max-concurrent-rpcs", type=int, help="calls in flight on the server (env LETHE_MAX_CONCURRENT_RPCS)")
+    p("--max-client-rpcs", type=int,
+      help="calls in flight per credential, or per address without one (env LETHE_MAX_CLIENT_RPCS)")
+    p("--max-watch-streams", type=int, help="concurrent WatchForget streams (env LETHE_MAX_WATCH_STREAMS)")
+    p("--max-queued-forgets", type=int,
+      help="forgets not yet ACTIVE or FAILED before Forget answers RESOURCE_EXHAUSTED (env LETHE_MAX_QUEUED_FORGETS)")
+    p("--keepalive-seconds", type=float, help="keepalive ping interval, seconds (env LETHE_KEEPALIVE_SECONDS)")
+    p("--max-connection-age-seconds", type=float,
+      help="close connections after this long, 0 = never (env LETHE_MAX_CONNECTION_AGE_SECONDS)")
     p("--no-reflection", dest="reflection", action="store_const", const=False,
       help="disable gRPC server reflection (env LETHE_REFLECTION=0)")
     p("--no-worker", dest="worker", action="store_const", const=False,
@@ -170,7 +264,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
       help="leakage monitor: probes replayed per round (env LETHE_MONITOR_PROBES)")
 
 
-def load_settings(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None,
+                  check: bool = True) -> Settings:
+    """`check=False` for a command that only reads a default (a client command must not fail
+    on the server's own settings, e.g. LETHE_HOST=0.0.0.0 inside a container)."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for f in fields(Settings):
@@ -184,7 +281,8 @@ def load_settings(args: argparse.Namespace | None = None, environ: Mapping[str, 
             except ValueError as exc:
                 raise ValueError(f"{env_name}: {exc}") from None
     settings = Settings(**values)
-    validate(settings)
+    if check:
+        validate(settings)
     return settings
 
 
@@ -202,7 +300,8 @@ def validate(s: Settings) -> None:
         raise ValueError(f"http_port out of range: {s.http_port}")
     if s.demo not in ("full", "small"):
         raise ValueError(f"demo preset must be 'full' or 'small', not {s.demo!r}")
-    for name in ("max_batch_size", "max_queue", "default_max_new_tokens", "max_new_tokens_limit"):
+    for name in ("max_batch_size", "max_queue", "default_max_new_tokens", "max_new_tokens_limit", "max_prompt_chars",
+                 "max_concurrent_rpcs", "max_client_rpcs", "max_watch_streams", "max_queued_forgets"):
         if getattr(s, name) < 1:
             raise ValueError(f"{name} must be >= 1")
     for name, allowed in CHOICES.items():
@@ -217,6 +316,13 @@ def validate(s: Settings) -> None:
         raise ValueError(f"guard_encoded_depth must be in 1..{MAX_ENCODED_DEPTH}")
     if s.monitor_interval_seconds < 0 or s.monitor_probes < 1:
         raise ValueError("monitor_interval_seconds must be >= 0 and monitor_probes >= 1")
+    if s.keepalive_seconds <= 0 or s.max_connection_age_seconds < 0:
+        raise ValueError("keepalive_seconds must be > 0 and max_connection_age_seconds >= 0")
+    check_transport(s)
+    if s.operator_token is not None:
+        check_token("the operator token (LETHE_OPERATOR_TOKEN)", s.operator_token)
+    for i, token in enumerate(s.client_tokens):
+        check_token(f"client token {i + 1} of LETHE_CLIENT_TOKENS", token)
 
 
 @dataclass(frozen=True)
@@ -224,6 +330,9 @@ class ClientDefaults:
     target: str = "127.0.0.1:50051"
     token: str | None = None  # operator or client bearer token
     data_dir: Path = Path("data")  # where a local server keeps operator.token
+    tls_ca: Path | None = None  # trust this CA for the server's certificate (TLS on)
+    tls_cert: Path | None = None  # present this client certificate (mutual TLS)
+    tls_key: Path | None = None
 
 
 def client_defaults(environ: Mapping[str, str] | None = None) -> ClientDefaults:
@@ -232,4 +341,12 @@ def client_defaults(environ: Mapping[str, str] | None = None) -> ClientDefaults:
         target=environ.get("LETHE_TARGET") or ClientDefaults.target,
         token=environ.get("LETHE_TOKEN") or None,
         data_dir=Path(environ.get("LETHE_DATA_DIR") or ClientDefaults.data_dir),
+        # Not LETHE_TLS_CERT / _KEY: those are the server's own, in the same environment.
+        tls_ca=_path(environ.get("LETHE_TLS_CA")),
+        tls_cert=_path(environ.get("LETHE_CLIENT_CERT")),
+        tls_key=_path(environ.get("LETHE_CLIENT_KEY")),
     )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None

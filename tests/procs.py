@@ -18,6 +18,7 @@ from pathlib import Path
 from grpc_health.v1 import health_pb2
 
 from server.client import LetheClient
+from server.tls import TlsFiles
 
 LETHE = [sys.executable, "-m", "server.cli"]
 
@@ -65,8 +66,8 @@ class ServeProcess:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def wait_serving(self, timeout: float = 120) -> None:
-        with LetheClient(self.target, timeout=5) as c:
+    def wait_serving(self, timeout: float = 120, tls: TlsFiles | None = None) -> None:
+        with LetheClient(self.target, timeout=5, tls=tls) as c:
             c.wait_ready(timeout)
             ev = threading.Event()
             for _ in range(int(timeout / 0.1)):

@@ -64,8 +64,9 @@ class ForgetCoordinator:
     async def submit(self, payload: ForgetPayload, method: str, reason: str, key: str | None,
                      actor: str) -> tuple[ForgetJob, bool]:
         start = time.monotonic()
+        digest = self.guard.content_digest(payload.to_json().encode())  # keyed: see GuardKeys
         job, created = await asyncio.to_thread(self.ledger.submit, payload, method or self.default_method,
-                                               reason, key, actor)
+                                               reason, key, actor, digest)
         self.metrics.forget_requests.labels("created" if created else "duplicate").inc()
         if created:
             job = await self._arm(job.forget_id, payload)

@@ -8,7 +8,6 @@ metrics — never content). Validation of untrusted input happens in `ForgetPayl
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -72,10 +71,6 @@ class ForgetPayload:
     def from_json(cls, data: str) -> ForgetPayload:
         obj = json.loads(data)
         return cls(tuple(obj["texts"]), tuple((q, a) for q, a in obj["qa_pairs"]), tuple(obj["subjects"]))
-
-    def digest(self) -> str:
-        """SHA-256 of the content: what the audit log keeps instead of the content."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import socket
 import threading
@@ -38,6 +39,11 @@ from unlearn_engine.progress import Progress as EngineProgress
 from unlearn_engine.trainer import run_forget_job
 
 logger = logging.getLogger(__name__)
+
+# A partial artifact directory untouched this long belongs to a dead writer (an artifact write
+# takes seconds); a younger one may be a live worker's that was presumed dead: leave it.
+STALE_PARTIAL_SECONDS = 300.0
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -81,7 +87,9 @@ class UnlearningWorker:
         self.data = DataDir(config.data_dir)
         self.ledger = ledger or SqliteLedger(self.data.ledger)
         self.store = self.data.adapters
-        self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        # Unique per process start: hostname-pid repeats after a container restart, and the
+        # ledger fences every worker write by this id.
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.fingerprint = model_fingerprint(config.model_dir)
         self.corpus = load_worker_corpus(config)
         self.keys = GuardKeys(self.data.guard_secret())  # seals the leakage monitor's probes
@@ -138,8 +146,7 @@ class UnlearningWorker:
             self.ledger.fail(job.forget_id, f"nothing to unlearn: {exc}", worker_id=self.worker_id)
             return
         out_dir = self.store / adapter_name_for(job.forget_id)
-        for partial in self.store.glob(f".{out_dir.name}.tmp-*"):  # a previous owner died mid-write
-            shutil.rmtree(partial, ignore_errors=True)
+        self._remove_dead_partials(out_dir)
         existing = self._existing_artifact(out_dir)
         if existing is not None:  # a previous run wrote it and died before recording it
             self._record(job, existing, forget_set)
@@ -160,6 +167,16 @@ class UnlearningWorker:
                              metrics, attempts, worker_id=self.worker_id)
             return
         self._record(job, result.artifact, forget_set, attempts)
+
+    def _remove_dead_partials(self, out_dir: Path) -> None:
+        """Partial writes of this job's artifact whose writer is dead: when no other worker has
+        beaten lately, or once a partial is older than any live write could be. A live worker that
+        was presumed dead keeps its directory (its record is refused by the ledger anyway)."""
+        other = self.ledger.last_heartbeat(excluding=self.worker_id)
+        nobody_else = other is None or time.time() - other > 5 * self.config.heartbeat_seconds
+        for partial in self.store.glob(f".{out_dir.name}.tmp-*"):
+            if nobody_else or time.time() - partial.stat().st_mtime > STALE_PARTIAL_SECONDS:
+                shutil.rmtree(partial, ignore_errors=True)
 
     def _existing_artifact(self, out_dir: Path) -> AdapterArtifact | None:
         if not out_dir.exists():
@@ -199,5 +216,6 @@ class UnlearningWorker:
             self.ledger.record_progress(forget_id, JobProgress(
                 attempt=p.attempt + 1, step=p.step, total_steps=p.max_steps,
                 losses={k: float(v) for k, v in p.losses.items()},
-                metrics={k: float(v) for k, v in p.metrics.items() if isinstance(v, (int, float))}))
+                metrics={k: float(v) for k, v in p.metrics.items() if isinstance(v, (int, float))}),
+                worker_id=self.worker_id)
         return report

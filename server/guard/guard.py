@@ -122,6 +122,10 @@ class LeakageGuard:
         self._get_embedder()
 
     # ------------------------------------------------------------------ request side
+    def content_digest(self, data: bytes) -> str:
+        """A keyed digest of a forget request's content (see GuardKeys.content_digest)."""
+        return self._keys.content_digest(data)
+
     def check_prompt(self, prompt: str) -> PromptVerdict:
         """Does the prompt paste a forgotten passage or name a forgotten subject?"""
         policy = self.config.prompt_policy

@@ -10,6 +10,7 @@ text (vec2text), so they leave memory only sealed. This module stores no state b
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -33,6 +34,7 @@ class GuardKeys:
         self.word_key = _subkey(master, b"word-view")
         self.char_key = _subkey(master, b"char-view")
         self._aead = AESGCM(_subkey(master, b"embedding-seal"))
+        self._content_key = _subkey(master, b"content-digest")
         # Identifies the key without revealing it, so entries made under another secret are
         # rejected instead of silently never matching.
         self.key_id = _subkey(master, b"key-id")[:8]
@@ -64,6 +66,11 @@ class GuardKeys:
             if len(self.short_char) < _SHORT_CACHE:
                 self.short_char[text] = d
         return d
+
+    def content_digest(self, data: bytes) -> str:
+        """HMAC-SHA256 of a whole request's content (hex): tells a retry from a different request
+        without keeping anything that a list of guessed names could be hashed against."""
+        return hmac.new(self._content_key, data, hashlib.sha256).hexdigest()
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(_NONCE)

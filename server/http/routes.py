@@ -98,6 +98,7 @@ class Routes:
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
         method, start = "completions", time.monotonic()
         try:
+            self.deps.generator.check_prompt_size(body.prompt_text)  # first, as gRPC does
             params = GenerateParams.validated(
                 self.deps.limits, body.prompt_text, max_new_tokens=body.max_tokens, **_sampling(body, request),
                 max_new_tokens_field="max_tokens")
@@ -109,6 +110,7 @@ class Routes:
     async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Response:
         method, start = "chat.completions", time.monotonic()
         try:
+            self.deps.generator.check_prompt_size("".join(m.text for m in body.messages))  # before rendering
             messages = chat_messages((m.role, m.text) for m in body.messages)
             prompt = await self.runtime.render_chat(messages)
             budget, field = body.token_budget()

@@ -17,14 +17,16 @@ import time
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from server.errors import DeadlineExceeded
+from server.errors import DeadlineExceeded, InvalidArgument
 from server.runtime.params import GenerateParams, GenerationResult
-from server.guard import GuardSession, GuardStep, LeakageGuard
+from server.guard import GuardSession, GuardStep, LeakageGuard, PromptVerdict
 from server.metrics import ServerMetrics
 from server.runtime.scheduler import FinishEvent, Handle
 from server.runtime.serving import ModelRuntime
 
 logger = logging.getLogger(__name__)
+
+INLINE_PROMPT_CHARS = 1024  # prompts up to this are scanned on the event loop (a few ms at most)
 
 
 @dataclass(frozen=True)
@@ -96,14 +98,30 @@ class GuardedRun:
 
 
 class GuardedGenerator:
-    def __init__(self, runtime: ModelRuntime, guard: LeakageGuard, metrics: ServerMetrics):
+    def __init__(self, runtime: ModelRuntime, guard: LeakageGuard, metrics: ServerMetrics,
+                 max_prompt_chars: int = 65536):
         self.runtime = runtime
         self.guard = guard
         self.metrics = metrics
+        self.max_prompt_chars = max_prompt_chars
+
+    def check_prompt_size(self, prompt: str) -> None:
+        """Edges call this first, before anything else reads the prompt; `start` checks again."""
+        if len(prompt) > self.max_prompt_chars:
+            raise InvalidArgument(f"prompt is {len(prompt)} characters; this server takes at most "
+                                  f"{self.max_prompt_chars}")
+
+    async def _check_prompt(self, prompt: str) -> PromptVerdict:
+        """The guard's prompt scan: microseconds for a chat-sized prompt, inline; up to a second
+        for the longest allowed, so those go to a worker thread and the event loop keeps serving."""
+        if len(prompt) > INLINE_PROMPT_CHARS:
+            return await asyncio.to_thread(self.guard.check_prompt, prompt)
+        return self.guard.check_prompt(prompt)
 
     async def start(self, params: GenerateParams, deadline: float | None) -> GuardedRun:
         """Check the prompt and submit; raises the runtime's errors (queue full, not ready, too long)."""
-        verdict = self.guard.check_prompt(params.prompt)
+        self.check_prompt_size(params.prompt)
+        verdict = await self._check_prompt(params.prompt)
         if verdict.action != "allow":
             self.metrics.guard_prompt_hits.labels(verdict.action).inc()
         if verdict.refused:

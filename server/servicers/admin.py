@@ -14,29 +14,40 @@ import grpc
 from server.api import admin_pb2 as pb
 from server.api import admin_pb2_grpc
 from server.forget.coordinator import ForgetCoordinator
-from server.errors import InvalidArgument, NotFound
-from server.forget.jobs import MAX_KEY_CHARS, MAX_REASON_CHARS, ForgetJob
+from server.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from server.forget.jobs import MAX_KEY_CHARS, MAX_REASON_CHARS, ForgetJob, ForgetState
 from server.forget.hits import HitTally
-from server.forget.ledger import UnknownForget
+from server.forget.ledger import IdempotencyConflict, UnknownForget
 from server.metrics import ServerMetrics
 from server.rpc import rpc_method
 from server.servicers import convert
+from server.tls import peer_identity
 from unlearn_engine.methods import METHODS
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 T = TypeVar("T")
-ACTOR = "operator"  # one operator credential; per-user identities would come from mTLS / OIDC
+ACTOR = "operator"  # the operator token's holder; with mutual TLS, the client certificate's name
+
+
+def actor_of(context: grpc.aio.ServicerContext) -> str:
+    """Who the audit log names: the verified client certificate, else the operator token."""
+    name = peer_identity(context)
+    return f"cert:{name}" if name else ACTOR
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
     service_name = "lethe.v1.Admin"
 
-    def __init__(self, coordinator: ForgetCoordinator, metrics: ServerMetrics, hits: HitTally):
+    def __init__(self, coordinator: ForgetCoordinator, metrics: ServerMetrics, hits: HitTally,
+                 max_watch_streams: int = 16, max_queued_forgets: int = 64):
         self.coordinator = coordinator
         self.ledger = coordinator.ledger
         self.metrics = metrics
         self.hits = hits
+        self.max_watch_streams = max_watch_streams
+        self.max_queued_forgets = max_queued_forgets
+        self._watching = 0  # WatchForget streams open now (one event loop: a plain counter)
 
     def _read(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
         """A ledger read that sees every guard hit counted so far (the tally writes in batches)."""
@@ -62,9 +73,23 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             raise InvalidArgument(f"reason must be at most {MAX_REASON_CHARS} characters")
         if len(request.idempotency_key) > MAX_KEY_CHARS:
             raise InvalidArgument(f"idempotency_key must be at most {MAX_KEY_CHARS} characters")
-        job, created = await self.coordinator.submit(
-            payload, request.method, request.reason, request.idempotency_key or None, ACTOR)
+        await self._check_queue()
+        try:
+            job, created = await self.coordinator.submit(
+                payload, request.method, request.reason, request.idempotency_key or None, actor_of(context))
+        except IdempotencyConflict:
+            raise AlreadyExists("this idempotency_key was used for a request with other content; "
+                                "use a new key for a new request") from None
         return pb.ForgetResponse(job=convert.forget_job_to_pb(job), created=created)
+
+    async def _check_queue(self) -> None:
+        """Refuse new work while max_queued_forgets are not yet ACTIVE or FAILED. Checked before
+        the write, so concurrent Forgets can pass it together: a bound, not an exact count."""
+        counts = await asyncio.to_thread(self.ledger.counts_by_state)
+        queued = sum(n for state, n in counts.items() if not state.terminal)
+        if queued >= self.max_queued_forgets:
+            raise ResourceExhausted(f"{queued} forgets are in progress (limit {self.max_queued_forgets}); "
+                                    "retry when some are done")
 
     @rpc_method("GetForget")
     async def GetForget(self, request: pb.GetForgetRequest, context: grpc.aio.ServicerContext) -> pb.ForgetJob:
@@ -72,6 +97,17 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     @rpc_method("WatchForget")
     async def WatchForget(self, request: pb.WatchForgetRequest, context: grpc.aio.ServicerContext):
+        if self._watching >= self.max_watch_streams:
+            raise ResourceExhausted(f"{self._watching} WatchForget streams are open (the limit); poll GetForget "
+                                    "or retry later")
+        self._watching += 1
+        try:
+            async for event in self._watch(request):
+                yield event
+        finally:
+            self._watching -= 1
+
+    async def _watch(self, request: pb.WatchForgetRequest):
         job = await self._job(request.forget_id)
         seen_transitions, seen_progress = 0, 0
         while True:
@@ -91,6 +127,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         size = request.page_size or DEFAULT_PAGE
         if size > MAX_PAGE:
             raise InvalidArgument(f"page_size must be at most {MAX_PAGE}")
+        unknown = [s for s in request.states if s not in pb.ForgetState.values()]
+        if unknown:
+            raise InvalidArgument(f"unknown states {unknown}; valid: {', '.join(pb.ForgetState.keys()[1:])}")
         states = [convert.forget_state_from_pb(s) for s in request.states if s != pb.FORGET_STATE_UNSPECIFIED]
         before = request.page_token or None
         if before is not None:
@@ -117,5 +156,5 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             raise InvalidArgument("adapter_id is required")
         if len(request.reason) > MAX_REASON_CHARS:
             raise InvalidArgument(f"reason must be at most {MAX_REASON_CHARS} characters")
-        await self.coordinator.deactivate(request.adapter_id, request.reason, ACTOR)
+        await self.coordinator.deactivate(request.adapter_id, request.reason, actor_of(context))
         return await asyncio.to_thread(self._adapters_pb)

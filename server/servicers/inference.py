@@ -40,6 +40,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def _chunks(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
                       ) -> AsyncIterator[Chunk]:
         """Yield a chunk per piece of released text, then one carrying the result."""
+        self.generator.check_prompt_size(request.prompt)  # first: before the guard, tokenizer or queue
         if request.messages:  # a conversation: rendered with the model's chat template
             if request.prompt:
                 raise InvalidArgument("set either prompt or messages, not both")

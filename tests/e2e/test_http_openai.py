@@ -26,7 +26,7 @@ from server.guard import GuardConfig
 from tests.procs import ServeProcess
 from unlearn_engine.demo.builder import load_corpus
 
-CLIENT_TOKEN = "client-token-for-http-tests"
+CLIENT_TOKEN = "client-token-for-the-http-front-tests-0123"  # harden: at least 32 characters
 
 
 @pytest.fixture(scope="module")

@@ -94,3 +94,10 @@ def test_gpu_override_builds_the_cuda_variant_and_reserves_a_gpu() -> None:
     assert "TORCH_INDEX_URL" in (DEPLOY / "Dockerfile").read_text()
     devices = lethe["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+
+
+def test_lethe_runs_locked_down() -> None:
+    svc = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["lethe"]
+    assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in svc["security_opt"]
+    assert any(t.startswith("/tmp:") and "size=" in t for t in svc["tmpfs"])

@@ -83,11 +83,12 @@ def test_runtime_stage_is_slim_non_root_and_health_checked() -> None:
     words = dict(runtime)
     user = words["USER"].split(":")
     assert user[0].isdigit() and int(user[0]) != 0 and user[1].isdigit()
-    assert "server.healthcheck --target 127.0.0.1:${LETHE_PORT}" in words["HEALTHCHECK"]
+    assert "server.healthcheck --target 127.0.0.1:${LETHE_HEALTH_PORT}" in words["HEALTHCHECK"]
     assert "--start-period=" in words["HEALTHCHECK"]
     env = env_of(runtime)
     assert env["LETHE_HOST"] == "0.0.0.0"
-    assert {int(p) for p in words["EXPOSE"].split()} == {int(env["LETHE_PORT"]), int(env["LETHE_METRICS_PORT"])}
+    assert {int(p) for p in words["EXPOSE"].split()} == {int(env["LETHE_PORT"]), int(env["LETHE_METRICS_PORT"]),
+                                                         int(env["LETHE_HEALTH_PORT"])}
     assert int(env["LETHE_PORT"]) == Settings.port and int(env["LETHE_METRICS_PORT"]) == Settings.metrics_port
     assert words["VOLUME"] == f'["{env["LETHE_DATA_DIR"]}"]'
     assert words["ENTRYPOINT"] == '["lethe"]' and words["CMD"] == '["serve"]'
@@ -180,7 +181,11 @@ def test_image_recipe_builds_and_serves_from_the_filtered_context(demo_model_dir
     image_env.pop("PATH")  # the image's venv is this test's interpreter
     # Paths and ports move into the sandbox; everything else is the image's ENV as written.
     image_env.update(LETHE_DATA_DIR=str(data), LETHE_CACHE_DIR=str(cache), LETHE_DEMO="small",
-                     LETHE_PORT=str(free_port()), LETHE_METRICS_PORT=str(free_port()))
+                     LETHE_PORT=str(free_port()), LETHE_METRICS_PORT=str(free_port()),
+                     LETHE_HEALTH_PORT=str(free_port()))
+    # On 0.0.0.0 the image refuses plaintext unless told: `docker run -e LETHE_INSECURE=1`, as
+    # compose does (the TLS path is tests/integration/test_tls.py).
+    image_env.setdefault("LETHE_INSECURE", "1")
     env = {**os.environ, **image_env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(app), "HOME": str(tmp_path),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 

@@ -99,7 +99,7 @@ def test_builtin_kinds_pass_strict_schema_validation(version: str) -> None:
         except kubernetes_validate.ValidationError as err:
             pytest.fail(f"{kind} {'/'.join(map(str, err.path))}: {err.message}")
         checked.add(kind)
-    assert checked == {"Namespace", "Secret", "PersistentVolumeClaim", "Deployment", "Service"}
+    assert checked == {"Namespace", "Secret", "PersistentVolumeClaim", "Deployment", "Service", "NetworkPolicy"}
 
 
 def test_strict_validation_catches_a_misspelt_field() -> None:
@@ -127,12 +127,14 @@ def container(objs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return c
 
 
-def test_probes_are_native_grpc_health_checks_on_the_grpc_port() -> None:
+def test_probes_are_native_grpc_health_checks_on_the_health_port() -> None:
     c = container(resources())
-    grpc_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
-    assert grpc_port == Settings.port
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["grpc"] == Settings.port
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert int(env["LETHE_HEALTH_PORT"]) == ports["health"]  # plaintext: the kubelet has no client cert
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["grpc"] == {"port": grpc_port}, probe
+        assert c[probe]["grpc"] == {"port": ports["health"]}, probe
     # a slow model load is the startup probe's job, so liveness never kills a loading server
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
@@ -186,3 +188,28 @@ def test_pod_runs_as_the_image_user_without_privileges_and_drains_in_time() -> N
 def test_kustomize_image_name_matches_the_container() -> None:
     images = {i["name"] for i in kustomization()["images"]}
     assert container(resources())["image"] in images
+
+
+def test_pod_is_fenced_in_and_bounded() -> None:
+    objs = resources()
+    pod = objs["Deployment"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    c = container(objs)
+    assert "cpu" in c["resources"]["limits"] and "memory" in c["resources"]["limits"]
+    tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    assert tmp["emptyDir"]["sizeLimit"]
+    tls = next(v for v in pod["volumes"] if v["name"] == "tls")
+    env = {e["name"]: e.get("value", "") for e in c["env"]}
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "tls")
+    assert env["LETHE_TLS_CERT"].startswith(mount["mountPath"]) and tls["secret"]["secretName"]
+    assert not any("TLS" in e["name"] and "valueFrom" in e for e in c["env"]), "TLS material is mounted, not in env"
+    policy = objs["NetworkPolicy"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels(objs).items()
+    ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert ports == {"grpc", "metrics", "health"} and {p["name"] for p in c["ports"]} >= ports
+    grpc_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "grpc")
+    assert grpc_rule["from"], "gRPC only from labelled clients"
+
+
+def pod_labels(objs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return objs["Deployment"]["spec"]["template"]["metadata"]["labels"]

@@ -16,6 +16,8 @@ from server.client import LetheClient
 from server.runtime.model import load_model
 from tests.conftest import ServerThread, make_settings
 
+CLIENT_TOKEN = "client-token-of-at-least-32-characters"
+
 
 def test_health_is_not_serving_until_the_model_is_loaded(demo_model_dir: Path, tmp_path: Path) -> None:
     gate = threading.Event()
@@ -61,7 +63,7 @@ def test_reflection_lists_services_and_can_be_turned_off(demo_model_dir: Path, t
 
 
 def test_tokens_gate_admin_and_inference(demo_model_dir: Path, tmp_path: Path) -> None:
-    st = ServerThread(make_settings(tmp_path, demo_model_dir, client_tokens=("client-token",)))
+    st = ServerThread(make_settings(tmp_path, demo_model_dir, client_tokens=(CLIENT_TOKEN,)))
     st.wait_ready()
     operator = (tmp_path / "data" / "operator.token").read_text().strip()
     req = admin_pb2.ListAdaptersRequest()
@@ -79,13 +81,13 @@ def test_tokens_gate_admin_and_inference(demo_model_dir: Path, tmp_path: Path) -
         stream = lambda c: list(c.stream("Where was", max_new_tokens=2))  # noqa: E731
         assert code(None, admin) == grpc.StatusCode.UNAUTHENTICATED
         assert code("wrong", admin) == grpc.StatusCode.UNAUTHENTICATED
-        assert code("client-token", admin) == grpc.StatusCode.PERMISSION_DENIED
+        assert code(CLIENT_TOKEN, admin) == grpc.StatusCode.PERMISSION_DENIED
         assert code(operator, admin) != grpc.StatusCode.UNAUTHENTICATED  # passes auth
         assert code(None, gen) == grpc.StatusCode.UNAUTHENTICATED
         assert code(None, stream) == grpc.StatusCode.UNAUTHENTICATED
         assert code("wrong", gen) == grpc.StatusCode.UNAUTHENTICATED
-        assert code("client-token", gen) == grpc.StatusCode.OK
-        assert code("client-token", stream) == grpc.StatusCode.OK
+        assert code(CLIENT_TOKEN, gen) == grpc.StatusCode.OK
+        assert code(CLIENT_TOKEN, stream) == grpc.StatusCode.OK
         assert code(operator, gen) == grpc.StatusCode.OK
     finally:
         st.stop()

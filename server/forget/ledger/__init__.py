@@ -4,7 +4,7 @@
 `SqliteLedger` is the default, one file in the data directory.
 """
 
-from server.forget.ledger.base import ForgetLedger, LedgerError, NotOwner, UnknownForget
+from server.forget.ledger.base import ForgetLedger, IdempotencyConflict, LedgerError, NotOwner, UnknownForget
 from server.forget.ledger.sqlite import SqliteLedger
 
-__all__ = ["ForgetLedger", "LedgerError", "NotOwner", "SqliteLedger", "UnknownForget"]
+__all__ = ["ForgetLedger", "IdempotencyConflict", "LedgerError", "NotOwner", "SqliteLedger", "UnknownForget"]

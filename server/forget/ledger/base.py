@@ -20,6 +20,10 @@ class UnknownForget(LedgerError):
     pass
 
 
+class IdempotencyConflict(LedgerError):
+    """An idempotency key came back with different content: a client bug, never a retry."""
+
+
 class NotOwner(LedgerError):
     """A worker tried to finish a job it no longer owns (it was re-queued or finished elsewhere)."""
 
@@ -28,8 +32,10 @@ class ForgetLedger(abc.ABC):
     # ---- forget requests -------------------------------------------------------------------
     @abc.abstractmethod
     def submit(self, payload: ForgetPayload, method: str, reason: str, idempotency_key: str | None,
-               actor: str) -> tuple[ForgetJob, bool]:
-        """Record a request as PENDING; (job, created). A known idempotency key returns its job."""
+               actor: str, content_digest: str = "") -> tuple[ForgetJob, bool]:
+        """Record a request as PENDING; (job, created). A known idempotency key returns its job, or
+        raises IdempotencyConflict when both digests are known and differ. `content_digest` is
+        keyed (never a plain hash of the content, which a list of names could be checked against)."""
 
     @abc.abstractmethod
     def arm(self, forget_id: str, guard_entries: bytes) -> ForgetJob:
@@ -70,14 +76,16 @@ class ForgetLedger(abc.ABC):
     def heartbeat(self, worker_id: str) -> None: ...
 
     @abc.abstractmethod
-    def last_heartbeat(self) -> float | None: ...
+    def last_heartbeat(self, excluding: str | None = None) -> float | None:
+        """The newest worker heartbeat (of any worker but `excluding`), None when there is none."""
 
     @abc.abstractmethod
     def requeue_orphans(self, older_than: float) -> list[str]:
         """TRAINING/VERIFYING jobs whose worker's heartbeat is older than `older_than` -> FILTERING."""
 
     @abc.abstractmethod
-    def record_progress(self, forget_id: str, progress: JobProgress) -> None: ...
+    def record_progress(self, forget_id: str, progress: JobProgress, worker_id: str | None = None) -> None:
+        """`worker_id`: as in record_adapter (refused unless that worker still owns the job)."""
 
     @abc.abstractmethod
     def progress_after(self, forget_id: str, seq: int) -> list[tuple[int, JobProgress]]: ...

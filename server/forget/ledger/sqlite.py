@@ -9,7 +9,9 @@ does not linger on disk in either file.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
+import logging
 import secrets
 import sqlite3
 import threading
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, JobProgress, StackRecord, Transition
-from server.forget.ledger.base import ForgetLedger, LedgerError, NotOwner, UnknownForget
+from server.forget.ledger.base import ForgetLedger, IdempotencyConflict, LedgerError, NotOwner, UnknownForget
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS forgets (
@@ -27,7 +29,7 @@ CREATE TABLE IF NOT EXISTS forgets (
   created_at REAL NOT NULL, updated_at REAL NOT NULL, failure_reason TEXT NOT NULL DEFAULT '',
   adapter_id TEXT NOT NULL DEFAULT '', stack_version INTEGER NOT NULL DEFAULT 0,
   attempts INTEGER NOT NULL DEFAULT 0, metrics TEXT NOT NULL DEFAULT '{}', worker_id TEXT,
-  guard_entries BLOB, content_sha256 TEXT NOT NULL);
+  guard_entries BLOB, content_hmac TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS payloads (forget_id TEXT PRIMARY KEY, payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS transitions (forget_id TEXT NOT NULL, state TEXT NOT NULL, at REAL NOT NULL,
   detail TEXT NOT NULL DEFAULT '');
@@ -48,6 +50,10 @@ CREATE TABLE IF NOT EXISTS guard_hits (forget_id TEXT NOT NULL, stage TEXT NOT N
 """
 
 
+_CHECKPOINT_TRIES = 3
+logger = logging.getLogger(__name__)
+
+
 def new_forget_id() -> str:
     # Time-ordered (ms, hex) plus randomness: sortable, unguessable, never reused.
     return f"fg_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
@@ -63,9 +69,25 @@ class SqliteLedger(ForgetLedger):
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON", "foreign_keys=ON"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(SCHEMA)
+        self._drop_unkeyed_digests()
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO stacks (version, adapter_ids, created_at) VALUES (0, '[]', ?)",
                        (time.time(),))
+
+    def _drop_unkeyed_digests(self) -> None:
+        """Ledgers written before keyed digests kept a plain SHA-256 of each request's content (in
+        `forgets` and the audit log): a one-name forget could be recovered by hashing a list of
+        names. Erase them; those requests' idempotency keys then match any content."""
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(forgets)")}
+        if "content_sha256" not in columns:
+            return
+        with self._tx() as db:
+            db.execute("ALTER TABLE forgets RENAME COLUMN content_sha256 TO content_hmac")
+            db.execute("UPDATE forgets SET content_hmac = ''")
+            db.execute("UPDATE audit SET details = json_remove(details, '$.content_sha256') "
+                       "WHERE json_extract(details, '$.content_sha256') IS NOT NULL")
+        self._db.execute("VACUUM")  # rewrite every page: no old value survives in free space
+        self._truncate_wal()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -84,22 +106,26 @@ class SqliteLedger(ForgetLedger):
 
     # ---- forget requests -------------------------------------------------------------------
     def submit(self, payload: ForgetPayload, method: str, reason: str, idempotency_key: str | None,
-               actor: str) -> tuple[ForgetJob, bool]:
+               actor: str, content_digest: str = "") -> tuple[ForgetJob, bool]:
         now = time.time()
         with self._tx() as db:
             if idempotency_key:
-                row = db.execute("SELECT forget_id FROM forgets WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+                row = db.execute("SELECT forget_id, content_hmac FROM forgets WHERE idempotency_key = ?",
+                                 (idempotency_key,)).fetchone()
                 if row is not None:
+                    known = row["content_hmac"]
+                    if known and content_digest and not hmac.compare_digest(known, content_digest):
+                        raise IdempotencyConflict(f"idempotency key of {row['forget_id']} reused with other content")
                     return self._job(db, row["forget_id"]), False
             fid = new_forget_id()
             db.execute(
                 "INSERT INTO forgets (forget_id, idempotency_key, state, method, reason, num_texts, num_qa, "
-                "num_subjects, created_at, updated_at, content_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "num_subjects, created_at, updated_at, content_hmac) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (fid, idempotency_key or None, ForgetState.PENDING.value, method, reason, len(payload.texts),
-                 len(payload.qa_pairs), len(payload.subjects), now, now, payload.digest()))
+                 len(payload.qa_pairs), len(payload.subjects), now, now, content_digest))
             db.execute("INSERT INTO payloads (forget_id, payload) VALUES (?, ?)", (fid, payload.to_json()))
             self._log_transition(db, fid, ForgetState.PENDING, now)
-            self._audit(db, actor, "forget", fid, {"content_sha256": payload.digest(), "method": method,
+            self._audit(db, actor, "forget", fid, {"content_hmac": content_digest, "method": method,
                                                    "texts": len(payload.texts), "qa_pairs": len(payload.qa_pairs),
                                                    "subjects": len(payload.subjects)})
             return self._job(db, fid), True
@@ -183,9 +209,10 @@ class SqliteLedger(ForgetLedger):
         db.execute("INSERT INTO workers (worker_id, heartbeat) VALUES (?, ?) "
                    "ON CONFLICT (worker_id) DO UPDATE SET heartbeat = excluded.heartbeat", (worker_id, time.time()))
 
-    def last_heartbeat(self) -> float | None:
+    def last_heartbeat(self, excluding: str | None = None) -> float | None:
         with self._lock:
-            row = self._db.execute("SELECT MAX(heartbeat) AS h FROM workers").fetchone()
+            row = self._db.execute("SELECT MAX(heartbeat) AS h FROM workers WHERE worker_id IS NOT ?",
+                                   (excluding,)).fetchone()
         return row["h"]
 
     def requeue_orphans(self, older_than: float) -> list[str]:
@@ -198,14 +225,14 @@ class SqliteLedger(ForgetLedger):
                 self._set_state(db, r["forget_id"], ForgetState.FILTERING, "requeued: worker stopped")
             return [r["forget_id"] for r in rows]
 
-    def record_progress(self, forget_id: str, progress: JobProgress) -> None:
+    def record_progress(self, forget_id: str, progress: JobProgress, worker_id: str | None = None) -> None:
         data = json.dumps({"attempt": progress.attempt, "step": progress.step, "total_steps": progress.total_steps,
                            "losses": progress.losses, "metrics": progress.metrics})
         with self._tx() as db:
+            self._check_owner(db, forget_id, worker_id)  # a presumed-dead worker reports nothing more
             db.execute("INSERT INTO progress (forget_id, data) VALUES (?, ?)", (forget_id, data))
-            row = db.execute("SELECT worker_id FROM forgets WHERE forget_id = ?", (forget_id,)).fetchone()
-            if row is not None and row["worker_id"]:
-                self._beat(db, row["worker_id"])
+            if worker_id is not None:
+                self._beat(db, worker_id)  # the writer's own heartbeat, never the current owner's
 
     def progress_after(self, forget_id: str, seq: int) -> list[tuple[int, JobProgress]]:
         with self._lock:
@@ -270,6 +297,7 @@ class SqliteLedger(ForgetLedger):
                 db.execute("UPDATE forgets SET attempts = ? WHERE forget_id = ?", (attempts, forget_id))
             self._set_state(db, forget_id, ForgetState.FAILED, reason)
             db.execute("DELETE FROM payloads WHERE forget_id = ?", (forget_id,))
+            db.execute("DELETE FROM probes WHERE forget_id = ?", (forget_id,))  # no adapter to monitor
             job = self._job(db, forget_id)
         self._truncate_wal()
         return job
@@ -330,9 +358,12 @@ class SqliteLedger(ForgetLedger):
             stack = self._new_stack(db, expected_version, tuple(a for a in current.adapter_ids if a != adapter_id))
             row = db.execute("SELECT forget_id FROM adapters WHERE adapter_id = ?", (adapter_id,)).fetchone()
             self._set_state(db, row["forget_id"], ForgetState.DEACTIVATED, f"stack v{stack.version}")
+            # The leakage probes (forgotten questions, sealed) only served the live adapter.
+            db.execute("DELETE FROM probes WHERE forget_id = ?", (row["forget_id"],))
             self._audit(db, actor, "deactivate_adapter", adapter_id,
                         {"forget_id": row["forget_id"], "stack_version": stack.version, "reason": reason})
-            return stack
+        self._truncate_wal()
+        return stack
 
     def activated_at(self, adapter_id: str) -> float:
         with self._lock:
@@ -396,6 +427,14 @@ class SqliteLedger(ForgetLedger):
     def _truncate_wal(self) -> None:
         # Move committed pages (with the erased rows already zeroed) into the main file and cut the
         # WAL to zero bytes, so deleted plaintext does not survive in old WAL frames.
-        with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # A reader on an older snapshot (another process) makes the checkpoint give up ("busy"):
+        # retry, and say so if the WAL could not be cut, instead of assuming it was.
+        for attempt in range(_CHECKPOINT_TRIES):
+            with self._lock:
+                busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            time.sleep(0.05 * (attempt + 1))
+        logger.warning("the WAL checkpoint stayed busy after %d tries; erased rows may linger in %s-wal "
+                       "until the next checkpoint", _CHECKPOINT_TRIES, self.path.name)
 
