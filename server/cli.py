@@ -142,17 +142,28 @@ def _cmd_forget(args: argparse.Namespace) -> int:
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       transient=True) as bar:
             task = bar.add_task(_state(job.state), total=None)
+            scores: dict[str, float] = {}
             for ev in client.admin.WatchForget(apb.WatchForgetRequest(forget_id=job.forget_id),
                                                metadata=client._metadata, timeout=None):
                 job = ev.job
                 if ev.HasField("progress") and ev.progress.total_steps:
                     p = ev.progress
-                    bar.update(task, description=f"TRAINING attempt {p.attempt}", completed=p.step,
+                    scores = dict(p.metrics) or (scores if p.step else {})  # a new attempt starts clean
+                    bar.update(task, description=_progress_line(p, scores), completed=p.step,
                                total=p.total_steps)
                 elif ev.HasField("transition"):
                     bar.update(task, description=_state(ev.transition.state))
     print(f"{job.forget_id} {_state(job.state)}" + (f": {job.failure_reason}" if job.failure_reason else ""))
     return 0 if job.state == apb.FORGET_STATE_ACTIVE else 1
+
+
+def _progress_line(p: Any, metrics: dict[str, float]) -> str:
+    """'TRAINING attempt 1 (forget 0.20, retain 0.98) ETA 0:41': a TrainingProgress and the
+    latest probe scores (only evaluation steps carry them)."""
+    scores = [f"{label} {metrics[key]:.2f}" for label, key in (
+        ("forget", "forget.fact_span_accuracy"), ("retain", "retain.fact_span_accuracy")) if key in metrics]
+    eta = f" ETA {int(p.eta_seconds) // 60}:{int(p.eta_seconds) % 60:02d}" if p.eta_seconds >= 0 else ""
+    return f"TRAINING attempt {p.attempt}" + (f" ({', '.join(scores)})" if scores else "") + eta
 
 
 def _blocked(job: Any) -> str:
