@@ -17,14 +17,18 @@ from typing import Any
 import grpc
 import torch
 
+from unlearn_engine.pretrained import FetchError
+
 from server.settings import (add_model_arguments, add_serve_arguments, client_defaults, load_settings,
                              thread_budget)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from server.app import LetheServer
+    from server.app import LetheServer, resolve_model_dir
 
     settings = load_settings(args)
+    if settings.model is not None:  # an unfetched registry name fails now, not after listening
+        resolve_model_dir(settings)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(thread_budget(settings)[0])
     asyncio.run(LetheServer(settings).serve_forever())
@@ -234,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_commands(sub, default_cache_dir=load_settings().cache_dir)
     from unlearn_engine.cli import add_engine_commands
 
-    add_engine_commands(sub)
+    add_engine_commands(sub, default_cache_dir=load_settings().cache_dir)
+    from unlearn_engine.pretrained.cli import add_model_commands
+
+    add_model_commands(sub, default_cache_dir=load_settings().cache_dir)
     return parser
 
 
@@ -244,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except grpc.RpcError as err:  # every client command reports a failed call the same way
         print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+    except FetchError as err:  # e.g. `--model smollm2` before `lethe model fetch smollm2`
+        print(f"error: {err}", file=sys.stderr)
         return 1
 
 

@@ -17,11 +17,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from unlearn_engine.cache import DEFAULT_CACHE_DIR
 from unlearn_engine.demo.builder import build_demo_model, load_report
 from unlearn_engine.demo.config import DemoConfig
 from unlearn_engine.demo.corpus import generate_corpus, write_jsonl
-
-DEFAULT_CACHE_DIR = Path("~/.cache/lethe")
 
 
 def add_demo_commands(subparsers: argparse._SubParsersAction,
