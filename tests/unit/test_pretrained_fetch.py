@@ -96,6 +96,6 @@ def test_serve_and_worker_name_the_fetch_command(tmp_path: Path, capsys: pytest.
     common = ["--model", "smollm2", "--cache-dir", str(tmp_path / "cache"), "--data-dir", str(tmp_path / "data")]
     assert main(["serve", *common, "--port", "0"]) == 1
     assert "lethe model fetch smollm2" in capsys.readouterr().err
-    assert main(["worker", *common, "--once"]) == 1
+    assert main(["worker", *common, "--once", "--worker-threads", "1"]) == 1
     assert "lethe model fetch smollm2" in capsys.readouterr().err
     assert not (tmp_path / "cache" / "pretrained").exists()
