@@ -3,9 +3,10 @@
 Measures generated tokens per second for 1 stream and for N concurrent streams (fixed-length
 generation via ignore_eos so both sides produce the same number of tokens). The server runs as
 its own process (`lethe serve`), as in production; the baseline runs in this process with the
-same torch thread count. Writes bench/results/serving.json and serving.md.
+same torch thread count. Writes bench/results/serving.json and serving.md (serving-NAME.* for a
+registered pretrained model, e.g. `--model smollm2` after `lethe model fetch smollm2`).
 
-    python bench/serving.py [--model DIR | --small] [--tokens 128] [--concurrency 8] [--rounds 3]
+    python bench/serving.py [--model DIR|NAME | --small] [--tokens 128] [--concurrency 8] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.client import LetheClient  # noqa: E402
 from server.runtime.model import load_model  # noqa: E402
+from server.settings import load_settings  # noqa: E402
 from tests.procs import ServeProcess  # noqa: E402
 from unlearn_engine.demo.builder import default_demo_model  # noqa: E402
+from unlearn_engine.pretrained import MODELS, resolve_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPTS = ["Where was", "What does", "Who is the", "When was", "Tell me about", "The", "In", "What is the"]
@@ -75,7 +78,7 @@ def served(target: str, tokens: int, concurrency: int, rounds: int) -> dict[str,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path)
+    parser.add_argument("--model", help="model directory, or a fetched registry name (smollm2)")
     parser.add_argument("--small", action="store_true", help="use the small demo preset")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -84,7 +87,10 @@ def main() -> int:
                         help="torch threads for both sides (1: two threads on a shared 2-core box thrash)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model_dir = args.model or default_demo_model(Path.home() / ".cache" / "lethe", small=args.small)
+    cache_dir = load_settings().cache_dir
+    model_dir = (resolve_model(args.model, cache_dir) if args.model
+                 else default_demo_model(cache_dir, small=args.small))
+    stem = f"serving-{args.model}" if args.model in MODELS else "serving"
     raw = baseline(model_dir, args.tokens, args.concurrency, args.rounds)
     import tempfile
 
@@ -101,10 +107,10 @@ def main() -> int:
               "device": "cuda" if torch.cuda.is_available() else "cpu", "torch_threads": torch.get_num_threads(),
               "cpu_count": os.cpu_count(), "platform": platform.platform(), "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["| workload | raw model.generate tok/s | Lethe server tok/s | ratio |", "|---|---|---|---|"]
     lines += [f"| {r['workload']} | {r['raw_generate_tok_s']} | {r['lethe_tok_s']} | {r['ratio']} |" for r in rows]
-    (RESULTS / "serving.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

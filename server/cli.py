@@ -23,6 +23,7 @@ import grpc
 from server.settings import (Settings, SettingsError, add_model_arguments, add_serve_arguments, client_defaults,
                              load_settings, thread_budget)
 from unlearn_engine.method_names import METHOD_NAMES
+from unlearn_engine.pretrained import FetchError
 
 
 def _process_settings(args: argparse.Namespace) -> Settings:
@@ -43,9 +44,11 @@ def _process_settings(args: argparse.Namespace) -> Settings:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import torch
 
-    from server.app import LetheServer
+    from server.app import LetheServer, resolve_model_dir
 
     settings = _process_settings(args)
+    if settings.model is not None:  # an unfetched registry name fails now, not after listening
+        resolve_model_dir(settings)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(thread_budget(settings)[0])
     asyncio.run(LetheServer(settings).serve_forever())
@@ -277,12 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(deactivate)
     deactivate.set_defaults(func=_cmd_deactivate)
 
-    from unlearn_engine.demo.cli import add_demo_commands
-
-    add_demo_commands(sub, default_cache_dir=load_settings(check=False).cache_dir)
     from unlearn_engine.cli import add_engine_commands
+    from unlearn_engine.demo.cli import add_demo_commands
+    from unlearn_engine.pretrained.cli import add_model_commands
 
-    add_engine_commands(sub)
+    cache_dir = load_settings(check=False).cache_dir  # defaults only: no server setting is validated
+    add_demo_commands(sub, default_cache_dir=cache_dir)
+    add_engine_commands(sub, default_cache_dir=cache_dir)
+    add_model_commands(sub, default_cache_dir=cache_dir)
     return parser
 
 
@@ -296,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:  # e.g. a short token: refused at start-up, with how to fix it
         print(f"lethe: {exc}", file=sys.stderr)
         return 2
+    except FetchError as err:  # e.g. `--model smollm2` before `lethe model fetch smollm2`
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
