@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapters.set_defaults(func=_cmd_adapters)
     deactivate = sub.add_parser("deactivate", help="remove an adapter from the stack (operator)")
     deactivate.add_argument("adapter_id")
-    deactivate.add_argument("--reason")
+    deactivate.add_argument("--reason", required=True, help="why (required; kept in the audit log with the actor)")
     _add_target(deactivate)
     deactivate.set_defaults(func=_cmd_deactivate)
 
