@@ -8,9 +8,10 @@ same torch thread count. gRPC streams (GenerateStream) and HTTP streams (SSE fro
 hit the same server, round by round in turn (the order flipping each round), so a load change on
 the machine hits both alike; the server process's CPU seconds per generated token are recorded
 per protocol too, a measure of protocol overhead that other load on a shared machine barely
-moves. Writes bench/results/serving.json and serving.md.
+moves. Writes bench/results/serving.json and serving.md (serving-NAME.* for a
+registered pretrained model, e.g. `--model smollm2` after `lethe model fetch smollm2`).
 
-    python bench/serving.py [--model DIR | --small] [--tokens 128] [--concurrency 8] [--rounds 3]
+    python bench/serving.py [--model DIR|NAME | --small] [--tokens 128] [--concurrency 8] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.client import LetheClient  # noqa: E402
 from server.runtime.model import load_model  # noqa: E402
+from server.settings import load_settings  # noqa: E402
 from tests.procs import ServeProcess  # noqa: E402
 from unlearn_engine.demo.builder import default_demo_model  # noqa: E402
+from unlearn_engine.pretrained import MODELS, resolve_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPTS = ["Where was", "What does", "Who is the", "When was", "Tell me about", "The", "In", "What is the"]
@@ -114,7 +117,7 @@ def served(target: str, http_port: int, server_pid: int, tokens: int, concurrenc
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path)
+    parser.add_argument("--model", help="model directory, or a fetched registry name (smollm2)")
     parser.add_argument("--small", action="store_true", help="use the small demo preset")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -123,7 +126,10 @@ def main() -> int:
                         help="torch threads for both sides (1: two threads on a shared 2-core box thrash)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model_dir = args.model or default_demo_model(Path.home() / ".cache" / "lethe", small=args.small)
+    cache_dir = load_settings(check=False).cache_dir
+    model_dir = (resolve_model(args.model, cache_dir) if args.model
+                 else default_demo_model(cache_dir, small=args.small))
+    stem = f"serving-{args.model}" if args.model in MODELS else "serving"
     load_before = os.getloadavg()[0]  # a shared machine's other work moves tok/s; CPU per token barely
     raw = baseline(model_dir, args.tokens, args.concurrency, args.rounds)
     import tempfile
@@ -147,13 +153,13 @@ def main() -> int:
               "cpu_count": os.cpu_count(), "platform": platform.platform(),
               "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["| workload | raw model.generate tok/s | Lethe gRPC tok/s | ratio | Lethe HTTP tok/s | HTTP / gRPC "
              "| server CPU ms/token gRPC | HTTP |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['workload']} | {r['raw_generate_tok_s']} | {r['lethe_tok_s']} | {r['ratio']} | "
               f"{r['lethe_http_tok_s']} | {r['http_vs_grpc']} | {r['server_cpu_ms_per_token_grpc']} | "
               f"{r['server_cpu_ms_per_token_http']} |" for r in rows]
-    (RESULTS / "serving.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -56,9 +56,11 @@ def _streaming_methods() -> frozenset[str]:
 
 
 def resolve_model_dir(settings: Settings) -> Path:
-    """The model to serve: --model, else the demo model (built and cached on first use)."""
+    """The model to serve: --model (a directory or a fetched registry name), else the demo model."""
     if settings.model is not None:
-        return settings.model
+        from unlearn_engine.pretrained import resolve_model
+
+        return resolve_model(settings.model, settings.cache_dir)
     from unlearn_engine.demo.builder import default_demo_model
 
     return default_demo_model(settings.cache_dir, small=settings.demo == "small")

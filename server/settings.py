@@ -88,9 +88,10 @@ class Settings:
     tls_client_ca: Path | None = None
     insecure: bool = False  # allow plaintext on a non-loopback address (a TLS proxy in front)
     data_dir: Path = Path("data")  # ledger, adapter store, tokens, guard state
-    model: Path | None = None  # a local HF causal-LM directory; None = the built-in demo model
+    # a local HF causal-LM directory or a fetched registry name (`lethe model list`); None = demo
+    model: Path | None = None
     demo: str = "full"  # demo preset when model is None: "full" or "small" (tests)
-    cache_dir: Path = Path.home() / ".cache" / "lethe"  # demo model builds are cached here
+    cache_dir: Path = Path.home() / ".cache" / "lethe"  # demo builds and fetched models are cached here
     device: str = "auto"  # "auto" = cuda when available, else cpu
     max_batch_size: int = 8  # rows decoded together; more trades latency for throughput
     max_queue: int = 64  # waiting requests beyond this get RESOURCE_EXHAUSTED
@@ -201,9 +202,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by `lethe serve` and `lethe worker` (each None when unset -> env -> default)."""
     p = parser.add_argument
     p("--data-dir", type=Path, help="data directory (env LETHE_DATA_DIR; default ./data)")
-    p("--model", type=Path, help="local HF causal-LM directory (env LETHE_MODEL; default: demo model)")
+    p("--model", type=Path, help="local HF causal-LM directory, or a registered name fetched with "
+      "`lethe model fetch NAME`, e.g. smollm2 (env LETHE_MODEL; default: demo model)")
     p("--demo", choices=["full", "small"], help="demo preset when no --model (env LETHE_DEMO)")
-    p("--cache-dir", type=Path, help="demo model cache (env LETHE_CACHE_DIR; default ~/.cache/lethe)")
+    p("--cache-dir", type=Path, help="demo / fetched model cache (env LETHE_CACHE_DIR; default ~/.cache/lethe)")
     p("--corpus", type=Path, help="JSONL corpus for near-duplicates and retain data (env LETHE_CORPUS)")
     p("--device", help="auto, cpu, cuda, cuda:N (env LETHE_DEVICE)")
     p("--log-level", help="DEBUG, INFO, WARNING (env LETHE_LOG_LEVEL)")

@@ -97,7 +97,8 @@ def adapter_to_pb(record: AdapterRecord, position: int, activated_at: float) -> 
 
 def progress_to_pb(progress: JobProgress) -> apb.TrainingProgress:
     return apb.TrainingProgress(attempt=progress.attempt, step=progress.step, total_steps=progress.total_steps,
-                                losses=progress.losses, metrics=progress.metrics)
+                                losses=progress.losses, metrics=progress.metrics,
+                                elapsed_seconds=progress.elapsed_seconds, eta_seconds=progress.eta_seconds)
 
 
 def _ts(seconds: float) -> Timestamp:
