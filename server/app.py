@@ -25,12 +25,13 @@ from grpc_reflection.v1alpha import reflection
 from server import __version__
 from server.adapters.stack import AdapterStackManager
 from server.api import admin_pb2, admin_pb2_grpc, inference_pb2, inference_pb2_grpc
-from server.auth import TokenAuthInterceptor, ensure_operator_token
+from server.auth import TokenAuthInterceptor, caller_label, ensure_operator_token
 from server.forget.coordinator import ForgetCoordinator
 from server.forget.hits import HitTally
 from server.forget.layout import DataDir
 from server.forget.ledger import SqliteLedger
 from server.forget.monitor import LeakageMonitor, MonitorConfig
+from server.forget.resolution import CorpusResolver, corpus_file
 from server.forget.supervisor import WorkerSupervisor
 from server.guard import GuardConfig, GuardHit, LeakageGuard
 from server.limits import ClientConcurrencyLimit, server_options
@@ -82,20 +83,25 @@ class LetheServer:
         self.guard = LeakageGuard(
             GuardConfig(model_cache_dir=settings.cache_dir / "guard", semantic=settings.guard_semantic,
                         policy=settings.guard_policy, prompt_policy=settings.prompt_policy,
-                        encoded_depth=settings.guard_encoded_depth),
+                        subject_policy=settings.subject_policy,
+                        encoded_depth=settings.guard_encoded_depth,
+                        # private: nothing in the text says a guard acted (see --filtered-response)
+                        **({"neutral_message": "", "redaction_text": ""}
+                           if settings.filtered_response == "private" else {})),
             secret, on_hit=self._on_guard_hit)
         self.coordinator = ForgetCoordinator(self.ledger, self.guard, self.data,
                                              self.metrics, settings.default_method,
                                              orphan_after_seconds=settings.worker_timeout_seconds,
                                              crash_at=settings.crash_at,
-                                             ack_all_stages=settings.guard_ack == "all")
+                                             ack_all_stages=settings.guard_ack == "all",
+                                             resolver=CorpusResolver())
         self.monitor = LeakageMonitor(
             self.ledger, GuardKeys(secret), self.runtime, self.metrics,
             MonitorConfig(interval_seconds=settings.monitor_interval_seconds,
                           probes_per_round=settings.monitor_probes))
         self.coordinator.on_stack_change = self.monitor.poke
         self.generator = GuardedGenerator(self.runtime, self.guard, self.metrics,  # gRPC and HTTP alike
-                                          settings.max_prompt_chars)
+                                          settings.max_prompt_chars, settings.filtered_response == "private")
         self.worker: WorkerSupervisor | None = None
         self.model_dir: Path | None = None
         self.port: int | None = None
@@ -119,6 +125,8 @@ class LetheServer:
 
     async def start(self) -> None:
         s = self.settings
+        if s.corpus is not None or s.model is not None:  # known now: resolve Forgets from the start
+            await asyncio.to_thread(self.coordinator.resolver.load, corpus_file(s.corpus, s.model))
         await self.coordinator.restore()  # the guard blocks everything forgotten before we listen
         self._hits_task = asyncio.create_task(self.hits.run())
         server = grpc.aio.server(
@@ -128,7 +136,8 @@ class LetheServer:
         )
         limits = GenerationLimits(s.default_max_new_tokens, s.max_new_tokens_limit)
         inference_pb2_grpc.add_InferenceServicer_to_server(
-            InferenceServicer(self.generator, limits, self.metrics), server)
+            InferenceServicer(self.generator, limits, self.metrics,
+                              caller=lambda md: caller_label(md, self.operator_token, s.client_tokens)), server)
         admin_pb2_grpc.add_AdminServicer_to_server(
             AdminServicer(self.coordinator, self.metrics, self.hits, s.max_watch_streams, s.max_queued_forgets), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -176,6 +185,8 @@ class LetheServer:
         # is blocked in milliseconds, not after a model load.
         self.guard.warm_up()
         self.model_dir = resolve_model_dir(self.settings)
+        if not self.coordinator.resolver.ready:  # the default demo model: its corpus is known now
+            self.coordinator.resolver.load(corpus_file(self.settings.corpus, self.model_dir))
         return self._loader(self.model_dir)
 
     async def _load_model(self) -> None:

@@ -137,9 +137,13 @@ def _cmd_forget(args: argparse.Namespace) -> int:
                                 method=args.method or "", reason=args.reason or "",
                                 idempotency_key=args.idempotency_key or "")
     with _client(args) as client:
+        if args.dry_run:
+            return _print_dry_run(client.admin.ForgetDryRun(request, metadata=client._metadata,
+                                                            timeout=args.timeout))
         reply = client.admin.Forget(request, metadata=client._metadata, timeout=args.timeout)
         job = reply.job
-        print(f"{job.forget_id} {_state(job.state)}{'' if reply.created else ' (existing)'}")
+        print(f"{job.forget_id} {_state(job.state)}{'' if reply.created else ' (existing)'} "
+              f"matched {_matches(job)}")
         if not args.wait:
             return 0
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -169,6 +173,27 @@ def _progress_line(p: Any, metrics: dict[str, float]) -> str:
     return f"TRAINING attempt {p.attempt}" + (f" ({', '.join(scores)})" if scores else "") + eta
 
 
+def _matches(job: Any) -> str:
+    """Corpus entries each request item matched, e.g. "subjects=[31] qa=[3]"."""
+    parts = [f"{name}={list(counts)}" for name, counts in (
+        ("texts", job.text_matches), ("qa", job.qa_matches), ("subjects", job.subject_matches)) if counts]
+    return " ".join(parts) or "-"
+
+
+def _print_dry_run(reply: Any) -> int:
+    """What a Forget would match; exit 0 when it would be accepted, 1 when refused."""
+    corpus = reply.corpus_digest[:12] or "none (the request's own items only)"
+    print(f"corpus {corpus}: {reply.total_entries} entries matched; {_matches(reply)}")
+    for e in reply.entries:
+        print(f"  {e.entry_id}  [{e.subject}]  " + (f"{e.question} -> " if e.question else "") + e.text)
+    if len(reply.entries) < reply.total_entries:
+        print(f"  ... and {reply.total_entries - len(reply.entries)} more")
+    for problem in reply.problems:
+        print(f"refused: {problem}")
+    print("nothing was stored (dry run)")
+    return 1 if reply.problems else 0
+
+
 def _blocked(job: Any) -> str:
     """Outputs the guard blocked for a job: before / after its adapter went live."""
     n = {"before_adapter": 0, "after_adapter": 0}
@@ -186,7 +211,7 @@ def _cmd_forgets(args: argparse.Namespace) -> int:
         created = job.created_at.ToDatetime().isoformat(timespec="seconds")
         print(f"{job.forget_id}  {_state(job.state):<11} {job.method:<8} {created}  "
               f"texts={job.num_texts} qa={job.num_qa_pairs} subjects={job.num_subjects}  "
-              f"blocked={_blocked(job)}  {job.failure_reason}")
+              f"matched={_matches(job)}  blocked={_blocked(job)}  {job.failure_reason}")
     return 0
 
 
@@ -265,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--reason", help="ticket / legal basis, kept in the audit log")
     forget.add_argument("--idempotency-key", help="retries with the same key return the same job")
     forget.add_argument("--wait", action="store_true", help="follow progress; exit 0 only on ACTIVE")
+    forget.add_argument("--dry-run", action="store_true",
+                        help="show the corpus entries the request matches (and why it would be refused); store nothing")
     _add_target(forget)
     forget.set_defaults(func=_cmd_forget)
     forgets = sub.add_parser("forgets", help="list forget jobs, newest first (operator)")

@@ -78,6 +78,16 @@ class ServerMetrics:
             ["result"], registry=r)
         self.forget_jobs = Gauge(
             "lethe_forget_jobs", "Forget jobs in the ledger by state.", ["state"], registry=r)
+        self.filtered_by_client = Counter(
+            "lethe_filtered_responses_total",
+            "Responses the guard blocked (or a prompt it refused), by caller: many for one client is probing.",
+            ["client"], registry=r)
+        self.forget_resolve = Histogram(
+            "lethe_forget_resolve_seconds", "Resolving a Forget against the corpus (subjects, near-duplicates).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
+        self.forget_refused = Counter(
+            "lethe_forget_refused_total", "Forget requests refused at resolution, by reason.",
+            ["reason"], registry=r)
         self.forget_to_block = Histogram(
             "lethe_forget_to_block_seconds", "Forget arrival to the guard blocking its content (before the reply).",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=r)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from server.crash import POINTS as CRASH_POINTS
-from server.guard.config import MAX_ENCODED_DEPTH, POLICIES, PROMPT_POLICIES, SEMANTIC_MODES
+from server.guard.config import (MAX_ENCODED_DEPTH, POLICIES, PROMPT_POLICIES, SEMANTIC_MODES,
+                                 SUBJECT_POLICIES)
 
 
 # Bearer tokens shorter than this are refused at start-up: 32 URL-safe characters carry ~190 bits.
@@ -133,6 +134,16 @@ class Settings:
     # changing it needs no re-derivation of what was forgotten.
     guard_encoded_depth: int = 2
     prompt_policy: str = "arm"  # off | arm strict output checks | refuse prompts about forgotten content
+    # What a listed subject blocks until its adapter is verified (the guard policy says how):
+    # name = any output naming it, and any answer to a prompt naming it (default: "forget this
+    # person" means not talking about them, and before the adapter the guard is all there is);
+    # value = the name next to a capitalised, numeric or date-like word; off = the name only arms.
+    subject_policy: str = "name"
+    # What a client sees when the guard blocks: "transparent" = finish_reason FILTERED and the
+    # neutral message (honest, but it tells the client someone filed an erasure about what it
+    # asked); "private" = the text released so far and finish_reason STOP, like a model that
+    # simply stopped. Either way filtered responses are counted per client (probing alert).
+    filtered_response: str = "transparent"
     monitor_interval_seconds: float = 300.0  # leakage monitor: seconds between probe rounds, 0 = off
     monitor_probes: int = 32  # leakage monitor: probes replayed per round (its rate limit)
     crash_at: tuple[str, ...] = ()  # test hook only (env LETHE_CRASH_AT, no flag): see crash.py
@@ -145,6 +156,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "guard_policy": POLICIES,
     "guard_ack": ("lexical", "all"),
     "prompt_policy": PROMPT_POLICIES,
+    "subject_policy": SUBJECT_POLICIES,
+    "filtered_response": ("transparent", "private"),
 }
 
 # field -> (environment variable, parser)
@@ -192,6 +205,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "guard_ack": ("LETHE_GUARD_ACK", str),
     "guard_encoded_depth": ("LETHE_GUARD_ENCODED_DEPTH", int),
     "prompt_policy": ("LETHE_PROMPT_POLICY", str),
+    "subject_policy": ("LETHE_SUBJECT_POLICY", str),
+    "filtered_response": ("LETHE_FILTERED_RESPONSE", str),
     "monitor_interval_seconds": ("LETHE_MONITOR_INTERVAL_SECONDS", float),
     "monitor_probes": ("LETHE_MONITOR_PROBES", int),
     "crash_at": ("LETHE_CRASH_AT", _tokens),
@@ -260,6 +275,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
       help=f"layers of nested encodings decoded, 1-{MAX_ENCODED_DEPTH} (env LETHE_GUARD_ENCODED_DEPTH; default 2)")
     p("--prompt-policy", choices=CHOICES["prompt_policy"],
       help="prompts naming forgotten content (env LETHE_PROMPT_POLICY)")
+    p("--subject-policy", choices=CHOICES["subject_policy"],
+      help="what a forgotten subject blocks before its adapter: its name alone, its name next to a "
+           "value, or nothing beyond arming (env LETHE_SUBJECT_POLICY; default name)")
+    p("--filtered-response", choices=CHOICES["filtered_response"],
+      help="a blocked response ends FILTERED with a neutral message (transparent, default) or just "
+           "stops (private) (env LETHE_FILTERED_RESPONSE)")
     p("--monitor-interval-seconds", type=float,
       help="leakage monitor: seconds between probe rounds, 0 = off (env LETHE_MONITOR_INTERVAL_SECONDS)")
     p("--monitor-probes", type=int,

@@ -2,6 +2,8 @@
 
 A Forget, in order:
 - `jobs.py`: the request and job as domain values (`ForgetPayload.validated`, `ForgetJob`).
+- `resolution.py`: the server's corpus; what a request resolves to in it (the engine's resolver),
+  for the guard at ack, the dry run, and the worker.
 - `coordinator.py`: in the server: ledger row -> guard entries armed -> FILTERING -> reply; later
   swaps verified adapters into the serving stack.
 - `ledger/`: the durable record every step reads and writes (the only channel between processes).

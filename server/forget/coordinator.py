@@ -1,7 +1,11 @@
 """ForgetCoordinator: the server side of the forget flow.
 
-- `submit`: validated request -> durable ledger row -> guard entries derived and armed -> ledger
-  FILTERING -> reply. The guard blocks the content before the client hears back.
+- `submit`: validated request -> resolved against the corpus (off the loop; a too-broad or
+  empty subject, or a request over the cap, is refused here, before anything is stored) ->
+  durable ledger row -> guard entries derived from the request *and its corpus matches* and
+  armed, the resolution recorded with them -> ledger FILTERING -> reply. The guard blocks the
+  content, every corpus entry about a subject included, before the client hears back.
+- `dry_run`: the same resolution, nothing stored.
 - `restore`: on start, rebuild the guard from the ledger's hashed entries (plaintext only for
   jobs that crashed before arming), re-queue jobs whose worker died.
 - `run`: a background loop that swaps verified adapters into the serving stack (the ledger's
@@ -21,10 +25,11 @@ from typing import Callable
 
 from server.adapters.stack import AdapterStackManager, StackRefused, SwapTiming
 from server.crash import crash_point
-from server.errors import FailedPrecondition, NotFound
+from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.forget.layout import DataDir
-from server.forget.jobs import ForgetJob, ForgetPayload, ForgetState, StackRecord
-from server.guard import ForgetItems, GuardEntries, LeakageGuard
+from server.forget.jobs import ForgetJob, ForgetPayload, ForgetResolution, ForgetState, MatchCounts, StackRecord
+from server.forget.resolution import CorpusResolver, CorpusUnavailable, Resolved, guard_items
+from server.guard import GuardEntries, LeakageGuard
 from server.forget.ledger import ForgetLedger, LedgerError
 from server.metrics import ServerMetrics
 
@@ -36,15 +41,13 @@ VERIFICATION_SCORES = ("forget.fact_span_accuracy", "retain.fact_span_accuracy",
                        "forget.truth_ratio", "mia.loss_auc", "mia.min_k_auc", "mia.zlib_auc", "model_utility")
 
 
-def guard_items(payload: ForgetPayload) -> ForgetItems:
-    return ForgetItems(texts=payload.texts, qa=payload.qa_pairs, subjects=payload.subjects)
-
-
 class ForgetCoordinator:
     def __init__(self, ledger: ForgetLedger, guard: LeakageGuard, data: DataDir, metrics: ServerMetrics,
                  default_method: str, poll_seconds: float = 0.2, orphan_after_seconds: float = 60.0,
-                 crash_at: tuple[str, ...] = (), ack_all_stages: bool = False):
+                 crash_at: tuple[str, ...] = (), ack_all_stages: bool = False,
+                 resolver: CorpusResolver | None = None):
         self.ledger = ledger
+        self.resolver = resolver or CorpusResolver()
         self.guard = guard
         self.data = data
         self.metrics = metrics
@@ -64,30 +67,60 @@ class ForgetCoordinator:
     async def submit(self, payload: ForgetPayload, method: str, reason: str, key: str | None,
                      actor: str) -> tuple[ForgetJob, bool]:
         start = time.monotonic()
+        resolved = await self.dry_run(payload)
+        if resolved.problems:  # nothing stored, nothing armed
+            for code in resolved.codes:
+                self.metrics.forget_refused.labels(code).inc()
+            raise InvalidArgument("; ".join(resolved.problems))
         digest = self.guard.content_digest(payload.to_json().encode())  # keyed: see GuardKeys
         job, created = await asyncio.to_thread(self.ledger.submit, payload, method or self.default_method,
                                                reason, key, actor, digest)
         self.metrics.forget_requests.labels("created" if created else "duplicate").inc()
         if created:
-            job = await self._arm(job.forget_id, payload)
+            job = await self._arm(job.forget_id, payload, resolved)
             self.metrics.forget_to_block.observe(time.monotonic() - start)
         return job, created
 
-    async def _arm(self, forget_id: str, payload: ForgetPayload) -> ForgetJob:
+    async def dry_run(self, payload: ForgetPayload) -> Resolved:
+        """What `payload` resolves to in the corpus (off the event loop); stores nothing."""
+        start = time.monotonic()
+        try:
+            resolved = await asyncio.to_thread(self.resolver.resolve, payload)
+        except CorpusUnavailable as exc:
+            raise FailedPrecondition(str(exc)) from None
+        self.metrics.forget_resolve.observe(time.monotonic() - start)
+        return resolved
+
+    async def _arm(self, forget_id: str, payload: ForgetPayload, resolved: Resolved | None = None) -> ForgetJob:
         # By default the lexical entries (milliseconds) block before the reply and sentence
         # embeddings (100+ ms) follow in the background, replacing them (add() swaps without a
-        # gap); with ack_all_stages the reply waits for the embeddings too.
+        # gap); with ack_all_stages the reply waits for the embeddings too. The entries cover
+        # the request and every corpus entry it resolved to; the ledger records which, in the
+        # same transaction that moves the job to FILTERING.
+        if resolved is None:  # restore: a crash came between the durable write and arming
+            resolved = await self._restore_resolution(payload)
         semantic = self.ack_all_stages
-        entries = await asyncio.to_thread(self.guard.derive, forget_id, guard_items(payload), semantic)
+        items = guard_items(payload, resolved.entries)
+        entries = await asyncio.to_thread(self.guard.derive, forget_id, items, semantic)
         self.guard.add(entries, BEFORE)
-        job = await asyncio.to_thread(self.ledger.arm, forget_id, entries.to_bytes())
+        job = await asyncio.to_thread(self.ledger.arm, forget_id, entries.to_bytes(), resolved.resolution)
         if not semantic:
-            self._spawn(self._add_semantic(forget_id, payload))
+            self._spawn(self._add_semantic(forget_id, payload, resolved.resolution))
         return job
 
-    async def _add_semantic(self, forget_id: str, payload: ForgetPayload) -> None:
+    async def _restore_resolution(self, payload: ForgetPayload) -> Resolved:
         try:
-            full = await asyncio.to_thread(self.guard.derive, forget_id, guard_items(payload))
+            return await asyncio.to_thread(self.resolver.resolve, payload)
+        except CorpusUnavailable:
+            logger.warning("corpus unavailable while re-arming a forget; arming its own items only")
+            counts = MatchCounts((0,) * len(payload.texts), (0,) * len(payload.qa_pairs), (0,) * len(payload.subjects))
+            return Resolved(ForgetResolution(counts), (), (), ())
+
+    async def _add_semantic(self, forget_id: str, payload: ForgetPayload,
+                            resolution: ForgetResolution | None) -> None:
+        try:
+            matched = await asyncio.to_thread(self.resolver.entries, resolution) if resolution else ()
+            full = await asyncio.to_thread(self.guard.derive, forget_id, guard_items(payload, matched))
             await asyncio.to_thread(self.ledger.update_guard_entries, forget_id, full.to_bytes())
             self.guard.add(full)  # keeps the forget's current phase
         except Exception:
@@ -103,7 +136,8 @@ class ForgetCoordinator:
         for forget_id, blob, state in await asyncio.to_thread(self.ledger.guard_entries):
             self.guard.add(GuardEntries.from_bytes(blob), AFTER if state == ForgetState.ACTIVE else BEFORE)
         for forget_id, payload in await asyncio.to_thread(self.ledger.armed_payloads):
-            self._spawn(self._add_semantic(forget_id, payload))  # a crash may have beaten it to disk
+            resolution = await asyncio.to_thread(self.ledger.resolution, forget_id)
+            self._spawn(self._add_semantic(forget_id, payload, resolution))  # a crash may have beaten it to disk
         for forget_id, payload in await asyncio.to_thread(self.ledger.pending_payloads):
             await self._arm(forget_id, payload)  # crashed between the durable write and arming
 

@@ -98,6 +98,29 @@ class ForgetJob:
     metrics: dict[str, float] = field(default_factory=dict)
     transitions: tuple[Transition, ...] = ()
     guard_hits: tuple[tuple[str, str, int], ...] = ()  # (stage, phase, outputs blocked)
+    matches: MatchCounts = field(default_factory=lambda: MatchCounts())
+
+
+@dataclass(frozen=True)
+class MatchCounts:
+    """Corpus entries each request item matched at resolution, in request order (counts only)."""
+
+    texts: tuple[int, ...] = ()
+    qa_pairs: tuple[int, ...] = ()
+    subjects: tuple[int, ...] = ()
+    corpus_digest: str = ""  # sha256 of the corpus file; "" = resolved without a corpus
+
+
+@dataclass(frozen=True)
+class ForgetResolution:
+    """What a Forget was resolved to: the counts (kept for good) and the corpus entry ids the
+    worker trains on (erased with the plaintext once the job is ACTIVE or FAILED)."""
+
+    counts: MatchCounts
+    entry_ids: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # ids point at the subject's entries: keep them out of logs
+        return f"ForgetResolution(entries={len(self.entry_ids)}, corpus={self.counts.corpus_digest[:12]!r})"
 
 
 @dataclass(frozen=True)

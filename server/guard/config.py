@@ -15,6 +15,11 @@ STAGE_NAMES = ("exact", "entity", "semantic")
 SOURCES = ("output", "prompt")
 POLICIES = ("end", "redact")
 PROMPT_POLICIES = ("off", "arm", "refuse")
+# What a forgotten *subject* (a name the Forget listed) blocks before its adapter is verified:
+# off = the name only arms (the attribute and semantic checks decide); value = the name within
+# the entity window of a capitalised, numeric or date-like word; name = the name alone. See
+# subject_policy.py.
+SUBJECT_POLICIES = ("off", "value", "name")
 SEMANTIC_MODES = ("off", "armed", "always")
 SEMANTIC_PRECISIONS = ("fp32", "int8")
 ENCODINGS = ("rot13", "leet", "base64", "base32", "hex", "escapes")
@@ -77,6 +82,11 @@ class GuardConfig:
     model_cache_dir: Path | None = None  # where the ONNX export is cached; None = no semantic
     policy: str = "end"  # end the stream | redact the span and continue
     prompt_policy: str = "arm"  # off | arm strict mode | refuse up front
+    # Subject policy (SUBJECT_POLICIES). "off" here keeps the guard alone to the stage rules
+    # above; the server defaults to "name" (settings.py says why). "value" lets harmless mentions
+    # through ("I have not heard of X") but not facts written without capitals ("X works as a
+    # tinker"); "name" blocks every mention.
+    subject_policy: str = "off"
     # Neutral on purpose: never echoes or hints at what matched.
     neutral_message: str = "I can't continue with this response."
     redaction_text: str = "[…]"
@@ -108,6 +118,7 @@ class GuardConfig:
         _check("semantic_precision", self.semantic_precision, SEMANTIC_PRECISIONS)
         _check("policy", self.policy, POLICIES)
         _check("prompt_policy", self.prompt_policy, PROMPT_POLICIES)
+        _check("subject_policy", self.subject_policy, SUBJECT_POLICIES)
         for s in self.stages:
             _check("stage", s, STAGE_NAMES)
         for e in self.encodings:
@@ -131,4 +142,4 @@ def check_phase(phase: str) -> str:
 
 
 __all__ = ["GuardConfig", "MAX_ENCODED_DEPTH", "PHASES", "STAGE_NAMES", "SOURCES", "POLICIES",
-           "PROMPT_POLICIES", "SEMANTIC_MODES", "check_phase"]
+           "PROMPT_POLICIES", "SEMANTIC_MODES", "SUBJECT_POLICIES", "check_phase"]

@@ -1,7 +1,7 @@
 """GuardEntries: the derived, storable form of one Forget — keyed digests and sealed embeddings.
 
 This is what the ledger persists and what the guard is rebuilt from on restart; it never holds
-plaintext. A record is 11 bytes: view (word / char / char prefix / char suffix), kind (exact / name / attribute), length
+plaintext. A record is 11 bytes: view (word / char / char prefix / char suffix), kind (exact / name / attribute / context / subject), length
 (words or characters of the hashed string) and the 8-byte keyed digest. The length lets the scanner
 compute only the string lengths that some entry actually has.
 """
@@ -21,8 +21,11 @@ PREFIX_CHARS = 3
 # KIND_CONTEXT: a passage gram that does not contain its subject's name ("studied at the
 # University of Brom and now works as"): the same template with the same value is often true of
 # someone else, so it blocks only while that subject is in context (named by the prompt or output).
-KIND_EXACT, KIND_NAME, KIND_ATTR, KIND_CONTEXT = 0, 1, 2, 3
-KIND_STAGE = {KIND_EXACT: "exact", KIND_NAME: "entity", KIND_ATTR: "entity", KIND_CONTEXT: "exact"}
+# KIND_SUBJECT: the full name of a subject the Forget listed (not one inferred from a question,
+# not a surname alone): the subject policy applies to it (config.SUBJECT_POLICIES).
+KIND_EXACT, KIND_NAME, KIND_ATTR, KIND_CONTEXT, KIND_SUBJECT = 0, 1, 2, 3, 4
+KIND_STAGE = {KIND_EXACT: "exact", KIND_NAME: "entity", KIND_ATTR: "entity", KIND_CONTEXT: "exact",
+              KIND_SUBJECT: "entity"}
 RECORD = struct.Struct("<BBB8s")
 _MAGIC = b"LGE1"
 _HEAD = struct.Struct("<4sBH")

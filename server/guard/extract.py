@@ -120,6 +120,9 @@ class Extracted:
     # name, which only counts once the subject is in context ("Where was X born?" -> "She was...").
     sentences: tuple[tuple[str, bool], ...]
     name_words: frozenset[str] = frozenset()  # folded words of the subject names
+    # Folded full names of the subjects the request listed (never inferred ones, never surnames
+    # alone): what the subject policy applies to.
+    listed: tuple[str, ...] = ()
 
 
 def extract(items: ForgetItems, *, infer: bool = True, surnames: bool = True,
@@ -165,8 +168,10 @@ def extract(items: ForgetItems, *, infer: bool = True, surnames: bool = True,
         anon = _strip_names(ws, name_words)
         if len(anon) != len(ws) and len(anon) >= semantic_min_words - 1:
             rows[(" ".join(anon), True)] = None
+    listed = tuple(dict.fromkeys(n for n in ("".join(words(s)) for s in items.subjects)
+                                 if len(n) >= min_chars))
     return Extracted(tuple(dict.fromkeys(passages)), tuple(names), tuple(attrs), tuple(rows),
-                     frozenset(name_words))
+                     frozenset(name_words), listed)
 
 
 def _strip_names(ws: list[str], name_words: set[str]) -> list[str]:

@@ -19,7 +19,8 @@ from server.guard.config import GuardConfig
 from server.guard.embedder import OnnxMiniLM, SentenceEmbedder
 from server.guard.decoded import DECODED, DecodedRuns
 from server.guard.encodings import LEET, LEET_GATE
-from server.guard.entries import KIND_CONTEXT, KIND_EXACT, KIND_NAME, GuardEntries, fingerprint
+from server.guard.entries import (KIND_CONTEXT, KIND_EXACT, KIND_NAME, KIND_SUBJECT, GuardEntries,
+                                  fingerprint)
 from server.guard.escapes import EscapedBytes
 from server.guard.extract import extract
 from server.guard.homoglyphs import homoglyph_map
@@ -144,8 +145,10 @@ class LeakageGuard:
                      for fid, stage in sink.found)
         for h in hits:
             self._report(h)
+        listed = frozenset() if self.config.subject_policy == "off" else frozenset(
+            fid for fid in sink.listed if self._index.phases.get(fid) == "before_adapter")
         return PromptVerdict("refuse" if policy == "refuse" else "arm", hits,
-                             frozenset(fid for fid, _ in sink.found))
+                             frozenset(fid for fid, _ in sink.found), listed)
 
     def session(self, prompt: str = "", verdict: PromptVerdict | None = None) -> GuardSession:
         """A session for one request. Pass the verdict if check_prompt was already called."""
@@ -153,7 +156,8 @@ class LeakageGuard:
             verdict = self.check_prompt(prompt)
         strict = verdict.action != "allow"
         prompt_forgets = verdict.subject_forgets if strict else frozenset()
-        flags = SessionFlags(armed=strict, prompt_forgets=prompt_forgets, context=set(prompt_forgets))
+        flags = SessionFlags(armed=strict, prompt_forgets=prompt_forgets, context=set(prompt_forgets),
+                             prompt_subjects=verdict.policy_forgets if strict else frozenset())
         return GuardSession(self.config, self._index, self._keys, self._stages, self._report,
                             flags, prompt)
 
@@ -224,6 +228,7 @@ class _PromptSink:
 
     def __init__(self) -> None:
         self.found: dict[tuple[str, str], None] = {}
+        self.listed: dict[str, None] = {}  # forgets whose listed subject is named in full
         # Owners of name-free passage grams (often thousands: templates); they count as a pasted
         # passage only for a subject the prompt also names — resolved once the prompt is read.
         self._context: list[Owners] = []
@@ -234,6 +239,8 @@ class _PromptSink:
                 self.found[(fid, "exact")] = None
             for fid in p[KIND_NAME]:
                 self.found[(fid, "entity")] = None
+            for fid in p[KIND_SUBJECT]:
+                self.listed[fid] = None
             if p[KIND_CONTEXT]:
                 self._context.append(p[KIND_CONTEXT])
         return False

@@ -22,17 +22,17 @@ from server.guard.entries import (RECORD, VIEW_CHAR, VIEW_PREFIX, VIEW_SUFFIX, V
                                   GuardEntries)
 
 # What a digest maps to: the forget ids that own it, by kind (exact, name, attribute, exact with
-# subject in context; entries.py). Sorting by kind up front lets each stage look only at its
+# subject in context, listed subject; entries.py). Sorting by kind up front lets each stage look only at its
 # slot instead of scanning mixed postings.
 # Owners per kind. A template gram or a common value ("Lisbon") can belong to thousands of
 # forgets, and the stages ask "is this forget among them?" on the per-token path: past
 # _SET_FROM owners they are a frozenset (constant-time membership), below a tuple (a third of
 # the memory; most digests have one owner). Both answer `in`, iteration and truthiness.
 Owners = tuple[str, ...] | frozenset[str]
-Postings = tuple[Owners, Owners, Owners, Owners]
+Postings = tuple[Owners, Owners, Owners, Owners, Owners]
 _SET_FROM = 8
 _NONE: Owners = ()
-_KINDS = 4
+_KINDS = 5
 
 
 @dataclass(frozen=True)

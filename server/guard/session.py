@@ -26,6 +26,7 @@ from server.guard.index import GuardIndex, Postings
 from server.guard.keys import GuardKeys
 from server.guard.scanner import LexicalScanner
 from server.guard.stages.base import OutputFilter, SessionFlags
+from server.guard.subject_policy import says_anything, value_near
 from server.guard.values import GuardHit, GuardStep
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,12 @@ class GuardSession:
         self._redacting = False
         self._pending = ""  # redaction marker not yet returned
         self._step_hit: GuardHit | None = None
+        # Subject policy (subject_policy.py): listed names sighted under "value", each with the
+        # raw offset where it ended, checked for a value word within the window on both sides;
+        # and how far the output was checked when the prompt named a listed subject.
+        self._subject_on = config.subject_policy != "off"
+        self._watch: list[tuple[str, int]] = []
+        self._subject_checked = 0
 
     # ------------------------------------------------------------------ public
     def push(self, delta: str | bytes) -> GuardStep:
@@ -110,6 +117,10 @@ class GuardSession:
             sc, runs = self._scanner, self._runs
             events = sc.events + (runs.events if runs is not None else 0)
             self._feed(delta)
+            flags = self._flags
+            if self._subject_on and not self._stopped and (
+                    self._watch or flags.subjects_seen or flags.prompt_subjects):
+                self._subject_step(self._words_done())
             if (sc.events + (runs.events if runs is not None else 0) == events
                     and not (self._stopped or self._pending) and not self._index.empty):
                 return _NOTHING
@@ -129,6 +140,10 @@ class GuardSession:
             (self._scanner.finish(end) or (self._leet_on and self._feed_leet("", end, final=True))
              or (self._esc is not None and self._esc.finish(end))
              or (self._runs is not None and self._runs.finish(end)))
+        flags = self._flags
+        if self._subject_on and not self._stopped and (
+                self._watch or flags.subjects_seen or flags.prompt_subjects):
+            self._subject_step(end)
         return self._step(final=True)
 
     def _feed(self, delta: str) -> None:
@@ -234,6 +249,8 @@ class GuardSession:
                 fid = stage.on_postings(state, self._flags, pos, found)
                 if fid is not None:
                     return self._hit(fid, stage.name, raw_at)
+        if self._flags.subjects_seen:  # a listed name just ended: look back now
+            return self._subject_step(raw_at if raw_at >= 0 else self._raw_end)
         return False
 
     def on_sentence(self, first: int, end: int, raw_at: int) -> bool:
@@ -243,6 +260,42 @@ class GuardSession:
                 fid = stage.on_sentence(state, self._flags, text)
                 if fid is not None:
                     return self._hit(fid, stage.name, raw_at)
+        return False
+
+    # ------------------------------------------------------------------ subject policy
+    def _words_done(self) -> int:
+        """Raw offset up to which words are complete (the word in progress excluded)."""
+        raw = self._raw
+        i = len(raw)
+        while i > 0 and raw[i - 1].isalnum():
+            i -= 1
+        return self._raw_pos + i
+
+    def _subject_step(self, done: int) -> bool:
+        """Check complete words up to raw offset `done` against the subject policy."""
+        flags, cfg = self._flags, self._cfg
+        if flags.subjects_seen:
+            at = min(done, self._raw_end)
+            self._watch += [(fid, at) for fid in flags.subjects_seen]
+            flags.subjects_seen.clear()
+        # The released tail (kept while the policy is on) and the held text: the window may
+        # reach back into text already sent, never forward past what was generated.
+        text = self._tail + self._raw
+        base = self._raw_pos - len(self._tail)
+        if flags.prompt_subjects and done > self._subject_checked:
+            lo = max(self._subject_checked, base)
+            self._subject_checked = done
+            if says_anything(cfg.subject_policy, text, lo - base, done - base):
+                return self._hit(min(flags.prompt_subjects), "entity", done)
+        window = cfg.entity_window_chars
+        keep: list[tuple[str, int]] = []
+        for i, (fid, at) in enumerate(self._watch):
+            if value_near(text, at - base, max(at - window, base) - base, min(at + window, done) - base):
+                self._watch = keep + self._watch[i + 1:]  # a redacted name is not watched again
+                return self._hit(fid, "entity", done)
+            if at + window > done:
+                keep.append((fid, at))
+        self._watch = keep
         return False
 
     # ------------------------------------------------------------------ internals
@@ -310,7 +363,7 @@ class GuardSession:
         self._raw_pos = cut
         if text:
             self._redacting = False
-            if self._leet_on or self._esc_on:
+            if self._leet_on or self._esc_on or self._subject_on:
                 tail = self._tail + text
                 self._tail = tail if len(tail) < 2 * _LEET_TAIL else tail[-_LEET_TAIL:]
         out, self._pending = self._pending + text, ""

@@ -57,6 +57,9 @@ class PromptVerdict:
     # Forgets whose subject the prompt names: in strict mode an attribute of one of them anywhere
     # in the output blocks, not only next to the name.
     subject_forgets: frozenset[str] = frozenset()
+    # Forgets (before their adapter) whose listed subject the prompt names in full: the subject
+    # policy then applies to the whole output, not only next to the name.
+    policy_forgets: frozenset[str] = frozenset()
 
     @property
     def refused(self) -> bool:

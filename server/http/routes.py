@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from server import __version__
-from server.auth import bearer, check_inference
+from server.auth import bearer, check_inference, token_label
 from server.errors import HTTP_STATUS, LetheError, PermissionDenied, Unauthenticated, client_error
 from server.runtime.params import GenerateParams, GenerationLimits, GenerationResult
 from server.http.format import DONE, Envelope, error_body, sse
@@ -87,6 +87,11 @@ class Routes:
         self._record(method, code, start)
         return error_response(code, message)
 
+    def _caller(self, request: Request) -> str:
+        """The bounded label blocked responses are counted under (as for gRPC)."""
+        return token_label(bearer(request.headers.get("authorization")), self.deps.operator_token,
+                           self.deps.client_tokens)
+
     async def authorize(self, request: Request) -> None:  # async: FastAPI would run a sync one on a thread
         verdict = check_inference(bearer(request.headers.get("authorization")),
                                   (self.deps.operator_token,), self.deps.client_tokens)
@@ -102,7 +107,7 @@ class Routes:
             params = GenerateParams.validated(
                 self.deps.limits, body.prompt_text, max_new_tokens=body.max_tokens, **_sampling(body, request),
                 max_new_tokens_field="max_tokens")
-            run = await self.deps.generator.start(params, None)
+            run = await self.deps.generator.start(params, None, self._caller(request))
         except Exception as exc:
             return self._failed(method, exc, start)
         return await self._answer(request, run, body, False, method, start)
@@ -117,7 +122,7 @@ class Routes:
             params = GenerateParams.validated(
                 self.deps.limits, prompt, max_new_tokens=budget, **_sampling(body, request),
                 add_special_tokens=CHAT_ADDS_SPECIAL_TOKENS, max_new_tokens_field=field)
-            run = await self.deps.generator.start(params, None)
+            run = await self.deps.generator.start(params, None, self._caller(request))
         except Exception as exc:
             return self._failed(method, exc, start)
         return await self._answer(request, run, body, True, method, start)

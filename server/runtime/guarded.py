@@ -41,8 +41,9 @@ class GuardedRun:
     """One submitted request: iterate `chunks()` once; `cancel()` frees its batch slot."""
 
     def __init__(self, generator: GuardedGenerator, params: GenerateParams, session: GuardSession | None,
-                 handle: Handle | None, deadline: float | None):
+                 handle: Handle | None, deadline: float | None, caller: str = "anonymous"):
         self._gen = generator
+        self.caller = caller  # bounded label (auth.caller_label): blocked responses are counted per caller
         self.params = params
         self._session = session
         self._handle = handle  # None: the prompt policy refused it, nothing was submitted
@@ -52,13 +53,21 @@ class GuardedRun:
         if self._handle is not None:
             self._handle.cancel()
 
+    def _blocked(self) -> str:
+        """Count a blocked response for its caller; return the finish reason the caller is told:
+        "filtered", or "stop" with --filtered-response private (like a model that does not know)."""
+        self._gen.metrics.finished.labels("filtered").inc()
+        self._gen.metrics.filtered_by_client.labels(self.caller).inc()
+        return "stop" if self._gen.private else "filtered"
+
     async def chunks(self) -> AsyncIterator[Chunk]:
         """Yield a chunk per piece of released text, then one carrying the result."""
         params, handle, session, metrics = self.params, self._handle, self._session, self._gen.metrics
         if handle is None or session is None:  # answered like any filtered output: nothing reveals what matched
-            metrics.finished.labels("filtered").inc()
-            yield Chunk(self._gen.guard.config.neutral_message, 0, params.request_id)
-            yield Chunk("", 0, params.request_id, GenerationResult("", "filtered", 0, 0, 0, params.request_id))
+            reason = self._blocked()
+            if self._gen.guard.config.neutral_message:  # empty with --filtered-response private
+                yield Chunk(self._gen.guard.config.neutral_message, 0, params.request_id)
+            yield Chunk("", 0, params.request_id, GenerationResult("", reason, 0, 0, 0, params.request_id))
             return
         deadline = self._deadline
         finished = False
@@ -82,11 +91,14 @@ class GuardedRun:
                     if not final:
                         handle.cancel()  # the guard ended the stream: stop decoding it now
                     # Filtered when the guard ended it, or redacted anything on the way.
-                    reason = "filtered" if filtered or not final else event.reason
                     completion = event.completion_tokens
                     prompt_tokens = event.prompt_tokens if final else len(handle.request.prompt_ids)
                     metrics.prompt_tokens.inc(prompt_tokens)
-                    metrics.finished.labels(reason).inc()
+                    if filtered or not final:
+                        reason = self._blocked()
+                    else:
+                        reason = event.reason
+                        metrics.finished.labels(reason).inc()
                     yield Chunk("", event.stack_version, params.request_id, GenerationResult(
                         text="", finish_reason=reason, prompt_tokens=prompt_tokens,
                         completion_tokens=completion, stack_version=event.stack_version,
@@ -99,11 +111,12 @@ class GuardedRun:
 
 class GuardedGenerator:
     def __init__(self, runtime: ModelRuntime, guard: LeakageGuard, metrics: ServerMetrics,
-                 max_prompt_chars: int = 65536):
+                 max_prompt_chars: int = 65536, private: bool = False):
         self.runtime = runtime
         self.guard = guard
         self.metrics = metrics
         self.max_prompt_chars = max_prompt_chars
+        self.private = private  # --filtered-response private: a blocked response just stops
 
     def check_prompt_size(self, prompt: str) -> None:
         """Edges call this first, before anything else reads the prompt; `start` checks again."""
@@ -118,18 +131,19 @@ class GuardedGenerator:
             return await asyncio.to_thread(self.guard.check_prompt, prompt)
         return self.guard.check_prompt(prompt)
 
-    async def start(self, params: GenerateParams, deadline: float | None) -> GuardedRun:
+    async def start(self, params: GenerateParams, deadline: float | None,
+                    caller: str = "anonymous") -> GuardedRun:
         """Check the prompt and submit; raises the runtime's errors (queue full, not ready, too long)."""
         self.check_prompt_size(params.prompt)
         verdict = await self._check_prompt(params.prompt)
         if verdict.action != "allow":
             self.metrics.guard_prompt_hits.labels(verdict.action).inc()
         if verdict.refused:
-            return GuardedRun(self, params, None, None, deadline)
+            return GuardedRun(self, params, None, None, deadline, caller)
         session = self.guard.session(params.prompt, verdict)
         handle = await self.runtime.submit(params, deadline)
         logger.debug("request %s: %d prompt chars", params.request_id, len(params.prompt))
-        return GuardedRun(self, params, session, handle, deadline)
+        return GuardedRun(self, params, session, handle, deadline, caller)
 
     def _filter(self, session: GuardSession, text: str, final: bool) -> GuardStep:
         start = time.perf_counter()

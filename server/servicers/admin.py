@@ -1,7 +1,10 @@
-"""The Admin service: Forget, GetForget, WatchForget, ListForgets, ListAdapters, DeactivateAdapter.
+"""The Admin service: Forget, ForgetDryRun, GetForget, WatchForget, ListForgets, ListAdapters,
+DeactivateAdapter.
 
 Operators only (the auth interceptor checks the token). Converts protobuf to domain values and
 calls the ForgetCoordinator / ledger; never returns forgotten content, only counts and states.
+The one exception is ForgetDryRun, which shows the operator entries of their own corpus that a
+request *would* match before it is filed (nothing is stored).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from server.tls import peer_identity
 from unlearn_engine.methods import METHODS
 
 MAX_PAGE = 500
+MAX_DRY_RUN_ENTRIES = 2000  # entries listed by a dry run (counts are always complete)
 DEFAULT_PAGE = 50
 T = TypeVar("T")
 ACTOR = "operator"  # the operator token's holder; with mutual TLS, the client certificate's name
@@ -81,6 +85,11 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             raise AlreadyExists("this idempotency_key was used for a request with other content; "
                                 "use a new key for a new request") from None
         return pb.ForgetResponse(job=convert.forget_job_to_pb(job), created=created)
+
+    @rpc_method("ForgetDryRun")
+    async def ForgetDryRun(self, request: pb.ForgetRequest, context: grpc.aio.ServicerContext) -> pb.ForgetDryRunResponse:
+        resolved = await self.coordinator.dry_run(convert.forget_payload_from_pb(request))
+        return convert.dry_run_to_pb(resolved, MAX_DRY_RUN_ENTRIES)
 
     async def _check_queue(self) -> None:
         """Refuse new work while max_queued_forgets are not yet ACTIVE or FAILED. Checked before

@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from server.api import admin_pb2 as apb
 from server.api import inference_pb2 as ipb
 from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, JobProgress, Transition
+from server.forget.resolution import Resolved
 from server.runtime.params import GenerateParams, GenerationLimits, GenerationResult
 
 _FINISH_REASONS = {
@@ -86,7 +87,19 @@ def forget_job_to_pb(job: ForgetJob) -> apb.ForgetJob:
         created_at=_ts(job.created_at), updated_at=_ts(job.updated_at), failure_reason=job.failure_reason,
         adapter_id=job.adapter_id, stack_version=job.stack_version, metrics=job.metrics,
         transitions=[transition_to_pb(t) for t in job.transitions], attempts=job.attempts,
-        guard_hits=[apb.GuardHitCount(stage=s, phase=p, count=n) for s, p, n in job.guard_hits])
+        guard_hits=[apb.GuardHitCount(stage=s, phase=p, count=n) for s, p, n in job.guard_hits],
+        text_matches=job.matches.texts, qa_matches=job.matches.qa_pairs, subject_matches=job.matches.subjects,
+        corpus_digest=job.matches.corpus_digest)
+
+
+def dry_run_to_pb(resolved: Resolved, max_entries: int) -> apb.ForgetDryRunResponse:
+    counts = resolved.resolution.counts
+    entries = [apb.MatchedEntry(entry_id=eid, subject=e.subject, question=e.prompt, text=e.target)
+               for eid, e in zip(resolved.resolution.entry_ids[:max_entries], resolved.entries)]
+    return apb.ForgetDryRunResponse(
+        corpus_digest=counts.corpus_digest, text_matches=counts.texts, qa_matches=counts.qa_pairs,
+        subject_matches=counts.subjects, entries=entries, total_entries=len(resolved.entries),
+        problems=resolved.problems)
 
 
 def adapter_to_pb(record: AdapterRecord, position: int, activated_at: float) -> apb.Adapter:

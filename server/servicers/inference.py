@@ -3,6 +3,8 @@
 Converts protobuf to domain values (convert.py) and runs them through the guarded generation
 path (runtime/guarded.py, shared with the HTTP front): every piece of text passes the leakage
 guard before it leaves. Cancellation (client gone or deadline) cancels the scheduler row there.
+A blocked response is counted per caller; with `--filtered-response private` the caller sees it
+finish STOP with the text released so far, not FILTERED (runtime/guarded.py).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import grpc
 
@@ -31,11 +33,13 @@ logger = logging.getLogger(__name__)
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     service_name = "lethe.v1.Inference"
 
-    def __init__(self, generator: GuardedGenerator, limits: GenerationLimits, metrics: ServerMetrics):
+    def __init__(self, generator: GuardedGenerator, limits: GenerationLimits, metrics: ServerMetrics,
+                 caller: Callable[[object], str] = lambda metadata: "anonymous"):
         self.generator = generator
         self.runtime = generator.runtime
         self.limits = limits
         self.metrics = metrics
+        self.caller = caller  # invocation metadata -> bounded caller label (auth.caller_label)
 
     async def _chunks(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
                       ) -> AsyncIterator[Chunk]:
@@ -51,7 +55,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             params = convert.generate_params_from_pb(request, self.limits)
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
-        run = await self.generator.start(params, deadline)
+        run = await self.generator.start(params, deadline, self.caller(context.invocation_metadata()))
         async for chunk in run.chunks():
             yield chunk
 

@@ -61,14 +61,22 @@ def references_for(forget: Sequence[Example], holdout: Sequence[Example] = (),
 
 def build_forget_set(request: ForgetRequest, corpus: Iterable[Example] | None = None, *,
                      match: MatchConfig | None = None, max_references: int = 200,
-                     seed: int = 0) -> ForgetSet:
-    """The forget set for ``request``; raises ``ValueError`` when nothing is left to forget."""
+                     seed: int = 0, resolved: Sequence[Example] | None = None) -> ForgetSet:
+    """The forget set for ``request``; raises ``ValueError`` when nothing is left to forget.
+
+    ``resolved``: the trained entries a resolution (``resolve.py``) already chose; they are
+    taken as they are (the corpus then only supplies paraphrase probes and references), so the
+    adapter is trained on exactly what the server blocked at acknowledgement."""
     requested = _request_examples(request)
     corpus = list(corpus or ())
     examples: dict[tuple[str, str], Example] = {}
     paraphrases: list[Example] = []
-    if corpus:
-        matched = expand(requested, corpus, request.subjects, match)
+    if resolved is not None:
+        probes = [e for e in corpus if e.split == "paraphrase"]
+        matched = [(e, "resolved") for e in resolved] + expand(requested, probes, request.subjects, match)
+    else:
+        matched = expand(requested, corpus, request.subjects, match) if corpus else []
+    if matched:
         for ex, _why in matched:
             if ex.split == "paraphrase":
                 paraphrases.append(ex)
@@ -86,4 +94,4 @@ def build_forget_set(request: ForgetRequest, corpus: Iterable[Example] | None = 
     refs = references_for(forget, holdout, limit, seed)
     return ForgetSet(examples=tuple(forget), paraphrases=tuple(paraphrases),
                      references=tuple(refs), subjects=request.subjects,
-                     expanded=max(0, len(forget) - len(requested)) if corpus else 0)
+                     expanded=max(0, len(forget) - len(requested)) if matched else 0)

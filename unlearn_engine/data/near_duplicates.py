@@ -16,6 +16,7 @@ It deliberately returns decisions only; it never logs the texts it compares.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable
 
 from datasketch import MinHash, MinHashLSH
@@ -36,6 +37,21 @@ class MatchConfig:
     seed: int = 1  # MinHash seed; fixed so expansion is reproducible
 
 
+@lru_cache(maxsize=16)
+def _lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    # datasketch picks (bands, rows) by numerical integration: ~50 ms per MinHashLSH. The answer
+    # depends on these two numbers only, so it is worked out once and passed as `params`.
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return lsh.b, lsh.r
+
+
+@lru_cache(maxsize=16)
+def _empty_minhash(num_perm: int, seed: int) -> MinHash:
+    # Drawing the permutations costs ~0.5 ms per MinHash; copies share them (same seed: same
+    # sketch). Never updated itself: callers update a copy.
+    return MinHash(num_perm=num_perm, seed=seed)
+
+
 def _views(ex: Example) -> list[list[str]]:
     # Compare the whole text and the target alone: QA variants share answers, not questions.
     views = [words(ex.text)]
@@ -53,7 +69,8 @@ class NearDuplicateMatcher:
         self.subjects = tuple(s for s in subjects if s.strip())
         self._grams: set[tuple[str, ...]] = set()
         self._shingles: list[set[tuple[str, ...]]] = []
-        self._lsh = MinHashLSH(threshold=self.config.lsh_threshold, num_perm=self.config.num_perm)
+        self._lsh = MinHashLSH(threshold=self.config.lsh_threshold, num_perm=self.config.num_perm,
+                               params=_lsh_bands(self.config.lsh_threshold, self.config.num_perm))
         for ex in forget:
             for view in _views(ex):
                 self._grams |= ngrams(view, self.config.ngram)
@@ -63,9 +80,8 @@ class NearDuplicateMatcher:
                 self._lsh.insert(key, self._minhash(sh))
 
     def _minhash(self, shingles: set[tuple[str, ...]]) -> MinHash:
-        mh = MinHash(num_perm=self.config.num_perm, seed=self.config.seed)
-        for s in shingles:
-            mh.update(" ".join(s).encode("utf-8"))
+        mh = _empty_minhash(self.config.num_perm, self.config.seed).copy()
+        mh.update_batch([" ".join(s).encode("utf-8") for s in shingles])
         return mh
 
     def match(self, ex: Example) -> str | None:

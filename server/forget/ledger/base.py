@@ -9,7 +9,8 @@ from __future__ import annotations
 import abc
 from typing import Sequence
 
-from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, JobProgress, StackRecord
+from server.forget.jobs import (AdapterRecord, ForgetJob, ForgetPayload, ForgetResolution, ForgetState, JobProgress,
+                                StackRecord)
 
 
 class LedgerError(Exception):
@@ -38,8 +39,13 @@ class ForgetLedger(abc.ABC):
         keyed (never a plain hash of the content, which a list of names could be checked against)."""
 
     @abc.abstractmethod
-    def arm(self, forget_id: str, guard_entries: bytes) -> ForgetJob:
-        """Store the derived (hashed/encrypted) guard entries and move PENDING -> FILTERING."""
+    def arm(self, forget_id: str, guard_entries: bytes, resolution: ForgetResolution | None = None) -> ForgetJob:
+        """Store the derived (hashed/encrypted) guard entries and the corpus resolution they came
+        from, and move PENDING -> FILTERING, in one transaction."""
+
+    @abc.abstractmethod
+    def resolution(self, forget_id: str) -> ForgetResolution | None:
+        """The resolution recorded at arm time (entry ids empty once ACTIVE / FAILED)."""
 
     @abc.abstractmethod
     def guard_entries(self) -> list[tuple[str, bytes, ForgetState]]:

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, JobProgress, StackRecord, Transition
+from server.forget.jobs import (AdapterRecord, ForgetJob, ForgetPayload, ForgetResolution, ForgetState, JobProgress,
+                                MatchCounts, StackRecord, Transition)
 from server.forget.ledger.base import ForgetLedger, IdempotencyConflict, LedgerError, NotOwner, UnknownForget
 
 SCHEMA = """
@@ -47,6 +48,8 @@ CREATE TABLE IF NOT EXISTS workers (worker_id TEXT PRIMARY KEY, heartbeat REAL N
 CREATE TABLE IF NOT EXISTS probes (forget_id TEXT PRIMARY KEY, sealed BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS guard_hits (forget_id TEXT NOT NULL, stage TEXT NOT NULL, phase TEXT NOT NULL,
   count INTEGER NOT NULL, PRIMARY KEY (forget_id, stage, phase));
+CREATE TABLE IF NOT EXISTS resolutions (forget_id TEXT PRIMARY KEY, corpus_digest TEXT NOT NULL,
+  counts TEXT NOT NULL, entry_ids TEXT NOT NULL);
 """
 
 
@@ -130,9 +133,15 @@ class SqliteLedger(ForgetLedger):
                                                    "subjects": len(payload.subjects)})
             return self._job(db, fid), True
 
-    def arm(self, forget_id: str, guard_entries: bytes) -> ForgetJob:
+    def arm(self, forget_id: str, guard_entries: bytes, resolution: ForgetResolution | None = None) -> ForgetJob:
         with self._tx() as db:
             db.execute("UPDATE forgets SET guard_entries = ? WHERE forget_id = ?", (guard_entries, forget_id))
+            if resolution is not None:
+                c = resolution.counts
+                db.execute("INSERT OR REPLACE INTO resolutions (forget_id, corpus_digest, counts, entry_ids) "
+                           "VALUES (?,?,?,?)", (forget_id, c.corpus_digest,
+                                                json.dumps([c.texts, c.qa_pairs, c.subjects]),
+                                                json.dumps(list(resolution.entry_ids))))
             self._set_state(db, forget_id, ForgetState.FILTERING, "guard armed")
             return self._job(db, forget_id)
 
@@ -156,6 +165,11 @@ class SqliteLedger(ForgetLedger):
                 "SELECT f.forget_id, p.payload FROM forgets f JOIN payloads p USING (forget_id) "
                 "WHERE f.state != ? ORDER BY f.rowid", (ForgetState.PENDING.value,)).fetchall()
         return [(r["forget_id"], ForgetPayload.from_json(r["payload"])) for r in rows]
+
+    def resolution(self, forget_id: str) -> ForgetResolution | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM resolutions WHERE forget_id = ?", (forget_id,)).fetchone()
+        return None if row is None else ForgetResolution(_counts(row), tuple(json.loads(row["entry_ids"])))
 
     def update_guard_entries(self, forget_id: str, guard_entries: bytes) -> None:
         with self._tx() as db:
@@ -297,6 +311,8 @@ class SqliteLedger(ForgetLedger):
                 db.execute("UPDATE forgets SET attempts = ? WHERE forget_id = ?", (attempts, forget_id))
             self._set_state(db, forget_id, ForgetState.FAILED, reason)
             db.execute("DELETE FROM payloads WHERE forget_id = ?", (forget_id,))
+            # the entry ids point at the subject's corpus entries: they go with the plaintext
+            db.execute("UPDATE resolutions SET entry_ids = '[]' WHERE forget_id = ?", (forget_id,))
             db.execute("DELETE FROM probes WHERE forget_id = ?", (forget_id,))  # no adapter to monitor
             job = self._job(db, forget_id)
         self._truncate_wal()
@@ -347,6 +363,8 @@ class SqliteLedger(ForgetLedger):
             db.execute("UPDATE forgets SET stack_version = ? WHERE forget_id = ?", (stack.version, forget_id))
             self._set_state(db, forget_id, ForgetState.ACTIVE, f"stack v{stack.version}")
             db.execute("DELETE FROM payloads WHERE forget_id = ?", (forget_id,))
+            # the entry ids point at the subject's corpus entries: they go with the plaintext
+            db.execute("UPDATE resolutions SET entry_ids = '[]' WHERE forget_id = ?", (forget_id,))
         self._truncate_wal()
         return stack
 
@@ -417,12 +435,14 @@ class SqliteLedger(ForgetLedger):
             for t in db.execute("SELECT * FROM transitions WHERE forget_id = ? ORDER BY rowid", (forget_id,)))
         hits = tuple((h["stage"], h["phase"], h["count"]) for h in db.execute(
             "SELECT * FROM guard_hits WHERE forget_id = ? ORDER BY stage, phase", (forget_id,)))
+        res = db.execute("SELECT * FROM resolutions WHERE forget_id = ?", (forget_id,)).fetchone()
         return ForgetJob(
             forget_id=r["forget_id"], state=ForgetState(r["state"]), method=r["method"], reason=r["reason"],
             num_texts=r["num_texts"], num_qa_pairs=r["num_qa"], num_subjects=r["num_subjects"],
             created_at=r["created_at"], updated_at=r["updated_at"], failure_reason=r["failure_reason"],
             adapter_id=r["adapter_id"], stack_version=r["stack_version"], attempts=r["attempts"],
-            metrics=json.loads(r["metrics"]), transitions=transitions, guard_hits=hits)
+            metrics=json.loads(r["metrics"]), transitions=transitions, guard_hits=hits,
+            matches=_counts(res) if res is not None else MatchCounts())
 
     def _truncate_wal(self) -> None:
         # Move committed pages (with the erased rows already zeroed) into the main file and cut the
@@ -438,3 +458,7 @@ class SqliteLedger(ForgetLedger):
         logger.warning("the WAL checkpoint stayed busy after %d tries; erased rows may linger in %s-wal "
                        "until the next checkpoint", _CHECKPOINT_TRIES, self.path.name)
 
+
+def _counts(row: sqlite3.Row) -> MatchCounts:
+    texts, qa, subjects = json.loads(row["counts"])
+    return MatchCounts(tuple(texts), tuple(qa), tuple(subjects), row["corpus_digest"])

@@ -30,6 +30,10 @@ class SessionFlags:
     prompt_forgets: frozenset[str] = frozenset()
     # Forgets whose subject is in context: named by the prompt or seen in this output.
     context: set[str] = field(default_factory=set)
+    # Subject policy (subject_policy.py): forgets whose listed subject the prompt named in full,
+    # and listed subjects sighted in the output that the session must check for nearby values.
+    prompt_subjects: frozenset[str] = frozenset()
+    subjects_seen: list[str] = field(default_factory=list)
 
 
 @dataclass

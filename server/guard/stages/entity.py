@@ -6,6 +6,11 @@ other block — that pair is the fact. The window counts letters, not words, so 
 ("E l e n a") does not stretch it. When the prompt named the subject (strict mode), an attribute
 alone blocks: the question already supplied the name ("Where was Elena Varga born?" -> "In
 Lisbon."). Attributes are never blocked on their own otherwise: "Lisbon" is not a secret.
+
+The full name of a subject the Forget *listed* is also stored as KIND_SUBJECT, and until the
+forget's adapter is verified the subject policy applies to it: "name" blocks the name alone;
+"value" hands the sighting to the session, which looks for a value next to it (it has the raw
+text; subject_policy.py). "off" keeps the rules above only.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from server.guard.encodings import char_variants
-from server.guard.entries import KIND_ATTR, KIND_NAME, char_records
+from server.guard.entries import KIND_ATTR, KIND_NAME, KIND_SUBJECT, char_records
 from server.guard.extract import Extracted
 from server.guard.index import Owners, Postings
 from server.guard.stages.base import Derived, OutputFilter, SessionFlags, register_stage
@@ -31,13 +36,14 @@ class _Sightings:
 
 @register_stage("entity")
 class EntityStage(OutputFilter):
-    kinds = frozenset({KIND_NAME, KIND_ATTR})
+    kinds = frozenset({KIND_NAME, KIND_ATTR, KIND_SUBJECT})
 
     def derive(self, ex: Extracted) -> Derived:
         keys, C = self.env.keys, self.env.config.char_gram
         variants = partial(char_variants, encodings=self.env.config.encodings)  # rot13 / leet
         recs: dict[bytes, None] = {}
-        for kind, strings in ((KIND_NAME, ex.names), (KIND_ATTR, ex.attributes)):
+        for kind, strings in ((KIND_NAME, ex.names), (KIND_ATTR, ex.attributes),
+                              (KIND_SUBJECT, ex.listed)):
             for s in strings:  # a long name is matched by its anchored gram, like a passage
                 recs.update(dict.fromkeys(char_records(kind, s, keys.char_digest, C, variants)))
         return Derived(records=list(recs))
@@ -51,7 +57,15 @@ class EntityStage(OutputFilter):
         attrs = state.attrs
         while attrs and pos - attrs[0][0] > window:
             attrs.pop(0)
+        policy = self.env.config.subject_policy
         for p in found:
+            if p[KIND_SUBJECT] and policy != "off":
+                phases = self.env.index.phases
+                for fid in p[KIND_SUBJECT]:
+                    if phases.get(fid) == "before_adapter":  # a verified adapter lifts the policy
+                        if policy == "name":
+                            return fid
+                        flags.subjects_seen.append(fid)
             for fid in p[KIND_NAME]:
                 flags.armed = True
                 flags.context.add(fid)
