@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from server.cli import main
+from tests.procs import LETHE
 from unlearn_engine.pretrained import (MODELS, DigestMismatch, FetchError, NotFetched, PretrainedModel,
                                        fetch_pretrained, get_pretrained, model_dir, resolve_model)
 
@@ -92,10 +93,11 @@ def test_resolve_prefers_an_existing_directory(tmp_path: Path, monkeypatch: pyte
     assert resolve_model(tmp_path / "elsewhere", tmp_path / "cache") == tmp_path / "elsewhere"
 
 
-def test_serve_and_worker_name_the_fetch_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_and_worker_name_the_fetch_command(tmp_path: Path) -> None:
+    """Real processes: serve and worker harden themselves (umask, no core dumps), not this one."""
     common = ["--model", "smollm2", "--cache-dir", str(tmp_path / "cache"), "--data-dir", str(tmp_path / "data")]
-    assert main(["serve", *common, "--port", "0"]) == 1
-    assert "lethe model fetch smollm2" in capsys.readouterr().err
-    assert main(["worker", *common, "--once", "--worker-threads", "1"]) == 1
-    assert "lethe model fetch smollm2" in capsys.readouterr().err
+    for argv in (["serve", *common, "--port", "0"], ["worker", *common, "--once"]):
+        out = subprocess.run([*LETHE, *argv], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 1, out.stderr
+        assert "lethe model fetch smollm2" in out.stderr
     assert not (tmp_path / "cache" / "pretrained").exists()
