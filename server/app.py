@@ -1,5 +1,6 @@
-"""Assembles the server: gRPC (inference, admin, health, reflection), auth, metrics, model,
-ledger, leakage guard, forget coordinator and the unlearning worker process.
+"""Assembles the server: gRPC (inference, admin, health, reflection), the OpenAI-compatible HTTP
+front (server/http/, same runtime, guard and credentials), auth, metrics, model, ledger, leakage
+guard, forget coordinator and the unlearning worker process.
 
 `LetheServer.start()` rebuilds the guard from the ledger, listens at once with health
 NOT_SERVING, loads the model and the ledger's adapter stack in a worker thread, then flips
@@ -11,6 +12,7 @@ the environment (settings.py) and holds no request logic (servicers/).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from pathlib import Path
@@ -35,6 +37,8 @@ from server.guard import GuardConfig, GuardHit, LeakageGuard
 from server.limits import ClientConcurrencyLimit, server_options
 from server.guard.keys import GuardKeys
 from server.metrics import ServerMetrics
+from server.http import HttpDeps, HttpFront
+from server.runtime.guarded import GuardedGenerator
 from server.runtime.model import LoadedModel, load_model
 from server.runtime.params import GenerationLimits
 from server.runtime.serving import ModelRuntime, RuntimeLimits
@@ -53,9 +57,11 @@ def _streaming_methods() -> frozenset[str]:
 
 
 def resolve_model_dir(settings: Settings) -> Path:
-    """The model to serve: --model, else the demo model (built and cached on first use)."""
+    """The model to serve: --model (a directory or a fetched registry name), else the demo model."""
     if settings.model is not None:
-        return settings.model
+        from unlearn_engine.pretrained import resolve_model
+
+        return resolve_model(settings.model, settings.cache_dir)
     from unlearn_engine.demo.builder import default_demo_model
 
     return default_demo_model(settings.cache_dir, small=settings.demo == "small")
@@ -94,10 +100,15 @@ class LetheServer:
             MonitorConfig(interval_seconds=settings.monitor_interval_seconds,
                           probes_per_round=settings.monitor_probes))
         self.coordinator.on_stack_change = self.monitor.poke
+        self.generator = GuardedGenerator(self.runtime, self.guard, self.metrics,  # gRPC and HTTP alike
+                                          settings.max_prompt_chars, settings.filtered_response == "private")
         self.worker: WorkerSupervisor | None = None
         self.model_dir: Path | None = None
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.http: HttpFront | None = None
+        self.http_port: int | None = None
+        self._serving = False  # the health state, for HTTP's /health
         self._server: grpc.aio.Server | None = None
         self._health_server: grpc.aio.Server | None = None  # plaintext, health only (--health-port)
         self.health_port: int | None = None
@@ -125,8 +136,7 @@ class LetheServer:
         )
         limits = GenerationLimits(s.default_max_new_tokens, s.max_new_tokens_limit)
         inference_pb2_grpc.add_InferenceServicer_to_server(
-            InferenceServicer(self.runtime, limits, self.metrics, self.guard, s.max_prompt_chars,
-                              private=s.filtered_response == "private",
+            InferenceServicer(self.generator, limits, self.metrics,
                               caller=lambda md: caller_label(md, self.operator_token, s.client_tokens)), server)
         admin_pb2_grpc.add_AdminServicer_to_server(
             AdminServicer(self.coordinator, self.metrics, self.hits, s.max_watch_streams, s.max_queued_forgets), server)
@@ -146,7 +156,16 @@ class LetheServer:
         self._server = server
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(s.metrics_host or s.host, s.metrics_port)
-        logger.info("listening on %s:%d (metrics on %s)", s.host, self.port, self.metrics_port)
+        if s.http_port != 0:
+            deps = HttpDeps(self.generator, limits, self.metrics, self.operator_token, s.client_tokens,
+                            serving=lambda: self._serving)
+            # Same address and TLS files as gRPC: settings refuse plaintext off loopback for both.
+            self.http = HttpFront(deps, s.host, s.http_port, s.max_message_bytes, s.grace_seconds,
+                                  s.tls_cert, s.tls_key, s.tls_client_ca)
+            self.http_port = self.http.bind()
+            self.http.start()
+        logger.info("listening on %s:%d (metrics on %s, http on %s)", s.host, self.port, self.metrics_port,
+                    self.http_port)
         if s.health_port >= 0:
             await self._serve_health(s)
         self._load_task = asyncio.create_task(self._load_model())
@@ -189,6 +208,12 @@ class LetheServer:
         self.metrics.build_info.labels(__version__, loaded.name, loaded.device.type,
                                        str(loaded.dtype).removeprefix("torch.")).set(1)
         self.metrics.model_loaded.set(1)
+        # Everything loaded so far (torch, transformers, the model) lives as long as the process:
+        # freezing it keeps the cyclic GC from rescanning it on every full collection, which
+        # otherwise stalls streams for tens of ms at a time (most visibly over HTTP, whose
+        # per-chunk Python objects trigger collections more often).
+        gc.collect()
+        gc.freeze()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info("model %s ready", loaded.name)
 
@@ -207,6 +232,7 @@ class LetheServer:
             raise RuntimeError("model failed to load") from self.load_error
 
     async def _set_health(self, status: int) -> None:
+        self._serving = status == health_pb2.HealthCheckResponse.SERVING
         for name in ["", *(svc.full_name for svc in SERVICES)]:
             await self.health.set(name, status)
 
@@ -214,8 +240,10 @@ class LetheServer:
         """Graceful stop: NOT_SERVING, refuse new work, finish in-flight within the grace period."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.runtime.stop_accepting()
-        if self._server is not None:
-            await self._server.stop(self.settings.grace_seconds)
+        stopping = [self._server.stop(self.settings.grace_seconds)] if self._server is not None else []
+        if self.http is not None:
+            stopping.append(self.http.stop())  # the same grace period (its config), concurrently
+        await asyncio.gather(*stopping)
         await self.close()
 
     async def close(self) -> None:
@@ -226,6 +254,9 @@ class LetheServer:
             await self.worker.stop()
         if self._server is not None:
             await self._server.stop(0)
+        if self.http is not None:
+            self.http.abort()
+            await self.http.stop()
         if self._health_server is not None:
             await self._health_server.stop(0)
         await asyncio.to_thread(self.runtime.shutdown)

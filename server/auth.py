@@ -3,7 +3,8 @@
 - Admin always needs the operator token. With none configured, a random one is created in the
   data directory (mode 0600, atomically) on first start, so the default set-up is never open.
   Tokens shorter than 32 characters (an empty file included) are refused at start-up.
-- Inference needs a client (or the operator) token only when client tokens are configured.
+- Inference (gRPC, and the HTTP front through `check_inference`) needs a client (or the
+  operator) token only when client tokens are configured.
 - Health and reflection are open (orchestrators and tools probe them unauthenticated).
 Missing, empty or wrong credentials -> UNAUTHENTICATED; a client token on Admin -> PERMISSION_DENIED.
 Comparisons are constant-time. Does not do TLS (see app.py) or per-user identities.
@@ -53,10 +54,28 @@ def _matches(presented: str, tokens: tuple[str, ...]) -> bool:
     return found
 
 
+def bearer(value: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value (gRPC metadata or HTTP header)."""
+    if value is not None and value.startswith("Bearer "):
+        return value[len("Bearer "):].strip() or None  # "Bearer " alone is no credential
+    return None
+
+
 def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
     for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer "):].strip() or None  # "Bearer " alone is no credential
+        if key == "authorization" and isinstance(value, str):
+            return bearer(value)
+    return None
+
+
+def check_inference(token: str | None, operator_tokens: tuple[str, ...], client_tokens: tuple[str, ...]
+                    ) -> tuple[grpc.StatusCode, str] | None:
+    """Inference access (gRPC Inference, the HTTP front): None = allowed, else the status to answer."""
+    if client_tokens:
+        if token is None:
+            return grpc.StatusCode.UNAUTHENTICATED, "bearer token required"
+        if not (_matches(token, client_tokens) or _matches(token, operator_tokens)):
+            return grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token"
     return None
 
 
@@ -89,11 +108,8 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
             if self.client_tokens and _matches(token, self.client_tokens):
                 return grpc.StatusCode.PERMISSION_DENIED, "client credentials cannot call Admin"
             return grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token"
-        if method.startswith(INFERENCE_PREFIX) and self.client_tokens:
-            if token is None:
-                return grpc.StatusCode.UNAUTHENTICATED, "bearer token required"
-            if not (_matches(token, self.client_tokens) or _matches(token, self.operator_tokens)):
-                return grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token"
+        if method.startswith(INFERENCE_PREFIX):
+            return check_inference(token, self.operator_tokens, self.client_tokens)
         return None
 
     async def intercept_service(
@@ -110,9 +126,13 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
 def caller_label(metadata: tuple[tuple[str, str | bytes], ...] | None, operator_token: str,
                  client_tokens: tuple[str, ...]) -> str:
+    """`token_label` of a gRPC call's bearer token."""
+    return token_label(bearer_token(metadata), operator_token, client_tokens)
+
+
+def token_label(token: str | None, operator_token: str, client_tokens: tuple[str, ...]) -> str:
     """Who called, as a bounded metric label: "operator", "client-N" (the Nth configured client
     token, 1-based) or "anonymous". Never the token itself."""
-    token = bearer_token(metadata)
     if token is None:
         return "anonymous"
     if _matches(token, (operator_token,)):

@@ -23,6 +23,7 @@ import grpc
 from server.settings import (Settings, SettingsError, add_model_arguments, add_serve_arguments, client_defaults,
                              load_settings, thread_budget)
 from unlearn_engine.method_names import METHOD_NAMES
+from unlearn_engine.pretrained import FetchError
 
 
 def _process_settings(args: argparse.Namespace) -> Settings:
@@ -43,9 +44,11 @@ def _process_settings(args: argparse.Namespace) -> Settings:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import torch
 
-    from server.app import LetheServer
+    from server.app import LetheServer, resolve_model_dir
 
     settings = _process_settings(args)
+    if settings.model is not None:  # an unfetched registry name fails now, not after listening
+        resolve_model_dir(settings)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(thread_budget(settings)[0])
     asyncio.run(LetheServer(settings).serve_forever())
@@ -146,17 +149,28 @@ def _cmd_forget(args: argparse.Namespace) -> int:
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       transient=True) as bar:
             task = bar.add_task(_state(job.state), total=None)
+            scores: dict[str, float] = {}
             for ev in client.admin.WatchForget(apb.WatchForgetRequest(forget_id=job.forget_id),
                                                metadata=client._metadata, timeout=None):
                 job = ev.job
                 if ev.HasField("progress") and ev.progress.total_steps:
                     p = ev.progress
-                    bar.update(task, description=f"TRAINING attempt {p.attempt}", completed=p.step,
+                    scores = dict(p.metrics) or (scores if p.step else {})  # a new attempt starts clean
+                    bar.update(task, description=_progress_line(p, scores), completed=p.step,
                                total=p.total_steps)
                 elif ev.HasField("transition"):
                     bar.update(task, description=_state(ev.transition.state))
     print(f"{job.forget_id} {_state(job.state)}" + (f": {job.failure_reason}" if job.failure_reason else ""))
     return 0 if job.state == apb.FORGET_STATE_ACTIVE else 1
+
+
+def _progress_line(p: Any, metrics: dict[str, float]) -> str:
+    """'TRAINING attempt 1 (forget 0.20, retain 0.98) ETA 0:41': a TrainingProgress and the
+    latest probe scores (only evaluation steps carry them)."""
+    scores = [f"{label} {metrics[key]:.2f}" for label, key in (
+        ("forget", "forget.fact_span_accuracy"), ("retain", "retain.fact_span_accuracy")) if key in metrics]
+    eta = f" ETA {int(p.eta_seconds) // 60}:{int(p.eta_seconds) % 60:02d}" if p.eta_seconds >= 0 else ""
+    return f"TRAINING attempt {p.attempt}" + (f" ({', '.join(scores)})" if scores else "") + eta
 
 
 def _matches(job: Any) -> str:
@@ -289,16 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
     adapters.set_defaults(func=_cmd_adapters)
     deactivate = sub.add_parser("deactivate", help="remove an adapter from the stack (operator)")
     deactivate.add_argument("adapter_id")
-    deactivate.add_argument("--reason")
+    deactivate.add_argument("--reason", required=True, help="why (required; kept in the audit log with the actor)")
     _add_target(deactivate)
     deactivate.set_defaults(func=_cmd_deactivate)
 
-    from unlearn_engine.demo.cli import add_demo_commands
-
-    add_demo_commands(sub, default_cache_dir=load_settings(check=False).cache_dir)
     from unlearn_engine.cli import add_engine_commands
+    from unlearn_engine.demo.cli import add_demo_commands
+    from unlearn_engine.pretrained.cli import add_model_commands
 
-    add_engine_commands(sub)
+    cache_dir = load_settings(check=False).cache_dir  # defaults only: no server setting is validated
+    add_demo_commands(sub, default_cache_dir=cache_dir)
+    add_engine_commands(sub, default_cache_dir=cache_dir)
+    add_model_commands(sub, default_cache_dir=cache_dir)
     return parser
 
 
@@ -312,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:  # e.g. a short token: refused at start-up, with how to fix it
         print(f"lethe: {exc}", file=sys.stderr)
         return 2
+    except FetchError as err:  # e.g. `--model smollm2` before `lethe model fetch smollm2`
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

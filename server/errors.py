@@ -1,13 +1,49 @@
-"""Domain errors and their gRPC status codes.
+"""Domain errors, their status codes, and the one rule for what a client may see of a failure.
 
-Servicers raise these; `rpc_method` turns them into a status with their (client-safe) message.
-Any other exception is logged with the request id and answered with a generic INTERNAL message:
-internal error text never reaches a client.
+Servicers and the HTTP front raise these; `client_error` turns any exception into a status code
+and a client-safe message: a domain error keeps its own, anything else is logged with an error id
+and answered with a generic INTERNAL message, so internal error text never reaches a client.
+`rpc_method` (gRPC) and server/http/ (through `HTTP_STATUS`) both answer with it.
 """
 
 from __future__ import annotations
 
+import logging
+import uuid
+
 import grpc
+
+logger = logging.getLogger(__name__)
+
+# The standard gRPC -> HTTP status mapping (google.rpc.Code), used by the HTTP front.
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.DATA_LOSS: 500,
+}
+
+
+def client_error(exc: BaseException, where: str) -> tuple[grpc.StatusCode, str]:
+    """The status and client-safe message for a failed handler `where` (a method or route)."""
+    if isinstance(exc, LetheError):
+        return exc.code, str(exc)
+    error_id = uuid.uuid4().hex[:12]
+    logger.error("%s failed (error id %s)", where, error_id, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error (error id {error_id})"
 
 
 class LetheError(Exception):
@@ -46,3 +82,11 @@ class DeadlineExceeded(LetheError):
 
 class Unimplemented(LetheError):
     code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class Unauthenticated(LetheError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(LetheError):
+    code = grpc.StatusCode.PERMISSION_DENIED

@@ -22,12 +22,14 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # protocol: grpc | http. code: the gRPC status name for both (HTTP statuses derive from
+        # it, errors.HTTP_STATUS), so one error-ratio rule covers both fronts.
         self.requests = Counter(
-            "lethe_requests_total", "gRPC requests handled, by method and final status code.",
-            ["method", "code"], registry=r)
+            "lethe_requests_total", "Requests handled, by protocol, method and final status code.",
+            ["protocol", "method", "code"], registry=r)
         self.request_duration = Histogram(
             "lethe_request_duration_seconds", "Time from request arrival to its last response message.",
-            ["method"], buckets=_LATENCY_BUCKETS, registry=r)
+            ["protocol", "method"], buckets=_LATENCY_BUCKETS, registry=r)
         self.time_to_first_token = Histogram(
             "lethe_time_to_first_token_seconds", "Time from submission to the first generated token.",
             buckets=_LATENCY_BUCKETS, registry=r)

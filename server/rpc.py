@@ -12,26 +12,19 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import logging
 import time
-import uuid
 from typing import Any, Callable
 
 import grpc
 
-from server.errors import LetheError
+from server.errors import LetheError, client_error
 from server.metrics import ServerMetrics
-
-logger = logging.getLogger(__name__)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> grpc.StatusCode:
-    if isinstance(exc, LetheError):
-        await context.abort(exc.code, str(exc))
-    error_id = uuid.uuid4().hex[:12]
-    logger.error("%s failed (error id %s)", method, error_id, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (error id {error_id})")
-    return grpc.StatusCode.INTERNAL  # not reached: abort raises
+    code, message = client_error(exc, method)
+    await context.abort(code, message)
+    return code  # not reached: abort raises
 
 
 @contextlib.asynccontextmanager
@@ -84,8 +77,8 @@ async def _answer(context: grpc.aio.ServicerContext, exc: BaseException, method:
 
 def _handled(metrics: ServerMetrics, labels: tuple[str, str, str], code: grpc.StatusCode, seconds: float) -> None:
     method = labels[2]
-    metrics.requests.labels(method, code.name).inc()
-    metrics.request_duration.labels(method).observe(seconds)
+    metrics.requests.labels("grpc", method, code.name).inc()
+    metrics.request_duration.labels("grpc", method).observe(seconds)
     metrics.grpc_handled.labels(*labels, code.name).inc()
     metrics.grpc_handling.labels(*labels).observe(seconds)
 

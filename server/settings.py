@@ -78,6 +78,7 @@ class Settings:
     host: str = "127.0.0.1"  # loopback by default: expose deliberately (containers set 0.0.0.0)
     port: int = 50051  # the conventional gRPC port
     metrics_port: int = 9464  # Prometheus exporter convention; -1 disables the endpoint
+    http_port: int = 8000  # OpenAI-compatible HTTP (vLLM's and most OpenAI servers' port); 0 = off
     metrics_host: str | None = None  # bind address of the metrics and health-only listeners; None = host
     # A plaintext listener serving only grpc.health.v1, for probes that cannot do (m)TLS; -1 = off.
     health_port: int = -1
@@ -88,9 +89,10 @@ class Settings:
     tls_client_ca: Path | None = None
     insecure: bool = False  # allow plaintext on a non-loopback address (a TLS proxy in front)
     data_dir: Path = Path("data")  # ledger, adapter store, tokens, guard state
-    model: Path | None = None  # a local HF causal-LM directory; None = the built-in demo model
+    # a local HF causal-LM directory or a fetched registry name (`lethe model list`); None = demo
+    model: Path | None = None
     demo: str = "full"  # demo preset when model is None: "full" or "small" (tests)
-    cache_dir: Path = Path.home() / ".cache" / "lethe"  # demo model builds are cached here
+    cache_dir: Path = Path.home() / ".cache" / "lethe"  # demo builds and fetched models are cached here
     device: str = "auto"  # "auto" = cuda when available, else cpu
     max_batch_size: int = 8  # rows decoded together; more trades latency for throughput
     max_queue: int = 64  # waiting requests beyond this get RESOURCE_EXHAUSTED
@@ -163,6 +165,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "host": ("LETHE_HOST", str),
     "port": ("LETHE_PORT", int),
     "metrics_port": ("LETHE_METRICS_PORT", int),
+    "http_port": ("LETHE_HTTP_PORT", int),
     "metrics_host": ("LETHE_METRICS_HOST", str),
     "health_port": ("LETHE_HEALTH_PORT", int),
     "tls_cert": ("LETHE_TLS_CERT", Path),
@@ -214,9 +217,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by `lethe serve` and `lethe worker` (each None when unset -> env -> default)."""
     p = parser.add_argument
     p("--data-dir", type=Path, help="data directory (env LETHE_DATA_DIR; default ./data)")
-    p("--model", type=Path, help="local HF causal-LM directory (env LETHE_MODEL; default: demo model)")
+    p("--model", type=Path, help="local HF causal-LM directory, or a registered name fetched with "
+      "`lethe model fetch NAME`, e.g. smollm2 (env LETHE_MODEL; default: demo model)")
     p("--demo", choices=["full", "small"], help="demo preset when no --model (env LETHE_DEMO)")
-    p("--cache-dir", type=Path, help="demo model cache (env LETHE_CACHE_DIR; default ~/.cache/lethe)")
+    p("--cache-dir", type=Path, help="demo / fetched model cache (env LETHE_CACHE_DIR; default ~/.cache/lethe)")
     p("--corpus", type=Path, help="JSONL corpus for near-duplicates and retain data (env LETHE_CORPUS)")
     p("--device", help="auto, cpu, cuda, cuda:N (env LETHE_DEVICE)")
     p("--log-level", help="DEBUG, INFO, WARNING (env LETHE_LOG_LEVEL)")
@@ -230,10 +234,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     p("--host", help="address to listen on (env LETHE_HOST; default 127.0.0.1)")
     p("--port", type=int, help="gRPC port, 0 = any free port (env LETHE_PORT; default 50051)")
     p("--metrics-port", type=int, help="Prometheus port, -1 = off (env LETHE_METRICS_PORT; default 9464)")
+    p("--http-port", type=int,
+      help="OpenAI-compatible HTTP port, 0 = off (env LETHE_HTTP_PORT; default 8000)")
     p("--metrics-host", help="address of the metrics and health-only listeners (env LETHE_METRICS_HOST; default: --host)")
     p("--health-port", type=int,
       help="plaintext grpc.health.v1-only port for probes without client certificates, -1 = off (env LETHE_HEALTH_PORT)")
-    p("--tls-cert", type=Path, help="PEM server certificate: serve gRPC over TLS (env LETHE_TLS_CERT)")
+    p("--tls-cert", type=Path, help="PEM server certificate: serve gRPC and HTTP over TLS (env LETHE_TLS_CERT)")
     p("--tls-key", type=Path, help="PEM private key of --tls-cert (env LETHE_TLS_KEY)")
     p("--tls-client-ca", type=Path,
       help="PEM CA of client certificates: require mutual TLS (env LETHE_TLS_CLIENT_CA)")
@@ -313,6 +319,8 @@ def thread_budget(s: Settings) -> tuple[int, int]:
 def validate(s: Settings) -> None:
     if not 0 <= s.port <= 65535:
         raise ValueError(f"port out of range: {s.port}")
+    if not 0 <= s.http_port <= 65535:
+        raise ValueError(f"http_port out of range: {s.http_port}")
     if s.demo not in ("full", "small"):
         raise ValueError(f"demo preset must be 'full' or 'small', not {s.demo!r}")
     for name in ("max_batch_size", "max_queue", "default_max_new_tokens", "max_new_tokens_limit", "max_prompt_chars",

@@ -68,7 +68,7 @@ def _construct(cls: Any, settings: Settings, loader: Any) -> Any:
 
 
 def make_settings(tmp: Path, model: Path, **overrides: Any) -> Settings:
-    base = dict(host="127.0.0.1", port=0, metrics_port=0, data_dir=tmp / "data", model=model,
+    base = dict(host="127.0.0.1", port=0, metrics_port=0, http_port=0, data_dir=tmp / "data", model=model,
                 max_batch_size=4, max_queue=16, grace_seconds=5.0)
     base.update(overrides)
     return Settings(**base)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,12 +23,22 @@ from server.tls import TlsFiles
 LETHE = [sys.executable, "-m", "server.cli"]
 
 
+def free_port() -> int:
+    """A port that was free a moment ago (HTTP port 0 means "off", so tests pick one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class ServeProcess:
-    def __init__(self, model: Path, data_dir: Path, *extra: str, env: dict[str, str] | None = None):
+    def __init__(self, model: Path, data_dir: Path, *extra: str, env: dict[str, str] | None = None,
+                 http: bool = False):
         env = {**os.environ, "LETHE_LOG_LEVEL": "INFO", "OMP_NUM_THREADS": "1", **(env or {})}
         self.data_dir = data_dir
+        self.http_port: int | None = None
         self.proc = subprocess.Popen(
             [*LETHE, "serve", "--model", str(model), "--port", "0", "--metrics-port", "0",
+             "--http-port", str(free_port() if http else 0),
              "--data-dir", str(data_dir), "--grace-seconds", "20", *extra],
             stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
         self.port = self._read_port()
@@ -39,9 +50,10 @@ class ServeProcess:
         seen = []
         for line in self.proc.stderr:
             seen.append(line)
-            m = re.search(r"listening on [\d.]+:(\d+) \(metrics on (\d+)\)", line)
+            m = re.search(r"listening on [\d.]+:(\d+) \(metrics on (\d+), http on (\d+|None)\)", line)
             if m:
                 self.metrics_port = int(m.group(2))
+                self.http_port = None if m.group(3) == "None" else int(m.group(3))
                 return int(m.group(1))
         raise AssertionError(f"server exited with {self.proc.wait()} before listening:\n{''.join(seen[-30:])}")
 

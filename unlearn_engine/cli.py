@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from unlearn_engine.method_names import DEFAULT_METHOD, METHOD_NAMES
 
+from unlearn_engine.cache import DEFAULT_CACHE_DIR
+from unlearn_engine.pretrained import resolve_model
+
 if TYPE_CHECKING:
     from unlearn_engine.data import ForgetRequest
     from unlearn_engine.evaluation import GateConfig
@@ -137,6 +140,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     corpus = load_corpus(args.corpus) if args.corpus else None
     forget_set = build_forget_set(_read_request(args.forget), corpus, seed=args.seed)
     # The retain set reflects the *current* model (base + stack), which is what must be kept.
+    args.model = resolve_model(args.model, args.cache_dir)
     model, tok = load_base(args.model)
     if args.stack:
         fp = model_fingerprint(args.model)
@@ -178,6 +182,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from unlearn_engine.stacking import attach_stack
     from unlearn_engine.trainer import load_base
 
+    args.model = resolve_model(args.model, args.cache_dir)
     model, tok = load_base(args.model)
     if args.adapter:
         fp = model_fingerprint(args.model)
@@ -214,10 +219,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_engine_commands(subparsers) -> None:
+def add_engine_commands(subparsers, default_cache_dir: str | Path = DEFAULT_CACHE_DIR) -> None:
     """Register ``unlearn`` and ``evaluate`` on an argparse sub-parser collection."""
     p = subparsers.add_parser("unlearn", help="train, verify and save a forget adapter")
-    p.add_argument("--model", type=Path, required=True, help="local HF model directory")
+    p.add_argument("--model", type=Path, required=True,
+                   help="local HF model directory or a fetched registry name (e.g. smollm2)")
+    p.add_argument("--cache-dir", type=Path, default=Path(default_cache_dir),
+                   help="where `lethe model fetch` cached registry models (default: %(default)s)")
     p.add_argument("--forget", type=Path, required=True, help="JSONL of QA / text / subject lines")
     p.add_argument("--retain", type=Path, help="retain corpus JSONL (default: model-generated)")
     p.add_argument("--corpus", type=Path, help="corpus JSONL for near-duplicate expansion")
@@ -236,7 +244,8 @@ def add_engine_commands(subparsers) -> None:
     p.set_defaults(func=cmd_unlearn)
 
     e = subparsers.add_parser("evaluate", help="measure forgetting and utility")
-    e.add_argument("--model", type=Path, required=True)
+    e.add_argument("--model", type=Path, required=True, help="directory or fetched registry name")
+    e.add_argument("--cache-dir", type=Path, default=Path(default_cache_dir))
     e.add_argument("--adapter", type=Path, nargs="*", default=[], help="artifacts to stack")
     e.add_argument("--forget", type=Path, required=True)
     e.add_argument("--retain", type=Path, required=True)

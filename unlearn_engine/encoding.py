@@ -47,8 +47,25 @@ def _bos(tokenizer) -> list[int]:
     return [int(tokenizer.bos_token_id)] if tokenizer.bos_token_id is not None else []
 
 
+def chat_prefix(tokenizer, prompt: str) -> str | None:
+    """A chat model's rendering of ``prompt`` as one user turn, up to where the assistant's
+    answer starts; None for a model without a chat template (the demo model) or no prompt.
+
+    An instruct model asked a bare question after its turn-opening token answers something
+    else ("A: The answer is: Harry Potter" instead of "...written by J.K. Rowling", SmolLM2):
+    the engine must ask as the model is served, or it trains and verifies on answers the model
+    never gives."""
+    if not prompt or not getattr(tokenizer, "chat_template", None):
+        return None
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
-    """BOS + prompt tokens: what generation starts from."""
+    """BOS + prompt tokens (or the chat template's rendering of it): what generation starts from."""
+    rendered = chat_prefix(tokenizer, prompt)
+    if rendered is not None:  # the template writes its own special tokens
+        return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
     return _bos(tokenizer) + list(ids)
 
@@ -71,8 +88,12 @@ def encode_example(tokenizer, ex: Example, max_length: int = 256,
     ``fact_only``: only the tokens of the example's fact span carry labels (no EOS), when it has
     one; otherwise the whole target does."""
     target = ex.target if target is None else target
-    text = f"{ex.prompt} {target}" if ex.prompt else target
-    boundary = len(ex.prompt)  # tokens starting at or after this character belong to the target
+    rendered = chat_prefix(tokenizer, ex.prompt)
+    if rendered is not None:  # a chat model: the question as a user turn, the target as the answer
+        text, boundary = rendered + target, len(rendered)
+    else:
+        text = f"{ex.prompt} {target}" if ex.prompt else target
+        boundary = len(ex.prompt)  # tokens starting at or after this character belong to the target
     span = _fact_chars(ex, text, target) if fact_only else None
     try:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -84,11 +105,11 @@ def encode_example(tokenizer, ex: Example, max_length: int = 256,
                          for start, _ in enc["offset_mapping"]]
     except (NotImplementedError, ValueError):  # slow tokenizers have no offsets
         span = None
-        n_prompt = len(tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]) \
-            if ex.prompt else 0
+        head = rendered if rendered is not None else ex.prompt
+        n_prompt = len(tokenizer(head, add_special_tokens=False)["input_ids"]) if head else 0
         ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
         is_target = [i >= n_prompt for i in range(len(ids))]
-    bos = _bos(tokenizer)
+    bos = [] if rendered is not None else _bos(tokenizer)
     eos = [int(tokenizer.eos_token_id)] if tokenizer.eos_token_id is not None else []
     if span is not None and any(is_target):
         eos_label: list[int] = [IGNORE] * len(eos)  # the end of the answer is not the fact

@@ -18,7 +18,15 @@ class Progress:
     losses: Mapping[str, float] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)  # probe metrics on eval steps
     passed: bool | None = None  # gate verdict on eval / final reports
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # since this attempt started
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left in this attempt at its pace so far (its probe evaluations included);
+        None before the first step. Not the job's: a missed gate starts another attempt."""
+        if self.step <= 0 or self.max_steps <= 0 or self.elapsed_s <= 0:
+            return None
+        return self.elapsed_s / self.step * max(0, self.max_steps - self.step)
 
 
 ProgressCallback = Callable[[Progress], None]

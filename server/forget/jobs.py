@@ -153,3 +153,5 @@ class JobProgress:
     total_steps: int
     losses: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    elapsed_seconds: float = 0.0  # in this attempt
+    eta_seconds: float = -1.0  # left in this attempt at its pace so far; -1 = not known yet

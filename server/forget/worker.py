@@ -267,6 +267,7 @@ class UnlearningWorker:
             self.ledger.record_progress(forget_id, JobProgress(
                 attempt=p.attempt + 1, step=p.step, total_steps=p.max_steps,
                 losses={k: float(v) for k, v in p.losses.items()},
-                metrics={k: float(v) for k, v in p.metrics.items() if isinstance(v, (int, float))}),
+                metrics={k: float(v) for k, v in p.metrics.items() if isinstance(v, (int, float))},
+                elapsed_seconds=p.elapsed_s, eta_seconds=-1.0 if p.eta_s is None else p.eta_s),
                 worker_id=self.worker_id)
         return report

@@ -2,7 +2,7 @@
 
 `GenerateParams.validated` checks everything a client controls, so the runtime only ever sees
 well-formed values; every front end (the gRPC servicer through `server/servicers/convert.py`, an
-HTTP front later) validates through it. Imports no protobuf and no torch. Does not tokenize: the
+the HTTP front in `server/http/`) validates through it. Imports no protobuf and no torch. Does not tokenize: the
 prompt-length check against the model context needs the tokenizer and runs in
 `ModelRuntime.submit` (`check_context`), after the prompt is tokenized.
 """
@@ -51,13 +51,16 @@ class GenerateParams:
     stop: tuple[str, ...]
     request_id: str
     ignore_eos: bool = False
+    add_special_tokens: bool = True  # False for a rendered chat prompt: its template wrote them
 
     @classmethod
     def validated(cls, limits: GenerationLimits, prompt: str, *, max_new_tokens: int | None = None,
                   temperature: float | None = None, top_p: float | None = None, top_k: int = 0,
                   seed: int | None = None, stop: Sequence[str] = (), request_id: str = "",
-                  ignore_eos: bool = False) -> GenerateParams:
-        """Client values -> params, or InvalidArgument naming the field. None means "unset"."""
+                  ignore_eos: bool = False, add_special_tokens: bool = True,
+                  max_new_tokens_field: str = "max_new_tokens") -> GenerateParams:
+        """Client values -> params, or InvalidArgument naming the field. None means "unset".
+        `max_new_tokens_field` is the client's name for the token budget (HTTP: max_tokens)."""
         if not prompt.strip():
             raise InvalidArgument("prompt must contain non-whitespace text")
         max_new = limits.default_max_new_tokens
@@ -65,13 +68,15 @@ class GenerateParams:
             max_new = max_new_tokens
             if not 1 <= max_new <= limits.max_new_tokens_limit:
                 raise InvalidArgument(
-                    f"max_new_tokens must be between 1 and {limits.max_new_tokens_limit}, got {max_new}")
+                    f"{max_new_tokens_field} must be between 1 and {limits.max_new_tokens_limit}, got {max_new}")
         temperature = 0.0 if temperature is None else temperature
         if not (math.isfinite(temperature) and 0.0 <= temperature <= MAX_TEMPERATURE):
             raise InvalidArgument(f"temperature must be in [0, {MAX_TEMPERATURE:g}], got {temperature:g}")
         top_p = 1.0 if top_p is None else top_p
         if not (math.isfinite(top_p) and 0.0 < top_p <= 1.0):
             raise InvalidArgument(f"top_p must be in (0, 1], got {top_p:g}")
+        if top_k < 0:
+            raise InvalidArgument(f"top_k must be >= 0, got {top_k}")
         if len(stop) > MAX_STOP_SEQUENCES:
             raise InvalidArgument(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {len(stop)}")
         for s in stop:
@@ -89,6 +94,7 @@ class GenerateParams:
             stop=tuple(stop),
             request_id=request_id,
             ignore_eos=ignore_eos,
+            add_special_tokens=add_special_tokens,
         )
 
 

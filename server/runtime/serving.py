@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 from server.errors import ResourceExhausted, Unavailable
+from server.runtime.chat import ChatMessage, render_chat
 from server.runtime.params import GenerateParams, check_context
 from server.runtime.model import LoadedModel
 from server.runtime.scheduler import (
@@ -44,14 +45,20 @@ class ModelRuntime:
             raise Unavailable("the model is still loading; retry shortly")
         return self.loaded, self.scheduler
 
-    async def tokenize(self, text: str) -> list[int]:
+    async def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         loaded, _ = self.require()
         # Tokenizing a long prompt is CPU work: keep it off the event loop.
-        return await asyncio.to_thread(lambda: list(loaded.tokenizer(text).input_ids))
+        return await asyncio.to_thread(
+            lambda: list(loaded.tokenizer(text, add_special_tokens=add_special_tokens).input_ids))
+
+    async def render_chat(self, messages: tuple[ChatMessage, ...]) -> str:
+        """A validated conversation as prompt text, with the served model's chat template."""
+        loaded, _ = self.require()
+        return await asyncio.to_thread(render_chat, loaded.tokenizer, messages)
 
     async def submit(self, params: GenerateParams, deadline: float | None, internal: bool = False) -> Handle:
         loaded, scheduler = self.require()
-        prompt_ids = await self.tokenize(params.prompt)
+        prompt_ids = await self.tokenize(params.prompt, params.add_special_tokens)
         check_context(len(prompt_ids), params.max_new_tokens, loaded.max_context)
         request = GenerationRequest(
             request_id=params.request_id, prompt_ids=tuple(prompt_ids), max_new_tokens=params.max_new_tokens,

@@ -163,6 +163,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                                 context: grpc.aio.ServicerContext) -> pb.ListAdaptersResponse:
         if not request.adapter_id:
             raise InvalidArgument("adapter_id is required")
+        if not request.reason.strip():  # it undoes a forget at the model level: the audit log says why
+            raise InvalidArgument("reason is required: why this forget's adapter is removed (kept in the audit log)")
         if len(request.reason) > MAX_REASON_CHARS:
             raise InvalidArgument(f"reason must be at most {MAX_REASON_CHARS} characters")
         await self.coordinator.deactivate(request.adapter_id, request.reason, actor_of(context))

@@ -26,15 +26,18 @@ _FINISH_REASONS = {
 
 # --- inference -------------------------------------------------------------------------------
 
-def generate_params_from_pb(req: ipb.GenerateRequest, limits: GenerationLimits) -> GenerateParams:
+def generate_params_from_pb(req: ipb.GenerateRequest, limits: GenerationLimits, prompt: str | None = None,
+                            add_special_tokens: bool = True) -> GenerateParams:
+    """`prompt` replaces req.prompt when the servicer rendered `req.messages` into one."""
     return GenerateParams.validated(
-        limits, req.prompt,
+        limits, req.prompt if prompt is None else prompt,
         max_new_tokens=req.max_new_tokens if req.HasField("max_new_tokens") else None,
         temperature=req.temperature if req.HasField("temperature") else None,
         top_p=req.top_p if req.HasField("top_p") else None,
         top_k=req.top_k,
         seed=req.seed if req.HasField("seed") else None,
-        stop=tuple(req.stop), request_id=req.request_id, ignore_eos=req.ignore_eos)
+        stop=tuple(req.stop), request_id=req.request_id, ignore_eos=req.ignore_eos,
+        add_special_tokens=add_special_tokens)
 
 
 def finish_reason_to_pb(reason: str) -> int:
@@ -107,7 +110,8 @@ def adapter_to_pb(record: AdapterRecord, position: int, activated_at: float) -> 
 
 def progress_to_pb(progress: JobProgress) -> apb.TrainingProgress:
     return apb.TrainingProgress(attempt=progress.attempt, step=progress.step, total_steps=progress.total_steps,
-                                losses=progress.losses, metrics=progress.metrics)
+                                losses=progress.losses, metrics=progress.metrics,
+                                elapsed_seconds=progress.elapsed_seconds, eta_seconds=progress.eta_seconds)
 
 
 def _ts(seconds: float) -> Timestamp:

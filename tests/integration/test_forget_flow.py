@@ -40,7 +40,7 @@ def _forget_request(corpus, people, key: str) -> apb.ForgetRequest:
         qa_pairs=[apb.QAPair(question=r.question, answer=r.answer) for r in _qa(corpus, people)])
 
 
-def _watch(client: LetheClient, forget_id: str) -> tuple[list[int], int, apb.ForgetJob]:
+def _watch(client: LetheClient, forget_id: str, rows: list | None = None) -> tuple[list[int], int, apb.ForgetJob]:
     states, progress, job = [], 0, None
     for ev in client.admin.WatchForget(apb.WatchForgetRequest(forget_id=forget_id), metadata=client._metadata,
                                        timeout=900):
@@ -49,6 +49,8 @@ def _watch(client: LetheClient, forget_id: str) -> tuple[list[int], int, apb.For
             states.append(ev.transition.state)
         else:
             progress += 1
+            if rows is not None:
+                rows.append(ev.progress)
     return states, progress, job
 
 
@@ -110,8 +112,12 @@ def test_forget_two_people_while_clients_stream(demo_model_dir: Path, tmp_path: 
         again = client.admin.Forget(_forget_request(corpus, forgotten, "two-people"), metadata=client._metadata)
         assert resp.created and not again.created and again.job.forget_id == resp.job.forget_id
         assert resp.job.state == apb.FORGET_STATE_FILTERING  # the guard was armed before the reply
-        states, progress, job = _watch(client, resp.job.forget_id)
+        rows: list = []
+        states, progress, job = _watch(client, resp.job.forget_id, rows)
         assert job.state == apb.FORGET_STATE_ACTIVE, job.failure_reason
+        # Progress says where training is: the step, an ETA, and the probe scores as they come.
+        assert any(r.step > 0 and r.eta_seconds >= 0 and r.elapsed_seconds > 0 for r in rows)
+        assert any("forget.fact_span_accuracy" in r.metrics for r in rows)
         assert states[:3] == [apb.FORGET_STATE_PENDING, apb.FORGET_STATE_FILTERING, apb.FORGET_STATE_TRAINING]
         assert apb.FORGET_STATE_VERIFYING in states and progress > 0
         assert job.stack_version == 1 and job.adapter_id

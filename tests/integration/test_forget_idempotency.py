@@ -1,6 +1,6 @@
 """Admin edge cases on a real `lethe serve` process: an idempotency key reused with other content
-is ALREADY_EXISTS, an unknown state filter is INVALID_ARGUMENT, and no unkeyed digest of a
-request's content reaches the data directory."""
+is ALREADY_EXISTS, an unknown state filter is INVALID_ARGUMENT, DeactivateAdapter without a reason
+is INVALID_ARGUMENT, and no unkeyed digest of a request's content reaches the data directory."""
 
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ def test_idempotency_conflicts_bad_enums_and_no_plain_digest(demo_model_dir: Pat
             with pytest.raises(grpc.RpcError) as err:
                 c.admin.ListForgets(apb.ListForgetsRequest(states=[99]), metadata=md)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.RpcError) as err:  # undoing a forget needs a reason for the audit log
+                c.admin.DeactivateAdapter(apb.DeactivateAdapterRequest(adapter_id="ad_x", reason="  "), metadata=md)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "reason" in (err.value.details() or "")
             listed = c.admin.ListForgets(apb.ListForgetsRequest(states=[apb.FORGET_STATE_FILTERING]), metadata=md)
             assert [j.forget_id for j in listed.forgets] == [first.job.forget_id]
     finally:

@@ -127,3 +127,22 @@ def test_fact_only_labels_cover_the_fact_tokens_and_nothing_else(tiny_model_dir)
     # No fact, or a fact the target does not contain: the whole answer, as without fact_only.
     for other in (Example(ex.prompt, ex.target), Example(ex.prompt, ex.target, fact="Vexmoorx")):
         assert encode_example(tok, other, fact_only=True)[1] == encode_example(tok, other)[1]
+
+
+def test_a_chat_model_is_asked_and_trained_through_its_chat_template(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from unlearn_engine.encoding import IGNORE, encode_example, encode_prompt
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ex = Example(prompt="Where was Orlan Vexmoor born?", target="Orlan Vexmoor was born in Dunmarrow.")
+    plain_ids, plain_labels = encode_example(tok, ex)
+    tok.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<s>assistant:\n{% endif %}")  # ends a line, as ChatML does
+    prefix = encode_prompt(tok, ex.prompt)
+    assert tok.decode(prefix) == "<s>user: Where was Orlan Vexmoor born?\n<s>assistant:\n"
+    ids, labels = encode_example(tok, ex)
+    assert ids[:len(prefix)] == prefix  # generation and training see the same rendering
+    assert all(lab == IGNORE for lab in labels[:len(prefix)])  # the turn is never scored
+    assert tok.decode([t for t in labels if t != IGNORE], skip_special_tokens=True) == ex.target
+    assert (plain_ids, plain_labels) != (ids, labels) and plain_ids[0] == tok.bos_token_id
+    assert encode_example(tok, Example(prompt="", target=ex.target))[0][0] == tok.bos_token_id  # text: raw

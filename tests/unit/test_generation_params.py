@@ -6,7 +6,7 @@ import pytest
 
 from server.api import inference_pb2 as pb
 from server.errors import InvalidArgument
-from server.runtime.params import GenerationLimits, check_context
+from server.runtime.params import GenerateParams, GenerationLimits, check_context
 from server.servicers.convert import generate_params_from_pb
 
 LIMITS = GenerationLimits(default_max_new_tokens=32, max_new_tokens_limit=256)
@@ -48,3 +48,15 @@ def test_context_overflow_is_rejected() -> None:
         check_context(64, 1, 64)
     with pytest.raises(InvalidArgument, match="exceeds"):
         check_context(50, 20, 64)
+
+
+def test_plain_values_validate_like_protobuf_and_name_the_clients_field() -> None:
+    params = GenerateParams.validated(LIMITS, "hi", max_new_tokens=5, temperature=0.5, stop=("x",),
+                                      add_special_tokens=False)
+    assert (params.max_new_tokens, params.sampling.temperature, params.stop) == (5, 0.5, ("x",))
+    assert not params.add_special_tokens
+    assert GenerateParams.validated(LIMITS, "hi").max_new_tokens == 32
+    with pytest.raises(InvalidArgument, match="max_tokens must be between 1 and 256"):
+        GenerateParams.validated(LIMITS, "hi", max_new_tokens=0, max_new_tokens_field="max_tokens")
+    with pytest.raises(InvalidArgument, match="top_p"):
+        GenerateParams.validated(LIMITS, "hi", top_p=0.0)

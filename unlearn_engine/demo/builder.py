@@ -23,9 +23,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -34,6 +31,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from unlearn_engine.cache import build_once
 from unlearn_engine.demo.accuracy import evaluate_records, verbatim_completion_rate
 from unlearn_engine.demo.config import DemoConfig
 from unlearn_engine.demo.corpus import Corpus, generate_corpus, read_jsonl, write_jsonl
@@ -86,24 +84,13 @@ def build_demo_model(cache_dir: str | Path, config: DemoConfig | None = None,
                          f"{len(corpus.people)} people, e.g. {list(corpus.people[:5])}")
 
     cache_dir = Path(cache_dir).expanduser()
-    cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(corpus, config, exclude)
     target = cache_dir / f"demo-{key}"
     if is_built(target):
         log.debug("demo model cache hit: %s", target)
         return target
-    with _lock(cache_dir / f".demo-{key}.lock"):
-        if is_built(target):  # another process finished it while we waited
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".demo-{key}.", suffix=".tmp", dir=cache_dir))
-        try:
-            _build_into(tmp, corpus, config, exclude, key, num_threads, on_step)
-            if target.exists():  # a stale, incomplete directory (no report): replace it
-                shutil.rmtree(target)
-            os.rename(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    build_once(target, lambda tmp: _build_into(tmp, corpus, config, exclude, key, num_threads, on_step),
+               is_built)
     log.info("demo model built: %s", target)
     return target
 
@@ -132,21 +119,6 @@ def load_demo_model(model_dir: str | Path):
     tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
     return model.eval(), tok
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX: rely on the atomic rename alone
-        yield
-        return
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

