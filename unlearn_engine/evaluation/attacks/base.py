@@ -54,7 +54,6 @@ class Attack:
     """Base class: subclasses set ``name`` (via the decorator) and implement ``run``."""
 
     name: ClassVar[str] = ""
-    cheap: ClassVar[bool] = False  # cheap enough for the gate to run on every job
 
     def __init__(self, settings: AttackSettings | None = None) -> None:
         self.settings = settings or AttackSettings()

@@ -55,10 +55,8 @@ class _Quantize(Attack):
 @register_attack("quant8")
 class Quantize8(_Quantize):
     bits = 8
-    cheap = True
 
 
 @register_attack("quant4")
 class Quantize4(_Quantize):
     bits = 4
-    cheap = True
