@@ -43,7 +43,8 @@ def test_state_machine_to_active_erases_plaintext(tmp_path: Path) -> None:
     claimed = ledger.claim_next("w1")
     assert claimed is not None and claimed[1] == _payload() and claimed[0].state == ForgetState.TRAINING
     assert ledger.claim_next("w1") is None
-    ledger.record_progress(job.forget_id, JobProgress(1, 5, 40, {"forget": 1.5}))
+    ledger.record_progress(job.forget_id, JobProgress(1, 5, 40, {"forget": 1.5}, elapsed_seconds=2.5,
+                                                      eta_seconds=17.5))
     ledger.transition(job.forget_id, ForgetState.VERIFYING, attempts=1)
     ledger.record_adapter(_adapter(job.forget_id, "ad_1"))
     assert [j.forget_id for j in ledger.awaiting_swap()] == [job.forget_id]
@@ -53,7 +54,7 @@ def test_state_machine_to_active_erases_plaintext(tmp_path: Path) -> None:
     assert done.state == ForgetState.ACTIVE and done.stack_version == 1
     assert [t.state for t in done.transitions] == [
         ForgetState.PENDING, ForgetState.FILTERING, ForgetState.TRAINING, ForgetState.VERIFYING, ForgetState.ACTIVE]
-    assert ledger.progress_after(job.forget_id, 0)[0][1].step == 5
+    assert ledger.progress_after(job.forget_id, 0)[0][1] == JobProgress(1, 5, 40, {"forget": 1.5}, {}, 2.5, 17.5)
     with pytest.raises(LedgerError):
         ledger.activate(job.forget_id, expected_version=1)  # never applied twice
     for when in ("open", "closed"):  # neither the live files (db, -wal, -shm) nor the closed db keep it

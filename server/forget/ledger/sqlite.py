@@ -9,6 +9,7 @@ does not linger on disk in either file.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -240,8 +241,7 @@ class SqliteLedger(ForgetLedger):
             return [r["forget_id"] for r in rows]
 
     def record_progress(self, forget_id: str, progress: JobProgress, worker_id: str | None = None) -> None:
-        data = json.dumps({"attempt": progress.attempt, "step": progress.step, "total_steps": progress.total_steps,
-                           "losses": progress.losses, "metrics": progress.metrics})
+        data = json.dumps(dataclasses.asdict(progress))  # every field: counts, losses, metrics, timing
         with self._tx() as db:
             self._check_owner(db, forget_id, worker_id)  # a presumed-dead worker reports nothing more
             db.execute("INSERT INTO progress (forget_id, data) VALUES (?, ?)", (forget_id, data))
