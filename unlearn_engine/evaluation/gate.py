@@ -35,8 +35,8 @@ class GateConfig:
     mia_attacks: tuple[str, ...] = ("loss", "min_k", "zlib")
     min_retain_ratio: float = 0.95  # retain accuracy >= this x the accuracy before the job
     # Zero-delta check: the forget-split mean token NLL must move at least this far (nats) from
-    # before the job. Forgetting a demo person moves it by several nats; numerical noise between
-    # two evaluations of the same weights is ~1e-6.
+    # before the job. Measured: the small demo model's two-person adapter moved it 0.001 -> 6.82;
+    # two evaluations of the same weights differ by 0.0.
     min_forget_nll_delta: float = 0.05
     # Attacks the final evaluation runs (evaluation/attacks): the cheap ones by default; the bench
     # and ``lethe evaluate --attacks`` run all. An attacked model may state forgotten facts no
