@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -142,6 +143,14 @@ class ForgetCoordinator:
             await self._arm(forget_id, payload)  # crashed between the durable write and arming
 
     # ---- the adapter stack -----------------------------------------------------------------
+    def _drop_partial_writes(self, adapter_id: str) -> None:
+        """The artifact is live: an unfinished write of it left beside it belongs to a writer that
+        died (or was presumed dead and is fenced: the ledger refuses its record), never to work
+        anyone still needs. The worker keeps partials of jobs not yet done while their writer
+        may be alive; this is where the rest goes."""
+        for partial in self.data.partial_writes(self._paths((adapter_id,))[adapter_id]):
+            shutil.rmtree(partial, ignore_errors=True)
+
     def _paths(self, adapter_ids: tuple[str, ...]) -> dict[str, Path]:
         return {a: self.data.adapter_path(self.ledger.adapter(a).path) for a in adapter_ids}
 
@@ -179,6 +188,7 @@ class ForgetCoordinator:
             crash_point(self.crash_at, "mid-swap", self.data.root)
             record = await asyncio.to_thread(self.ledger.activate, job.forget_id, current.version)
             self.guard.set_phase(job.forget_id, AFTER)
+            await asyncio.to_thread(self._drop_partial_writes, job.adapter_id)
             self._observe_swap(start, timing)
             self.metrics.forget_to_active.observe(time.time() - job.created_at)
             self._observe_stages(job)

@@ -40,6 +40,11 @@ class DataDir:
         """Where an adapter recorded with `record_path` lives (only its last component counts)."""
         return self.adapters / Path(record_path).name
 
+    @staticmethod
+    def partial_writes(artifact: Path) -> list[Path]:
+        """Unfinished writes of `artifact` (the engine writes `.<name>.tmp-*` beside it, then renames)."""
+        return sorted(artifact.parent.glob(f".{artifact.name}.tmp-*"))
+
     def guard_secret(self) -> bytes:
         """The guard's hashing and sealing key, shared by the server and its workers."""
         return guard_secret(self.root)

@@ -225,7 +225,7 @@ class UnlearningWorker:
         was presumed dead keeps its directory (its record is refused by the ledger anyway)."""
         other = self.ledger.last_heartbeat(excluding=self.worker_id)
         nobody_else = other is None or time.time() - other > 5 * self.config.heartbeat_seconds
-        for partial in self.store.glob(f".{out_dir.name}.tmp-*"):
+        for partial in self.data.partial_writes(out_dir):
             if nobody_else or time.time() - partial.stat().st_mtime > STALE_PARTIAL_SECONDS:
                 shutil.rmtree(partial, ignore_errors=True)
 
