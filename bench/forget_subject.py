@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import random
-import statistics
 import sys
 import tempfile
 import time
@@ -37,52 +35,15 @@ from server.client import LetheClient  # noqa: E402
 from server.guard import ForgetItems, GuardConfig, LeakageGuard  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from tests.conftest import ServerThread  # noqa: E402
-from unlearn_engine.data.records import ForgetRequest, QAPair  # noqa: E402
-from unlearn_engine.data.resolve import IndexedCorpus, resolve  # noqa: E402
 from unlearn_engine.demo.accuracy import bio_prefix_probes, contains_fact  # noqa: E402
 from unlearn_engine.demo.builder import default_demo_model, load_corpus  # noqa: E402
-from unlearn_engine.demo.corpus import CorpusSpec, generate_corpus, write_jsonl  # noqa: E402
+from unlearn_engine.demo.corpus import write_jsonl  # noqa: E402
+from bench.guard_subject import pct, resolution as bench_resolution  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path.home() / ".cache" / "lethe"
 MAX_TOKENS = 40
 POLICIES = ("off", "value", "name")
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
-
-
-def bench_resolution(sizes: list[int], queries: int = 50) -> list[dict]:
-    rows = []
-    for n in sizes:
-        corpus = generate_corpus(CorpusSpec(n_people=n, n_holdout=max(1, n // 10)))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = write_jsonl(corpus, Path(tmp) / "corpus.jsonl")
-            t = time.perf_counter()
-            index = IndexedCorpus.from_file(path)
-            build = time.perf_counter() - t
-        rng = random.Random(0)
-        people = rng.sample(list(corpus.trained_people), min(queries, n))
-        train = [r for r in corpus.qa if r.split == "train"]
-        resolve(ForgetRequest(subjects=[people[0]]), index)  # warm caches (LSH bands, permutations)
-        subj, qa, matched = [], [], []
-        for p in people:
-            t = time.perf_counter()
-            r = resolve(ForgetRequest(subjects=[p]), index)
-            subj.append(time.perf_counter() - t)
-            matched.append(len(r.entry_ids))
-        for rec in rng.sample(train, min(queries, len(train))):
-            t = time.perf_counter()
-            resolve(ForgetRequest(qa_pairs=[QAPair(rec.question, rec.answer)]), index)
-            qa.append(time.perf_counter() - t)
-        rows.append({"people": n, "entries": len(index), "trained_entries": index.trained,
-                     "index_build_s": build, "subject_p50_ms": 1e3 * pct(subj, 0.5),
-                     "subject_p99_ms": 1e3 * pct(subj, 0.99), "qa_p50_ms": 1e3 * pct(qa, 0.5),
-                     "qa_p99_ms": 1e3 * pct(qa, 0.99), "entries_per_subject": statistics.mean(matched)})
-        print(rows[-1], flush=True)
-    return rows
 
 
 def _probes(corpus, person: str) -> list[tuple[str, str, str]]:

@@ -9,6 +9,12 @@ machine the CPU figure excludes time the OS gave to other processes. Writes
 bench/results/guard.json and guard.md.
 
     python bench/guard.py [--sizes 10 1000 10000 100000] [--tokens 20000] [--skip-semantic] [--skip-served]
+                          [--only SECTION ...] [--small] [--subject-rounds 3] [--resolution-sizes 10 1000 10000]
+
+`--only` reruns the named sections (lexical, time_to_block, served, encodings, false_positives,
+semantic, matrix, subject) and keeps the others from the last guard.json. `subject` is issue 13's
+part (bench/guard_subject.py): Forget -> lexical blocking through the server's own path on the full
+demo model (`--small`: the small preset), and subject resolution time at 10, 1k and 10k people.
 
 The served time-to-block runs a real `lethe serve` (small demo preset, worker off): a client
 streams a bio, Forgets it after the first chunk, and reads on until the stream ends.
@@ -41,6 +47,7 @@ from server.guard.normalize import semantic_text, split_sentences  # noqa: E402
 from tests.support.calibrate import calibrate, score_pairs  # noqa: E402
 from tests.support.calibration_pairs import demo_pairs  # noqa: E402
 from unlearn_engine.demo.corpus import CorpusSpec, generate_corpus  # noqa: E402
+from bench import guard_subject  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SECRET = b"bench-secret-0123456789abcdef"
@@ -529,7 +536,10 @@ def targets(report: dict) -> list[str]:
 
 
 def markdown(report: dict) -> str:
-    L = [f"# Leakage guard benchmark\n\n{report['machine']}\n", *targets(report),
+    L = [f"# Leakage guard benchmark\n\n{report['machine']}\n", *targets(report)]
+    if "subject" in report:
+        L += guard_subject.markdown(report["subject"], report["subject"]["command"])
+    L += [
          "## Per-token overhead, lexical stages (exact + entity, default config: hidden-channel views on), µs per push",
          "Best of 5 repetitions per CPU, pinned to each in turn (median repetition's CPU p50 / p99 in "
          "brackets); the per-CPU column gives each CPU's best (median) p99.\n",
@@ -625,6 +635,9 @@ def markdown(report: dict) -> str:
     return "\n".join(L) + "\n"
 
 
+SECTIONS = ("lexical", "time_to_block", "served", "encodings", "false_positives", "semantic", "matrix", "subject")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000, 100000])
@@ -632,28 +645,45 @@ def main() -> int:
     ap.add_argument("--skip-semantic", action="store_true")
     ap.add_argument("--skip-served", action="store_true", help="no time-to-block through a real server")
     ap.add_argument("--model-cache", type=Path, default=Path(tempfile.gettempdir()) / "lethe-guard-onnx")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, help="rerun these; keep the rest from guard.json")
+    ap.add_argument("--small", action="store_true", help="subject section on the small demo preset")
+    ap.add_argument("--subject-rounds", type=int, default=3, help="Forgets per trained person, per arrival pattern")
+    ap.add_argument("--resolution-sizes", type=int, nargs="+", default=[10, 1000, 10000], help="corpus people")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
     cache = None if args.skip_semantic else args.model_cache
-    report: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                               f"load average {os.getloadavg()[0]:.1f} at start, Python {platform.python_version()}",
-                    "native": native.STATUS}
-    report["lexical"] = lexical(args.sizes, args.tokens)
-    report["index_memory"] = index_memory(report["lexical"])
-    report["time_to_block"] = time_to_block(args.sizes, cache)
-    if not args.skip_served:
+    run = set(args.only or SECTIONS) - ({"served"} if args.skip_served else set())
+    report: dict = json.loads((RESULTS / "guard.json").read_text()) if args.only else {}
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+               f"load average {os.getloadavg()[0]:.1f} at start, Python {platform.python_version()}")
+    if run & {"lexical", "time_to_block", "encodings"} or not args.only:
+        report["machine"], report["native"] = machine, native.STATUS
+    if "lexical" in run:
+        report["lexical"] = lexical(args.sizes, args.tokens)
+        report["index_memory"] = index_memory(report["lexical"])
+    if "time_to_block" in run:
+        report["time_to_block"] = time_to_block(args.sizes, cache)
+    if "served" in run:
         report["served_time_to_block"] = served_time_to_block()
-    report["encodings"] = encoding_overhead(args.tokens)
-    report["false_positives"] = false_positive_table(
-        [(8, 24, True), (8, 32, True), (8, 40, False), (8, 40, True), (12, 56, True)])
-    report["false_positives"] += false_positive_table([(8, 40, False), (8, 40, True)], n_forgotten=2000)
-    if cache is not None:
+    if "subject" in run:
+        report["subject"] = guard_subject.measure(args.small, args.resolution_sizes, args.subject_rounds)
+        report["subject"]["command"] = "python bench/guard.py " + " ".join(sys.argv[1:])
+        report["subject"]["machine"] = f"{machine}, {os.getloadavg()[0]:.1f} at end"
+    if "encodings" in run:
+        report["encodings"] = encoding_overhead(args.tokens)
+    if "false_positives" in run:
+        report["false_positives"] = false_positive_table(
+            [(8, 24, True), (8, 32, True), (8, 40, False), (8, 40, True), (12, 56, True)])
+        report["false_positives"] += false_positive_table([(8, 40, False), (8, 40, True)], n_forgotten=2000)
+    if cache is not None and "semantic" in run:
         report["semantic"] = semantic_latency(cache)
         report["calibration"] = calibration(cache)
-    report["matrix"] = matrix(cache)
-    report["machine"] += f", {os.getloadavg()[0]:.1f} at end"
+    if "matrix" in run:
+        report["matrix"] = matrix(cache)
+    if not args.only:
+        report["machine"] += f", {os.getloadavg()[0]:.1f} at end"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "guard.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / "guard.md").write_text(markdown(report))

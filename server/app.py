@@ -100,6 +100,7 @@ class LetheServer:
             MonitorConfig(interval_seconds=settings.monitor_interval_seconds,
                           probes_per_round=settings.monitor_probes))
         self.coordinator.on_stack_change = self.monitor.poke
+        self.coordinator.on_renamed = self.hits.rename
         self.generator = GuardedGenerator(self.runtime, self.guard, self.metrics,  # gRPC and HTTP alike
                                           settings.max_prompt_chars, settings.filtered_response == "private")
         self.worker: WorkerSupervisor | None = None
@@ -260,6 +261,7 @@ class LetheServer:
         if self._health_server is not None:
             await self._health_server.stop(0)
         await asyncio.to_thread(self.runtime.shutdown)
+        await self.coordinator.close()  # background guard embeddings: none may write after the ledger closes
         await asyncio.to_thread(self.hits.flush)  # hits counted since the last flush
         self.ledger.close()
         self.metrics.close()

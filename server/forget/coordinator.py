@@ -1,10 +1,11 @@
 """ForgetCoordinator: the server side of the forget flow.
 
 - `submit`: validated request -> resolved against the corpus (off the loop; a too-broad or
-  empty subject, or a request over the cap, is refused here, before anything is stored) ->
-  durable ledger row -> guard entries derived from the request *and its corpus matches* and
-  armed, the resolution recorded with them -> ledger FILTERING -> reply. The guard blocks the
-  content, every corpus entry about a subject included, before the client hears back.
+  empty subject, or a request over the cap, is refused here, before anything is stored or
+  armed) -> lexical guard entries derived from the request *and its corpus matches* and armed
+  under a provisional id -> durable ledger row, the entries moved to its id -> the resolution
+  recorded with them, ledger FILTERING -> reply. The guard blocks the content, every corpus
+  entry about a subject included, before the request touches the disk.
 - `dry_run`: the same resolution, nothing stored.
 - `restore`: on start, rebuild the guard from the ledger's hashed entries (plaintext only for
   jobs that crashed before arming), re-queue jobs whose worker died.
@@ -18,15 +19,19 @@ Training itself happens in the worker process (forget/worker.py); this module on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shutil
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 from server.adapters.stack import AdapterStackManager, StackRefused, SwapTiming
 from server.crash import crash_point
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.forget.hits import PROVISIONAL_PREFIX
 from server.forget.layout import DataDir
 from server.forget.jobs import ForgetJob, ForgetPayload, ForgetResolution, ForgetState, MatchCounts, StackRecord
 from server.forget.resolution import CorpusResolver, CorpusUnavailable, Resolved, guard_items
@@ -60,50 +65,93 @@ class ForgetCoordinator:
         self.stacks: AdapterStackManager | None = None  # set once the model is loaded
         self._swap_lock = asyncio.Lock()
         self._background: set[asyncio.Task] = set()
+        self._embedding = ThreadPoolExecutor(1, thread_name_prefix="lethe-guard-embed")  # see _add_semantic
         self._failed_seen: set[str] | None = None  # FAILED jobs already counted (None until first tick)
         self._changed = asyncio.Event()  # wakes watchers when the loop sees ledger changes
         self.on_stack_change: Callable[[], None] | None = None  # e.g. the leakage monitor's poke
+        # (provisional forget id, the job's id or None): guard hits counted under the first
+        # belong to the second (HitTally.rename)
+        self.on_renamed: Callable[[str, str | None], None] | None = None
 
     # ---- Forget ----------------------------------------------------------------------------
     async def submit(self, payload: ForgetPayload, method: str, reason: str, key: str | None,
-                     actor: str) -> tuple[ForgetJob, bool]:
+                     actor: str, admit: Callable[[], None] | None = None) -> tuple[ForgetJob, bool]:
+        """`admit` (blocking; raises to refuse, e.g. a full queue) runs first, on the same thread."""
         start = time.monotonic()
-        resolved = await self.dry_run(payload)
+        try:
+            job, created, resolved, entries = await asyncio.to_thread(
+                self._write, payload, method or self.default_method, reason, key, actor, admit, start)
+        except CorpusUnavailable as exc:
+            raise FailedPrecondition(str(exc)) from None
+        self.metrics.forget_requests.labels("created" if created else "duplicate").inc()
+        if created:
+            job = await self._arm(job.forget_id, payload, resolved, entries)
+        return job, created
+
+    def _write(self, payload: ForgetPayload, method: str, reason: str, key: str | None, actor: str,
+               admit: Callable[[], None] | None,
+               start: float) -> tuple[ForgetJob, bool, Resolved, GuardEntries | None]:
+        """Blocking, one thread hop up to the block: admit, resolve (refuse before storing or
+        arming anything), derive the lexical entries and arm them under a provisional id, then
+        write the request durably and move the entries to the id the ledger gave it.
+
+        Arming before the durable write keeps the disk's fsync (p99 17 ms on a busy host, the
+        largest part of the time to block; bench/guard.py) out of the time to block. A write that
+        fails disarms, and no reply went out, so the client knows the Forget was not taken. Each
+        thread hop before the block used to cost up to a scheduler time slice as well: one is left.
+        Returns the live lexical entries (None when ack_all_stages: `_arm` derives them all)."""
+        if admit is not None:
+            admit()
+        resolved = self._resolve(payload)
         if resolved.problems:  # nothing stored, nothing armed
             for code in resolved.codes:
                 self.metrics.forget_refused.labels(code).inc()
             raise InvalidArgument("; ".join(resolved.problems))
-        digest = self.guard.content_digest(payload.to_json().encode())  # keyed: see GuardKeys
-        job, created = await asyncio.to_thread(self.ledger.submit, payload, method or self.default_method,
-                                               reason, key, actor, digest)
-        self.metrics.forget_requests.labels("created" if created else "duplicate").inc()
-        if created:
-            job = await self._arm(job.forget_id, payload, resolved)
-            self.metrics.forget_to_block.observe(time.monotonic() - start)
-        return job, created
-
-    async def dry_run(self, payload: ForgetPayload) -> Resolved:
-        """What `payload` resolves to in the corpus (off the event loop); stores nothing."""
-        start = time.monotonic()
+        provisional = PROVISIONAL_PREFIX + uuid.uuid4().hex
+        lexical = self.guard.derive(provisional, guard_items(payload, resolved.entries), semantic=False)
+        self.guard.add(lexical, BEFORE)
+        self.metrics.forget_to_block.observe(time.monotonic() - start)
+        job: ForgetJob | None = None
+        created = False
         try:
-            resolved = await asyncio.to_thread(self.resolver.resolve, payload)
-        except CorpusUnavailable as exc:
-            raise FailedPrecondition(str(exc)) from None
+            digest = self.guard.content_digest(payload.to_json().encode())  # keyed: see GuardKeys
+            job, created = self.ledger.submit(payload, method, reason, key, actor, digest)
+            if created:  # lexical records carry no forget id: the same ones, under the job's id
+                lexical = dataclasses.replace(lexical, forget_id=job.forget_id)
+                self.guard.add(lexical, BEFORE)
+        finally:  # the job's entries are live before the provisional ones go: no gap
+            self.guard.remove(provisional)
+            if self.on_renamed is not None:  # hits counted meanwhile: to the job (a duplicate's too)
+                self.on_renamed(provisional, job.forget_id if job is not None else None)
+        return job, created, resolved, (lexical if created and not self.ack_all_stages else None)
+
+    def _resolve(self, payload: ForgetPayload) -> Resolved:
+        start = time.monotonic()
+        resolved = self.resolver.resolve(payload)
         self.metrics.forget_resolve.observe(time.monotonic() - start)
         return resolved
 
-    async def _arm(self, forget_id: str, payload: ForgetPayload, resolved: Resolved | None = None) -> ForgetJob:
-        # By default the lexical entries (milliseconds) block before the reply and sentence
-        # embeddings (100+ ms) follow in the background, replacing them (add() swaps without a
-        # gap); with ack_all_stages the reply waits for the embeddings too. The entries cover
-        # the request and every corpus entry it resolved to; the ledger records which, in the
-        # same transaction that moves the job to FILTERING.
+    async def dry_run(self, payload: ForgetPayload) -> Resolved:
+        """What `payload` resolves to in the corpus (off the event loop); stores nothing."""
+        try:
+            return await asyncio.to_thread(self._resolve, payload)
+        except CorpusUnavailable as exc:
+            raise FailedPrecondition(str(exc)) from None
+
+    async def _arm(self, forget_id: str, payload: ForgetPayload, resolved: Resolved | None = None,
+                   entries: GuardEntries | None = None) -> ForgetJob:
+        # By default the lexical entries (milliseconds) block before the reply (`_write` armed
+        # them) and sentence embeddings (100+ ms) follow in the background, replacing them (add()
+        # swaps without a gap); with ack_all_stages the reply waits for the embeddings too. The
+        # entries cover the request and every corpus entry it resolved to; the ledger records
+        # which, in the same transaction that moves the job to FILTERING.
         if resolved is None:  # restore: a crash came between the durable write and arming
             resolved = await self._restore_resolution(payload)
         semantic = self.ack_all_stages
-        items = guard_items(payload, resolved.entries)
-        entries = await asyncio.to_thread(self.guard.derive, forget_id, items, semantic)
-        self.guard.add(entries, BEFORE)
+        if entries is None:  # restore, or every stage before the reply
+            entries = await asyncio.to_thread(self.guard.derive, forget_id, guard_items(payload, resolved.entries),
+                                              semantic)
+            self.guard.add(entries, BEFORE)
         job = await asyncio.to_thread(self.ledger.arm, forget_id, entries.to_bytes(), resolved.resolution)
         if not semantic:
             self._spawn(self._add_semantic(forget_id, payload, resolved.resolution))
@@ -119,13 +167,29 @@ class ForgetCoordinator:
 
     async def _add_semantic(self, forget_id: str, payload: ForgetPayload,
                             resolution: ForgetResolution | None) -> None:
+        # On the coordinator's one embedding thread, not the loop's shared pool: Forgets filed
+        # back to back used to queue their embeddings (100+ ms each) on every pool thread, and the
+        # next Forget's ack path waited behind them (p99 0.6 s to block; bench/guard.py).
         try:
-            matched = await asyncio.to_thread(self.resolver.entries, resolution) if resolution else ()
-            full = await asyncio.to_thread(self.guard.derive, forget_id, guard_items(payload, matched))
-            await asyncio.to_thread(self.ledger.update_guard_entries, forget_id, full.to_bytes())
+            full = await asyncio.get_running_loop().run_in_executor(
+                self._embedding, self._derive_semantic, forget_id, payload, resolution)
             self.guard.add(full)  # keeps the forget's current phase
         except Exception:
             logger.exception("semantic guard entries for %s failed; lexical stages still block", forget_id)
+
+    def _derive_semantic(self, forget_id: str, payload: ForgetPayload,
+                         resolution: ForgetResolution | None) -> GuardEntries:
+        matched = self.resolver.entries(resolution) if resolution else ()
+        full = self.guard.derive(forget_id, guard_items(payload, matched))
+        self.ledger.update_guard_entries(forget_id, full.to_bytes())
+        return full
+
+    async def close(self) -> None:
+        """Drop embeddings not yet started (a restart derives them again from the ledger), wait
+        for the one running, so nothing writes to the ledger after it closes."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.to_thread(self._embedding.shutdown, True, cancel_futures=True)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)

@@ -77,10 +77,10 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             raise InvalidArgument(f"reason must be at most {MAX_REASON_CHARS} characters")
         if len(request.idempotency_key) > MAX_KEY_CHARS:
             raise InvalidArgument(f"idempotency_key must be at most {MAX_KEY_CHARS} characters")
-        await self._check_queue()
         try:
             job, created = await self.coordinator.submit(
-                payload, request.method, request.reason, request.idempotency_key or None, actor_of(context))
+                payload, request.method, request.reason, request.idempotency_key or None, actor_of(context),
+                admit=self._check_queue)
         except IdempotencyConflict:
             raise AlreadyExists("this idempotency_key was used for a request with other content; "
                                 "use a new key for a new request") from None
@@ -91,10 +91,11 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         resolved = await self.coordinator.dry_run(convert.forget_payload_from_pb(request))
         return convert.dry_run_to_pb(resolved, MAX_DRY_RUN_ENTRIES)
 
-    async def _check_queue(self) -> None:
+    def _check_queue(self) -> None:
         """Refuse new work while max_queued_forgets are not yet ACTIVE or FAILED. Checked before
-        the write, so concurrent Forgets can pass it together: a bound, not an exact count."""
-        counts = await asyncio.to_thread(self.ledger.counts_by_state)
+        the write (blocking: the coordinator calls it on its thread), so concurrent Forgets can
+        pass it together: a bound, not an exact count."""
+        counts = self.ledger.counts_by_state()
         queued = sum(n for state, n in counts.items() if not state.terminal)
         if queued >= self.max_queued_forgets:
             raise ResourceExhausted(f"{queued} forgets are in progress (limit {self.max_queued_forgets}); "
