@@ -57,7 +57,7 @@ def test_stack_has_lethe_prometheus_and_grafana_wired_together() -> None:
     assert (build / lethe["build"]["dockerfile"]).is_file() and (build / "pyproject.toml").is_file()
     # the published ports are the server's defaults, which the image keeps
     published = {int(p.rsplit(":", 1)[1]) for p in lethe["ports"]}
-    assert published == {Settings.port, Settings.metrics_port}
+    assert published == {Settings.port, Settings.http_port, Settings.metrics_port}
     assert any(v.endswith(":/var/lib/lethe") for v in lethe["volumes"])
     assert lethe["stop_grace_period"] == "30s"  # longer than the image's LETHE_GRACE_SECONDS=20
 

@@ -88,8 +88,9 @@ def test_runtime_stage_is_slim_non_root_and_health_checked() -> None:
     env = env_of(runtime)
     assert env["LETHE_HOST"] == "0.0.0.0"
     assert {int(p) for p in words["EXPOSE"].split()} == {int(env["LETHE_PORT"]), int(env["LETHE_METRICS_PORT"]),
-                                                         int(env["LETHE_HEALTH_PORT"])}
+                                                         int(env["LETHE_HEALTH_PORT"]), int(env["LETHE_HTTP_PORT"])}
     assert int(env["LETHE_PORT"]) == Settings.port and int(env["LETHE_METRICS_PORT"]) == Settings.metrics_port
+    assert int(env["LETHE_HTTP_PORT"]) == Settings.http_port
     assert words["VOLUME"] == f'["{env["LETHE_DATA_DIR"]}"]'
     assert words["ENTRYPOINT"] == '["lethe"]' and words["CMD"] == '["serve"]'
     assert words["STOPSIGNAL"] == "SIGTERM"

@@ -133,6 +133,7 @@ def test_probes_are_native_grpc_health_checks_on_the_health_port() -> None:
     assert ports["grpc"] == Settings.port
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert int(env["LETHE_HEALTH_PORT"]) == ports["health"]  # plaintext: the kubelet has no client cert
+    assert int(env["LETHE_HTTP_PORT"]) == ports["http"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["grpc"] == {"port": ports["health"]}, probe
     # a slow model load is the startup probe's job, so liveness never kills a loading server
@@ -149,6 +150,8 @@ def test_service_selects_the_pods_and_targets_named_ports() -> None:
         assert port["targetPort"] in container_ports
         assert port["port"] == container_ports[port["targetPort"]]
     assert container_ports["metrics"] == Settings.metrics_port
+    assert container_ports["http"] == Settings.http_port
+    assert {p["name"] for p in objs["Service"]["spec"]["ports"]} >= {"grpc", "http", "metrics"}
 
 
 def test_data_volume_and_token_secret_are_wired_in() -> None:
@@ -206,9 +209,10 @@ def test_pod_is_fenced_in_and_bounded() -> None:
     policy = objs["NetworkPolicy"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels(objs).items()
     ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
-    assert ports == {"grpc", "metrics", "health"} and {p["name"] for p in c["ports"]} >= ports
+    assert ports == {"grpc", "http", "metrics", "health"} and {p["name"] for p in c["ports"]} >= ports
     grpc_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "grpc")
     assert grpc_rule["from"], "gRPC only from labelled clients"
+    assert {p["port"] for p in grpc_rule["ports"]} == {"grpc", "http"}, "HTTP from the same clients as gRPC"
 
 
 def pod_labels(objs: dict[str, dict[str, Any]]) -> dict[str, str]:
