@@ -6,7 +6,12 @@ Each generation route validates through the domain (`GenerateParams.validated`,
 Events ending `data: [DONE]`. Authentication is `check_inference` from server/auth.py; every
 failure goes through `errors.client_error` and `errors.HTTP_STATUS`, so HTTP answers the same
 codes and client-safe messages as gRPC, in OpenAI's error JSON. A client that disconnects
-cancels its generation and frees its batch slot. No Admin routes: operators use gRPC.
+cancels its generation and frees its batch slot. A deadline does the same without a disconnect
+(a proxy may hold the connection open): `X-Request-Timeout: <seconds>` bounds any request, as
+gRPC's deadline does; a non-streamed request also honours the official OpenAI client's own
+`X-Stainless-Read-Timeout` (how long it will wait for the response; a stream's read timeout is
+per chunk, so it is no deadline). Past it the row leaves the batch: a 504 `deadline_exceeded`,
+or, mid-stream, an error event. No Admin routes: operators use gRPC.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from starlette.exceptions import HTTPException
 
 from server import __version__
 from server.auth import bearer, check_inference, token_label
-from server.errors import HTTP_STATUS, LetheError, PermissionDenied, Unauthenticated, client_error
+from server.errors import HTTP_STATUS, InvalidArgument, LetheError, PermissionDenied, Unauthenticated, client_error
 from server.runtime.params import GenerateParams, GenerationLimits, GenerationResult
 from server.http.format import DONE, Envelope, error_body, sse
 from server.http.schemas import ChatCompletionRequest, CompletionRequest
@@ -38,6 +43,9 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
                 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RETRY_AFTER_SECONDS = 1  # a 429's hint: a batch slot frees within a few decode steps
+TIMEOUT_HEADER = "x-request-timeout"  # seconds, any request: Lethe's deadline, as gRPC's
+OPENAI_TIMEOUT_HEADER = "x-stainless-read-timeout"  # the openai client's timeout: non-streamed only
+MAX_TIMEOUT_SECONDS = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,8 @@ class Routes:
             params = GenerateParams.validated(
                 self.deps.limits, body.prompt_text, max_new_tokens=body.max_tokens, **_sampling(body, request),
                 max_new_tokens_field="max_tokens")
-            run = await self.deps.generator.start(params, None, self._caller(request))
+            deadline = _deadline(request, body.stream, start)
+            run = await self.deps.generator.start(params, deadline, self._caller(request))
         except Exception as exc:
             return self._failed(method, exc, start)
         return await self._answer(request, run, body, False, method, start)
@@ -122,7 +131,8 @@ class Routes:
             params = GenerateParams.validated(
                 self.deps.limits, prompt, max_new_tokens=budget, **_sampling(body, request),
                 add_special_tokens=CHAT_ADDS_SPECIAL_TOKENS, max_new_tokens_field=field)
-            run = await self.deps.generator.start(params, None, self._caller(request))
+            deadline = _deadline(request, body.stream, start)
+            run = await self.deps.generator.start(params, deadline, self._caller(request))
         except Exception as exc:
             return self._failed(method, exc, start)
         return await self._answer(request, run, body, True, method, start)
@@ -210,6 +220,25 @@ def _sampling(body: Any, request: Request) -> dict[str, Any]:
     return dict(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k or 0, seed=body.seed,
                 stop=body.stop_sequences(), request_id=request.headers.get("x-request-id", ""),
                 ignore_eos=body.ignore_eos)
+
+
+def _deadline(request: Request, stream: bool, start: float) -> float | None:
+    """time.monotonic() by which the request must finish: `start` (its arrival) plus the
+    shortest of its timeout headers; None without one."""
+    names = (TIMEOUT_HEADER,) if stream else (TIMEOUT_HEADER, OPENAI_TIMEOUT_HEADER)
+    seconds = []
+    for name in names:
+        raw = request.headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value <= MAX_TIMEOUT_SECONDS:  # NaN fails too
+            raise InvalidArgument(f"header {name} must be a number of seconds in (0, {MAX_TIMEOUT_SECONDS:.0f}]")
+        seconds.append(value)
+    return start + min(seconds) if seconds else None
 
 
 def _check_result(result: GenerationResult) -> None:

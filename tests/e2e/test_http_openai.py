@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP front of a real `lethe serve` process, driven by the official
-`openai` client: completions, chat, streaming, models, health, credentials, refused fields, and a
-forgotten fact ending `content_filter` right after a Forget filed over gRPC. Plus one raw-HTTP
-check of the SSE framing, byte by byte, as curl would see it.
+`openai` client: completions, chat, streaming, models, health, credentials, refused fields, a
+forgotten fact ending `content_filter` right after a Forget filed over gRPC, and deadlines (the
+client's own timeout, or `X-Request-Timeout`, end the generation and free its slot). Plus one
+raw-HTTP check of the SSE framing, byte by byte, as curl would see it.
 
 Client tokens are configured, so every call needs a bearer token; the unlearning worker is off,
 so forget jobs stay FILTERING and every guard hit is a before_adapter hit.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -213,6 +215,65 @@ def test_http_requests_are_counted_with_a_protocol_label(served: ServeProcess, o
     assert counts[("http", "chat.completions", "OK")] >= 1
     assert counts[("http", "chat.completions", "INVALID_ARGUMENT")] >= 1
     assert counts[("http", "completions", "UNAUTHENTICATED")] >= 1
+
+
+def _metric(served: ServeProcess, name: str, **labels: str) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{served.metrics_port}/metrics").read().decode()
+    return sum(s.value for f in text_string_to_metric_families(body) for s in f.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def _idle(served: ServeProcess, timeout: float = 60) -> bool:
+    """Waits until no request is decoding or queued on the server."""
+    tick = threading.Event()
+    for _ in range(int(timeout / 0.05)):
+        if _metric(served, "lethe_requests_running") == 0 and _metric(served, "lethe_requests_waiting") == 0:
+            return True
+        tick.wait(0.05)  # wait-ok: polling another process's gauges
+    return False
+
+
+def _ended_early(served: ServeProcess, method: str) -> float:
+    return sum(_metric(served, "lethe_requests_total", protocol="http", method=method, code=code)
+               for code in ("DEADLINE_EXCEEDED", "CANCELLED"))
+
+
+MAX_TOKENS = 230  # the demo model's context is 256: ~0.3-1 s of decoding here if nothing stops it
+LONG = dict(max_tokens=MAX_TOKENS, extra_body={"ignore_eos": True})
+TIMEOUT = 0.1  # seconds: a few times shorter than LONG takes
+
+
+def test_the_openai_clients_timeout_ends_the_generation_and_frees_its_slot(served: ServeProcess, qa) -> None:
+    tokens, ended = _metric(served, "lethe_generated_tokens_total"), _ended_early(served, "completions")
+    base = f"http://127.0.0.1:{served.http_port}/v1"
+    # The client sends its timeout (X-Stainless-Read-Timeout); whichever side gives up first, the
+    # server drops the row at that deadline, even if the connection stayed open.
+    with openai.OpenAI(base_url=base, api_key=CLIENT_TOKEN, max_retries=0, timeout=TIMEOUT) as hasty:
+        with pytest.raises((openai.APITimeoutError, openai.InternalServerError)) as err:
+            hasty.completions.create(model="any", prompt=qa[5].question, **LONG)
+    if isinstance(err.value, openai.InternalServerError):
+        assert err.value.status_code == 504 and err.value.body["code"] == "deadline_exceeded"
+    assert _idle(served)
+    assert _ended_early(served, "completions") == ended + 1
+    assert _metric(served, "lethe_generated_tokens_total") - tokens < MAX_TOKENS  # stopped, not run to its end
+
+
+def test_a_request_timeout_header_ends_a_stream_with_an_error_event(served: ServeProcess, oai, qa) -> None:
+    tokens = _metric(served, "lethe_generated_tokens_total")
+    stream = oai.chat.completions.create(model="any", messages=[{"role": "user", "content": qa[6].question}],
+                                         stream=True, extra_headers={"X-Request-Timeout": str(TIMEOUT)}, **LONG)
+    with pytest.raises(openai.APIError) as err:
+        for _ in stream:  # chunks until the deadline, then the error event
+            pass
+    assert err.value.body["code"] == "deadline_exceeded"
+    assert _idle(served)
+    assert _metric(served, "lethe_generated_tokens_total") - tokens < MAX_TOKENS
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "nan", "1e9"])
+def test_a_bad_request_timeout_is_a_400_naming_the_header(oai, value: str) -> None:
+    with pytest.raises(openai.BadRequestError, match="x-request-timeout"):
+        oai.completions.create(model="any", prompt="Where was", max_tokens=2, extra_headers={"X-Request-Timeout": value})
 
 
 def test_sigterm_drains_an_http_stream_in_flight_then_exits(served: ServeProcess) -> None:
