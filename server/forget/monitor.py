@@ -5,7 +5,9 @@ The monitor answers that: in the background it replays each ACTIVE forget's prob
 the ledger by the worker, see probes.py) through the live adapter stack — straight to the
 runtime, *without* the guard — and checks each greedy answer against the fact's keyed digest.
 It exports the leaked fraction of the latest round per job class (the unlearning method), a
-bounded label set, and counts probes by result.
+bounded label set, and counts probes by result. A probe is asked the way a client asks: a model
+with a chat template gets it as one user turn, rendered by the same path as a chat request
+(runtime/chat.py; the engine's probes and gate do the same); a model without one, as plain text.
 
 Rate-limited: at most `probes_per_round` probes per `interval_seconds`, a few at a time, marked
 internal so they stay out of the client latency metrics. A round also starts soon after a swap
@@ -25,6 +27,7 @@ from server.guard.keys import GuardKeys
 from server.forget.ledger import ForgetLedger
 from server.metrics import ServerMetrics
 from server.forget.probes import Probe, leaked, open_probes
+from server.runtime.chat import CHAT_ADDS_SPECIAL_TOKENS, chat_messages, has_chat_template
 from server.runtime.params import GenerateParams, SamplingParams
 from server.runtime.scheduler import FinishEvent
 from server.runtime.serving import ModelRuntime
@@ -154,9 +157,15 @@ class LeakageMonitor:
 
     async def _replay(self, probe: Probe) -> bool | None:
         """Greedy answer through the live stack, no guard; None when the runtime refused it."""
-        params = GenerateParams(prompt=probe.prompt, max_new_tokens=self.config.max_new_tokens,
-                                sampling=SamplingParams(), stop=(), request_id=f"monitor-{self._rounds}")
         try:
+            loaded, _ = self.runtime.require()
+            prompt, special = probe.prompt, True
+            if has_chat_template(loaded.tokenizer):  # a chat model: asked as a chat client asks it
+                prompt = await self.runtime.render_chat(chat_messages([("user", probe.prompt)]))
+                special = CHAT_ADDS_SPECIAL_TOKENS
+            params = GenerateParams(prompt=prompt, max_new_tokens=self.config.max_new_tokens,
+                                    sampling=SamplingParams(), stop=(), request_id=f"monitor-{self._rounds}",
+                                    add_special_tokens=special)
             handle = await self.runtime.submit(params, deadline=None, internal=True)
         except LetheError:  # loading, draining, at capacity, or a prompt too long for the model
             return None

@@ -4,12 +4,15 @@ Two ACTIVE forgets carry sealed probes: one asks for facts the served model real
 must be measured as leaking — no adapter removed them), the other pairs the same kind of
 questions with *another* person's facts (the model answers the truth, so nothing leaks). The
 monitor must tell them apart, export the ratio per job class, keep its traffic out of the client
-latency metrics, cycle through all probes across rounds and drop deactivated forgets.
+latency metrics, cycle through all probes across rounds and drop deactivated forgets. A model
+with a chat template is probed through it, as its chat clients ask.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from server.forget.ledger import SqliteLedger
 from server.metrics import ServerMetrics
 from server.forget.monitor import LeakageMonitor, MonitorConfig
 from server.forget.probes import make_probes, seal_probes
+from server.runtime.chat import CHAT_ADDS_SPECIAL_TOKENS, chat_messages, render_chat
 from server.runtime.model import load_model
 from server.runtime.serving import ModelRuntime, RuntimeLimits
 from unlearn_engine.demo.builder import load_corpus
@@ -87,6 +91,49 @@ def test_monitor_measures_what_the_model_still_knows(demo_model_dir: Path, tmp_p
         s = _samples(metrics)
         assert ("lethe_residual_leakage_ratio", (("job_class", "npo"),)) not in s
         assert ("lethe_residual_leakage_ratio", (("job_class", "graddiff"),)) in s
+    finally:
+        runtime.shutdown()
+        ledger.close()
+
+
+# A ChatML-like template: the demo tokenizer has none, so a copy of the model gets this one.
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+def test_a_chat_model_is_probed_through_its_chat_template(demo_model_dir: Path, tmp_path: Path) -> None:
+    """A chat client's question reaches the model rendered by the chat template; the monitor must
+    ask the same way, or it measures a prompt no client sends."""
+    model_dir = tmp_path / "chat-model"
+    shutil.copytree(demo_model_dir, model_dir)
+    config_file = model_dir / "tokenizer_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "chat_template": CHAT_TEMPLATE}))
+    corpus = load_corpus(demo_model_dir)
+    questions = [(r.question, r.fact) for r in corpus.qa if r.person == corpus.trained_people[0] and r.split == "train"]
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    _active_job(ledger, "npo", questions[:4], 1)
+    metrics = ServerMetrics()
+    runtime = ModelRuntime(RuntimeLimits(4, 16), metrics)
+    loaded = load_model(model_dir, "cpu")
+    assert loaded.tokenizer.chat_template == CHAT_TEMPLATE
+    runtime.attach(loaded)
+    asked: list[tuple[str, bool]] = []
+    submit = runtime.submit
+
+    async def recording_submit(params, deadline, internal=False):
+        asked.append((params.prompt, params.add_special_tokens))
+        return await submit(params, deadline, internal)
+
+    runtime.submit = recording_submit  # type: ignore[method-assign]
+    monitor = LeakageMonitor(ledger, KEYS, runtime, metrics, MonitorConfig(probes_per_round=4, max_new_tokens=16))
+    try:
+        results = asyncio.run(monitor.run_round())
+        assert sum(r.leaked + r.clean for r in results.values()) == 4  # every probe answered, none refused
+        # exactly what a chat request with that question renders to (HTTP chat completions, gRPC messages)
+        expected = [render_chat(loaded.tokenizer, chat_messages([("user", q)])) for q, _ in questions[:4]]
+        assert sorted(asked) == sorted((e, CHAT_ADDS_SPECIAL_TOKENS) for e in expected)
+        assert all(p.startswith(loaded.tokenizer.bos_token + "<|user|>\n") and p.endswith("<|assistant|>\n")
+                   for p, _ in asked)
     finally:
         runtime.shutdown()
         ledger.close()
