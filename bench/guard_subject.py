@@ -182,13 +182,16 @@ def measure(small: bool, sizes: list[int], rounds: int) -> dict:
 def markdown(report: dict, command: str) -> list[str]:
     ftb, res = report["forget_to_block"], report["resolution"]
     worst = max(ftb[p]["to_block_p99_ms"] for p in ("spaced", "back to back"))
+    worst_cpu = max(ftb[p]["to_block_cpu_p99_ms"] for p in ("spaced", "back to back"))
     spaced = ftb["spaced"]
     L = ["## Subject Forget: time to block and resolution (issue 13)",
          f"`{command}` — model `{ftb['model']}` ({ftb['people']} trained people), in-process server, worker off; "
          f"{report.get('machine', '')}. All columns in ms, p50 / p99.", "",
          f"### Forget → lexical stages blocking: target p99 ≤ {TARGET_MS:.0f} ms "
-         f"({'**met**' if worst <= TARGET_MS else '**missed**'}: p99 {spaced['to_block_p99_ms']:.1f} ms spaced, "
-         f"{ftb['back to back']['to_block_p99_ms']:.1f} ms back to back)",
+         f"({'**met**' if worst <= TARGET_MS else '**missed**'} in wall-clock time: p99 "
+         f"{spaced['to_block_p99_ms']:.1f} ms spaced, {ftb['back to back']['to_block_p99_ms']:.1f} ms back to back; "
+         f"{'met' if worst_cpu <= TARGET_MS else 'missed'} in CPU time: p99 {spaced['to_block_cpu_p99_ms']:.1f} / "
+         f"{ftb['back to back']['to_block_cpu_p99_ms']:.1f} ms)",
          "From the coordinator taking a Forget(subjects=[P]) to the guard holding P's lexical entries: "
          "`hop wait` (onto the one thread that does the rest), `resolve` (the corpus), `derive` (the "
          "lexical entries), `add` (armed: blocking from here). Then, after the block, `ledger` (the durable "
