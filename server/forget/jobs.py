@@ -1,7 +1,7 @@
 """Forget requests and jobs as domain values (no protobuf: `server/servicers/convert.py` converts).
 
-`ForgetPayload` is the plaintext of what must be forgotten: it lives in the ledger only until
-the job is ACTIVE or FAILED. `ForgetJob` is what the ledger keeps for good (counts, states,
+`ForgetPayload` is the plaintext of what must be forgotten: the ledger keeps it only sealed under
+a per-forget key (forget/sealing.py), destroyed when the job is ACTIVE or FAILED. `ForgetJob` is what the ledger keeps for good (counts, states,
 metrics — never content). Validation of untrusted input happens in `ForgetPayload.validated`.
 """
 

@@ -1,7 +1,12 @@
 """The ledger interface. Every method is a durable transaction: when it returns, it is on disk.
 
-Plaintext (`ForgetPayload`) is only readable through `claim_next` / `pending_payloads` and is
-erased by `activate` and `fail`; nothing else in the interface returns content.
+Plaintext (`ForgetPayload`) is only readable through `claim_next` / `pending_payloads` /
+`armed_payloads`; nothing else in the interface returns content. A backend never stores it, nor
+the leakage probes, in the clear: it keeps what `server/forget/sealing.py` seals (ciphertext) and
+the per-forget key that opens it, written in the same transaction, and crypto-shreds by
+deleting the key with its ciphertext: the payload's in `activate` and `fail`, the probes' in
+`deactivate` and `fail`. The guard entries (keyed digests, embeddings sealed under the guard
+key) stay: a new replica arms its guard from them.
 """
 
 from __future__ import annotations
