@@ -99,6 +99,7 @@ class ForgetJob:
     transitions: tuple[Transition, ...] = ()
     guard_hits: tuple[tuple[str, str, int], ...] = ()  # (stage, phase, outputs blocked)
     matches: MatchCounts = field(default_factory=lambda: MatchCounts())
+    claim_epoch: int = 0  # claims so far; a worker's writes carry the epoch of its own claim
 
 
 @dataclass(frozen=True)

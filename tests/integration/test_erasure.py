@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import threading
 import unicodedata
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from server.forget.jobs import ForgetPayload
 from server.forget.layout import LEDGER_FILE
 from server.forget.ledger import SqliteLedger
 from tests.procs import ServeProcess
-from tests.support.standin_worker import train_standin
+from tests.support.standin_worker import train_standin, wait_state
 
 SUBJECT = "Quillon Varratesh"
 TEXT = "Quillon Varratesh grew up in Drossenkeld and mended clocks for the Marrowgate guild."
@@ -72,16 +71,6 @@ def _key_purposes(data_dir: Path, forget_id: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _wait_state(c: LetheClient, forget_id: str, state: int, timeout: float = 300) -> apb.ForgetJob:
-    ev = threading.Event()
-    for _ in range(int(timeout / 0.1)):
-        job = c.admin.GetForget(apb.GetForgetRequest(forget_id=forget_id), metadata=c._metadata)
-        if job.state == state:
-            return job
-        ev.wait(0.1)  # wait-ok: the coordinator polls the ledger; the job state is the signal
-    raise AssertionError(f"{forget_id} never reached state {state}")
-
-
 def test_forgotten_content_is_sealed_and_shredded(demo_model_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     sp = ServeProcess(demo_model_dir, data, "--no-worker", "--monitor-interval-seconds", "0")
@@ -102,7 +91,7 @@ def test_forgotten_content_is_sealed_and_shredded(demo_model_dir: Path, tmp_path
             assert payload.subjects == (SUBJECT,) and payload.texts == (TEXT,)  # the key opened it
             assert _key_purposes(data, fid) == {"payload", "probes"}
 
-            job = _wait_state(c, fid, apb.FORGET_STATE_ACTIVE)
+            job = wait_state(c, fid, apb.FORGET_STATE_ACTIVE)
             assert job.num_texts == 1 and job.num_qa_pairs == 1 and job.num_subjects == 1  # counts stay
             assert _key_purposes(data, fid) == {"probes"}  # the payload key is destroyed
             assert worker.armed_payloads() == [] and worker.pending_payloads() == []

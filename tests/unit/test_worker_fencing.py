@@ -69,3 +69,29 @@ def test_a_worker_can_tell_whether_any_other_worker_is_alive(tmp_path: Path) -> 
     ledger.heartbeat("other")
     assert ledger.last_heartbeat(excluding="me") is not None
     ledger.close()
+
+
+def test_a_newer_claim_by_the_same_worker_id_fences_the_older_one(tmp_path: Path) -> None:
+    """The owner id alone cannot tell two claims by one worker apart (a thread of a first attempt
+    still writing after the job came back to the same worker): the claim epoch can."""
+    ledger = SqliteLedger(tmp_path / "ledger.db")
+    job, _ = ledger.submit(ForgetPayload(subjects=("Ann Lee",)), "npo", "r", None, "op")
+    ledger.arm(job.forget_id, b"entries")
+    first, _ = ledger.claim_next("w")
+    assert ledger.requeue_orphans(older_than=time.time() + 1) == [job.forget_id]
+    second, _ = ledger.claim_next("w")
+    assert second.claim_epoch == first.claim_epoch + 1 == ledger.get(job.forget_id).claim_epoch
+    old = first.claim_epoch
+    with pytest.raises(NotOwner):
+        ledger.record_progress(job.forget_id, JobProgress(1, 5, 40), worker_id="w", epoch=old)
+    with pytest.raises(NotOwner):
+        ledger.transition(job.forget_id, ForgetState.VERIFYING, worker_id="w", epoch=old)
+    with pytest.raises(NotOwner):
+        ledger.record_adapter(_adapter(job.forget_id), worker_id="w", epoch=old)
+    with pytest.raises(NotOwner):
+        ledger.fail(job.forget_id, "stale", worker_id="w", epoch=old)
+    assert ledger.get(job.forget_id).state == ForgetState.TRAINING and not ledger.progress_after(job.forget_id, 0)
+    ledger.record_progress(job.forget_id, JobProgress(1, 5, 40), worker_id="w", epoch=second.claim_epoch)
+    ledger.record_adapter(_adapter(job.forget_id), worker_id="w", epoch=second.claim_epoch)
+    assert ledger.get(job.forget_id).adapter_id == "ad_1"
+    ledger.close()

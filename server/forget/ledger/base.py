@@ -31,7 +31,8 @@ class IdempotencyConflict(LedgerError):
 
 
 class NotOwner(LedgerError):
-    """A worker tried to finish a job it no longer owns (it was re-queued or finished elsewhere)."""
+    """A worker wrote to a job it no longer owns: re-queued, claimed again (a newer claim epoch,
+    even by the same worker id) or finished elsewhere."""
 
 
 class ForgetLedger(abc.ABC):
@@ -81,7 +82,8 @@ class ForgetLedger(abc.ABC):
     # ---- the worker ------------------------------------------------------------------------
     @abc.abstractmethod
     def claim_next(self, worker_id: str) -> tuple[ForgetJob, ForgetPayload] | None:
-        """Oldest FILTERING job -> TRAINING, owned by worker_id; None when there is none."""
+        """Oldest FILTERING job -> TRAINING, owned by worker_id, its `claim_epoch` incremented (the
+        job returned carries the new epoch); None when there is none."""
 
     @abc.abstractmethod
     def heartbeat(self, worker_id: str) -> None: ...
@@ -95,29 +97,34 @@ class ForgetLedger(abc.ABC):
         """TRAINING/VERIFYING jobs whose worker's heartbeat is older than `older_than` -> FILTERING."""
 
     @abc.abstractmethod
-    def record_progress(self, forget_id: str, progress: JobProgress, worker_id: str | None = None) -> None:
-        """`worker_id`: as in record_adapter (refused unless that worker still owns the job)."""
+    def record_progress(self, forget_id: str, progress: JobProgress, worker_id: str | None = None,
+                        epoch: int | None = None) -> None:
+        """`worker_id`, `epoch`: as in record_adapter (refused unless that claim still owns the job)."""
 
     @abc.abstractmethod
     def progress_after(self, forget_id: str, seq: int) -> list[tuple[int, JobProgress]]: ...
 
     @abc.abstractmethod
     def transition(self, forget_id: str, state: ForgetState, detail: str = "", attempts: int | None = None,
-                   metrics: dict[str, float] | None = None, worker_id: str | None = None) -> ForgetJob:
-        """`worker_id`: as in record_adapter (a worker moves only jobs it owns)."""
+                   metrics: dict[str, float] | None = None, worker_id: str | None = None,
+                   epoch: int | None = None) -> ForgetJob:
+        """`worker_id`, `epoch`: as in record_adapter (a worker moves only jobs it owns)."""
 
     @abc.abstractmethod
     def record_adapter(self, adapter: AdapterRecord, attempts: int | None = None, probes: bytes = b"",
-                       worker_id: str | None = None) -> ForgetJob:
+                       worker_id: str | None = None, epoch: int | None = None) -> ForgetJob:
         """A verified adapter is in the store: job stays VERIFYING with adapter_id set, awaiting the swap.
         `probes` (sealed leakage probes) are kept for the leakage monitor. With `worker_id`, refuses
         (NotOwner) unless that worker still owns the job in TRAINING / VERIFYING — a worker that was
-        presumed dead and re-queued must not record over the job's new owner."""
+        presumed dead and re-queued must not record over the job's new owner — and, with `epoch`
+        (the worker passes its claim's), unless no claim came after it: the fencing token that
+        still holds when the same worker id claims the job again."""
 
     @abc.abstractmethod
     def fail(self, forget_id: str, reason: str, metrics: dict[str, float] | None = None,
-             attempts: int | None = None, worker_id: str | None = None) -> ForgetJob:
-        """-> FAILED and erase the plaintext (the guard entries stay). `worker_id`: as in record_adapter."""
+             attempts: int | None = None, worker_id: str | None = None, epoch: int | None = None) -> ForgetJob:
+        """-> FAILED and erase the plaintext (the guard entries stay). `worker_id`, `epoch`: as in
+        record_adapter."""
 
     @abc.abstractmethod
     def monitor_probes(self) -> list[tuple[str, str, bytes]]:

@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS forgets (
   created_at REAL NOT NULL, updated_at REAL NOT NULL, failure_reason TEXT NOT NULL DEFAULT '',
   adapter_id TEXT NOT NULL DEFAULT '', stack_version INTEGER NOT NULL DEFAULT 0,
   attempts INTEGER NOT NULL DEFAULT 0, metrics TEXT NOT NULL DEFAULT '{}', worker_id TEXT,
-  guard_entries BLOB, content_hmac TEXT NOT NULL DEFAULT '');
+  guard_entries BLOB, content_hmac TEXT NOT NULL DEFAULT '', claim_epoch INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS payloads (forget_id TEXT PRIMARY KEY, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS forget_keys (forget_id TEXT NOT NULL, purpose TEXT NOT NULL, key BLOB NOT NULL,
   PRIMARY KEY (forget_id, purpose));
@@ -78,6 +78,7 @@ class SqliteLedger(ForgetLedger):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(SCHEMA)
         self._drop_unkeyed_digests()
+        self._add_claim_epochs()
         self._seal_legacy_payloads()
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO stacks (version, adapter_ids, created_at) VALUES (0, '[]', ?)",
@@ -97,6 +98,11 @@ class SqliteLedger(ForgetLedger):
                        "WHERE json_extract(details, '$.content_sha256') IS NOT NULL")
         self._db.execute("VACUUM")  # rewrite every page: no old value survives in free space
         self._truncate_wal()
+
+    def _add_claim_epochs(self) -> None:
+        """Ledgers written before claim epochs: the column, 0 for every job (their next claim is 1)."""
+        if "claim_epoch" not in {r["name"] for r in self._db.execute("PRAGMA table_info(forgets)")}:
+            self._db.execute("ALTER TABLE forgets ADD COLUMN claim_epoch INTEGER NOT NULL DEFAULT 0")
 
     def _seal_legacy_payloads(self) -> None:
         """Ledgers written before sealing kept in-flight payloads as plaintext JSON (rows with no
@@ -248,7 +254,8 @@ class SqliteLedger(ForgetLedger):
             if row is None:
                 return None
             fid = row["forget_id"]
-            db.execute("UPDATE forgets SET worker_id = ? WHERE forget_id = ?", (worker_id, fid))
+            db.execute("UPDATE forgets SET worker_id = ?, claim_epoch = claim_epoch + 1 WHERE forget_id = ?",
+                       (worker_id, fid))
             self._set_state(db, fid, ForgetState.TRAINING)
             self._beat(db, worker_id)
             return self._job(db, fid), open_payload(row["key"], row["payload"])
@@ -278,10 +285,11 @@ class SqliteLedger(ForgetLedger):
                 self._set_state(db, r["forget_id"], ForgetState.FILTERING, "requeued: worker stopped")
             return [r["forget_id"] for r in rows]
 
-    def record_progress(self, forget_id: str, progress: JobProgress, worker_id: str | None = None) -> None:
+    def record_progress(self, forget_id: str, progress: JobProgress, worker_id: str | None = None,
+                        epoch: int | None = None) -> None:
         data = json.dumps(dataclasses.asdict(progress))  # every field: counts, losses, metrics, timing
         with self._tx() as db:
-            self._check_owner(db, forget_id, worker_id)  # a presumed-dead worker reports nothing more
+            self._check_owner(db, forget_id, worker_id, epoch)  # a presumed-dead worker reports nothing more
             db.execute("INSERT INTO progress (forget_id, data) VALUES (?, ?)", (forget_id, data))
             if worker_id is not None:
                 self._beat(db, worker_id)  # the writer's own heartbeat, never the current owner's
@@ -293,9 +301,10 @@ class SqliteLedger(ForgetLedger):
         return [(r["seq"], JobProgress(**json.loads(r["data"]))) for r in rows]
 
     def transition(self, forget_id: str, state: ForgetState, detail: str = "", attempts: int | None = None,
-                   metrics: dict[str, float] | None = None, worker_id: str | None = None) -> ForgetJob:
+                   metrics: dict[str, float] | None = None, worker_id: str | None = None,
+                   epoch: int | None = None) -> ForgetJob:
         with self._tx() as db:
-            self._check_owner(db, forget_id, worker_id)
+            self._check_owner(db, forget_id, worker_id, epoch)
             if attempts is not None:
                 db.execute("UPDATE forgets SET attempts = ? WHERE forget_id = ?", (attempts, forget_id))
             if metrics is not None:
@@ -304,9 +313,9 @@ class SqliteLedger(ForgetLedger):
             return self._job(db, forget_id)
 
     def record_adapter(self, adapter: AdapterRecord, attempts: int | None = None, probes: bytes = b"",
-                       worker_id: str | None = None) -> ForgetJob:
+                       worker_id: str | None = None, epoch: int | None = None) -> ForgetJob:
         with self._tx() as db:
-            self._check_owner(db, adapter.forget_id, worker_id)
+            self._check_owner(db, adapter.forget_id, worker_id, epoch)
             db.execute(
                 "INSERT INTO adapters (adapter_id, forget_id, path, sha256, method, rank, size_bytes, created_at, "
                 "metrics) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -323,15 +332,18 @@ class SqliteLedger(ForgetLedger):
             return self._job(db, adapter.forget_id)
 
     @staticmethod
-    def _check_owner(db: sqlite3.Connection, forget_id: str, worker_id: str | None) -> None:
+    def _check_owner(db: sqlite3.Connection, forget_id: str, worker_id: str | None, epoch: int | None) -> None:
         if worker_id is None:
             return
-        row = db.execute("SELECT state, worker_id FROM forgets WHERE forget_id = ?", (forget_id,)).fetchone()
+        row = db.execute("SELECT state, worker_id, claim_epoch FROM forgets WHERE forget_id = ?",
+                         (forget_id,)).fetchone()
         if row is None:
             raise UnknownForget(forget_id)
         working = (ForgetState.TRAINING.value, ForgetState.VERIFYING.value)
         if row["worker_id"] != worker_id or row["state"] not in working:
             raise NotOwner(f"{forget_id} is {row['state']} and owned by another worker")
+        if epoch is not None and row["claim_epoch"] != epoch:
+            raise NotOwner(f"{forget_id} was claimed again (epoch {row['claim_epoch']}, this write is of {epoch})")
 
     def monitor_probes(self) -> list[tuple[str, str, bytes]]:
         with self._lock:
@@ -348,9 +360,9 @@ class SqliteLedger(ForgetLedger):
         return out
 
     def fail(self, forget_id: str, reason: str, metrics: dict[str, float] | None = None,
-             attempts: int | None = None, worker_id: str | None = None) -> ForgetJob:
+             attempts: int | None = None, worker_id: str | None = None, epoch: int | None = None) -> ForgetJob:
         with self._tx() as db:
-            self._check_owner(db, forget_id, worker_id)
+            self._check_owner(db, forget_id, worker_id, epoch)
             db.execute("UPDATE forgets SET failure_reason = ? WHERE forget_id = ?", (reason, forget_id))
             if metrics is not None:
                 db.execute("UPDATE forgets SET metrics = ? WHERE forget_id = ?", (json.dumps(metrics), forget_id))
@@ -487,7 +499,7 @@ class SqliteLedger(ForgetLedger):
             num_texts=r["num_texts"], num_qa_pairs=r["num_qa"], num_subjects=r["num_subjects"],
             created_at=r["created_at"], updated_at=r["updated_at"], failure_reason=r["failure_reason"],
             adapter_id=r["adapter_id"], stack_version=r["stack_version"], attempts=r["attempts"],
-            metrics=json.loads(r["metrics"]), transitions=transitions, guard_hits=hits,
+            metrics=json.loads(r["metrics"]), transitions=transitions, guard_hits=hits, claim_epoch=r["claim_epoch"],
             matches=_counts(res) if res is not None else MatchCounts())
 
     def _truncate_wal(self) -> None:
