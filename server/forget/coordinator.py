@@ -11,7 +11,10 @@
 - `run`: a background loop that swaps verified adapters into the serving stack (the ledger's
   version is committed only after the model switched; a crash in between re-applies on start,
   never twice), refuses corrupt ones, and refreshes job / worker gauges.
-- `deactivate`: removes an adapter as a new stack version; the guard keeps blocking.
+- `deactivate`: removes an adapter as a new stack version; the guard keeps blocking; the
+  forget's deletion receipt gets a signed revocation.
+- `receipt`: the signed deletion receipt of an ACTIVE job (signed at the swap, or now if a crash
+  came between), see receipts.py.
 Training itself happens in the worker process (forget/worker.py); this module only watches the ledger.
 """
 
@@ -21,6 +24,7 @@ import asyncio
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +33,7 @@ from server.crash import crash_point
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.forget.layout import DataDir
 from server.forget.jobs import ForgetJob, ForgetPayload, ForgetResolution, ForgetState, MatchCounts, StackRecord
+from server.forget.receipts import DELETION, REVOCATION, ReceiptSigner, SignedReceipt, commitment, new_commitment_key
 from server.forget.resolution import CorpusResolver, CorpusUnavailable, Resolved, guard_items
 from server.guard import GuardEntries, LeakageGuard
 from server.forget.ledger import ForgetLedger, LedgerError
@@ -42,12 +47,22 @@ VERIFICATION_SCORES = ("forget.fact_span_accuracy", "retain.fact_span_accuracy",
                        "forget.truth_ratio", "mia.loss_auc", "mia.min_k_auc", "mia.zlib_auc", "model_utility")
 
 
+@dataclass(frozen=True)
+class Submitted:
+    job: ForgetJob
+    created: bool
+    # The request commitment's HMAC key, for the operator only: returned once (b"" on a retry),
+    # never stored. With it and the request, anyone can check the receipt covers that request.
+    commitment_key: bytes = b""
+
+
 class ForgetCoordinator:
     def __init__(self, ledger: ForgetLedger, guard: LeakageGuard, data: DataDir, metrics: ServerMetrics,
                  default_method: str, poll_seconds: float = 0.2, orphan_after_seconds: float = 60.0,
                  crash_at: tuple[str, ...] = (), ack_all_stages: bool = False,
-                 resolver: CorpusResolver | None = None):
+                 resolver: CorpusResolver | None = None, signer: ReceiptSigner | None = None):
         self.ledger = ledger
+        self.signer = signer  # None: no receipts (tests of other parts)
         self.resolver = resolver or CorpusResolver()
         self.guard = guard
         self.data = data
@@ -66,7 +81,7 @@ class ForgetCoordinator:
 
     # ---- Forget ----------------------------------------------------------------------------
     async def submit(self, payload: ForgetPayload, method: str, reason: str, key: str | None,
-                     actor: str) -> tuple[ForgetJob, bool]:
+                     actor: str) -> Submitted:
         start = time.monotonic()
         resolved = await self.dry_run(payload)
         if resolved.problems:  # nothing stored, nothing armed
@@ -74,13 +89,15 @@ class ForgetCoordinator:
                 self.metrics.forget_refused.labels(code).inc()
             raise InvalidArgument("; ".join(resolved.problems))
         digest = self.guard.content_digest(payload.to_json().encode())  # keyed: see GuardKeys
+        commitment_key = new_commitment_key()
         job, created = await asyncio.to_thread(self.ledger.submit, payload, method or self.default_method,
-                                               reason, key, actor, digest)
+                                               reason, key, actor, digest, commitment(commitment_key, payload))
         self.metrics.forget_requests.labels("created" if created else "duplicate").inc()
-        if created:
-            job = await self._arm(job.forget_id, payload, resolved)
-            self.metrics.forget_to_block.observe(time.monotonic() - start)
-        return job, created
+        if not created:
+            return Submitted(job, False)
+        job = await self._arm(job.forget_id, payload, resolved)
+        self.metrics.forget_to_block.observe(time.monotonic() - start)
+        return Submitted(job, True, commitment_key)
 
     async def dry_run(self, payload: ForgetPayload) -> Resolved:
         """What `payload` resolves to in the corpus (off the event loop); stores nothing."""
@@ -188,6 +205,7 @@ class ForgetCoordinator:
             crash_point(self.crash_at, "mid-swap", self.data.root)
             record = await asyncio.to_thread(self.ledger.activate, job.forget_id, current.version)
             self.guard.set_phase(job.forget_id, AFTER)
+            await asyncio.to_thread(self._issue, job.forget_id)
             await asyncio.to_thread(self._drop_partial_writes, job.adapter_id)
             self._observe_swap(start, timing)
             self.metrics.forget_to_active.observe(time.time() - job.created_at)
@@ -214,9 +232,48 @@ class ForgetCoordinator:
                 raise FailedPrecondition(str(exc)) from None
             forget_id = (await asyncio.to_thread(self.ledger.adapter, adapter_id)).forget_id
             self.guard.set_phase(forget_id, BEFORE)  # no adapter covers it now: hits are not residual
+            await asyncio.to_thread(self._issue, forget_id, actor)
             self._observe_swap(start, timing)
             self._export_stack(record)
             return record
+
+    # ---- receipts ----------------------------------------------------------------------------
+    def receipt(self, forget_id: str) -> SignedReceipt | None:
+        """The job's deletion receipt (None before it was ACTIVE, or without a signer), with its
+        revocation once the adapter was deactivated. Blocking: call off the event loop."""
+        stored = self._issue(forget_id)
+        if DELETION not in stored or self.signer is None:
+            return None
+        body, signature = stored[DELETION]
+        revoked = self.ledger.get(forget_id).state == ForgetState.DEACTIVATED
+        rbody, rsig = stored.get(REVOCATION, (b"", b""))
+        return SignedReceipt(body, signature, self.signer.key_id, revoked, rbody, rsig)
+
+    def _issue(self, forget_id: str, actor: str = "") -> dict[str, tuple[bytes, bytes]]:
+        """Sign what the job's state calls for and is not signed yet: the deletion receipt once it
+        is ACTIVE, the revocation once DEACTIVATED. Done at the swap and at deactivation, and again
+        on read, so a crash in between only delays a receipt. A failure is logged, never raised:
+        the swap it follows has happened."""
+        stored = self.ledger.receipts(forget_id)
+        if self.signer is None:
+            return stored
+        try:
+            job = self.ledger.get(forget_id)
+            if DELETION not in stored and job.state == ForgetState.ACTIVE and job.adapter_id:
+                entries = next((GuardEntries.from_bytes(blob) for fid, blob, _ in self.ledger.guard_entries()
+                                if fid == forget_id), None)
+                counts = {"digests": len(entries) if entries else 0,
+                          "embeddings": entries.n_embeddings if entries else 0}
+                stored[DELETION] = self.ledger.put_receipt(
+                    forget_id, DELETION, *self.signer.deletion(job, self.ledger.adapter(job.adapter_id), counts))
+            if DELETION in stored and REVOCATION not in stored and job.state == ForgetState.DEACTIVATED:
+                at = next((t.at for t in reversed(job.transitions) if t.state == ForgetState.DEACTIVATED),
+                          job.updated_at)
+                stored[REVOCATION] = self.ledger.put_receipt(
+                    forget_id, REVOCATION, *self.signer.revocation(stored[DELETION][0], forget_id, at, actor))
+        except Exception:
+            logger.exception("signing the receipt of %s failed; it is retried when read", forget_id)
+        return stored
 
     def _observe_swap(self, start: float, timing: SwapTiming) -> None:
         self.metrics.swaps.labels("ok").inc()

@@ -100,6 +100,7 @@ class ForgetJob:
     guard_hits: tuple[tuple[str, str, int], ...] = ()  # (stage, phase, outputs blocked)
     matches: MatchCounts = field(default_factory=lambda: MatchCounts())
     claim_epoch: int = 0  # claims so far; a worker's writes carry the epoch of its own claim
+    commitment: str = ""  # HMAC of the request under the operator's key (receipts.py); "" = none
 
 
 @dataclass(frozen=True)

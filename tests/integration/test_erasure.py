@@ -94,10 +94,9 @@ def test_forgotten_content_is_sealed_and_shredded(demo_model_dir: Path, tmp_path
             job = wait_state(c, fid, apb.FORGET_STATE_ACTIVE)
             assert job.num_texts == 1 and job.num_qa_pairs == 1 and job.num_subjects == 1  # counts stay
             assert _key_purposes(data, fid) == {"probes"}  # the payload key is destroyed
+            assert (data / "receipt.key").stat().st_mode & 0o777 == 0o600  # generated: no key was mounted
             assert worker.armed_payloads() == [] and worker.pending_payloads() == []
             _assert_no_trace(data, sp.log)
-            wal = data / (LEDGER_FILE + "-wal")
-            assert not wal.exists() or wal.stat().st_size == 0  # checkpointed and cut
 
             c.admin.DeactivateAdapter(apb.DeactivateAdapterRequest(adapter_id=job.adapter_id, reason="test"),
                                       metadata=md)

@@ -39,10 +39,11 @@ class ForgetLedger(abc.ABC):
     # ---- forget requests -------------------------------------------------------------------
     @abc.abstractmethod
     def submit(self, payload: ForgetPayload, method: str, reason: str, idempotency_key: str | None,
-               actor: str, content_digest: str = "") -> tuple[ForgetJob, bool]:
+               actor: str, content_digest: str = "", commitment: str = "") -> tuple[ForgetJob, bool]:
         """Record a request as PENDING; (job, created). A known idempotency key returns its job, or
         raises IdempotencyConflict when both digests are known and differ. `content_digest` is
-        keyed (never a plain hash of the content, which a list of names could be checked against)."""
+        keyed (never a plain hash of the content, which a list of names could be checked against).
+        `commitment` (kept as the job's) is the receipt's request commitment, see receipts.py."""
 
     @abc.abstractmethod
     def arm(self, forget_id: str, guard_entries: bytes, resolution: ForgetResolution | None = None) -> ForgetJob:
@@ -153,6 +154,16 @@ class ForgetLedger(abc.ABC):
 
     @abc.abstractmethod
     def activated_at(self, adapter_id: str) -> float: ...
+
+    # ---- receipts ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_receipt(self, forget_id: str, kind: str, body: bytes, signature: bytes) -> tuple[bytes, bytes]:
+        """Store a signed document of `kind` for the job unless one exists (the first writer wins:
+        replicas racing to sign agree); returns the stored (body, signature)."""
+
+    @abc.abstractmethod
+    def receipts(self, forget_id: str) -> dict[str, tuple[bytes, bytes]]:
+        """kind -> (body, signature) of the job's signed documents (see receipts.py)."""
 
     # ---- guard hits --------------------------------------------------------------------------
     @abc.abstractmethod

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS forgets (
   created_at REAL NOT NULL, updated_at REAL NOT NULL, failure_reason TEXT NOT NULL DEFAULT '',
   adapter_id TEXT NOT NULL DEFAULT '', stack_version INTEGER NOT NULL DEFAULT 0,
   attempts INTEGER NOT NULL DEFAULT 0, metrics TEXT NOT NULL DEFAULT '{}', worker_id TEXT,
-  guard_entries BLOB, content_hmac TEXT NOT NULL DEFAULT '', claim_epoch INTEGER NOT NULL DEFAULT 0);
+  guard_entries BLOB, content_hmac TEXT NOT NULL DEFAULT '', claim_epoch INTEGER NOT NULL DEFAULT 0,
+  commitment TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS payloads (forget_id TEXT PRIMARY KEY, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS forget_keys (forget_id TEXT NOT NULL, purpose TEXT NOT NULL, key BLOB NOT NULL,
   PRIMARY KEY (forget_id, purpose));
@@ -53,6 +54,8 @@ CREATE TABLE IF NOT EXISTS workers (worker_id TEXT PRIMARY KEY, heartbeat REAL N
 CREATE TABLE IF NOT EXISTS probes (forget_id TEXT PRIMARY KEY, sealed BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS guard_hits (forget_id TEXT NOT NULL, stage TEXT NOT NULL, phase TEXT NOT NULL,
   count INTEGER NOT NULL, PRIMARY KEY (forget_id, stage, phase));
+CREATE TABLE IF NOT EXISTS receipts (forget_id TEXT NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL,
+  signature BLOB NOT NULL, PRIMARY KEY (forget_id, kind));
 CREATE TABLE IF NOT EXISTS resolutions (forget_id TEXT PRIMARY KEY, corpus_digest TEXT NOT NULL,
   counts TEXT NOT NULL, entry_ids TEXT NOT NULL);
 """
@@ -78,7 +81,7 @@ class SqliteLedger(ForgetLedger):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(SCHEMA)
         self._drop_unkeyed_digests()
-        self._add_claim_epochs()
+        self._add_columns()
         self._seal_legacy_payloads()
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO stacks (version, adapter_ids, created_at) VALUES (0, '[]', ?)",
@@ -99,10 +102,13 @@ class SqliteLedger(ForgetLedger):
         self._db.execute("VACUUM")  # rewrite every page: no old value survives in free space
         self._truncate_wal()
 
-    def _add_claim_epochs(self) -> None:
-        """Ledgers written before claim epochs: the column, 0 for every job (their next claim is 1)."""
-        if "claim_epoch" not in {r["name"] for r in self._db.execute("PRAGMA table_info(forgets)")}:
-            self._db.execute("ALTER TABLE forgets ADD COLUMN claim_epoch INTEGER NOT NULL DEFAULT 0")
+    def _add_columns(self) -> None:
+        """Ledgers written before claim epochs and receipts: the columns, with their defaults (an old
+        job's next claim is epoch 1; its receipt commits to no request)."""
+        have = {r["name"] for r in self._db.execute("PRAGMA table_info(forgets)")}
+        for column, decl in (("claim_epoch", "INTEGER NOT NULL DEFAULT 0"), ("commitment", "TEXT NOT NULL DEFAULT ''")):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE forgets ADD COLUMN {column} {decl}")
 
     def _seal_legacy_payloads(self) -> None:
         """Ledgers written before sealing kept in-flight payloads as plaintext JSON (rows with no
@@ -155,7 +161,7 @@ class SqliteLedger(ForgetLedger):
 
     # ---- forget requests -------------------------------------------------------------------
     def submit(self, payload: ForgetPayload, method: str, reason: str, idempotency_key: str | None,
-               actor: str, content_digest: str = "") -> tuple[ForgetJob, bool]:
+               actor: str, content_digest: str = "", commitment: str = "") -> tuple[ForgetJob, bool]:
         now = time.time()
         with self._tx() as db:
             if idempotency_key:
@@ -169,9 +175,9 @@ class SqliteLedger(ForgetLedger):
             fid = new_forget_id()
             db.execute(
                 "INSERT INTO forgets (forget_id, idempotency_key, state, method, reason, num_texts, num_qa, "
-                "num_subjects, created_at, updated_at, content_hmac) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "num_subjects, created_at, updated_at, content_hmac, commitment) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (fid, idempotency_key or None, ForgetState.PENDING.value, method, reason, len(payload.texts),
-                 len(payload.qa_pairs), len(payload.subjects), now, now, content_digest))
+                 len(payload.qa_pairs), len(payload.subjects), now, now, content_digest, commitment))
             key, sealed = seal_payload(payload)
             db.execute("INSERT INTO payloads (forget_id, payload) VALUES (?, ?)", (fid, sealed))
             self._put_key(db, fid, PAYLOAD, key)
@@ -446,6 +452,21 @@ class SqliteLedger(ForgetLedger):
             row = self._db.execute("SELECT activated_at FROM adapters WHERE adapter_id = ?", (adapter_id,)).fetchone()
         return float(row["activated_at"] or 0.0) if row else 0.0
 
+    # ---- receipts ----------------------------------------------------------------------------
+    def put_receipt(self, forget_id: str, kind: str, body: bytes, signature: bytes) -> tuple[bytes, bytes]:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO receipts (forget_id, kind, body, signature) VALUES (?,?,?,?)",
+                       (forget_id, kind, body, signature))
+            row = db.execute("SELECT body, signature FROM receipts WHERE forget_id = ? AND kind = ?",
+                             (forget_id, kind)).fetchone()
+        return bytes(row["body"]), bytes(row["signature"])
+
+    def receipts(self, forget_id: str) -> dict[str, tuple[bytes, bytes]]:
+        with self._lock:
+            rows = self._db.execute("SELECT kind, body, signature FROM receipts WHERE forget_id = ?",
+                                    (forget_id,)).fetchall()
+        return {r["kind"]: (bytes(r["body"]), bytes(r["signature"])) for r in rows}
+
     # ---- guard hits --------------------------------------------------------------------------
     def add_guard_hits(self, counts: dict[tuple[str, str, str], int]) -> None:
         with self._tx() as db:
@@ -500,6 +521,7 @@ class SqliteLedger(ForgetLedger):
             created_at=r["created_at"], updated_at=r["updated_at"], failure_reason=r["failure_reason"],
             adapter_id=r["adapter_id"], stack_version=r["stack_version"], attempts=r["attempts"],
             metrics=json.loads(r["metrics"]), transitions=transitions, guard_hits=hits, claim_epoch=r["claim_epoch"],
+            commitment=r["commitment"],
             matches=_counts(res) if res is not None else MatchCounts())
 
     def _truncate_wal(self) -> None:
