@@ -33,7 +33,8 @@ from server.crash import crash_point
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.forget.layout import DataDir
 from server.forget.jobs import ForgetJob, ForgetPayload, ForgetResolution, ForgetState, MatchCounts, StackRecord
-from server.forget.receipts import DELETION, REVOCATION, ReceiptSigner, SignedReceipt, commitment, new_commitment_key
+from server.forget.issuer import ReceiptIssuer
+from server.forget.receipts import ReceiptSigner, SignedReceipt, commitment, new_commitment_key
 from server.forget.resolution import CorpusResolver, CorpusUnavailable, Resolved, guard_items
 from server.guard import GuardEntries, LeakageGuard
 from server.forget.ledger import ForgetLedger, LedgerError
@@ -63,6 +64,7 @@ class ForgetCoordinator:
                  resolver: CorpusResolver | None = None, signer: ReceiptSigner | None = None):
         self.ledger = ledger
         self.signer = signer  # None: no receipts (tests of other parts)
+        self._receipts = ReceiptIssuer(ledger, signer, self._entry_counts) if signer is not None else None
         self.resolver = resolver or CorpusResolver()
         self.guard = guard
         self.data = data
@@ -239,41 +241,17 @@ class ForgetCoordinator:
 
     # ---- receipts ----------------------------------------------------------------------------
     def receipt(self, forget_id: str) -> SignedReceipt | None:
-        """The job's deletion receipt (None before it was ACTIVE, or without a signer), with its
-        revocation once the adapter was deactivated. Blocking: call off the event loop."""
-        stored = self._issue(forget_id)
-        if DELETION not in stored or self.signer is None:
-            return None
-        body, signature = stored[DELETION]
-        revoked = self.ledger.get(forget_id).state == ForgetState.DEACTIVATED
-        rbody, rsig = stored.get(REVOCATION, (b"", b""))
-        return SignedReceipt(body, signature, self.signer.key_id, revoked, rbody, rsig)
+        """The job's deletion receipt, with its revocation once deactivated; None before it was
+        ACTIVE or without a signer. Blocking: call off the event loop."""
+        return self._receipts.receipt(forget_id) if self._receipts is not None else None
 
-    def _issue(self, forget_id: str, actor: str = "") -> dict[str, tuple[bytes, bytes]]:
-        """Sign what the job's state calls for and is not signed yet: the deletion receipt once it
-        is ACTIVE, the revocation once DEACTIVATED. Done at the swap and at deactivation, and again
-        on read, so a crash in between only delays a receipt. A failure is logged, never raised:
-        the swap it follows has happened."""
-        stored = self.ledger.receipts(forget_id)
-        if self.signer is None:
-            return stored
-        try:
-            job = self.ledger.get(forget_id)
-            if DELETION not in stored and job.state == ForgetState.ACTIVE and job.adapter_id:
-                entries = next((GuardEntries.from_bytes(blob) for fid, blob, _ in self.ledger.guard_entries()
-                                if fid == forget_id), None)
-                counts = {"digests": len(entries) if entries else 0,
-                          "embeddings": entries.n_embeddings if entries else 0}
-                stored[DELETION] = self.ledger.put_receipt(
-                    forget_id, DELETION, *self.signer.deletion(job, self.ledger.adapter(job.adapter_id), counts))
-            if DELETION in stored and REVOCATION not in stored and job.state == ForgetState.DEACTIVATED:
-                at = next((t.at for t in reversed(job.transitions) if t.state == ForgetState.DEACTIVATED),
-                          job.updated_at)
-                stored[REVOCATION] = self.ledger.put_receipt(
-                    forget_id, REVOCATION, *self.signer.revocation(stored[DELETION][0], forget_id, at, actor))
-        except Exception:
-            logger.exception("signing the receipt of %s failed; it is retried when read", forget_id)
-        return stored
+    def _issue(self, forget_id: str, actor: str = "") -> None:
+        if self._receipts is not None:
+            self._receipts.issue(forget_id, actor)
+
+    def _entry_counts(self, forget_id: str) -> dict[str, int]:
+        entries = self.guard.entries_of(forget_id)
+        return {"digests": len(entries) if entries else 0, "embeddings": entries.n_embeddings if entries else 0}
 
     def _observe_swap(self, start: float, timing: SwapTiming) -> None:
         self.metrics.swaps.labels("ok").inc()

@@ -114,6 +114,10 @@ class LeakageGuard:
     def __contains__(self, forget_id: str) -> bool:
         return forget_id in self._index
 
+    def entries_of(self, forget_id: str) -> GuardEntries | None:
+        """The live entries of one forget (what its deletion receipt counts), None if not armed."""
+        return self._index.entries_of(forget_id)
+
     def stats(self) -> dict[str, int]:
         return self._index.stats()
 
