@@ -5,7 +5,6 @@ with NotOwner, and the live claim's adapter goes ACTIVE."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from server.forget.jobs import AdapterRecord, ForgetState, JobProgress
 from server.forget.layout import LEDGER_FILE
 from server.forget.ledger import NotOwner, SqliteLedger
 from tests.procs import ServeProcess
+from tests.support.claims import race_to_claim
 from tests.support.standin_worker import beating, record_standin, wait_state
 
 
@@ -31,21 +31,7 @@ def test_the_stale_claim_of_a_raced_job_writes_nothing(demo_model_dir: Path, tmp
                                                                          answer="Corvel")], reason="race"),
                                  metadata=c._metadata).job.forget_id
             workers = {name: SqliteLedger(data / LEDGER_FILE) for name in ("w-a", "w-b")}
-            start, claims = threading.Barrier(2), {}
-
-            def race(name: str) -> None:
-                start.wait()
-                claims[name] = workers[name].claim_next(name)
-
-            threads = [threading.Thread(target=race, args=(n,)) for n in workers]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            winners = [n for n, claim in claims.items() if claim is not None]
-            assert len(winners) == 1
-            stale_id = winners[0]
-            live_id = next(n for n in workers if n != stale_id)
+            stale_id, live_id, claims = race_to_claim(workers)
             stale_job, _ = claims[stale_id]
             assert stale_job.claim_epoch == 1
 
