@@ -47,6 +47,10 @@ def test_an_active_forget_has_a_receipt_that_verifies_offline(demo_model_dir: Pa
             assert len(key) == 32
             assert c.admin.Forget(request, metadata=md).commitment_key == b""  # returned once only
             assert not c.admin.GetForget(apb.GetForgetRequest(forget_id=fid), metadata=md).HasField("receipt")
+            base = ["--target", sp.target, "--token", sp.token]
+            assert cli.main(["forget", "--qa", "Where was Orla Penhallow born?|Tressick", *base]) == 0
+            shown = capsys.readouterr().out.split("shown once): ")[1].split()[0]
+            assert len(bytes.fromhex(shown)) == 32  # `lethe forget` prints the key it got, once
 
             worker = SqliteLedger(data / LEDGER_FILE)
             train_standin(worker, data, demo_model_dir)
@@ -65,7 +69,6 @@ def test_an_active_forget_has_a_receipt_that_verifies_offline(demo_model_dir: Pa
             assert again.receipt.body == job.receipt.body  # signed once, then kept
 
             # the CLI: save it, then verify offline with the public key and the request it covers
-            base = ["--target", sp.target, "--token", sp.token]
             file, pem, req = tmp_path / "r.json", tmp_path / "pub.pem", tmp_path / "req.json"
             assert cli.main(["receipt", "get", fid, "-o", str(file), *base]) == 0
             assert cli.main(["receipt", "key", "-o", str(pem), *base]) == 0
