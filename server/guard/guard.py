@@ -115,7 +115,7 @@ class LeakageGuard:
         return forget_id in self._index
 
     def entries_of(self, forget_id: str) -> GuardEntries | None:
-        """The live entries of one forget (what its deletion receipt counts), None if not armed."""
+        """The entries live for `forget_id` (what a replica compares with the shared ledger's)."""
         return self._index.entries_of(forget_id)
 
     def stats(self) -> dict[str, int]:
