@@ -90,11 +90,11 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
-    insecure: bool = False  # allow plaintext on a non-loopback address (a TLS proxy in front)
-    data_dir: Path = Path("data")  # ledger, adapter store, tokens, guard state
     # Ed25519 key (PEM, PKCS#8) that signs deletion receipts; every replica sharing a ledger must
     # mount the same one. None = <data_dir>/receipt.key, generated once (one node only).
     receipt_key: Path | None = None
+    insecure: bool = False  # allow plaintext on a non-loopback address (a TLS proxy in front)
+    data_dir: Path = Path("data")  # ledger, adapter store, tokens, guard state
     # a local HF causal-LM directory or a fetched registry name (`lethe model list`); None = demo
     model: Path | None = None
     demo: str = "full"  # demo preset when model is None: "full" or "small" (tests)
@@ -177,9 +177,9 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "tls_cert": ("LETHE_TLS_CERT", Path),
     "tls_key": ("LETHE_TLS_KEY", Path),
     "tls_client_ca": ("LETHE_TLS_CLIENT_CA", Path),
+    "receipt_key": ("LETHE_RECEIPT_KEY", Path),
     "insecure": ("LETHE_INSECURE", _bool),
     "data_dir": ("LETHE_DATA_DIR", Path),
-    "receipt_key": ("LETHE_RECEIPT_KEY", Path),
     "model": ("LETHE_MODEL", Path),
     "demo": ("LETHE_DEMO", str),
     "cache_dir": ("LETHE_CACHE_DIR", Path),

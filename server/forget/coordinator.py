@@ -31,10 +31,10 @@ from typing import Callable
 from server.adapters.stack import AdapterStackManager, StackRefused, SwapTiming
 from server.crash import crash_point
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
-from server.forget.layout import DataDir
-from server.forget.jobs import ForgetJob, ForgetPayload, ForgetResolution, ForgetState, MatchCounts, StackRecord
 from server.forget.issuer import ReceiptIssuer
 from server.forget.receipts import ReceiptSigner, SignedReceipt, commitment, new_commitment_key
+from server.forget.layout import DataDir
+from server.forget.jobs import ForgetJob, ForgetPayload, ForgetResolution, ForgetState, MatchCounts, StackRecord
 from server.forget.resolution import CorpusResolver, CorpusUnavailable, Resolved, guard_items
 from server.guard import GuardEntries, LeakageGuard
 from server.forget.ledger import ForgetLedger, LedgerError

@@ -155,16 +155,6 @@ class ForgetLedger(abc.ABC):
     @abc.abstractmethod
     def activated_at(self, adapter_id: str) -> float: ...
 
-    # ---- receipts ----------------------------------------------------------------------------
-    @abc.abstractmethod
-    def put_receipt(self, forget_id: str, kind: str, body: bytes, signature: bytes) -> tuple[bytes, bytes]:
-        """Store a signed document of `kind` for the job unless one exists (the first writer wins:
-        replicas racing to sign agree); returns the stored (body, signature)."""
-
-    @abc.abstractmethod
-    def receipts(self, forget_id: str) -> dict[str, tuple[bytes, bytes]]:
-        """kind -> (body, signature) of the job's signed documents (see receipts.py)."""
-
     # ---- guard hits --------------------------------------------------------------------------
     @abc.abstractmethod
     def add_guard_hits(self, counts: dict[tuple[str, str, str], int]) -> None:
@@ -177,6 +167,16 @@ class ForgetLedger(abc.ABC):
 
     @abc.abstractmethod
     def audit_log(self, limit: int = 100) -> list[dict[str, object]]: ...
+
+    # ---- receipts ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_receipt(self, forget_id: str, kind: str, body: bytes, signature: bytes) -> tuple[bytes, bytes]:
+        """Store a signed document of `kind` for the job unless one exists (the first writer wins:
+        replicas racing to sign agree); returns the stored (body, signature)."""
+
+    @abc.abstractmethod
+    def receipts(self, forget_id: str) -> dict[str, tuple[bytes, bytes]]:
+        """kind -> (body, signature) of the job's signed documents (see receipts.py)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
