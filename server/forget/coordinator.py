@@ -12,7 +12,10 @@
 - `run`: a background loop that swaps verified adapters into the serving stack (the ledger's
   version is committed only after the model switched; a crash in between re-applies on start,
   never twice), refuses corrupt ones, and refreshes job / worker gauges.
-- `deactivate`: removes an adapter as a new stack version; the guard keeps blocking.
+- `deactivate`: removes an adapter as a new stack version; the guard keeps blocking; the
+  forget's deletion receipt gets a signed revocation.
+- `receipt`: the signed deletion receipt of an ACTIVE job (signed at the swap, or now if a crash
+  came between), see receipts.py.
 Training itself happens in the worker process (forget/worker.py); this module only watches the ledger.
 """
 
@@ -25,6 +28,7 @@ import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +36,8 @@ from server.adapters.stack import AdapterStackManager, StackRefused, SwapTiming
 from server.crash import crash_point
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.forget.hits import PROVISIONAL_PREFIX
+from server.forget.issuer import ReceiptIssuer
+from server.forget.receipts import ReceiptSigner, SignedReceipt, commitment, new_commitment_key
 from server.forget.layout import DataDir
 from server.forget.jobs import ForgetJob, ForgetPayload, ForgetResolution, ForgetState, MatchCounts, StackRecord
 from server.forget.resolution import CorpusResolver, CorpusUnavailable, Resolved, guard_items
@@ -47,12 +53,23 @@ VERIFICATION_SCORES = ("forget.fact_span_accuracy", "retain.fact_span_accuracy",
                        "forget.truth_ratio", "mia.loss_auc", "mia.min_k_auc", "mia.zlib_auc", "model_utility")
 
 
+@dataclass(frozen=True)
+class Submitted:
+    job: ForgetJob
+    created: bool
+    # The request commitment's HMAC key, for the operator only: returned once (b"" on a retry),
+    # never stored. With it and the request, anyone can check the receipt covers that request.
+    commitment_key: bytes = b""
+
+
 class ForgetCoordinator:
     def __init__(self, ledger: ForgetLedger, guard: LeakageGuard, data: DataDir, metrics: ServerMetrics,
                  default_method: str, poll_seconds: float = 0.2, orphan_after_seconds: float = 60.0,
                  crash_at: tuple[str, ...] = (), ack_all_stages: bool = False,
-                 resolver: CorpusResolver | None = None):
+                 resolver: CorpusResolver | None = None, signer: ReceiptSigner | None = None):
         self.ledger = ledger
+        self.signer = signer  # None: no receipts (tests of other parts)
+        self._receipts = ReceiptIssuer(ledger, signer, self._entry_counts) if signer is not None else None
         self.resolver = resolver or CorpusResolver()
         self.guard = guard
         self.data = data
@@ -75,22 +92,25 @@ class ForgetCoordinator:
 
     # ---- Forget ----------------------------------------------------------------------------
     async def submit(self, payload: ForgetPayload, method: str, reason: str, key: str | None,
-                     actor: str, admit: Callable[[], None] | None = None) -> tuple[ForgetJob, bool]:
+                     actor: str, admit: Callable[[], None] | None = None) -> Submitted:
         """`admit` (blocking; raises to refuse, e.g. a full queue) runs first, on the same thread."""
         start = time.monotonic()
+        commitment_key = new_commitment_key()
         try:
             job, created, resolved, entries = await asyncio.to_thread(
-                self._write, payload, method or self.default_method, reason, key, actor, admit, start)
+                self._write, payload, method or self.default_method, reason, key, actor, admit, start,
+                commitment(commitment_key, payload))
         except CorpusUnavailable as exc:
             raise FailedPrecondition(str(exc)) from None
         self.metrics.forget_requests.labels("created" if created else "duplicate").inc()
-        if created:
-            job = await self._arm(job.forget_id, payload, resolved, entries)
-        return job, created
+        if not created:
+            return Submitted(job, False)
+        job = await self._arm(job.forget_id, payload, resolved, entries)
+        return Submitted(job, True, commitment_key)
 
     def _write(self, payload: ForgetPayload, method: str, reason: str, key: str | None, actor: str,
-               admit: Callable[[], None] | None,
-               start: float) -> tuple[ForgetJob, bool, Resolved, GuardEntries | None]:
+               admit: Callable[[], None] | None, start: float,
+               request_commitment: str) -> tuple[ForgetJob, bool, Resolved, GuardEntries | None]:
         """Blocking, one thread hop up to the block: admit, resolve (refuse before storing or
         arming anything), derive the lexical entries and arm them under a provisional id, then
         write the request durably and move the entries to the id the ledger gave it.
@@ -115,7 +135,7 @@ class ForgetCoordinator:
         created = False
         try:
             digest = self.guard.content_digest(payload.to_json().encode())  # keyed: see GuardKeys
-            job, created = self.ledger.submit(payload, method, reason, key, actor, digest)
+            job, created = self.ledger.submit(payload, method, reason, key, actor, digest, request_commitment)
             if created:  # lexical records carry no forget id: the same ones, under the job's id
                 lexical = dataclasses.replace(lexical, forget_id=job.forget_id)
                 self.guard.add(lexical, BEFORE)
@@ -252,6 +272,7 @@ class ForgetCoordinator:
             crash_point(self.crash_at, "mid-swap", self.data.root)
             record = await asyncio.to_thread(self.ledger.activate, job.forget_id, current.version)
             self.guard.set_phase(job.forget_id, AFTER)
+            await asyncio.to_thread(self._issue, job.forget_id)
             await asyncio.to_thread(self._drop_partial_writes, job.adapter_id)
             self._observe_swap(start, timing)
             self.metrics.forget_to_active.observe(time.time() - job.created_at)
@@ -278,9 +299,24 @@ class ForgetCoordinator:
                 raise FailedPrecondition(str(exc)) from None
             forget_id = (await asyncio.to_thread(self.ledger.adapter, adapter_id)).forget_id
             self.guard.set_phase(forget_id, BEFORE)  # no adapter covers it now: hits are not residual
+            await asyncio.to_thread(self._issue, forget_id, actor)
             self._observe_swap(start, timing)
             self._export_stack(record)
             return record
+
+    # ---- receipts ----------------------------------------------------------------------------
+    def receipt(self, forget_id: str) -> SignedReceipt | None:
+        """The job's deletion receipt, with its revocation once deactivated; None before it was
+        ACTIVE or without a signer. Blocking: call off the event loop."""
+        return self._receipts.receipt(forget_id) if self._receipts is not None else None
+
+    def _issue(self, forget_id: str, actor: str = "") -> None:
+        if self._receipts is not None:
+            self._receipts.issue(forget_id, actor)
+
+    def _entry_counts(self, forget_id: str) -> dict[str, int]:
+        entries = self.guard.entries_of(forget_id)
+        return {"digests": len(entries) if entries else 0, "embeddings": entries.n_embeddings if entries else 0}
 
     def _observe_swap(self, start: float, timing: SwapTiming) -> None:
         self.metrics.swaps.labels("ok").inc()
