@@ -151,10 +151,11 @@ def py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen:
 
 # A sample belongs to the first of these found walking its stack from the root down.
 CATEGORIES = (
+    ("idle wait", ("EpollSelector.select", "Condition.wait")),
     ("sampling", ("choose_tokens",)),
     ("detokenize", ("IncrementalText.",)),
     ("emit to loop", ("Handle.emit",)),
-    ("kv join/leave", ("kv_batch.merge", "kv_batch.select", "kv_batch.trim", "merge (", "select (", "trim (")),
+    ("kv join/leave", ("kv_batch.py",)),
     ("metrics", ("observer", "_report", "SchedulerMetrics", "prometheus_client")),
     ("guard", ("filter_off_loop", "GuardedGenerator._filter", "GuardSession")),
     ("model forward", ("BatchScheduler._forward", "Module._call_impl")),
