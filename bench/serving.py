@@ -108,7 +108,7 @@ class RawProcess:
     def __init__(self, model_dir: Path, tokens: int, threads: int):
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         self.proc = subprocess.Popen([sys.executable, __file__, "--raw-worker", str(model_dir), str(tokens), str(threads)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
                                      start_new_session=True)
         self.cpu_seconds = 0.0  # the child's CPU time for the runs so far
 

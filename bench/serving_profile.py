@@ -75,6 +75,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def timeline(server, dump: Path, tokens: int, n: int) -> dict[str, float]:
     """Run n concurrent fixed-length streams; match each client arrival to the step that made it."""
+    from bench.serving import process_cpu_seconds
     from server.client import LetheClient
 
     with LetheClient(server.target, timeout=600) as client:
@@ -134,11 +135,6 @@ def _wait_file(path: Path, timeout: float = 30) -> str:
                 return text
         time.sleep(0.02)  # polling a file another process writes: no condition to wait on
     raise TimeoutError(f"{path} never appeared")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---- py-spy -----------------------------------------------------------------------------------
@@ -221,6 +217,7 @@ def main() -> int:
         return raw_generate_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="the small demo preset")
+    parser.add_argument("--model", type=Path, help="a model directory instead of the demo model")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--py-spy", action="store_true", help="also sample both sides with py-spy (needs ptrace)")
@@ -232,7 +229,7 @@ def main() -> int:
     from tests import procs
     from unlearn_engine.demo.builder import default_demo_model
 
-    model_dir = default_demo_model(load_settings(check=False).cache_dir, small=args.small)
+    model_dir = args.model or default_demo_model(load_settings(check=False).cache_dir, small=args.small)
     work = Path(tempfile.mkdtemp())
     dump = work / "steps.json"
     procs.LETHE = [sys.executable, str(Path(__file__).resolve()), "--serve-child", str(dump)]
