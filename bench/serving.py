@@ -137,12 +137,16 @@ def raw_worker(model_dir: str, tokens: int, threads: int) -> int:
     return 0
 
 
-def last_committed(stem: str) -> dict[str, float]:
-    """workload -> raw tok/s in the committed results file (HEAD), to print beside today's."""
+def last_committed(stem: str, model_dir: Path, tokens: int) -> dict[str, float]:
+    """workload -> raw tok/s in the committed results file (HEAD), to print beside today's; empty
+    when that run measured another model or length."""
     try:
         text = subprocess.run(["git", "show", f"HEAD:bench/results/{stem}.json"], capture_output=True, text=True,
                               cwd=RESULTS.parent.parent, check=True).stdout
-        return {r["workload"]: r["raw_generate_tok_s"] for r in json.loads(text)["rows"]}
+        old = json.loads(text)
+        if Path(old["model"]).name != model_dir.name or old["tokens_per_request"] != tokens:
+            return {}
+        return {r["workload"]: r["raw_generate_tok_s"] for r in old["rows"]}
     except (subprocess.CalledProcessError, OSError, KeyError, ValueError):
         return {}
 
@@ -205,7 +209,7 @@ def main() -> int:
     model_dir = (resolve_model(args.model, cache_dir) if args.model
                  else default_demo_model(cache_dir, small=args.small))
     stem = args.out or (f"serving-{args.model}" if args.model in MODELS else "serving")
-    committed = last_committed(stem)
+    committed = last_committed(stem, model_dir, args.tokens)
     load_before = os.getloadavg()[0]
     raw = RawProcess(model_dir, args.tokens, args.threads)
     raw.run(PROMPTS[:1])  # warm-up
