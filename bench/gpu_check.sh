@@ -27,13 +27,15 @@ step 100 pytest python3 -m pytest -q -p no:cacheprovider -x tests/unit/test_runt
   tests/unit/test_runtime_text.py tests/unit/test_runtime_stack_cache.py tests/unit/test_engine_cuda.py \
   tests/unit/test_serving_lora.py --tb=short
 step 120 serving_demo python3 bench/serving.py --model .gpu/model --rounds 3 --tokens 128 --no-http --out serving-gpu-demo
-step 60 serving_demo_interval1 python3 bench/serving.py --model .gpu/model --rounds 3 --tokens 128 --no-http \
-  --serve-args "--stream-interval 1" --out serving-gpu-demo-interval1
 step 60 profile_demo python3 bench/serving_profile.py --model .gpu/model --tokens 128 --name gpu_demo
+# the same with a 0.2 ms GIL switch interval: if the gaps between steps shrink, the decode thread
+# was waiting for the GIL behind the loop/gRPC threads (then: the model loop in its own process)
+step 60 profile_demo_gil python3 bench/serving_profile.py --model .gpu/model --tokens 128 --name gpu_demo_gil \
+  --switch-interval 0.0002
 step 110 decode_bound python3 bench/decode_bound.py --tokens 256 --save /tmp/llama1b --out "$OUT/decode_bound.json"
 [ -f /tmp/llama1b/config.json ] && step 90 serving_1b python3 bench/serving.py --model /tmp/llama1b --rounds 3 \
   --tokens 128 --concurrency 4 --no-http --out serving-gpu-1b
-cp bench/results/serving-gpu-* bench/results/serving_profile_gpu_demo.json "$OUT/" 2>/dev/null
+cp bench/results/serving-gpu-* bench/results/serving_profile_gpu_demo*.json "$OUT/" 2>/dev/null
 if [ "${GPU_CHECK_FORGET:-0}" = 1 ]; then
   step 300 gpu_check python3 bench/gpu_check.py --model .gpu/model
 fi

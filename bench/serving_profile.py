@@ -37,9 +37,14 @@ PROMPTS = ["Where was", "What does", "Who is the", "When was", "Tell me about", 
 
 
 # ---- the server side: `python bench/serving_profile.py --serve-child OUT serve ...` ---------------
-def serve_child(out: Path, argv: list[str]) -> int:
-    """Run `lethe serve` with the decode steps timed; SIGUSR1 dumps the records to `out`."""
+def serve_child(out: Path, switch_interval: float, argv: list[str]) -> int:
+    """Run `lethe serve` with the decode steps timed; SIGUSR1 dumps the records to `out`.
+    switch_interval > 0 sets the GIL switch interval (an experiment: does the decode thread wait
+    for the GIL behind the event loop and gRPC threads? CPython's default is 5 ms)."""
     from server import cli
+
+    if switch_interval > 0:
+        sys.setswitchinterval(switch_interval)
     from server.runtime import scheduler as sched
 
     steps: list[tuple[float, float, float, int]] = []  # (start, forward end, end, rows)
@@ -211,8 +216,8 @@ def raw_generate_child(model_dir: str, tokens: int, n: int, repeats: int) -> int
 
 
 def main() -> int:
-    if len(sys.argv) > 2 and sys.argv[1] == "--serve-child":
-        return serve_child(Path(sys.argv[2]), sys.argv[3:])
+    if len(sys.argv) > 3 and sys.argv[1] == "--serve-child":
+        return serve_child(Path(sys.argv[2]), float(sys.argv[3]), sys.argv[4:])
     if len(sys.argv) > 2 and sys.argv[1] == "--raw-child":
         return raw_generate_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -223,6 +228,8 @@ def main() -> int:
     parser.add_argument("--py-spy", action="store_true", help="also sample both sides with py-spy (needs ptrace)")
     parser.add_argument("--extra", default="", help="extra `lethe serve` flags, space separated")
     parser.add_argument("--name", default="", help="suffix for the result files")
+    parser.add_argument("--switch-interval", type=float, default=0.0,
+                        help="the server's GIL switch interval in seconds (default: CPython's 5 ms)")
     args = parser.parse_args()
 
     from server.settings import load_settings
@@ -232,11 +239,12 @@ def main() -> int:
     model_dir = args.model or default_demo_model(load_settings(check=False).cache_dir, small=args.small)
     work = Path(tempfile.mkdtemp())
     dump = work / "steps.json"
-    procs.LETHE = [sys.executable, str(Path(__file__).resolve()), "--serve-child", str(dump)]
+    procs.LETHE = [sys.executable, str(Path(__file__).resolve()), "--serve-child", str(dump),
+                   str(args.switch_interval)]
     server = procs.ServeProcess(model_dir, work / "data", "--no-worker", "--max-batch-size", str(args.concurrency),
                                 "--torch-threads", "1", "--monitor-interval-seconds", "0", *args.extra.split())
     report: dict[str, object] = {"model": model_dir.name, "small": args.small, "tokens_per_stream": args.tokens,
-                                 "extra_flags": args.extra, "load_average_1min": round(os.getloadavg()[0], 2)}
+                                 "extra_flags": args.extra, "switch_interval": args.switch_interval, "load_average_1min": round(os.getloadavg()[0], 2)}
     try:
         server.wait_serving()
         for n in (1, args.concurrency):
