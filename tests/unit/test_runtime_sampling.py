@@ -17,11 +17,11 @@ def test_draws_follow_the_filtered_distribution_and_never_leave_it() -> None:
     for params in (SamplingParams(temperature=1.0), SamplingParams(temperature=0.7, top_k=3),
                    SamplingParams(temperature=1.3, top_p=0.6), SamplingParams(temperature=1.0, top_k=5, top_p=0.8)):
         gen = make_generator(SamplingParams(temperature=1.0, seed=1), CPU)
-        counts = collections.Counter(choose_tokens(logits, [params], [gen])[0] for _ in range(6000))
+        counts = collections.Counter(choose_tokens(logits, [params], [gen])[0] for _ in range(3000))
         expected = torch.softmax(filter_logits(logits, [params]), dim=-1)[0]
         assert set(counts) <= {i for i in range(12) if expected[i] > 0}, params
         for token, p in enumerate(expected.tolist()):
-            assert abs(counts[token] / 6000 - p) < 0.03, (params, token)
+            assert abs(counts[token] / 3000 - p) < 0.04, (params, token)
 
 
 def test_a_seeded_row_draws_the_same_tokens_whatever_its_neighbours() -> None:
