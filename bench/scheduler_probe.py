@@ -4,9 +4,12 @@ No gRPC, no guard, no second process: what is left of the serving path is the sc
 batch, sampling, detokenization, events to the loop). Both sides run in this process, round by
 round in turn, and report CPU ms per generated token (`time.process_time`), which shared-machine
 load moves far less than tokens/s. If this is at parity and bench/serving.py is not, the loss is
-in the gRPC/guard path around the loop. Prints one JSON line per workload; writes nothing.
+in the gRPC/guard path around the loop. With `--adapters N` it instead compares the scheduler on
+a stack of N random rank-`--rank` forget adapters (every Linear but the LM head, concatenated
+into one delta per layer as server/adapters does) against the same scheduler on the base model.
+Prints one JSON line per workload; writes nothing.
 
-    python bench/scheduler_probe.py [--small] [--streams 1 8] [--tokens 128] [--rounds 5]
+    python bench/scheduler_probe.py [--small] [--streams 1 8] [--tokens 128] [--rounds 5] [--adapters 8]
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server.adapters.lora import MultiLoRA, concat_deltas  # noqa: E402
+from server.adapters.stack import ServingStack  # noqa: E402
 from server.runtime.model import load_model  # noqa: E402
 from server.runtime.scheduler import BatchScheduler, GenerationRequest, Handle  # noqa: E402
 from server.settings import load_settings  # noqa: E402
@@ -37,15 +42,30 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--stream-interval", type=int, default=4)
+    parser.add_argument("--adapters", type=int, default=0, help="compare a stack of this many adapters vs none")
+    parser.add_argument("--rank", type=int, default=8, help="rank of each adapter (the engine's default: 8)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     loaded = load_model(default_demo_model(load_settings(check=False).cache_dir, small=args.small))
     tok = loaded.tokenizer
     scheduler = BatchScheduler(loaded, max_batch=max(args.streams), stream_interval=args.stream_interval)
+    stacked = ServingStack(1, tuple(f"a{i}" for i in range(args.adapters)), lora_key=1)
+    if args.adapters:
+        lora = MultiLoRA(loaded.model)
+        scheduler.router = lora.router
+        gen = torch.Generator().manual_seed(0)
+        members = [{path: (torch.randn(args.rank, mod.in_features, generator=gen) * 0.01,
+                           torch.randn(mod.out_features, args.rank, generator=gen) * 0.01)
+                    for path, mod in loaded.model.named_modules()
+                    if isinstance(mod, torch.nn.Linear) and mod is not loaded.model.get_output_embeddings()}
+                   for _ in range(args.adapters)]
+        lora.install(1, concat_deltas(members, loaded.device, loaded.dtype))
     scheduler.start()
 
-    async def served(prompts: list[str]) -> None:
+    async def served(prompts: list[str], stack: ServingStack | None = None) -> None:
         loop = asyncio.get_running_loop()
+        if stack is not None:  # between steps, like a swap; no row is running here
+            await asyncio.wrap_future(scheduler.call_between_steps(lambda: scheduler.set_stack(stack)))
 
         async def drain(handle: Handle) -> None:
             async for _ in handle.events():
@@ -65,6 +85,11 @@ def main() -> int:
                                   min_new_tokens=args.tokens, do_sample=False, pad_token_id=loaded.pad_id)
 
     sides = {"raw_generate": raw, "scheduler": lambda prompts: asyncio.run(served(prompts))}
+    if args.adapters:
+        from server.runtime.scheduler import BaseStack
+
+        sides = {"scheduler_base": lambda prompts: asyncio.run(served(prompts, BaseStack())),
+                 f"scheduler_{args.adapters}_adapters": lambda prompts: asyncio.run(served(prompts, stacked))}
     try:
         for n in args.streams:
             prompts = (PROMPTS * 4)[:n]
