@@ -143,8 +143,8 @@ def _put_all(items: list[tuple[Handle, Event]]) -> None:  # on the event loop
 
 
 def deliver(loop: asyncio.AbstractEventLoop, items: list[tuple[Handle, Event]]) -> None:
-    """Hand events to handles on `loop` with one cross-thread wake: a wake costs ~53 us of CPU,
-    a further event in it ~3-5 us (bench/results/serving_profile.md), so one per step, not per token."""
+    """Hand events to handles on `loop` with one cross-thread wake: a wake costs ~50-75 us of CPU,
+    a further event in it a few us (bench/loop_wake.py), so one per step, not one per token."""
     try:
         loop.call_soon_threadsafe(_put_all, items)
     except RuntimeError:  # the loop is closed: nobody is listening any more
