@@ -75,7 +75,8 @@ class LetheServer:
         self.settings = settings
         self.metrics = ServerMetrics()
         self._loader = loader or (lambda model_dir: load_model(model_dir, settings.device))
-        self.runtime = ModelRuntime(RuntimeLimits(settings.max_batch_size, settings.max_queue), self.metrics)
+        self.runtime = ModelRuntime(RuntimeLimits(settings.max_batch_size, settings.max_queue,
+                                                   settings.stream_interval), self.metrics)
         self.health = health.aio.HealthServicer()
         self.operator_token = ensure_operator_token(settings.data_dir, settings.operator_token)
         self.data = DataDir(settings.data_dir)

@@ -58,13 +58,15 @@ class LetheClient:
     def request(prompt: str, max_new_tokens: int | None = None, temperature: float | None = None,
                 top_p: float | None = None, top_k: int = 0, seed: int | None = None,
                 stop: Sequence[str] = (), request_id: str = "", ignore_eos: bool = False,
-                messages: Sequence[tuple[str, str]] = ()) -> pb.GenerateRequest:
+                messages: Sequence[tuple[str, str]] = (), stream_interval: int | None = None) -> pb.GenerateRequest:
         """A GenerateRequest; `messages` ((role, content) pairs) with prompt "" asks for chat."""
         req = pb.GenerateRequest(prompt=prompt, top_k=top_k, stop=list(stop), request_id=request_id,
                                  ignore_eos=ignore_eos,
                                  messages=[pb.ChatMessage(role=r, content=c) for r, c in messages])
         if max_new_tokens is not None:
             req.max_new_tokens = max_new_tokens
+        if stream_interval is not None:
+            req.stream_interval = stream_interval
         if temperature is not None:
             req.temperature = temperature
         if top_p is not None:

@@ -102,6 +102,8 @@ class Settings:
     device: str = "auto"  # "auto" = cuda when available, else cpu
     max_batch_size: int = 8  # rows decoded together; more trades latency for throughput
     max_queue: int = 64  # waiting requests beyond this get RESOURCE_EXHAUSTED
+    # tokens per streamed chunk when a request does not choose (bench/results/serving_profile.md)
+    stream_interval: int = 4
     default_max_new_tokens: int = 64  # when a request leaves max_new_tokens at 0
     max_new_tokens_limit: int = 1024  # hard cap per request
     max_message_bytes: int = 4 * 1024 * 1024  # gRPC send/receive limit; a Forget can carry 2 MiB of text
@@ -186,6 +188,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "device": ("LETHE_DEVICE", str),
     "max_batch_size": ("LETHE_MAX_BATCH_SIZE", int),
     "max_queue": ("LETHE_MAX_QUEUE", int),
+    "stream_interval": ("LETHE_STREAM_INTERVAL", int),
     "default_max_new_tokens": ("LETHE_DEFAULT_MAX_NEW_TOKENS", int),
     "max_new_tokens_limit": ("LETHE_MAX_NEW_TOKENS_LIMIT", int),
     "max_message_bytes": ("LETHE_MAX_MESSAGE_BYTES", int),
@@ -255,6 +258,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     p("--torch-threads", type=int, help="torch threads of the server, 0 = auto (env LETHE_TORCH_THREADS)")
     p("--max-batch-size", type=int, help="rows decoded together (env LETHE_MAX_BATCH_SIZE)")
     p("--max-queue", type=int, help="waiting requests before RESOURCE_EXHAUSTED (env LETHE_MAX_QUEUE)")
+    p("--stream-interval", type=int,
+      help="tokens per streamed chunk when a request sets none; the first token is always sent alone "
+           "(env LETHE_STREAM_INTERVAL)")
     p("--grace-seconds", type=float, help="drain time on SIGTERM (env LETHE_GRACE_SECONDS)")
     p("--max-prompt-chars", type=int,
       help="longer prompts get INVALID_ARGUMENT before any other work (env LETHE_MAX_PROMPT_CHARS; default 65536)")
@@ -333,7 +339,7 @@ def validate(s: Settings) -> None:
         raise ValueError(f"http_port out of range: {s.http_port}")
     if s.demo not in ("full", "small"):
         raise ValueError(f"demo preset must be 'full' or 'small', not {s.demo!r}")
-    for name in ("max_batch_size", "max_queue", "default_max_new_tokens", "max_new_tokens_limit", "max_prompt_chars",
+    for name in ("max_batch_size", "max_queue", "stream_interval", "default_max_new_tokens", "max_new_tokens_limit", "max_prompt_chars",
                  "max_concurrent_rpcs", "max_client_rpcs", "max_watch_streams", "max_queued_forgets"):
         if getattr(s, name) < 1:
             raise ValueError(f"{name} must be >= 1")

@@ -20,6 +20,7 @@ MAX_STOP_SEQUENCES = 8
 MAX_STOP_CHARS = 64
 MAX_REQUEST_ID_CHARS = 128
 MAX_TEMPERATURE = 100.0
+MAX_STREAM_INTERVAL = 64
 
 # Why a generation ended, as the domain names it (the edge maps these to its own enum).
 FINISH_REASONS = ("length", "stop", "filtered", "cancelled", "error")
@@ -52,13 +53,14 @@ class GenerateParams:
     request_id: str
     ignore_eos: bool = False
     add_special_tokens: bool = True  # False for a rendered chat prompt: its template wrote them
+    stream_interval: int = 0  # tokens per streamed chunk; 0 = the server's default
 
     @classmethod
     def validated(cls, limits: GenerationLimits, prompt: str, *, max_new_tokens: int | None = None,
                   temperature: float | None = None, top_p: float | None = None, top_k: int = 0,
                   seed: int | None = None, stop: Sequence[str] = (), request_id: str = "",
                   ignore_eos: bool = False, add_special_tokens: bool = True,
-                  max_new_tokens_field: str = "max_new_tokens") -> GenerateParams:
+                  max_new_tokens_field: str = "max_new_tokens", stream_interval: int | None = None) -> GenerateParams:
         """Client values -> params, or InvalidArgument naming the field. None means "unset".
         `max_new_tokens_field` is the client's name for the token budget (HTTP: max_tokens)."""
         if not prompt.strip():
@@ -82,6 +84,8 @@ class GenerateParams:
         for s in stop:
             if not 1 <= len(s) <= MAX_STOP_CHARS:
                 raise InvalidArgument(f"each stop sequence must be 1..{MAX_STOP_CHARS} characters")
+        if stream_interval is not None and not 1 <= stream_interval <= MAX_STREAM_INTERVAL:
+            raise InvalidArgument(f"stream_interval must be between 1 and {MAX_STREAM_INTERVAL}, got {stream_interval}")
         request_id = request_id or uuid.uuid4().hex
         if len(request_id) > MAX_REQUEST_ID_CHARS or not (request_id.isascii() and request_id.isprintable()):
             raise InvalidArgument(f"request_id must be at most {MAX_REQUEST_ID_CHARS} printable ASCII characters")
@@ -95,6 +99,7 @@ class GenerateParams:
             request_id=request_id,
             ignore_eos=ignore_eos,
             add_special_tokens=add_special_tokens,
+            stream_interval=stream_interval or 0,
         )
 
 

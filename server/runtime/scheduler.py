@@ -58,6 +58,7 @@ class GenerationRequest:
     deadline: float | None = None  # time.monotonic() after which the row is dropped
     ignore_eos: bool = False  # fixed-length generation for benchmarks
     internal: bool = False  # the server's own traffic (leakage monitor): kept out of client latency metrics
+    stream_interval: int = 0  # tokens per text event; 0 = the scheduler's default
 
 
 @dataclass(frozen=True)
@@ -128,18 +129,44 @@ class Handle:
         self.cancelled = True
         self._wake()
 
-    def emit(self, event: Event) -> None:  # called from the decode thread
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            pass
-
     async def events(self):
         while True:
             event = await self._queue.get()
             yield event
             if isinstance(event, FinishEvent):
                 return
+
+
+def _put_all(items: list[tuple[Handle, Event]]) -> None:  # on the event loop
+    for handle, event in items:
+        handle._queue.put_nowait(event)
+
+
+def deliver(loop: asyncio.AbstractEventLoop, items: list[tuple[Handle, Event]]) -> None:
+    """Hand events to handles on `loop` with one cross-thread wake: a wake costs ~50-75 us of CPU,
+    a further event in it a few us (bench/loop_wake.py), so one per step, not one per token."""
+    try:
+        loop.call_soon_threadsafe(_put_all, items)
+    except RuntimeError:  # the loop is closed: nobody is listening any more
+        pass
+
+
+class _Outbox:
+    """The events of one decode step, delivered together after it: one wake per event loop."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Handle, Event]] = []
+
+    def put(self, handle: Handle, event: Event) -> None:
+        self._items.append((handle, event))
+
+    def flush(self) -> None:
+        items, self._items = self._items, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Handle, Event]]] = {}
+        for handle, event in items:
+            by_loop.setdefault(handle._loop, []).append((handle, event))
+        for loop, batch in by_loop.items():
+            deliver(loop, batch)
 
 
 @dataclass
@@ -151,12 +178,15 @@ class _Row:
     started: float = field(default_factory=time.monotonic)
     produced: int = 0
     last_token: int = 0
+    unsent: str = ""  # released text waiting for the row's next stream interval
+    sent_at: int = 0  # `produced` when the row's last text event went out (0: none yet)
 
 
 class BatchScheduler:
     def __init__(self, loaded: LoadedModel, max_batch: int = 8, max_waiting: int = 64,
-                 observer: SchedulerObserver | None = None):
+                 observer: SchedulerObserver | None = None, stream_interval: int = 1):
         self.loaded = loaded
+        self.stream_interval = stream_interval  # tokens per text event unless a request sets its own
         self.router: RowRouting | None = None  # set once an adapter stack manager exists
         self.max_batch = max_batch
         self.max_waiting = max_waiting
@@ -171,6 +201,7 @@ class BatchScheduler:
         self._retired: dict[int, StackHandle] = {}
         self._accepting = True
         self._stopping = False
+        self._outbox = _Outbox()
         self._thread = threading.Thread(target=self._run, name="lethe-decode", daemon=True)
 
     # ---- async-side API -------------------------------------------------------------------
@@ -229,7 +260,10 @@ class BatchScheduler:
 
     # ---- decode thread -------------------------------------------------------------------
     def _run(self) -> None:
-        torch.set_grad_enabled(False)
+        with torch.inference_mode():  # no autograd bookkeeping or version counters on any tensor
+            self._loop()
+
+    def _loop(self) -> None:
         while True:
             with self._cond:
                 while not (self._stopping or self._waiting or self._rows or self._between):
@@ -251,11 +285,14 @@ class BatchScheduler:
                 for row in self._rows:
                     self._finish(row, "error")
                 self._rows, self._batch = [], None
+            self._outbox.flush()
             self._report()
         for row in self._rows:
             self._finish(row, "cancelled")
         for handle in self._waiting:
-            handle.emit(FinishEvent("cancelled", "", len(handle.request.prompt_ids), 0, self._stack.version))
+            self._outbox.put(handle, FinishEvent("cancelled", "", len(handle.request.prompt_ids), 0,
+                                                 self._stack.version))
+        self._outbox.flush()
         for fn, fut in self._between:
             fut.cancel()
 
@@ -272,7 +309,7 @@ class BatchScheduler:
         while self._waiting and len(admitted) < free:
             handle = self._waiting.popleft()
             if handle.cancelled or self._expired(handle):
-                handle.emit(FinishEvent("cancelled", "", len(handle.request.prompt_ids), 0, self._stack.version))
+                self._outbox.put(handle, FinishEvent("cancelled", "", len(handle.request.prompt_ids), 0, self._stack.version))
                 continue
             admitted.append(handle)
         return admitted
@@ -332,10 +369,15 @@ class BatchScheduler:
         for i, (row, token) in enumerate(zip(rows, tokens)):
             reason, delta = self._step_row(row, token)
             if reason:
-                self._finish(row, reason, delta)
+                self._finish(row, reason, row.unsent + delta)
                 done.add(offset + i)
-            elif delta:
-                row.handle.emit(TextEvent(delta, row.produced, row.stack.version))
+                continue
+            row.unsent += delta
+            interval = row.handle.request.stream_interval or self.stream_interval
+            # the first text goes out at once (time to first token), then at most one event per interval
+            if row.unsent and (row.sent_at == 0 or row.produced - row.sent_at >= interval):
+                self._outbox.put(row.handle, TextEvent(row.unsent, row.produced, row.stack.version))
+                row.unsent, row.sent_at = "", row.produced
         if self.observer:
             self.observer.tokens(sum(not r.handle.request.internal for r in rows))
         if done:
@@ -364,7 +406,7 @@ class BatchScheduler:
     def _finish(self, row: _Row, reason: str, pending: str = "") -> None:
         tail = pending + (row.text.finish() if reason in ("length", "stop") else "")
         req = row.handle.request
-        row.handle.emit(FinishEvent(reason, tail, len(req.prompt_ids), row.produced, row.stack.version))
+        self._outbox.put(row.handle, FinishEvent(reason, tail, len(req.prompt_ids), row.produced, row.stack.version))
         v = row.stack.version
         self._stack_users[v] -= 1
         self._release_unused()

@@ -22,6 +22,7 @@ from server.runtime.scheduler import (
 class RuntimeLimits:
     max_batch_size: int
     max_queue: int
+    stream_interval: int = 1  # tokens per text event when a request does not choose
 
 
 class ModelRuntime:
@@ -36,7 +37,8 @@ class ModelRuntime:
         return self.scheduler is not None
 
     def attach(self, loaded: LoadedModel) -> None:
-        scheduler = BatchScheduler(loaded, self.limits.max_batch_size, self.limits.max_queue, self.observer)
+        scheduler = BatchScheduler(loaded, self.limits.max_batch_size, self.limits.max_queue, self.observer,
+                                   self.limits.stream_interval)
         scheduler.start()
         self.loaded, self.scheduler = loaded, scheduler
 
@@ -63,7 +65,7 @@ class ModelRuntime:
         request = GenerationRequest(
             request_id=params.request_id, prompt_ids=tuple(prompt_ids), max_new_tokens=params.max_new_tokens,
             sampling=params.sampling, stop=params.stop, deadline=deadline, ignore_eos=params.ignore_eos,
-            internal=internal)
+            internal=internal, stream_interval=params.stream_interval)
         try:
             return scheduler.submit(request, asyncio.get_running_loop())
         except QueueFull:

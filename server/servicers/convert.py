@@ -38,7 +38,8 @@ def generate_params_from_pb(req: ipb.GenerateRequest, limits: GenerationLimits, 
         top_k=req.top_k,
         seed=req.seed if req.HasField("seed") else None,
         stop=tuple(req.stop), request_id=req.request_id, ignore_eos=req.ignore_eos,
-        add_special_tokens=add_special_tokens)
+        add_special_tokens=add_special_tokens,
+        stream_interval=req.stream_interval if req.HasField("stream_interval") else None)
 
 
 def finish_reason_to_pb(reason: str) -> int:

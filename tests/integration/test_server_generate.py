@@ -54,6 +54,17 @@ def test_concurrent_requests_are_batched_and_match_sequential(client, lethe_serv
     assert concurrent == sequential
 
 
+def test_stream_interval_sends_fewer_larger_chunks_with_the_same_text(client, train_qa) -> None:
+    q = train_qa[1].question
+    one = list(client.stream(q, max_new_tokens=24, ignore_eos=True, stream_interval=1))
+    four = list(client.stream(q, max_new_tokens=24, ignore_eos=True, stream_interval=4))
+    assert "".join(c.text for c in four) == "".join(c.text for c in one)
+    assert four[0].text == one[0].text  # the first token is not held for its interval
+    # 24 tokens: the first alone, then 23 in chunks of at most 4 (6), then the finish chunk
+    assert len(four) <= 1 + 6 + 1 < len(one)
+    assert four[-1].usage.completion_tokens == one[-1].usage.completion_tokens == 24
+
+
 def test_length_limit_and_stop_sequences(client, train_qa) -> None:
     r = train_qa[2]
     full = client.generate(r.question, max_new_tokens=32).text
@@ -81,6 +92,8 @@ def test_seed_makes_sampling_reproducible(client, train_qa) -> None:
     (dict(top_p=0.0), "top_p"),
     (dict(top_p=1.01), "top_p"),
     (dict(stop=[""]), "stop"),
+    (dict(stream_interval=0), "stream_interval"),
+    (dict(stream_interval=65), "stream_interval"),
 ])
 def test_bad_parameters_are_invalid_argument(client, params, field) -> None:
     with pytest.raises(grpc.RpcError) as err:

@@ -52,3 +52,16 @@ def test_stop_split_across_tokens_at_every_offset(tokenizer) -> None:
         stop = text[cut:cut + 4]
         _, joined, stopped = _feed(tokenizer, text, stop=(stop,))
         assert stopped and joined == text[: text.find(stop)], stop
+
+
+def test_streaming_decoder_equals_decoding_everything(tokenizer) -> None:
+    # Any id sequence (special tokens and split characters included) gives the text that
+    # decoding all ids at once gives, less an unfinished character at the very end.
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        ids = [rng.randrange(len(tokenizer)) for _ in range(rng.randint(1, 40))]
+        inc = IncrementalText(tokenizer)
+        joined = "".join(inc.add(i) for i in ids) + inc.finish()
+        assert joined == tokenizer.decode(ids, skip_special_tokens=True).rstrip("\ufffd")

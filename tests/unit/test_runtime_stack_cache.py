@@ -1,0 +1,84 @@
+"""No KV or prefix state filled under one adapter-stack version serves a row on the next.
+
+A cache that outlives the stack version that filled it serves stale, unforgotten content. The
+scenario a prefix cache (or a shared KV block) would get wrong: a row on version N is decoding a
+prompt when version N+1 (a forget adapter) goes live; a new request with the same prompt must
+then decode exactly as it does alone on N+1, while the old row finishes exactly as on N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from server.adapters.lora import MultiLoRA
+from server.adapters.stack import ServingStack
+from server.runtime.model import load_model
+from server.runtime.scheduler import BatchScheduler, FinishEvent, GenerationRequest, Handle
+
+PROMPT = "Where was Orlan Vexmoor born?"
+
+
+def _deltas(model: torch.nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A rank-4 delta on every Linear layer, large enough to change the greedy tokens."""
+    gen = torch.Generator().manual_seed(7)
+    out = {}
+    for path, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and path != "lm_head":
+            out[path] = (torch.randn(4, mod.in_features, generator=gen) * 0.5,
+                         torch.randn(mod.out_features, 4, generator=gen) * 0.5)
+    return out
+
+
+async def _collect(handle: Handle) -> tuple[str, FinishEvent]:
+    texts = []
+    async for ev in handle.events():
+        texts.append(ev.text)
+        if isinstance(ev, FinishEvent):
+            return "".join(texts), ev
+    raise AssertionError("no finish event")
+
+
+def test_rows_after_a_swap_never_reuse_state_filled_under_the_old_version(tiny_model_dir: Path) -> None:
+    loaded = dataclasses.replace(load_model(tiny_model_dir), eos_ids=frozenset())
+    scheduler = BatchScheduler(loaded, max_batch=4, stream_interval=1)
+    lora = MultiLoRA(loaded.model)
+    scheduler.router = lora.router
+    prompt = tuple(loaded.tokenizer(PROMPT).input_ids)
+    new_version = ServingStack(1, ("forget-1",), lora_key=1)
+
+    def swap() -> None:  # what AdapterStackManager._switch does, between two decode steps
+        lora.install(1, _deltas(loaded.model))
+        scheduler.set_stack(new_version)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        old = scheduler.submit(GenerationRequest("old", prompt, 60), loop)
+        events = old.events()
+        first = await events.__anext__()  # its prompt's KV is now filled under version 0
+        await asyncio.wrap_future(scheduler.call_between_steps(swap))
+        new = scheduler.submit(GenerationRequest("new", prompt, 20), loop)
+        rest = [first.text]
+        async for ev in events:
+            rest.append(ev.text)
+            finish_old = ev
+        new_text, finish_new = await _collect(new)
+        alone_text, finish_alone = await _collect(scheduler.submit(GenerationRequest("alone", prompt, 20), loop))
+        return "".join(rest), finish_old, new_text, finish_new, alone_text, finish_alone
+
+    scheduler.start()
+    try:
+        old_text, finish_old, new_text, finish_new, alone_text, finish_alone = asyncio.run(scenario())
+    finally:
+        scheduler.shutdown()
+    ids = loaded.tokenizer(PROMPT, return_tensors="pt").input_ids
+    plain = loaded.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=20, do_sample=False,
+                                  eos_token_id=None, pad_token_id=loaded.pad_id)  # hooks idle: version 0
+    plain_text = loaded.tokenizer.decode(plain[0, ids.shape[1]:], skip_special_tokens=True)
+    assert (finish_old.stack_version, finish_new.stack_version, finish_alone.stack_version) == (0, 1, 1)
+    assert old_text.startswith(plain_text.rstrip("\ufffd"))  # the old row stayed on version 0
+    assert new_text == alone_text  # the new row: exactly as on version 1 alone, nothing reused
+    assert new_text != old_text[: len(new_text)]  # and the forget adapter does change the output
