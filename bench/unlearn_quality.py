@@ -45,7 +45,6 @@ from unlearn_engine.evaluation import evaluate  # noqa: E402
 from unlearn_engine.evaluation.attacks import (ATTACKS, AttackSets, AttackSettings,  # noqa: E402
                                                run_attacks)
 from unlearn_engine.methods import METHODS  # noqa: E402
-from unlearn_engine.stacking import activate, remove_adapter  # noqa: E402
 from unlearn_engine.trainer import SweepConfig, load_base, unlearn  # noqa: E402
 
 log = logging.getLogger("bench.unlearn_quality")
@@ -419,7 +418,7 @@ def sequential(args, model_dir: Path, corpus, people, tok, checkpoint=None) -> d
     base_retain = evaluate(load_base(model_dir)[0], tok, [], keep,
                            metrics=["fact_span_accuracy"])["retain.fact_span_accuracy"]
     model, _ = load_base(model_dir)
-    stack: list[str] = []
+    depth = 0  # adapters folded into ``model`` so far
     done: list[str] = []  # people whose adapter is stacked
     stack_all = args.sequential_stack == "all"
     steps = []
@@ -427,18 +426,17 @@ def sequential(args, model_dir: Path, corpus, people, tok, checkpoint=None) -> d
         fs = build_forget_set(ForgetRequest(subjects=(person,)), corpus, seed=args.seed)
         rs = build_retain_set(model, tok, corpus, exclude=fs, seed=args.seed + i)  # base + stack
         name = f"seq{i}"
-        model, res = unlearn(model, tok, fs, rs, args.sequential_method, stack=stack,
-                             adapter_name=name, seed=args.seed + i,
-                             forget_id=f"seq-{i}", sweep=sweep(args))
+        peft_model, res = unlearn(model, tok, fs, rs, args.sequential_method,
+                                  adapter_name=name, seed=args.seed + i,
+                                  forget_id=f"seq-{i}", sweep=sweep(args))
+        # As the server's worker does (trainer.fold_stack): the next job trains on the stack
+        # folded into the weights, so its cost does not grow with the depth.
         if res.passed or stack_all:
-            stack.append(name)
+            model = peft_model.merge_and_unload()
+            depth += 1
             done.append(person)
-        elif stack:
-            remove_adapter(model, name)
-        else:  # nothing stacked yet: back to the plain base model
-            model, _ = load_base(model_dir)
-        if stack:
-            activate(model, stack)
+        else:
+            model = peft_model.unload()
         # Every person asked so far (a failed job leaves its person remembered), and those
         # whose adapter is live.
         forgotten = [e for e in corpus if e.is_qa and e.split == "train"
@@ -449,7 +447,7 @@ def sequential(args, model_dir: Path, corpus, people, tok, checkpoint=None) -> d
         steps.append({"n": i + 1, "person": person, "passed": res.passed,
                       "stacked": person in done, "gate_reasons": list(res.gate.reasons),
                       "attempts": len(res.attempts), "train_s": res.train_s,
-                      "stack_size": len(stack),
+                      "stack_size": depth,
                       "forgotten_acc": m["forget.fact_span_accuracy"],
                       "stacked_forgotten_acc": ms.get("forget.fact_span_accuracy"),
                       "retain_acc": m["retain.fact_span_accuracy"],
