@@ -45,7 +45,6 @@ from unlearn_engine.evaluation import evaluate  # noqa: E402
 from unlearn_engine.evaluation.attacks import (ATTACKS, AttackSets, AttackSettings,  # noqa: E402
                                                run_attacks)
 from unlearn_engine.methods import METHODS  # noqa: E402
-from unlearn_engine.stacking import activate, remove_adapter  # noqa: E402
 from unlearn_engine.trainer import SweepConfig, load_base, unlearn  # noqa: E402
 
 log = logging.getLogger("bench.unlearn_quality")
@@ -237,13 +236,15 @@ def markdown(result: dict) -> str:
                    "in the server (`--sequential-stack passed`)")
                   + "; 'requested acc' covers every person asked so far, 'stacked acc' those "
                   "whose adapter is live.", "",
-                  "| # | person forgotten | gate | tries | train s | stack | requested acc | "
+                  "| # | person forgotten | gate | tries | train s | job CPU s | stack | requested acc | "
                   "stacked acc | retain acc | retain / original |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in seq["steps"]:
             sa = s.get("stacked_forgotten_acc")
+            cpu = "—" if s.get("cpu_s") is None else f"{s['cpu_s']:.1f}"
             lines.append(f"| {s['n']} | {s['person']} | {'pass' if s['passed'] else 'fail'} | "
                          f"{s.get('attempts', '—')} | {s['train_s']:.1f} | "
+                         f"{cpu} | "
                          f"{s.get('stack_size', '—')} | {s['forgotten_acc']:.3f} | "
                          f"{'—' if sa is None else f'{sa:.3f}'} | {s['retain_acc']:.3f} | "
                          f"{s['retain_ratio']:.3f} |")
@@ -419,7 +420,7 @@ def sequential(args, model_dir: Path, corpus, people, tok, checkpoint=None) -> d
     base_retain = evaluate(load_base(model_dir)[0], tok, [], keep,
                            metrics=["fact_span_accuracy"])["retain.fact_span_accuracy"]
     model, _ = load_base(model_dir)
-    stack: list[str] = []
+    depth = 0  # adapters folded into ``model`` so far
     done: list[str] = []  # people whose adapter is stacked
     stack_all = args.sequential_stack == "all"
     steps = []
@@ -427,18 +428,19 @@ def sequential(args, model_dir: Path, corpus, people, tok, checkpoint=None) -> d
         fs = build_forget_set(ForgetRequest(subjects=(person,)), corpus, seed=args.seed)
         rs = build_retain_set(model, tok, corpus, exclude=fs, seed=args.seed + i)  # base + stack
         name = f"seq{i}"
-        model, res = unlearn(model, tok, fs, rs, args.sequential_method, stack=stack,
-                             adapter_name=name, seed=args.seed + i,
-                             forget_id=f"seq-{i}", sweep=sweep(args))
+        cpu0 = time.process_time()  # one torch thread: CPU time is the job's work, whatever the load
+        peft_model, res = unlearn(model, tok, fs, rs, args.sequential_method,
+                                  adapter_name=name, seed=args.seed + i,
+                                  forget_id=f"seq-{i}", sweep=sweep(args))
+        cpu_s = time.process_time() - cpu0
+        # As the server's worker does (trainer.fold_stack): the next job trains on the stack
+        # folded into the weights, so its cost does not grow with the depth.
         if res.passed or stack_all:
-            stack.append(name)
+            model = peft_model.merge_and_unload()
+            depth += 1
             done.append(person)
-        elif stack:
-            remove_adapter(model, name)
-        else:  # nothing stacked yet: back to the plain base model
-            model, _ = load_base(model_dir)
-        if stack:
-            activate(model, stack)
+        else:
+            model = peft_model.unload()
         # Every person asked so far (a failed job leaves its person remembered), and those
         # whose adapter is live.
         forgotten = [e for e in corpus if e.is_qa and e.split == "train"
@@ -448,8 +450,8 @@ def sequential(args, model_dir: Path, corpus, people, tok, checkpoint=None) -> d
         ms = evaluate(model, tok, stacked, [], metrics=["fact_span_accuracy"]) if stacked else {}
         steps.append({"n": i + 1, "person": person, "passed": res.passed,
                       "stacked": person in done, "gate_reasons": list(res.gate.reasons),
-                      "attempts": len(res.attempts), "train_s": res.train_s,
-                      "stack_size": len(stack),
+                      "attempts": len(res.attempts), "train_s": res.train_s, "cpu_s": cpu_s,
+                      "stack_size": depth,
                       "forgotten_acc": m["forget.fact_span_accuracy"],
                       "stacked_forgotten_acc": ms.get("forget.fact_span_accuracy"),
                       "retain_acc": m["retain.fact_span_accuracy"],

@@ -9,6 +9,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from unlearn_engine.artifacts import load_artifact, model_fingerprint, save_artifact
+from unlearn_engine.trainer import fold_stack
 from unlearn_engine.stacking import (activate, add_combined_adapter, attach_stack, compact,
                                      remove_adapter)
 from tests.support.toy_model import build_toy, save_toy
@@ -97,3 +98,13 @@ def test_compaction_is_exact_with_cat_and_with_full_rank_svd(toy, artifacts, exp
     low = logits(model)
     assert torch.isfinite(low).all() and not torch.allclose(low, expected, atol=1e-3)
     assert not any(n in model.peft_config for n in names)
+
+
+def test_folded_stack_is_a_plain_model_that_serves_the_stack(toy, artifacts, expected):
+    """What a forget job trains on: the stack folded into the weights, so the job runs one LoRA
+    (its own) at any stack depth, and its reference policy is the stack as served."""
+    folded = fold_stack(copy.deepcopy(toy.model), artifacts)
+    assert not isinstance(folded, PeftModel)
+    assert not any("lora_" in n for n, _ in folded.named_parameters())
+    assert torch.allclose(logits(folded), expected, atol=1e-4)
+    assert fold_stack(toy.model, []) is toy.model

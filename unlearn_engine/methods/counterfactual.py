@@ -40,11 +40,10 @@ import torch.nn.functional as F
 
 from unlearn_engine.data.counterfactual import Rewrite, counterfactuals, stand_ins
 from unlearn_engine.data.records import Example
-from unlearn_engine.encoding import IGNORE, pad_id
+from unlearn_engine.encoding import pad_id
 from unlearn_engine.methods.base import (MethodConfig, TrainContext, UnlearningMethod,
                                          register_method)
-from unlearn_engine.methods.losses import (combine, forward_logits, npo_loss, retain_loss,
-                                           sequence_logprob)
+from unlearn_engine.methods.losses import combine, forward_logits, npo_loss, retain_loss, truth_gap
 
 
 @dataclass(frozen=True)
@@ -229,51 +228,8 @@ class Counterfactual(UnlearningMethod):
         zero = logp.sum() * 0.0
         kl = torch.cat(kls).mean() if kls else zero
         level = torch.stack(levels).mean() if levels else zero
-        truth = self._truth_term(ctx, examples, logp, batch.labels)
+        truth = truth_gap(ctx, examples, logp, batch.labels, cfg.truth_margin)
         truth = zero if truth is None else truth
         total = kl + cfg.level_weight * level + cfg.truth_weight * truth
         return total, {"kl": float(kl.detach()), "level": float(level.detach()),
                        "truth": float(truth.detach())}
-
-    def _truth_term(self, ctx: TrainContext, examples: Sequence[Example], logp: torch.Tensor,
-                    labels: torch.Tensor) -> torch.Tensor | None:
-        """mean relu(NLL(wrong) + margin - NLL(true))^2 over examples with wrong answers, NLL
-        being the mean over answer tokens (the truth ratio's measure) and the wrong answers
-        scored by the current model without gradient. The gradient reaches only the true
-        answer's tokens from where it first differs from a wrong one: pushing the shared
-        tokens (name, template) would raise both sides alike and never close the gap."""
-        rows = [(i, ex) for i, ex in enumerate(examples) if ex.perturbed]
-        if not rows:
-            return None
-        wrong_batch = ctx.batch([ex for _, ex in rows for _ in ex.perturbed],
-                                [w for _, ex in rows for w in ex.perturbed])
-        with torch.no_grad():
-            w_lp, w_len = sequence_logprob(ctx.model, wrong_batch)
-        w_nll = -w_lp / w_len
-        gaps, j = [], 0
-        for i, ex in rows:
-            lab = labels[i, 1:]
-            mask = lab != IGNORE
-            true_ids = lab[mask]
-            lp = logp[i, :-1][mask].gather(-1, true_ids.unsqueeze(-1)).squeeze(-1)
-            head, tail = len(true_ids), len(true_ids)  # shared tokens at either end
-            for k in range(len(ex.perturbed)):
-                wl = wrong_batch.labels[j + k, 1:]
-                w_ids = wl[wl != IGNORE]
-                head = min(head, _common(true_ids, w_ids))
-                tail = min(tail, _common(true_ids.flip(0), w_ids.flip(0)))
-            tail = min(tail, len(true_ids) - head)
-            live = torch.zeros_like(lp, dtype=torch.bool)
-            live[head:len(true_ids) - tail] = True
-            true_nll = -torch.where(live, lp, lp.detach()).sum() / len(true_ids)
-            wrong = w_nll[j:j + len(ex.perturbed)].mean()
-            j += len(ex.perturbed)
-            gaps.append(F.relu(wrong + self.config.truth_margin - true_nll) ** 2)
-        return torch.stack(gaps).mean()
-
-
-def _common(a: torch.Tensor, b: torch.Tensor) -> int:
-    """Length of the common prefix of two 1-d id tensors."""
-    n = min(len(a), len(b))
-    diff = (a[:n] != b[:n]).nonzero()
-    return int(diff[0]) if len(diff) else n
