@@ -7,7 +7,7 @@ erased by `activate` and `fail`; nothing else in the interface returns content.
 from __future__ import annotations
 
 import abc
-from typing import Sequence
+from typing import Callable, Sequence
 
 from server.forget.jobs import (AdapterRecord, ForgetJob, ForgetPayload, ForgetResolution, ForgetState, JobProgress,
                                 StackRecord)
@@ -27,6 +27,17 @@ class IdempotencyConflict(LedgerError):
 
 class NotOwner(LedgerError):
     """A worker tried to finish a job it no longer owns (it was re-queued or finished elsewhere)."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger cannot be reached (a shared database restarting): retry later, nothing was lost."""
+
+
+class StackHold:
+    """Held while a replica builds and commits a stack version (`ForgetLedger.hold_stack`)."""
+
+    def release(self) -> None:
+        pass
 
 
 class ForgetLedger(abc.ABC):
@@ -141,6 +152,18 @@ class ForgetLedger(abc.ABC):
 
     @abc.abstractmethod
     def activated_at(self, adapter_id: str) -> float: ...
+
+    def hold_stack(self) -> StackHold:
+        """Keep every other replica from committing a stack version until `release()`. One node
+        (SQLite) has no other replica: the coordinator's own lock is enough."""
+        return StackHold()
+
+    # ---- other replicas --------------------------------------------------------------------
+    def listen(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        """Call `on_change(what)` from another thread when another process changed what replicas
+        serve (guard entries, stack versions), and with "connected" after each (re)connect; returns
+        a function that stops listening. One node has nobody else to hear: it never calls."""
+        return lambda: None
 
     # ---- guard hits --------------------------------------------------------------------------
     @abc.abstractmethod

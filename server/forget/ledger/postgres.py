@@ -1,0 +1,504 @@
+"""PostgreSQL ledger: the shared state of several replicas and workers (psycopg 3 + its pool).
+
+Same interface and guarantees as the SQLite ledger: every method is one transaction, committed
+(WAL flushed, synchronous_commit on) before it returns, so a Forget is durable before its ack;
+idempotency keys are UNIQUE, so two replicas racing on one key agree on one job; worker writes
+are fenced by a row lock on the job (`FOR UPDATE`) and its owner; jobs are claimed with
+`FOR UPDATE SKIP LOCKED`, so any number of workers share the queue without waiting on each
+other; stack versions are serialised by an advisory lock. Changes other replicas must apply
+(guard entries, stack versions) send a NOTIFY on `CHANNEL` inside their transaction, so it is
+delivered exactly when the change is visible; `listen()` hears them.
+
+Does not make erasure stronger than deleting rows: PostgreSQL's WAL, standbys and backups keep
+deleted rows, so keeping forgotten plaintext out of them is the job of per-forget sealing above
+this module (issue 16). The schema and its migrations live in pg_schema.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hmac
+import json
+import logging
+import threading
+import time
+from typing import Any, Callable, Iterator, Sequence
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from server.forget.jobs import (AdapterRecord, ForgetJob, ForgetPayload, ForgetResolution, ForgetState, JobProgress,
+                                MatchCounts, StackRecord, Transition)
+from server.forget.ledger.base import (ForgetLedger, IdempotencyConflict, LedgerError, LedgerUnavailable, NotOwner,
+                                       StackHold, UnknownForget)
+from server.forget.ledger.pg_schema import STACK_LOCK, migrate
+from server.forget.ledger.sqlite import new_forget_id
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "lethe_ledger"
+_WORKING = (ForgetState.TRAINING.value, ForgetState.VERIFYING.value)
+
+
+class PostgresLedger(ForgetLedger):
+    def __init__(self, url: str, pool_size: int = 4, timeout_seconds: float = 10.0):
+        self.url = url
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, timeout=timeout_seconds, open=False,
+                                    kwargs={"row_factory": dict_row}, name="lethe-ledger")
+        try:
+            self._pool.open(wait=True, timeout=timeout_seconds)
+        except PoolTimeout as exc:
+            self._pool.close()
+            raise LedgerUnavailable(f"cannot reach the PostgreSQL ledger at {redact(url)} "
+                                    f"within {timeout_seconds:.0f} s") from exc
+        with self._tx() as db:
+            migrate(db)
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection]:
+        """One transaction on a pooled connection: committed on exit, rolled back on error.
+        A lost or unreachable database surfaces as LedgerUnavailable (UNAVAILABLE at the edge)."""
+        try:
+            with self._pool.connection() as conn:
+                with conn.transaction():
+                    yield conn
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise LedgerUnavailable(f"the PostgreSQL ledger is unavailable: {type(exc).__name__}") from exc
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # ---- forget requests -------------------------------------------------------------------
+    def submit(self, payload: ForgetPayload, method: str, reason: str, idempotency_key: str | None,
+               actor: str, content_digest: str = "") -> tuple[ForgetJob, bool]:
+        now = time.time()
+        fid = new_forget_id()
+        with self._tx() as db:
+            # ON CONFLICT waits for a concurrent insert of the same key to commit, then yields:
+            # two replicas given one key at once end with one job.
+            row = db.execute(
+                "INSERT INTO forgets (forget_id, idempotency_key, state, method, reason, num_texts, num_qa, "
+                "num_subjects, created_at, updated_at, content_hmac) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                "ON CONFLICT (idempotency_key) DO NOTHING RETURNING forget_id",
+                (fid, idempotency_key or None, ForgetState.PENDING.value, method, reason, len(payload.texts),
+                 len(payload.qa_pairs), len(payload.subjects), now, now, content_digest)).fetchone()
+            if row is None:
+                known = db.execute("SELECT forget_id, content_hmac FROM forgets WHERE idempotency_key = %s",
+                                   (idempotency_key,)).fetchone()
+                if known["content_hmac"] and content_digest and not hmac.compare_digest(known["content_hmac"],
+                                                                                         content_digest):
+                    raise IdempotencyConflict(f"idempotency key of {known['forget_id']} reused with other content")
+                return self._job(db, known["forget_id"]), False
+            db.execute("INSERT INTO payloads (forget_id, payload) VALUES (%s, %s)", (fid, payload.to_json()))
+            self._log_transition(db, fid, ForgetState.PENDING, now)
+            self._audit(db, actor, "forget", fid, {"content_hmac": content_digest, "method": method,
+                                                   "texts": len(payload.texts), "qa_pairs": len(payload.qa_pairs),
+                                                   "subjects": len(payload.subjects)})
+            return self._job(db, fid), True
+
+    def arm(self, forget_id: str, guard_entries: bytes, resolution: ForgetResolution | None = None) -> ForgetJob:
+        with self._tx() as db:
+            db.execute("UPDATE forgets SET guard_entries = %s WHERE forget_id = %s", (guard_entries, forget_id))
+            if resolution is not None:
+                c = resolution.counts
+                db.execute("INSERT INTO resolutions (forget_id, corpus_digest, counts, entry_ids) "
+                           "VALUES (%s,%s,%s,%s) ON CONFLICT (forget_id) DO UPDATE SET "
+                           "corpus_digest = excluded.corpus_digest, counts = excluded.counts, "
+                           "entry_ids = excluded.entry_ids",
+                           (forget_id, c.corpus_digest, json.dumps([c.texts, c.qa_pairs, c.subjects]),
+                            json.dumps(list(resolution.entry_ids))))
+            self._set_state(db, forget_id, ForgetState.FILTERING, "guard armed")
+            self._notify(db, f"guard:{forget_id}")
+            return self._job(db, forget_id)
+
+    def guard_entries(self) -> list[tuple[str, bytes, ForgetState]]:
+        with self._tx() as db:
+            rows = db.execute("SELECT forget_id, guard_entries, state FROM forgets "
+                              "WHERE guard_entries IS NOT NULL ORDER BY seq").fetchall()
+        return [(r["forget_id"], bytes(r["guard_entries"]), ForgetState(r["state"])) for r in rows]
+
+    def pending_payloads(self) -> list[tuple[str, ForgetPayload]]:
+        return self._payloads("f.state = %s")
+
+    def armed_payloads(self) -> list[tuple[str, ForgetPayload]]:
+        return self._payloads("f.state != %s")
+
+    def _payloads(self, condition: str) -> list[tuple[str, ForgetPayload]]:
+        with self._tx() as db:
+            rows = db.execute("SELECT f.forget_id, p.payload FROM forgets f JOIN payloads p USING (forget_id) "
+                              f"WHERE {condition} ORDER BY f.seq", (ForgetState.PENDING.value,)).fetchall()
+        return [(r["forget_id"], ForgetPayload.from_json(r["payload"])) for r in rows]
+
+    def resolution(self, forget_id: str) -> ForgetResolution | None:
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM resolutions WHERE forget_id = %s", (forget_id,)).fetchone()
+        return None if row is None else ForgetResolution(_counts(row), tuple(json.loads(row["entry_ids"])))
+
+    def update_guard_entries(self, forget_id: str, guard_entries: bytes) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE forgets SET guard_entries = %s WHERE forget_id = %s", (guard_entries, forget_id))
+            self._notify(db, f"guard:{forget_id}")
+
+    def get(self, forget_id: str) -> ForgetJob:
+        with self._tx() as db:
+            return self._job(db, forget_id)
+
+    def list(self, states: Sequence[ForgetState] = (), limit: int = 50, before: str | None = None) -> list[ForgetJob]:
+        sql, args = "SELECT forget_id FROM forgets WHERE TRUE", []
+        if states:
+            sql += " AND state = ANY(%s)"
+            args.append([s.value for s in states])
+        if before:
+            sql += " AND seq < (SELECT seq FROM forgets WHERE forget_id = %s)"
+            args.append(before)
+        sql += " ORDER BY seq DESC LIMIT %s"
+        args.append(limit)
+        with self._tx() as db:
+            ids = [r["forget_id"] for r in db.execute(sql, args).fetchall()]
+            return [self._job(db, fid) for fid in ids]
+
+    def counts_by_state(self) -> dict[ForgetState, int]:
+        with self._tx() as db:
+            rows = db.execute("SELECT state, COUNT(*) AS n FROM forgets GROUP BY state").fetchall()
+        counts = {s: 0 for s in ForgetState}
+        counts.update({ForgetState(r["state"]): r["n"] for r in rows})
+        return counts
+
+    # ---- the worker ------------------------------------------------------------------------
+    def claim_next(self, worker_id: str) -> tuple[ForgetJob, ForgetPayload] | None:
+        with self._tx() as db:
+            # SKIP LOCKED: a job another worker is claiming right now is passed over, not waited on.
+            row = db.execute(
+                "SELECT f.forget_id, p.payload FROM forgets f JOIN payloads p USING (forget_id) "
+                "WHERE f.state = %s ORDER BY f.seq LIMIT 1 FOR UPDATE OF f SKIP LOCKED",
+                (ForgetState.FILTERING.value,)).fetchone()
+            if row is None:
+                return None
+            fid = row["forget_id"]
+            db.execute("UPDATE forgets SET worker_id = %s WHERE forget_id = %s", (worker_id, fid))
+            self._set_state(db, fid, ForgetState.TRAINING)
+            self._beat(db, worker_id)
+            return self._job(db, fid), ForgetPayload.from_json(row["payload"])
+
+    def heartbeat(self, worker_id: str) -> None:
+        with self._tx() as db:
+            self._beat(db, worker_id)
+
+    @staticmethod
+    def _beat(db: psycopg.Connection, worker_id: str) -> None:
+        db.execute("INSERT INTO workers (worker_id, heartbeat) VALUES (%s, %s) "
+                   "ON CONFLICT (worker_id) DO UPDATE SET heartbeat = excluded.heartbeat", (worker_id, time.time()))
+
+    def last_heartbeat(self, excluding: str | None = None) -> float | None:
+        with self._tx() as db:
+            row = db.execute("SELECT MAX(heartbeat) AS h FROM workers WHERE worker_id IS DISTINCT FROM %s",
+                             (excluding,)).fetchone()
+        return row["h"]
+
+    def requeue_orphans(self, older_than: float) -> list[str]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT f.forget_id FROM forgets f LEFT JOIN workers w USING (worker_id) "
+                "WHERE f.state = ANY(%s) AND f.adapter_id = '' AND (w.heartbeat IS NULL OR w.heartbeat < %s) "
+                "ORDER BY f.seq FOR UPDATE OF f SKIP LOCKED", (list(_WORKING), older_than)).fetchall()
+            for r in rows:
+                self._set_state(db, r["forget_id"], ForgetState.FILTERING, "requeued: worker stopped")
+            return [r["forget_id"] for r in rows]
+
+    def record_progress(self, forget_id: str, progress: JobProgress, worker_id: str | None = None) -> None:
+        data = json.dumps(dataclasses.asdict(progress))
+        with self._tx() as db:
+            self._check_owner(db, forget_id, worker_id)
+            db.execute("INSERT INTO progress (forget_id, data) VALUES (%s, %s)", (forget_id, data))
+            if worker_id is not None:
+                self._beat(db, worker_id)
+
+    def progress_after(self, forget_id: str, seq: int) -> list[tuple[int, JobProgress]]:
+        with self._tx() as db:
+            rows = db.execute("SELECT seq, data FROM progress WHERE forget_id = %s AND seq > %s ORDER BY seq",
+                              (forget_id, seq)).fetchall()
+        return [(r["seq"], JobProgress(**json.loads(r["data"]))) for r in rows]
+
+    def transition(self, forget_id: str, state: ForgetState, detail: str = "", attempts: int | None = None,
+                   metrics: dict[str, float] | None = None, worker_id: str | None = None) -> ForgetJob:
+        with self._tx() as db:
+            self._check_owner(db, forget_id, worker_id)
+            self._set_counters(db, forget_id, attempts, metrics)
+            self._set_state(db, forget_id, state, detail)
+            return self._job(db, forget_id)
+
+    def record_adapter(self, adapter: AdapterRecord, attempts: int | None = None, probes: bytes = b"",
+                       worker_id: str | None = None) -> ForgetJob:
+        with self._tx() as db:
+            self._check_owner(db, adapter.forget_id, worker_id)
+            db.execute(
+                "INSERT INTO adapters (adapter_id, forget_id, path, sha256, method, rank, size_bytes, created_at, "
+                "metrics) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (adapter.adapter_id, adapter.forget_id, adapter.path, adapter.sha256, adapter.method, adapter.rank,
+                 adapter.size_bytes, adapter.created_at, json.dumps(adapter.metrics)))
+            db.execute("UPDATE forgets SET adapter_id = %s, metrics = %s, updated_at = %s WHERE forget_id = %s",
+                       (adapter.adapter_id, json.dumps(adapter.metrics), time.time(), adapter.forget_id))
+            self._set_counters(db, adapter.forget_id, attempts, None)
+            if probes:
+                db.execute("INSERT INTO probes (forget_id, sealed) VALUES (%s, %s) ON CONFLICT (forget_id) "
+                           "DO UPDATE SET sealed = excluded.sealed", (adapter.forget_id, probes))
+            return self._job(db, adapter.forget_id)
+
+    @staticmethod
+    def _check_owner(db: psycopg.Connection, forget_id: str, worker_id: str | None) -> None:
+        if worker_id is None:
+            return
+        # FOR UPDATE: a concurrent requeue (another replica) waits for this write, or this write
+        # waits for it and then sees the job is no longer ours.
+        row = db.execute("SELECT state, worker_id FROM forgets WHERE forget_id = %s FOR UPDATE",
+                         (forget_id,)).fetchone()
+        if row is None:
+            raise UnknownForget(forget_id)
+        if row["worker_id"] != worker_id or row["state"] not in _WORKING:
+            raise NotOwner(f"{forget_id} is {row['state']} and owned by another worker")
+
+    def monitor_probes(self) -> list[tuple[str, str, bytes]]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT f.forget_id, f.method, p.sealed FROM forgets f JOIN probes p USING (forget_id) "
+                "WHERE f.state = %s ORDER BY f.seq", (ForgetState.ACTIVE.value,)).fetchall()
+        return [(r["forget_id"], r["method"], bytes(r["sealed"])) for r in rows]
+
+    def fail(self, forget_id: str, reason: str, metrics: dict[str, float] | None = None,
+             attempts: int | None = None, worker_id: str | None = None) -> ForgetJob:
+        with self._tx() as db:
+            self._check_owner(db, forget_id, worker_id)
+            db.execute("UPDATE forgets SET failure_reason = %s WHERE forget_id = %s", (reason, forget_id))
+            self._set_counters(db, forget_id, attempts, metrics)
+            self._set_state(db, forget_id, ForgetState.FAILED, reason)
+            self._erase_plaintext(db, forget_id)
+            db.execute("DELETE FROM probes WHERE forget_id = %s", (forget_id,))
+            self._notify(db, f"guard:{forget_id}")
+            return self._job(db, forget_id)
+
+    # ---- the adapter stack -----------------------------------------------------------------
+    def adapter(self, adapter_id: str) -> AdapterRecord:
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM adapters WHERE adapter_id = %s", (adapter_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"unknown adapter {adapter_id}")
+        return AdapterRecord(row["adapter_id"], row["forget_id"], row["path"], row["sha256"], row["method"],
+                             row["rank"], row["size_bytes"], row["created_at"], json.loads(row["metrics"]))
+
+    def awaiting_swap(self) -> list[ForgetJob]:
+        with self._tx() as db:
+            ids = [r["forget_id"] for r in db.execute(
+                "SELECT forget_id FROM forgets WHERE state = %s AND adapter_id != '' ORDER BY seq",
+                (ForgetState.VERIFYING.value,)).fetchall()]
+            return [self._job(db, fid) for fid in ids]
+
+    def current_stack(self) -> StackRecord:
+        with self._tx() as db:
+            return self._stack(db)
+
+    def hold_stack(self) -> StackHold:
+        return _AdvisoryHold(self._pool)
+
+    @staticmethod
+    def _stack(db: psycopg.Connection) -> StackRecord:
+        row = db.execute("SELECT * FROM stacks ORDER BY version DESC LIMIT 1").fetchone()
+        return StackRecord(row["version"], tuple(json.loads(row["adapter_ids"])), row["created_at"])
+
+    def _new_stack(self, db: psycopg.Connection, expected_version: int, adapter_ids: tuple[str, ...]) -> StackRecord:
+        current = self._stack(db)
+        if current.version != expected_version:
+            raise LedgerError(f"stack moved: expected v{expected_version}, ledger has v{current.version}")
+        now = time.time()
+        db.execute("INSERT INTO stacks (version, adapter_ids, created_at) VALUES (%s, %s, %s)",
+                   (current.version + 1, json.dumps(list(adapter_ids)), now))
+        self._notify(db, f"stack:{current.version + 1}")
+        return StackRecord(current.version + 1, adapter_ids, now)
+
+    def activate(self, forget_id: str, expected_version: int) -> StackRecord:
+        with self._tx() as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (STACK_LOCK,))  # one new version at a time
+            job = self._job(db, forget_id)
+            current = self._stack(db)
+            if not job.adapter_id or job.adapter_id in current.adapter_ids:
+                raise LedgerError(f"{forget_id} has no adapter to activate or it is already in the stack")
+            stack = self._new_stack(db, expected_version, (*current.adapter_ids, job.adapter_id))
+            db.execute("UPDATE adapters SET activated_at = %s WHERE adapter_id = %s", (stack.created_at, job.adapter_id))
+            db.execute("UPDATE forgets SET stack_version = %s WHERE forget_id = %s", (stack.version, forget_id))
+            self._set_state(db, forget_id, ForgetState.ACTIVE, f"stack v{stack.version}")
+            self._erase_plaintext(db, forget_id)
+            return stack
+
+    def deactivate(self, adapter_id: str, expected_version: int, reason: str, actor: str) -> StackRecord:
+        with self._tx() as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (STACK_LOCK,))
+            current = self._stack(db)
+            if adapter_id not in current.adapter_ids:
+                raise LedgerError(f"adapter {adapter_id} is not in the active stack")
+            stack = self._new_stack(db, expected_version, tuple(a for a in current.adapter_ids if a != adapter_id))
+            row = db.execute("SELECT forget_id FROM adapters WHERE adapter_id = %s", (adapter_id,)).fetchone()
+            self._set_state(db, row["forget_id"], ForgetState.DEACTIVATED, f"stack v{stack.version}")
+            db.execute("DELETE FROM probes WHERE forget_id = %s", (row["forget_id"],))
+            self._audit(db, actor, "deactivate_adapter", adapter_id,
+                        {"forget_id": row["forget_id"], "stack_version": stack.version, "reason": reason})
+            return stack
+
+    def activated_at(self, adapter_id: str) -> float:
+        with self._tx() as db:
+            row = db.execute("SELECT activated_at FROM adapters WHERE adapter_id = %s", (adapter_id,)).fetchone()
+        return float(row["activated_at"] or 0.0) if row else 0.0
+
+    # ---- guard hits --------------------------------------------------------------------------
+    def add_guard_hits(self, counts: dict[tuple[str, str, str], int]) -> None:
+        if not counts:
+            return
+        with self._tx() as db:
+            with db.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO guard_hits (forget_id, stage, phase, count) VALUES (%s,%s,%s,%s) "
+                    "ON CONFLICT (forget_id, stage, phase) DO UPDATE SET count = guard_hits.count + excluded.count",
+                    [(*key, n) for key, n in sorted(counts.items())])  # sorted: replicas lock rows in one order
+
+    # ---- audit -----------------------------------------------------------------------------
+    def audit(self, actor: str, action: str, target: str, details: dict[str, object]) -> None:
+        with self._tx() as db:
+            self._audit(db, actor, action, target, details)
+
+    @staticmethod
+    def _audit(db: psycopg.Connection, actor: str, action: str, target: str, details: dict[str, object]) -> None:
+        db.execute("INSERT INTO audit (at, actor, action, target, details) VALUES (%s,%s,%s,%s,%s)",
+                   (time.time(), actor, action, target, json.dumps(details, sort_keys=True)))
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, object]]:
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT %s", (limit,)).fetchall()
+        return [{**r, "details": json.loads(r["details"])} for r in rows]
+
+    # ---- other replicas --------------------------------------------------------------------
+    def listen(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        listener = _Listener(self.url, on_change)
+        listener.start()
+        return listener.stop
+
+    # ---- helpers ---------------------------------------------------------------------------
+    @staticmethod
+    def _notify(db: psycopg.Connection, what: str) -> None:
+        db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, what))  # delivered at commit, never before
+
+    @staticmethod
+    def _erase_plaintext(db: psycopg.Connection, forget_id: str) -> None:
+        db.execute("DELETE FROM payloads WHERE forget_id = %s", (forget_id,))
+        # the entry ids point at the subject's corpus entries: they go with the plaintext
+        db.execute("UPDATE resolutions SET entry_ids = '[]' WHERE forget_id = %s", (forget_id,))
+
+    @staticmethod
+    def _set_counters(db: psycopg.Connection, forget_id: str, attempts: int | None,
+                      metrics: dict[str, float] | None) -> None:
+        if attempts is not None:
+            db.execute("UPDATE forgets SET attempts = %s WHERE forget_id = %s", (attempts, forget_id))
+        if metrics is not None:
+            db.execute("UPDATE forgets SET metrics = %s WHERE forget_id = %s", (json.dumps(metrics), forget_id))
+
+    def _set_state(self, db: psycopg.Connection, forget_id: str, state: ForgetState, detail: str = "") -> None:
+        now = time.time()
+        cur = db.execute("UPDATE forgets SET state = %s, updated_at = %s WHERE forget_id = %s",
+                         (state.value, now, forget_id))
+        if cur.rowcount == 0:
+            raise UnknownForget(forget_id)
+        self._log_transition(db, forget_id, state, now, detail)
+
+    @staticmethod
+    def _log_transition(db: psycopg.Connection, forget_id: str, state: ForgetState, at: float,
+                        detail: str = "") -> None:
+        db.execute("INSERT INTO transitions (forget_id, state, at, detail) VALUES (%s,%s,%s,%s)",
+                   (forget_id, state.value, at, detail))
+
+    @staticmethod
+    def _job(db: psycopg.Connection, forget_id: str) -> ForgetJob:
+        r = db.execute("SELECT * FROM forgets WHERE forget_id = %s", (forget_id,)).fetchone()
+        if r is None:
+            raise UnknownForget(forget_id)
+        transitions = tuple(Transition(ForgetState(t["state"]), t["at"], t["detail"]) for t in db.execute(
+            "SELECT state, at, detail FROM transitions WHERE forget_id = %s ORDER BY seq", (forget_id,)))
+        hits = tuple((h["stage"], h["phase"], h["count"]) for h in db.execute(
+            "SELECT stage, phase, count FROM guard_hits WHERE forget_id = %s ORDER BY stage, phase", (forget_id,)))
+        res = db.execute("SELECT * FROM resolutions WHERE forget_id = %s", (forget_id,)).fetchone()
+        return ForgetJob(
+            forget_id=r["forget_id"], state=ForgetState(r["state"]), method=r["method"], reason=r["reason"],
+            num_texts=r["num_texts"], num_qa_pairs=r["num_qa"], num_subjects=r["num_subjects"],
+            created_at=r["created_at"], updated_at=r["updated_at"], failure_reason=r["failure_reason"],
+            adapter_id=r["adapter_id"], stack_version=r["stack_version"], attempts=r["attempts"],
+            metrics=json.loads(r["metrics"]), transitions=transitions, guard_hits=hits,
+            matches=_counts(res) if res is not None else MatchCounts())
+
+
+def _counts(row: dict[str, Any]) -> MatchCounts:
+    texts, qa, subjects = json.loads(row["counts"])
+    return MatchCounts(tuple(texts), tuple(qa), tuple(subjects), row["corpus_digest"])
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info.pop("password", None)
+    return " ".join(f"{k}={v}" for k, v in sorted(info.items()))
+
+
+class _AdvisoryHold(StackHold):
+    """A session-level advisory lock on one pooled connection, held across a replica's local
+    swap: no other replica commits a stack version meanwhile, so a version number this replica
+    builds is never given other adapters by someone else. Dies with the session if we do."""
+
+    def __init__(self, pool: ConnectionPool):
+        self._pool = pool
+        try:
+            self._conn = pool.getconn()
+            self._conn.autocommit = True
+            self._conn.execute("SELECT pg_advisory_lock(%s)", (STACK_LOCK,))
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise LedgerUnavailable(f"the PostgreSQL ledger is unavailable: {type(exc).__name__}") from exc
+
+    def release(self) -> None:
+        try:
+            self._conn.execute("SELECT pg_advisory_unlock(%s)", (STACK_LOCK,))
+        except psycopg.Error:
+            logger.warning("could not release the stack lock; it goes with the connection")
+        finally:
+            self._conn.autocommit = False
+            self._pool.putconn(self._conn)
+
+
+class _Listener:
+    """LISTEN on CHANNEL over a connection of its own, in a daemon thread; reconnects with
+    back-off. After every (re)connect it reports "connected": notifications sent while it was
+    away are lost, so the caller reconciles in full."""
+
+    def __init__(self, url: str, on_change: Callable[[str], None]):
+        self._url = url
+        self._on_change = on_change
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ledger-listen", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    backoff = 0.5
+                    self._on_change("connected")
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            self._on_change(note.payload)
+            except psycopg.Error as exc:
+                logger.warning("ledger notifications lost (%s); reconnecting in %.1f s", type(exc).__name__, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)

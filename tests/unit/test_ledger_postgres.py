@@ -1,0 +1,90 @@
+"""What only the shared PostgreSQL ledger has to get right: replicas starting together, racing
+on one idempotency key, workers sharing the queue, notifications to other replicas, and an
+unreachable database reported as such. (The guarantees both ledgers share: test_ledger*.py.)"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Callable
+
+import pytest
+
+from server.forget.jobs import ForgetPayload
+from server.forget.ledger import LedgerUnavailable
+from server.forget.ledger.pg_schema import LATEST
+from server.forget.ledger.postgres import PostgresLedger
+
+
+def _together(n: int, fn: Callable[[int], Any]) -> list[Any]:
+    """Run fn(0..n-1) in n threads released at once; their results (or exceptions) in order."""
+    start, out = threading.Barrier(n), [None] * n
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            out[i] = fn(i)
+        except Exception as exc:  # the test asserts on it
+            out[i] = exc
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def test_replicas_starting_at_once_migrate_exactly_once(postgres_url: str) -> None:
+    ledgers = _together(4, lambda i: PostgresLedger(postgres_url, pool_size=1))
+    assert all(isinstance(l, PostgresLedger) for l in ledgers), ledgers
+    import psycopg
+
+    with psycopg.connect(postgres_url) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        stacks = conn.execute("SELECT COUNT(*) FROM stacks").fetchone()[0]
+    assert versions == list(range(1, LATEST + 1)) and stacks == 1
+    for ledger in ledgers:
+        ledger.close()
+
+
+def test_one_idempotency_key_on_two_replicas_at_once_is_one_job(postgres_url: str) -> None:
+    replicas = [PostgresLedger(postgres_url, pool_size=1) for _ in range(2)]
+    payload = ForgetPayload(subjects=("Ann Lee",))
+    results = _together(2, lambda i: replicas[i].submit(payload, "npo", "r", "key-1", "op", "d1"))
+    assert {job.forget_id for job, _ in results} == {results[0][0].forget_id}
+    assert sorted(created for _, created in results) == [False, True]
+    assert len(replicas[0].audit_log()) == 1  # one job, one audit row
+    for ledger in replicas:
+        ledger.close()
+
+
+def test_workers_claim_different_jobs_without_waiting(postgres_url: str) -> None:
+    server = PostgresLedger(postgres_url)
+    for name in ("Ann Lee", "Bo Chen"):
+        job, _ = server.submit(ForgetPayload(subjects=(name,)), "npo", "r", None, "op")
+        server.arm(job.forget_id, b"entries")
+    workers = [PostgresLedger(postgres_url, pool_size=1) for _ in range(3)]
+    claims = _together(3, lambda i: workers[i].claim_next(f"w{i}"))
+    won = [c[0].forget_id for c in claims if c is not None]
+    assert len(won) == 2 and len(set(won)) == 2  # SKIP LOCKED: two jobs, two workers, nobody twice
+    for ledger in (server, *workers):
+        ledger.close()
+
+
+def test_other_replicas_hear_arming_and_stack_changes(postgres_url: str) -> None:
+    a, b = PostgresLedger(postgres_url), PostgresLedger(postgres_url)
+    heard: queue.Queue[str] = queue.Queue()
+    stop = b.listen(heard.put)
+    assert heard.get(timeout=30) == "connected"  # listening before anything below is committed
+    job, _ = a.submit(ForgetPayload(subjects=("Ann Lee",)), "npo", "r", None, "op")
+    a.arm(job.forget_id, b"entries")
+    assert heard.get(timeout=30) == f"guard:{job.forget_id}"
+    stop()
+    a.close()
+    b.close()
+
+
+def test_an_unreachable_database_is_unavailable_not_a_crash(postgres_cluster: Any) -> None:
+    url = postgres_cluster.url("postgres").replace(str(postgres_cluster.port), "1")  # nothing listens on port 1
+    with pytest.raises(LedgerUnavailable, match="cannot reach"):
+        PostgresLedger(url, timeout_seconds=1)
