@@ -29,7 +29,8 @@ from server.auth import TokenAuthInterceptor, caller_label, ensure_operator_toke
 from server.forget.coordinator import ForgetCoordinator
 from server.forget.hits import HitTally
 from server.forget.layout import DataDir
-from server.forget.ledger import SqliteLedger
+from server.forget.follower import ReplicaFollower
+from server.forget.ledger import open_ledger
 from server.forget.monitor import LeakageMonitor, MonitorConfig
 from server.forget.resolution import CorpusResolver, corpus_file
 from server.forget.supervisor import WorkerSupervisor
@@ -77,7 +78,7 @@ class LetheServer:
         self.health = health.aio.HealthServicer()
         self.operator_token = ensure_operator_token(settings.data_dir, settings.operator_token)
         self.data = DataDir(settings.data_dir)
-        self.ledger = SqliteLedger(self.data.ledger)
+        self.ledger = open_ledger(settings.ledger_url, self.data.ledger)
         self.hits = HitTally(self.ledger)
         secret = self.data.guard_secret()
         self.guard = LeakageGuard(
@@ -100,6 +101,7 @@ class LetheServer:
             MonitorConfig(interval_seconds=settings.monitor_interval_seconds,
                           probes_per_round=settings.monitor_probes))
         self.coordinator.on_stack_change = self.monitor.poke
+        self.follower = ReplicaFollower(self.ledger, self.guard, self.coordinator, settings.reconcile_seconds)
         self.generator = GuardedGenerator(self.runtime, self.guard, self.metrics,  # gRPC and HTTP alike
                                           settings.max_prompt_chars, settings.filtered_response == "private")
         self.worker: WorkerSupervisor | None = None
@@ -116,6 +118,7 @@ class LetheServer:
         self._coordinator_task: asyncio.Task | None = None
         self._monitor_task: asyncio.Task | None = None
         self._hits_task: asyncio.Task | None = None
+        self._follower_task: asyncio.Task | None = None
         self.load_error: BaseException | None = None
 
     def _on_guard_hit(self, hit: GuardHit) -> None:
@@ -127,7 +130,9 @@ class LetheServer:
         s = self.settings
         if s.corpus is not None or s.model is not None:  # known now: resolve Forgets from the start
             await asyncio.to_thread(self.coordinator.resolver.load, corpus_file(s.corpus, s.model))
+        self.follower.listen()  # before the restore: a forget armed elsewhere meanwhile is heard
         await self.coordinator.restore()  # the guard blocks everything forgotten before we listen
+        self._follower_task = asyncio.create_task(self.follower.run())
         self._hits_task = asyncio.create_task(self.hits.run())
         server = grpc.aio.server(
             interceptors=[TokenAuthInterceptor(self.operator_token, s.client_tokens, _streaming_methods()),
@@ -195,6 +200,7 @@ class LetheServer:
             self.runtime.attach(loaded)
             assert self.runtime.scheduler is not None
             await self.coordinator.restore_stack(AdapterStackManager(self.runtime.scheduler, loaded.fingerprint))
+            await self.follower.reconcile()  # everything the shared ledger holds, before SERVING
         except Exception as exc:
             self.load_error = exc
             logger.exception("model or adapter stack load failed; the server stays NOT_SERVING")
@@ -223,6 +229,8 @@ class LetheServer:
                 "--device", s.device, "--worker-threads", str(thread_budget(s)[1]), "--exit-with-parent"]
         if s.corpus is not None:
             args += ["--corpus", str(s.corpus)]
+        if s.ledger_url is not None:  # no new exposure: it is in our own flags or environment already
+            args += ["--ledger-url", s.ledger_url]
         return args
 
     async def wait_ready(self) -> None:
@@ -247,7 +255,9 @@ class LetheServer:
         await self.close()
 
     async def close(self) -> None:
-        for task in (self._load_task, self._coordinator_task, self._monitor_task, self._hits_task):
+        self.follower.close()
+        for task in (self._load_task, self._coordinator_task, self._monitor_task, self._hits_task,
+                     self._follower_task):
             if task is not None and not task.done():
                 task.cancel()
         if self.worker is not None:

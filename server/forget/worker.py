@@ -30,7 +30,7 @@ from pathlib import Path
 from server.crash import crash_point
 from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, JobProgress
 from server.forget.layout import DataDir
-from server.forget.ledger import ForgetLedger, NotOwner, SqliteLedger
+from server.forget.ledger import ForgetLedger, NotOwner, open_ledger
 from server.forget.probes import make_probes, probe_pairs, seal_probes
 from server.forget.resolution import corpus_file
 from server.guard.keys import GuardKeys
@@ -58,6 +58,7 @@ class WorkerConfig:
     # JSONL for near-duplicates and retain data. None: a demo build's own training corpus, else
     # a retain set the model generates itself.
     corpus: Path | None = None
+    ledger_url: str | None = None  # a shared PostgreSQL ledger; None = SQLite in data_dir
     poll_seconds: float = 0.5  # idle wait between ledger polls
     heartbeat_seconds: float = 2.0  # liveness signal; the server's orphan timeout is several of these
     progress_every: int = 5  # optimiser steps between progress rows (eval steps always recorded)
@@ -91,7 +92,7 @@ class UnlearningWorker:
     def __init__(self, config: WorkerConfig, ledger: ForgetLedger | None = None):
         self.config = config
         self.data = DataDir(config.data_dir)
-        self.ledger = ledger or SqliteLedger(self.data.ledger)
+        self.ledger = ledger or open_ledger(config.ledger_url, self.data.ledger)
         self.store = self.data.adapters
         # Unique per process start: hostname-pid repeats after a container restart, and the
         # ledger fences every worker write by this id.

@@ -114,6 +114,10 @@ class LeakageGuard:
     def __contains__(self, forget_id: str) -> bool:
         return forget_id in self._index
 
+    def entries_of(self, forget_id: str) -> GuardEntries | None:
+        """The entries live for `forget_id` (what a replica compares with the shared ledger's)."""
+        return self._index.entries_of(forget_id)
+
     def stats(self) -> dict[str, int]:
         return self._index.stats()
 

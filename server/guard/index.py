@@ -137,6 +137,9 @@ class GuardIndex:
     def forget_ids(self) -> list[str]:
         return list(self._entries)
 
+    def entries_of(self, forget_id: str) -> GuardEntries | None:
+        return self._entries.get(forget_id)
+
     def stats(self) -> dict[str, int]:
         return {"forgets": len(self._entries), "word_digests": len(self.word),
                 "char_digests": len(self.char), "prefix_digests": len(self.prefix) + len(self.suffix),

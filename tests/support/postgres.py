@@ -81,11 +81,18 @@ class PostgresCluster:
     def start(self) -> PostgresCluster:
         self._run("initdb", "-D", str(self.data), "-U", self.user, "-A", "trust", "-E", "UTF8",
                   "--no-locale", "--no-sync")
+        self.start_server()
+        return self
+
+    def stop_server(self) -> None:
+        """Stop the database, keeping its data (a restart or an outage, for fault tests)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def start_server(self) -> None:
         options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60",
                   "-o", options, "start")
-        return self
 
     def stop(self) -> None:
         try:

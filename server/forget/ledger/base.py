@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from typing import Callable, Sequence
 
+from server.errors import Unavailable
 from server.forget.jobs import (AdapterRecord, ForgetJob, ForgetPayload, ForgetResolution, ForgetState, JobProgress,
                                 StackRecord)
 
@@ -29,8 +30,9 @@ class NotOwner(LedgerError):
     """A worker tried to finish a job it no longer owns (it was re-queued or finished elsewhere)."""
 
 
-class LedgerUnavailable(LedgerError):
-    """The ledger cannot be reached (a shared database restarting): retry later, nothing was lost."""
+class LedgerUnavailable(LedgerError, Unavailable):
+    """The ledger cannot be reached (a shared database restarting): nothing was written, so a
+    client may retry; its message is client-safe (UNAVAILABLE at the RPC edge)."""
 
 
 class StackHold:

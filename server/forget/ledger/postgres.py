@@ -39,14 +39,18 @@ from server.forget.ledger.sqlite import new_forget_id
 logger = logging.getLogger(__name__)
 
 CHANNEL = "lethe_ledger"
+UNAVAILABLE = "the shared ledger (PostgreSQL) is unreachable; nothing was recorded: retry when it is back"
 _WORKING = (ForgetState.TRAINING.value, ForgetState.VERIFYING.value)
 
 
 class PostgresLedger(ForgetLedger):
-    def __init__(self, url: str, pool_size: int = 4, timeout_seconds: float = 10.0):
+    def __init__(self, url: str, pool_size: int = 4, timeout_seconds: float = 5.0):
         self.url = url
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, timeout=timeout_seconds, open=False,
-                                    kwargs={"row_factory": dict_row}, name="lethe-ledger")
+                                    kwargs={"row_factory": dict_row}, name="lethe-ledger",
+                                    # a connection the database dropped (a restart) is replaced,
+                                    # not handed out to fail once per pooled connection
+                                    check=ConnectionPool.check_connection)
         try:
             self._pool.open(wait=True, timeout=timeout_seconds)
         except PoolTimeout as exc:
@@ -65,7 +69,7 @@ class PostgresLedger(ForgetLedger):
                 with conn.transaction():
                     yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise LedgerUnavailable(f"the PostgreSQL ledger is unavailable: {type(exc).__name__}") from exc
+            raise LedgerUnavailable(UNAVAILABLE) from exc
 
     def close(self) -> None:
         self._pool.close()
@@ -457,7 +461,7 @@ class _AdvisoryHold(StackHold):
             self._conn.autocommit = True
             self._conn.execute("SELECT pg_advisory_lock(%s)", (STACK_LOCK,))
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise LedgerUnavailable(f"the PostgreSQL ledger is unavailable: {type(exc).__name__}") from exc
+            raise LedgerUnavailable(UNAVAILABLE) from exc
 
     def release(self) -> None:
         try:

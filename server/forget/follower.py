@@ -1,0 +1,88 @@
+"""ReplicaFollower: keeps this replica's guard and adapter stack in step with a shared ledger.
+
+Other replicas arm forgets, commit stack versions and deactivate adapters in the shared ledger.
+This replica hears of it through the ledger's notifications (`ForgetLedger.listen`, LISTEN /
+NOTIFY on PostgreSQL) and also reconciles in full every `reconcile_seconds`, so a notification
+lost to a dropped connection delays a change by at most that long and never loses it. A
+reconcile applies every armed forget's guard entries as the ledger holds them (added, or
+replaced where they differ from what the guard holds), each forget's phase from its state, and
+the ledger's stack version when it is newer than the one serving. The server listens before it
+restores and reconciles once more before it reports SERVING, so nothing committed before that
+is missed. One node (SQLite) never hears anything, and its reconciles find nothing to do.
+
+Never writes the ledger and never arms from plaintext (the coordinator's restore does that for
+jobs that crashed between their durable write and arming).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from server.forget.coordinator import AFTER, BEFORE, ForgetCoordinator
+from server.forget.jobs import ForgetState
+from server.forget.ledger import ForgetLedger, LedgerUnavailable
+from server.guard import GuardEntries, LeakageGuard
+
+logger = logging.getLogger(__name__)
+
+
+class ReplicaFollower:
+    def __init__(self, ledger: ForgetLedger, guard: LeakageGuard, coordinator: ForgetCoordinator,
+                 reconcile_seconds: float):
+        self.ledger = ledger
+        self.guard = guard
+        self.coordinator = coordinator
+        self.reconcile_seconds = reconcile_seconds
+        self.reconciled_at: float | None = None  # time.time() of the last complete reconcile
+        self._applied: dict[str, tuple[bytes, ForgetState]] = {}  # forget -> (entries, state) applied
+        self._wake = asyncio.Event()
+        self._stop_listening: Callable[[], None] | None = None
+
+    def listen(self) -> None:
+        """Start hearing other replicas' changes (on the running loop); before the first restore."""
+        loop = asyncio.get_running_loop()
+        self._stop_listening = self.ledger.listen(lambda _what: loop.call_soon_threadsafe(self._wake.set))
+
+    def close(self) -> None:
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
+
+    async def reconcile(self) -> int:
+        """Apply the ledger's guard entries, phases and stack; the number of forgets changed."""
+        changed = 0
+        for forget_id, blob, state in await asyncio.to_thread(self.ledger.guard_entries):
+            if self._applied.get(forget_id) == (blob, state):
+                continue
+            phase = AFTER if state == ForgetState.ACTIVE else BEFORE
+            entries = GuardEntries.from_bytes(blob)
+            if self.guard.entries_of(forget_id) != entries:  # armed elsewhere, or updated since
+                self.guard.add(entries, phase)
+                changed += 1
+            else:
+                self.guard.set_phase(forget_id, phase)
+            self._applied[forget_id] = (blob, state)
+        await self.coordinator.follow_stack()
+        self.reconciled_at = time.time()
+        return changed
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.reconcile_seconds)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()  # before reading: a change committed during the read wakes us again
+            try:
+                changed = await self.reconcile()
+                if changed:
+                    logger.info("armed %d forgets filed on other replicas", changed)
+            except asyncio.CancelledError:
+                raise
+            except LedgerUnavailable:
+                logger.warning("shared ledger unreachable; this replica keeps what it has armed and retries")
+            except Exception:
+                logger.exception("reconcile with the shared ledger failed; retrying in %.0f s", self.reconcile_seconds)
