@@ -30,6 +30,7 @@ from server.crash import crash_point
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.forget.layout import DataDir
 from server.forget.jobs import ForgetJob, ForgetPayload, ForgetResolution, ForgetState, MatchCounts, StackRecord
+from server.forget.shared_store import SharedStoreError, local_paths
 from server.forget.resolution import CorpusResolver, CorpusUnavailable, Resolved, guard_items
 from server.guard import GuardEntries, LeakageGuard
 from server.forget.ledger import ForgetLedger, LedgerError, LedgerUnavailable
@@ -153,7 +154,7 @@ class ForgetCoordinator:
             shutil.rmtree(partial, ignore_errors=True)
 
     def _paths(self, adapter_ids: tuple[str, ...]) -> dict[str, Path]:
-        return {a: self.data.adapter_path(self.ledger.adapter(a).path) for a in adapter_ids}
+        return local_paths(self.ledger, self.data, adapter_ids)
 
     async def restore_stack(self, stacks: AdapterStackManager) -> None:
         """Serve the ledger's current stack (server start, after the model is loaded)."""
@@ -204,7 +205,12 @@ class ForgetCoordinator:
             if job.adapter_id in current.adapter_ids:  # another replica swapped it in first
                 return
             ids = (*current.adapter_ids, job.adapter_id)
-            paths = await asyncio.to_thread(self._paths, ids)
+            try:
+                paths = await asyncio.to_thread(self._paths, ids)
+            except SharedStoreError as exc:  # the shared copy does not match its digest
+                logger.error("swap for %s refused: %s", job.forget_id, exc)
+                await asyncio.to_thread(self.ledger.fail, job.forget_id, "adapter refused at swap: failed verification")
+                return
             if not paths[job.adapter_id].exists():  # trained on another machine, not in our store
                 logger.warning("adapter of %s is not in this replica's store; a replica that has it swaps it in",
                                job.forget_id)

@@ -58,12 +58,16 @@ class ReplicaFollower:
             if self._applied.get(forget_id) == (blob, state):
                 continue
             phase = AFTER if state == ForgetState.ACTIVE else BEFORE
-            entries = GuardEntries.from_bytes(blob)
-            if self.guard.entries_of(forget_id) != entries:  # armed elsewhere, or updated since
-                self.guard.add(entries, phase)
-                changed += 1
-            else:
-                self.guard.set_phase(forget_id, phase)
+            try:
+                entries = GuardEntries.from_bytes(blob)
+                if self.guard.entries_of(forget_id) != entries:  # armed elsewhere, or updated since
+                    self.guard.add(entries, phase)
+                    changed += 1
+                else:
+                    self.guard.set_phase(forget_id, phase)
+            except ValueError as exc:  # unreadable, or derived under another guard key: say so, go on
+                logger.error("cannot arm forget %s from the shared ledger: %s", forget_id, exc)
+                continue
             self._applied[forget_id] = (blob, state)
         await self.coordinator.follow_stack()
         self.reconciled_at = time.time()

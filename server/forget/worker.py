@@ -31,6 +31,7 @@ from server.crash import crash_point
 from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, JobProgress
 from server.forget.layout import DataDir
 from server.forget.ledger import ForgetLedger, NotOwner, open_ledger
+from server.forget.shared_store import local_paths, publish
 from server.forget.probes import make_probes, probe_pairs, seal_probes
 from server.forget.resolution import corpus_file
 from server.guard.keys import GuardKeys
@@ -190,7 +191,7 @@ class UnlearningWorker:
                              "server's --corpus", worker_id=self.worker_id)
             return
         stack = self.ledger.current_stack()
-        stack_paths = [self.data.adapter_path(self.ledger.adapter(a).path) for a in stack.adapter_ids]
+        stack_paths = list(local_paths(self.ledger, self.data, stack.adapter_ids).values())
         unmatched = self._unmatched_subjects(job.forget_id, payload)
         if unmatched and resolved is not None:
             resolved = (*resolved, *self._generated(job, unmatched, stack_paths))
@@ -249,6 +250,9 @@ class UnlearningWorker:
         # Probes for the leakage monitor: made now, while the forget set (with its paraphrases and
         # near-duplicates) exists; the plaintext is erased once the adapter is ACTIVE.
         probes = make_probes(self.keys, probe_pairs(forget_set.examples, forget_set.paraphrases))
+        blobs = self.ledger.blobs()
+        if blobs is not None:  # replicas that never saw this machine's disk load it from there
+            publish(blobs, artifact.path)
         self.ledger.record_adapter(record, attempts, seal_probes(self.keys, job.forget_id, probes),
                                    worker_id=self.worker_id)
         logger.info("job %s: adapter %s ready for the swap", job.forget_id, record.adapter_id)

@@ -94,7 +94,9 @@ def test_stack_versions_and_deactivation(ledger_backend: LedgerBackend) -> None:
         ledger.claim_next("w")
         ledger.record_adapter(_adapter(job.forget_id, f"ad_{i}"))
         ledger.transition(job.forget_id, ForgetState.VERIFYING)
+        hold = ledger.hold_stack()  # a replica's turn to change the stack: its own commits go through
         ledger.activate(job.forget_id, expected_version=i)
+        hold.release()
         ids.append(job.forget_id)
     assert ledger.current_stack().adapter_ids == ("ad_0", "ad_1")
     with pytest.raises(LedgerError, match="moved"):

@@ -7,7 +7,7 @@ erased by `activate` and `fail`; nothing else in the interface returns content.
 from __future__ import annotations
 
 import abc
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from server.errors import Unavailable
 from server.forget.jobs import (AdapterRecord, ForgetJob, ForgetPayload, ForgetResolution, ForgetState, JobProgress,
@@ -40,6 +40,16 @@ class StackHold:
 
     def release(self) -> None:
         pass
+
+
+class BlobStore(Protocol):
+    """Content-addressed bytes every replica can read (the shared adapter store's backing)."""
+
+    def put(self, sha256: str, chunks: Iterable[bytes]) -> bool:
+        """Store the bytes `chunks` yield under their sha256 (checked); False if already there."""
+
+    def get(self, sha256: str) -> Iterator[bytes] | None:
+        """The stored chunks in order (unverified: the reader checks), None if absent."""
 
 
 class ForgetLedger(abc.ABC):
@@ -161,6 +171,11 @@ class ForgetLedger(abc.ABC):
         return StackHold()
 
     # ---- other replicas --------------------------------------------------------------------
+    def blobs(self) -> BlobStore | None:
+        """Where adapters are shared with other replicas; None for one node (its adapter
+        directory is the store)."""
+        return None
+
     def listen(self, on_change: Callable[[str], None]) -> Callable[[], None]:
         """Call `on_change(what)` from another thread when another process changed what replicas
         serve (guard entries, stack versions), and with "connected" after each (re)connect; returns

@@ -15,7 +15,8 @@ from typing import Any
 
 # pg_advisory_xact_lock keys: an arbitrary constant per purpose, shared by every Lethe process.
 MIGRATION_LOCK = 0x1E7E_0001
-STACK_LOCK = 0x1E7E_0002
+STACK_LOCK = 0x1E7E_0002  # one stack commit at a time (transaction-level)
+STACK_TURN = 0x1E7E_0003  # one replica building + committing a version at a time (session-level)
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, """
@@ -46,6 +47,14 @@ CREATE TABLE guard_hits (forget_id TEXT NOT NULL, stage TEXT NOT NULL, phase TEX
 CREATE TABLE resolutions (forget_id TEXT PRIMARY KEY, corpus_digest TEXT NOT NULL, counts TEXT NOT NULL,
   entry_ids TEXT NOT NULL);
 INSERT INTO stacks (version, adapter_ids, created_at) VALUES (0, '[]', %(now)s);
+"""),
+    # The shared adapter store (server/forget/shared_store.py): content-addressed blobs in chunks.
+    # A blob row commits with all of its chunks, so a visible blob is always whole.
+    (2, """
+CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, size BIGINT NOT NULL, chunks INTEGER NOT NULL,
+  created_at DOUBLE PRECISION NOT NULL);
+CREATE TABLE blob_chunks (sha256 TEXT NOT NULL REFERENCES blobs ON DELETE CASCADE, idx INTEGER NOT NULL,
+  data BYTEA NOT NULL, PRIMARY KEY (sha256, idx));
 """),
 )
 

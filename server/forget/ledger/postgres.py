@@ -31,9 +31,10 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from server.forget.jobs import (AdapterRecord, ForgetJob, ForgetPayload, ForgetResolution, ForgetState, JobProgress,
                                 MatchCounts, StackRecord, Transition)
-from server.forget.ledger.base import (ForgetLedger, IdempotencyConflict, LedgerError, LedgerUnavailable, NotOwner,
+from server.forget.ledger.base import (BlobStore, ForgetLedger, IdempotencyConflict, LedgerError, LedgerUnavailable, NotOwner,
                                        StackHold, UnknownForget)
-from server.forget.ledger.pg_schema import STACK_LOCK, migrate
+from server.forget.ledger.pg_blobs import PostgresBlobs
+from server.forget.ledger.pg_schema import STACK_LOCK, STACK_TURN, migrate
 from server.forget.ledger.sqlite import new_forget_id
 
 logger = logging.getLogger(__name__)
@@ -380,6 +381,9 @@ class PostgresLedger(ForgetLedger):
         return [{**r, "details": json.loads(r["details"])} for r in rows]
 
     # ---- other replicas --------------------------------------------------------------------
+    def blobs(self) -> BlobStore:
+        return PostgresBlobs(self._tx)
+
     def listen(self, on_change: Callable[[str], None]) -> Callable[[], None]:
         listener = _Listener(self.url, on_change)
         listener.start()
@@ -459,13 +463,13 @@ class _AdvisoryHold(StackHold):
         try:
             self._conn = pool.getconn()
             self._conn.autocommit = True
-            self._conn.execute("SELECT pg_advisory_lock(%s)", (STACK_LOCK,))
+            self._conn.execute("SELECT pg_advisory_lock(%s)", (STACK_TURN,))
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise LedgerUnavailable(UNAVAILABLE) from exc
 
     def release(self) -> None:
         try:
-            self._conn.execute("SELECT pg_advisory_unlock(%s)", (STACK_LOCK,))
+            self._conn.execute("SELECT pg_advisory_unlock(%s)", (STACK_TURN,))
         except psycopg.Error:
             logger.warning("could not release the stack lock; it goes with the connection")
         finally:
