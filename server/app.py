@@ -29,6 +29,7 @@ from server.auth import TokenAuthInterceptor, caller_label, ensure_operator_toke
 from server.forget.coordinator import ForgetCoordinator
 from server.forget.hits import HitTally
 from server.forget.layout import DataDir
+from server.forget.agreement import check_corpus, check_guard_key
 from server.forget.follower import ReplicaFollower
 from server.forget.ledger import open_ledger
 from server.forget.monitor import LeakageMonitor, MonitorConfig
@@ -45,7 +46,7 @@ from server.runtime.params import GenerationLimits
 from server.runtime.serving import ModelRuntime, RuntimeLimits
 from server.servicers.admin import AdminServicer
 from server.servicers.inference import InferenceServicer
-from server.settings import Settings, thread_budget, validate
+from server.settings import Settings, SettingsError, thread_budget, validate
 from server.tls import TlsFiles, server_credentials
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class LetheServer:
             self.ledger, GuardKeys(secret), self.runtime, self.metrics,
             MonitorConfig(interval_seconds=settings.monitor_interval_seconds,
                           probes_per_round=settings.monitor_probes))
+        check_guard_key(self.ledger, GuardKeys(secret))  # shared ledger: one key for every replica
         self.coordinator.on_stack_change = self.monitor.poke
         self.follower = ReplicaFollower(self.ledger, self.guard, self.coordinator, settings.reconcile_seconds)
         self.generator = GuardedGenerator(self.runtime, self.guard, self.metrics,  # gRPC and HTTP alike
@@ -120,6 +122,7 @@ class LetheServer:
         self._hits_task: asyncio.Task | None = None
         self._follower_task: asyncio.Task | None = None
         self.load_error: BaseException | None = None
+        self._stop = asyncio.Event()  # serve_forever's end: a signal, or a refusal to serve
 
     def _on_guard_hit(self, hit: GuardHit) -> None:
         if hit.source == "output":
@@ -197,10 +200,16 @@ class LetheServer:
     async def _load_model(self) -> None:
         try:
             loaded = await asyncio.to_thread(self._resolve_and_load)
+            await asyncio.to_thread(check_corpus, self.ledger, self.coordinator.resolver)
             self.runtime.attach(loaded)
             assert self.runtime.scheduler is not None
             await self.coordinator.restore_stack(AdapterStackManager(self.runtime.scheduler, loaded.fingerprint))
             await self.follower.reconcile()  # everything the shared ledger holds, before SERVING
+        except SettingsError as exc:  # e.g. a corpus other replicas do not share: stop, saying why
+            self.load_error = exc
+            logger.error("refusing to serve: %s", exc)
+            self._stop.set()
+            return
         except Exception as exc:
             self.load_error = exc
             logger.exception("model or adapter stack load failed; the server stays NOT_SERVING")
@@ -276,10 +285,12 @@ class LetheServer:
 
     async def serve_forever(self) -> None:
         await self.start()
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+            loop.add_signal_handler(sig, self._stop.set)
+        await self._stop.wait()
+        if isinstance(self.load_error, SettingsError):
+            await self.close()
+            raise self.load_error  # the CLI prints it and exits 2
         logger.info("signal received: draining for up to %.0f s", self.settings.grace_seconds)
         await self.drain()

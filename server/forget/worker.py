@@ -31,6 +31,7 @@ from server.crash import crash_point
 from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, JobProgress
 from server.forget.layout import DataDir
 from server.forget.ledger import ForgetLedger, NotOwner, open_ledger
+from server.forget.agreement import check_guard_key
 from server.forget.shared_store import local_paths, publish
 from server.forget.probes import make_probes, probe_pairs, seal_probes
 from server.forget.resolution import corpus_file
@@ -102,6 +103,7 @@ class UnlearningWorker:
         self.corpus = load_worker_corpus(config)
         self._indexed: IndexedCorpus | None = None  # the corpus file, as resolutions name it
         self.keys = GuardKeys(self.data.guard_secret())  # seals the leakage monitor's probes
+        check_guard_key(self.ledger, self.keys)  # shared ledger: the replicas' key, or refuse
         self._stop = threading.Event()
 
     def stop(self) -> None:

@@ -171,6 +171,11 @@ class ForgetLedger(abc.ABC):
         return StackHold()
 
     # ---- other replicas --------------------------------------------------------------------
+    def agree(self, name: str, value: str) -> str:
+        """Record `value` under `name` unless a value is recorded already; the recorded one.
+        One node has nobody to disagree with: returns `value`."""
+        return value
+
     def blobs(self) -> BlobStore | None:
         """Where adapters are shared with other replicas; None for one node (its adapter
         directory is the store)."""

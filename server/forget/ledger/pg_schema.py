@@ -56,6 +56,10 @@ CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, size BIGINT NOT NULL, chunks INTEGE
 CREATE TABLE blob_chunks (sha256 TEXT NOT NULL REFERENCES blobs ON DELETE CASCADE, idx INTEGER NOT NULL,
   data BYTEA NOT NULL, PRIMARY KEY (sha256, idx));
 """),
+    # What every process on this ledger must agree on (server/forget/agreement.py): fingerprints only.
+    (3, """
+CREATE TABLE agreements (name TEXT PRIMARY KEY, value TEXT NOT NULL, recorded_at DOUBLE PRECISION NOT NULL);
+"""),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -381,6 +381,12 @@ class PostgresLedger(ForgetLedger):
         return [{**r, "details": json.loads(r["details"])} for r in rows]
 
     # ---- other replicas --------------------------------------------------------------------
+    def agree(self, name: str, value: str) -> str:
+        with self._tx() as db:
+            db.execute("INSERT INTO agreements (name, value, recorded_at) VALUES (%s, %s, %s) "
+                       "ON CONFLICT (name) DO NOTHING", (name, value, time.time()))
+            return db.execute("SELECT value FROM agreements WHERE name = %s", (name,)).fetchone()["value"]
+
     def blobs(self) -> BlobStore:
         return PostgresBlobs(self._tx)
 
