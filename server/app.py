@@ -103,7 +103,9 @@ class LetheServer:
                           probes_per_round=settings.monitor_probes))
         check_guard_key(self.ledger, GuardKeys(secret))  # shared ledger: one key for every replica
         self.coordinator.on_stack_change = self.monitor.poke
-        self.follower = ReplicaFollower(self.ledger, self.guard, self.coordinator, settings.reconcile_seconds)
+        self.follower = ReplicaFollower(self.ledger, self.guard, self.coordinator, self.metrics,
+                                        settings.reconcile_seconds, settings.max_replica_lag_seconds)
+        self.follower.on_lag_change = self._on_replica_lag
         self.generator = GuardedGenerator(self.runtime, self.guard, self.metrics,  # gRPC and HTTP alike
                                           settings.max_prompt_chars, settings.filtered_response == "private")
         self.worker: WorkerSupervisor | None = None
@@ -123,6 +125,8 @@ class LetheServer:
         self._follower_task: asyncio.Task | None = None
         self.load_error: BaseException | None = None
         self._stop = asyncio.Event()  # serve_forever's end: a signal, or a refusal to serve
+        self._loaded = False  # model and stack loaded: readiness may follow the shared ledger
+        self._draining = False
 
     def _on_guard_hit(self, hit: GuardHit) -> None:
         if hit.source == "output":
@@ -229,7 +233,9 @@ class LetheServer:
         # per-chunk Python objects trigger collections more often).
         gc.collect()
         gc.freeze()
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._loaded = True
+        if not self.follower.too_far_behind:
+            await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info("model %s ready", loaded.name)
 
     def _worker_args(self) -> list[str]:
@@ -248,6 +254,13 @@ class LetheServer:
         if self.load_error is not None:
             raise RuntimeError("model failed to load") from self.load_error
 
+    async def _on_replica_lag(self, too_far_behind: bool) -> None:
+        """Readiness follows the shared ledger: a replica far behind it sends no traffic's way."""
+        if not self._loaded or self._draining:
+            return  # still loading (it reports SERVING itself when done), failed, or stopping
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING if too_far_behind
+                               else health_pb2.HealthCheckResponse.SERVING)
+
     async def _set_health(self, status: int) -> None:
         self._serving = status == health_pb2.HealthCheckResponse.SERVING
         for name in ["", *(svc.full_name for svc in SERVICES)]:
@@ -255,6 +268,7 @@ class LetheServer:
 
     async def drain(self) -> None:
         """Graceful stop: NOT_SERVING, refuse new work, finish in-flight within the grace period."""
+        self._draining = True
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.runtime.stop_accepting()
         stopping = [self._server.stop(self.settings.grace_seconds)] if self._server is not None else []

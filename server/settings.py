@@ -95,6 +95,10 @@ class Settings:
     # With a shared ledger: seconds between full reconciles with it, the bound on how long a lost
     # change notification can leave this replica behind (notifications apply in milliseconds).
     reconcile_seconds: float = 5.0
+    # A replica known to be behind the shared ledger this long reports NOT_SERVING, so the load
+    # balancer sends its traffic to replicas that serve every forget's adapter. Not reaching the
+    # ledger at all does not count: serving goes on from memory through a database restart.
+    max_replica_lag_seconds: float = 30.0
     # a local HF causal-LM directory or a fetched registry name (`lethe model list`); None = demo
     model: Path | None = None
     demo: str = "full"  # demo preset when model is None: "full" or "small" (tests)
@@ -181,6 +185,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "data_dir": ("LETHE_DATA_DIR", Path),
     "ledger_url": ("LETHE_LEDGER_URL", str),
     "reconcile_seconds": ("LETHE_RECONCILE_SECONDS", float),
+    "max_replica_lag_seconds": ("LETHE_MAX_REPLICA_LAG_SECONDS", float),
     "model": ("LETHE_MODEL", Path),
     "demo": ("LETHE_DEMO", str),
     "cache_dir": ("LETHE_CACHE_DIR", Path),
@@ -293,6 +298,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
            "stops (private) (env LETHE_FILTERED_RESPONSE)")
     p("--reconcile-seconds", type=float,
       help="with --ledger-url: seconds between full reconciles with the shared ledger (env LETHE_RECONCILE_SECONDS)")
+    p("--max-replica-lag-seconds", type=float,
+      help="with --ledger-url: NOT_SERVING once known to be behind the shared ledger this long "
+           "(env LETHE_MAX_REPLICA_LAG_SECONDS; default 30)")
     p("--monitor-interval-seconds", type=float,
       help="leakage monitor: seconds between probe rounds, 0 = off (env LETHE_MONITOR_INTERVAL_SECONDS)")
     p("--monitor-probes", type=int,
@@ -353,8 +361,8 @@ def validate(s: Settings) -> None:
         raise ValueError("monitor_interval_seconds must be >= 0 and monitor_probes >= 1")
     if s.ledger_url is not None and not s.ledger_url.startswith(("postgresql://", "postgres://")):
         raise ValueError("ledger_url (--ledger-url, LETHE_LEDGER_URL) must be a postgresql:// URL")
-    if s.reconcile_seconds <= 0:
-        raise ValueError("reconcile_seconds must be > 0")
+    if s.reconcile_seconds <= 0 or s.max_replica_lag_seconds <= 0:
+        raise ValueError("reconcile_seconds and max_replica_lag_seconds must be > 0")
     if s.keepalive_seconds <= 0 or s.max_connection_age_seconds < 0:
         raise ValueError("keepalive_seconds must be > 0 and max_connection_age_seconds >= 0")
     check_transport(s)

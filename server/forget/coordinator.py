@@ -193,7 +193,8 @@ class ForgetCoordinator:
         logger.info("serving stack v%d committed by another replica", record.version)
 
     async def follow_stack(self) -> None:
-        """Serve the ledger's stack version if another replica committed a newer one."""
+        """Serve the ledger's stack version if another replica committed a newer one. Raises
+        when it cannot (an adapter missing from every store, or refused)."""
         if self.stacks is None:
             return
         async with self._swap_lock:

@@ -8,29 +8,26 @@ derived under the same guard key; the lost notification is a row written without
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
+
+import psycopg
 
 from server.api import inference_pb2 as ipb
 from server.client import LetheClient
 from server.forget.jobs import ForgetPayload, ForgetState
 from server.forget.ledger.postgres import PostgresLedger
 from server.forget.resolution import guard_items
-from server.guard import GuardConfig, LeakageGuard
+from server.guard import LeakageGuard
 from server.keyfile import guard_secret
 from tests.conftest import ServerThread, make_settings
+from tests.support.replicas import file_and_arm, guard_for, wait_for
 from unlearn_engine.demo.builder import load_corpus
 
 
-def _forget(other: PostgresLedger, guard: LeakageGuard, person: str, notify: bool) -> None:
+def _forget_without_notify(other: PostgresLedger, guard: LeakageGuard, person: str) -> None:
     payload = ForgetPayload(subjects=(person,))
     job, _ = other.submit(payload, "npo", "r", None, "op")
     entries = guard.derive(job.forget_id, guard_items(payload), semantic=False).to_bytes()
-    if notify:
-        other.arm(job.forget_id, entries)
-        return
-    import psycopg
-
     with psycopg.connect(other.url) as conn:  # as if this replica missed the NOTIFY
         conn.execute("UPDATE forgets SET guard_entries = %s, state = %s WHERE forget_id = %s",
                      (entries, ForgetState.FILTERING.value, job.forget_id))
@@ -43,23 +40,18 @@ def test_a_replica_arms_before_serving_and_reconciles_missed_notifications(
     questions = {p: next(r.question for r in corpus.qa if r.person == p) for p in (early, late)}
     settings = make_settings(tmp_path, demo_model_dir, ledger_url=postgres_url, reconcile_seconds=0.5,
                              worker=False)
-    guard = LeakageGuard(GuardConfig(model_cache_dir=settings.cache_dir / "guard"), guard_secret(settings.data_dir))
+    guard = guard_for(guard_secret(settings.data_dir), settings.cache_dir)
     other = PostgresLedger(postgres_url)
-    _forget(other, guard, early, notify=True)  # before this replica exists
+    file_and_arm(other, guard, early)  # before this replica exists
     st = ServerThread(settings)
     try:
         st.wait_ready()
         with LetheClient(st.target, timeout=60) as c:
             assert c.generate(questions[early], max_new_tokens=16).finish_reason == ipb.FINISH_REASON_FILTERED
             assert c.generate(questions[late], max_new_tokens=16).finish_reason != ipb.FINISH_REASON_FILTERED
-            _forget(other, guard, late, notify=False)
-            ev = threading.Event()
-            for _ in range(600):
-                if c.generate(questions[late], max_new_tokens=16).finish_reason == ipb.FINISH_REASON_FILTERED:
-                    break
-                ev.wait(0.1)  # wait-ok: the periodic reconcile is what is under test
-            else:
-                raise AssertionError("a forget whose notification was lost was never armed")
+            _forget_without_notify(other, guard, late)
+            wait_for(lambda: c.generate(questions[late], max_new_tokens=16).finish_reason == ipb.FINISH_REASON_FILTERED,
+                     "the periodic reconcile to arm a forget whose notification was lost", 60)
     finally:
         st.stop()
         other.close()

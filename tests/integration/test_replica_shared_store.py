@@ -9,7 +9,6 @@ artifact writer (training takes minutes here; the worker's own path is test_forg
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import torch
@@ -17,14 +16,13 @@ from peft import LoraConfig, get_peft_model
 
 from server.api import admin_pb2 as apb
 from server.client import LetheClient
-from server.forget.jobs import ForgetPayload, ForgetState
 from server.forget.ledger.postgres import PostgresLedger
-from server.forget.resolution import guard_items
 from server.forget.shared_store import publish
 from server.forget.worker import adapter_record
-from server.guard import GuardConfig, LeakageGuard
+from server.guard import LeakageGuard
 from server.keyfile import GUARD_KEY_FILE, guard_secret
 from tests.conftest import ServerThread, make_settings
+from tests.support.replicas import WORKER, claim_to_verifying, file_and_arm, guard_for, wait_for
 from unlearn_engine.artifacts import adapter_name_for, model_fingerprint, save_artifact
 from unlearn_engine.trainer import load_base
 
@@ -32,30 +30,18 @@ from unlearn_engine.trainer import load_base
 def _train_elsewhere(ledger: PostgresLedger, guard: LeakageGuard, model_dir: Path, store: Path) -> str:
     """What a worker on another machine leaves behind: a job VERIFYING with its adapter recorded
     and published. Returns the adapter id."""
-    payload = ForgetPayload(subjects=("Orlan Vexmoor",))
-    job, _ = ledger.submit(payload, "npo", "r", None, "op")
-    ledger.arm(job.forget_id, guard.derive(job.forget_id, guard_items(payload), semantic=False).to_bytes())
-    assert ledger.claim_next("remote-worker") is not None
-    ledger.transition(job.forget_id, ForgetState.VERIFYING, worker_id="remote-worker")
+    forget_id = file_and_arm(ledger, guard, "Orlan Vexmoor")
+    claim_to_verifying(ledger, forget_id)
     torch.manual_seed(0)
     model, _ = load_base(model_dir, "cpu")
-    name = adapter_name_for(job.forget_id)
+    name = adapter_name_for(forget_id)
     peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
                                             init_lora_weights=False), adapter_name=name)
-    artifact = save_artifact(peft, name, store / name, forget_id=job.forget_id, method="npo", config={},
+    artifact = save_artifact(peft, name, store / name, forget_id=forget_id, method="npo", config={},
                              base_fingerprint=model_fingerprint(model_dir))
     publish(ledger.blobs(), artifact.path)
-    ledger.record_adapter(adapter_record(job.forget_id, artifact), worker_id="remote-worker")
+    ledger.record_adapter(adapter_record(forget_id, artifact), worker_id=WORKER)
     return name
-
-
-def _wait_for(check, what: str, timeout: float = 120) -> None:
-    ev = threading.Event()
-    for _ in range(int(timeout / 0.1)):
-        if check():
-            return
-        ev.wait(0.1)  # wait-ok: another replica's background swap is what is under test
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_replicas_load_an_adapter_trained_on_another_machine(demo_model_dir: Path, tmp_path: Path,
@@ -65,7 +51,7 @@ def test_replicas_load_an_adapter_trained_on_another_machine(demo_model_dir: Pat
     key = guard_secret(b_settings.data_dir)
     c_settings.data_dir.mkdir(parents=True)
     (c_settings.data_dir / GUARD_KEY_FILE).write_bytes(key)  # one guard key for every replica
-    guard = LeakageGuard(GuardConfig(model_cache_dir=b_settings.cache_dir / "guard"), key)
+    guard = guard_for(key, b_settings.cache_dir)
     ledger = PostgresLedger(postgres_url)
     b = ServerThread(b_settings)
     c = None
@@ -74,7 +60,7 @@ def test_replicas_load_an_adapter_trained_on_another_machine(demo_model_dir: Pat
         adapter_id = _train_elsewhere(ledger, guard, demo_model_dir, tmp_path / "worker" / "adapters")
         with LetheClient(b.target, b.server.operator_token, timeout=60) as cb:
             # the model switches first, the ledger commits the version right after
-            _wait_for(lambda: cb.model_info().stack_version == 1 and ledger.current_stack().version == 1,
+            wait_for(lambda: cb.model_info().stack_version == 1 and ledger.current_stack().version == 1,
                       "replica B to swap in the shared adapter")
             listed = cb.admin.ListAdapters(apb.ListAdaptersRequest(), metadata=cb._metadata)
             assert [a.adapter_id for a in listed.adapters] == [adapter_id]
