@@ -23,7 +23,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import psycopg
 from psycopg.rows import dict_row
@@ -35,7 +35,7 @@ from server.forget.ledger.base import (BlobStore, ForgetLedger, IdempotencyConfl
                                        StackHold, UnknownForget)
 from server.forget.ledger.pg_blobs import PostgresBlobs
 from server.forget.ledger.pg_schema import STACK_LOCK, STACK_TURN, migrate
-from server.forget.ledger.sqlite import new_forget_id
+from server.forget.ledger.sqlite import _counts, new_forget_id  # one row format, one reader
 
 logger = logging.getLogger(__name__)
 
@@ -445,11 +445,6 @@ class PostgresLedger(ForgetLedger):
             adapter_id=r["adapter_id"], stack_version=r["stack_version"], attempts=r["attempts"],
             metrics=json.loads(r["metrics"]), transitions=transitions, guard_hits=hits,
             matches=_counts(res) if res is not None else MatchCounts())
-
-
-def _counts(row: dict[str, Any]) -> MatchCounts:
-    texts, qa, subjects = json.loads(row["counts"])
-    return MatchCounts(tuple(texts), tuple(qa), tuple(subjects), row["corpus_digest"])
 
 
 def redact(url: str) -> str:
