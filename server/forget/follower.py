@@ -50,13 +50,22 @@ class ReplicaFollower:
         self._behind_since: float | None = None  # time.monotonic() of the first reconcile found behind
         self.reconciled_at: float | None = None  # time.time() of the last complete reconcile
         self._applied: dict[str, tuple[bytes, ForgetState]] = {}  # forget -> (entries, state) applied
+        self._armed_at: dict[str, float] = {}  # forget -> when another replica armed it (notified)
         self._wake = asyncio.Event()
         self._stop_listening: Callable[[], None] | None = None
 
     def listen(self) -> None:
         """Start hearing other replicas' changes (on the running loop); before the first restore."""
         loop = asyncio.get_running_loop()
-        self._stop_listening = self.ledger.listen(lambda _what: loop.call_soon_threadsafe(self._wake.set))
+        self._stop_listening = self.ledger.listen(lambda what: loop.call_soon_threadsafe(self._heard, what))
+
+    def _heard(self, what: str) -> None:
+        """On the loop: a change notification ("armed:<forget>:<unix time>" carries its commit time)."""
+        kind, _, rest = what.partition(":")
+        if kind == "armed":
+            forget_id, _, at = rest.rpartition(":")
+            self._armed_at[forget_id] = float(at)
+        self._wake.set()
 
     def close(self) -> None:
         if self._stop_listening is not None:
@@ -76,7 +85,11 @@ class ReplicaFollower:
                 if self.guard.entries_of(forget_id) != entries:  # armed elsewhere, or updated since
                     self.guard.add(entries, phase)
                     changed += 1
+                    armed_at = self._armed_at.pop(forget_id, None)
+                    if armed_at is not None:
+                        self.metrics.replica_arm.observe(max(0.0, time.time() - armed_at))
                 else:
+                    self._armed_at.pop(forget_id, None)  # our own forget: armed here first
                     self.guard.set_phase(forget_id, phase)
             except ValueError as exc:  # unreadable, or derived under another guard key: say so, go on
                 logger.error("cannot arm forget %s from the shared ledger: %s", forget_id, exc)

@@ -13,7 +13,10 @@ import os
 import shutil
 import subprocess
 import threading
+import urllib.request
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from server.api import admin_pb2 as apb
 from server.api import inference_pb2 as ipb
@@ -32,6 +35,13 @@ def _wait_for(check, timeout: float, what: str) -> None:
             return
         ev.wait(0.1)  # wait-ok: polling another process's state; the condition is the signal
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def _armed_count(sp: ServeProcess) -> float:
+    """How many forgets armed elsewhere this replica applied (lethe_replica_arm_seconds_count)."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{sp.metrics_port}/metrics", timeout=10).read().decode()
+    return next(s.value for f in text_string_to_metric_families(body) for s in f.samples
+                if s.name == "lethe_replica_arm_seconds_count")
 
 
 def _data_dir(root: Path, name: str, guard_key: bytes) -> Path:
@@ -66,6 +76,7 @@ def test_a_forget_acked_by_one_replica_is_blocked_on_another(demo_model_dir: Pat
                       60, "replica B to block what replica A forgot")
             job = cb.admin.GetForget(apb.GetForgetRequest(forget_id=reply.job.forget_id), metadata=cb._metadata)
             assert job.state == apb.FORGET_STATE_FILTERING  # B reads the job A filed
+            assert _armed_count(b) == 1 and _armed_count(a) == 0  # B measured its delay; A armed it itself
 
             worker = subprocess.Popen(
                 [*LETHE, "worker", "--model", str(demo_model_dir), "--data-dir", str(_data_dir(tmp_path, "w", key))],

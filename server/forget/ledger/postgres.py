@@ -115,7 +115,7 @@ class PostgresLedger(ForgetLedger):
                            (forget_id, c.corpus_digest, json.dumps([c.texts, c.qa_pairs, c.subjects]),
                             json.dumps(list(resolution.entry_ids))))
             self._set_state(db, forget_id, ForgetState.FILTERING, "guard armed")
-            self._notify(db, f"guard:{forget_id}")
+            self._notify(db, f"armed:{forget_id}:{time.time():.6f}")  # the time: replicas measure their delay
             return self._job(db, forget_id)
 
     def guard_entries(self) -> list[tuple[str, bytes, ForgetState]]:
