@@ -33,6 +33,7 @@ from server.forget.agreement import check_corpus, check_guard_key
 from server.forget.follower import ReplicaFollower
 from server.forget.ledger import open_ledger
 from server.forget.monitor import LeakageMonitor, MonitorConfig
+from server.forget.receipts import ReceiptSigner
 from server.forget.resolution import CorpusResolver, corpus_file
 from server.forget.supervisor import WorkerSupervisor
 from server.guard import GuardConfig, GuardHit, LeakageGuard
@@ -40,6 +41,7 @@ from server.limits import ClientConcurrencyLimit, server_options
 from server.guard.keys import GuardKeys
 from server.metrics import ServerMetrics
 from server.http import HttpDeps, HttpFront
+from server.keyfile import receipt_key
 from server.runtime.guarded import GuardedGenerator
 from server.runtime.model import LoadedModel, load_model
 from server.runtime.params import GenerationLimits
@@ -96,7 +98,9 @@ class LetheServer:
                                              orphan_after_seconds=settings.worker_timeout_seconds,
                                              crash_at=settings.crash_at,
                                              ack_all_stages=settings.guard_ack == "all",
-                                             resolver=CorpusResolver())
+                                             resolver=CorpusResolver(),
+                                             signer=ReceiptSigner.from_pem(receipt_key(
+                                                 settings.data_dir, settings.receipt_key, ReceiptSigner.generate_pem)))
         self.monitor = LeakageMonitor(
             self.ledger, GuardKeys(secret), self.runtime, self.metrics,
             MonitorConfig(interval_seconds=settings.monitor_interval_seconds,

@@ -2,7 +2,7 @@
 
 Each sub-command is a small function; engine commands are mounted from unlearn_engine so the
 engine keeps its own CLI. Exit codes: 0 ok, 1 failure, 2 usage error (argparse). Building the
-parser and the client commands (generate, forget, forgets, adapters, deactivate) import no torch
+parser and the client commands (generate, forget, forgets, adapters, deactivate, receipt) import no torch
 or transformers: serve, worker and the engine's commands import them when they run
 (tests/unit/test_cli_imports.py checks).
 """
@@ -22,6 +22,7 @@ import grpc
 
 from server.settings import (Settings, SettingsError, add_model_arguments, add_serve_arguments, client_defaults,
                              load_settings, thread_budget)
+from server.receipt_cli import add_receipt_commands
 from unlearn_engine.method_names import METHOD_NAMES
 from unlearn_engine.pretrained import FetchError
 
@@ -145,6 +146,8 @@ def _cmd_forget(args: argparse.Namespace) -> int:
         job = reply.job
         print(f"{job.forget_id} {_state(job.state)}{'' if reply.created else ' (existing)'} "
               f"matched {_matches(job)}")
+        if reply.commitment_key:  # the server keeps no copy: this is the only time it is shown
+            print(f"commitment key (keep it; shown once): {reply.commitment_key.hex()}")
         if not args.wait:
             return 0
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -307,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     deactivate.add_argument("--reason", required=True, help="why (required; kept in the audit log with the actor)")
     _add_target(deactivate)
     deactivate.set_defaults(func=_cmd_deactivate)
+    add_receipt_commands(sub, _add_target, _client)
 
     from unlearn_engine.cli import add_engine_commands
     from unlearn_engine.demo.cli import add_demo_commands

@@ -1,6 +1,6 @@
 """Secrets kept as files in the data directory: created once, mode 0600, fsynced.
 
-Used for the operator token and the guard's hashing key. Created atomically (server/atomic.py):
+Used for the operator token, the guard's hashing key and the receipt signing key. Created atomically (server/atomic.py):
 concurrent first starts agree on one secret, and no reader ever sees an empty or partial file.
 """
 
@@ -24,9 +24,22 @@ def read_or_create(path: Path, make: Callable[[], bytes]) -> tuple[bytes, bool]:
 
 
 GUARD_KEY_FILE = "guard.key"
+RECEIPT_KEY_FILE = "receipt.key"
 
 
 def guard_secret(data_dir: Path) -> bytes:
     """The guard's hashing and sealing key; the server and its workers share it via the data dir."""
     secret, _ = read_or_create(data_dir / GUARD_KEY_FILE, lambda: secrets.token_bytes(32))
     return secret
+
+
+def receipt_key(data_dir: Path, explicit: Path | None, generate: Callable[[], bytes]) -> bytes:
+    """The PEM of the key that signs deletion receipts. `explicit` (a mounted secret that every
+    replica shares) must exist; without it, one is generated (`generate`) into the data dir once."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise FileNotFoundError(f"receipt key {explicit} does not exist (generate one with "
+                                    "`openssl genpkey -algorithm ed25519 -out FILE`)")
+        return explicit.read_bytes()
+    pem, _ = read_or_create(data_dir / RECEIPT_KEY_FILE, generate)
+    return pem

@@ -53,6 +53,9 @@ def check_transport(s: Settings) -> None:
     for path in (s.tls_cert, s.tls_key, s.tls_client_ca):
         if path is not None and not path.is_file():
             raise SettingsError(f"TLS file {path} does not exist")
+    if s.receipt_key is not None and not s.receipt_key.is_file():
+        raise SettingsError(f"receipt key {s.receipt_key} does not exist: mount the deployment's Ed25519 key "
+                            "(`openssl genpkey -algorithm ed25519 -out FILE`) or leave --receipt-key unset")
     if s.tls_cert is None and not s.insecure and not is_loopback(s.host):
         raise SettingsError(
             f"refusing to listen on {s.host} without TLS: bearer tokens would cross the network in clear "
@@ -87,6 +90,9 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    # Ed25519 key (PEM, PKCS#8) that signs deletion receipts; every replica sharing a ledger must
+    # mount the same one. None = <data_dir>/receipt.key, generated once (one node only).
+    receipt_key: Path | None = None
     insecure: bool = False  # allow plaintext on a non-loopback address (a TLS proxy in front)
     data_dir: Path = Path("data")  # ledger, adapter store, tokens, guard state
     # A PostgreSQL URL: the ledger several replicas and workers share (server/forget/ledger/
@@ -181,6 +187,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "tls_cert": ("LETHE_TLS_CERT", Path),
     "tls_key": ("LETHE_TLS_KEY", Path),
     "tls_client_ca": ("LETHE_TLS_CLIENT_CA", Path),
+    "receipt_key": ("LETHE_RECEIPT_KEY", Path),
     "insecure": ("LETHE_INSECURE", _bool),
     "data_dir": ("LETHE_DATA_DIR", Path),
     "ledger_url": ("LETHE_LEDGER_URL", str),
@@ -277,6 +284,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
       help="close connections after this long, 0 = never (env LETHE_MAX_CONNECTION_AGE_SECONDS)")
     p("--no-reflection", dest="reflection", action="store_const", const=False,
       help="disable gRPC server reflection (env LETHE_REFLECTION=0)")
+    p("--receipt-key", type=Path,
+      help="Ed25519 private key (PEM) signing deletion receipts; replicas sharing a ledger mount the same "
+           "file (env LETHE_RECEIPT_KEY; default: <data-dir>/receipt.key, generated once)")
     p("--no-worker", dest="worker", action="store_const", const=False,
       help="do not spawn the unlearning worker; run `lethe worker` separately (env LETHE_WORKER=0)")
     p("--worker-timeout-seconds", type=float,

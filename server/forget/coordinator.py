@@ -11,7 +11,10 @@
 - `run`: a background loop that swaps verified adapters into the serving stack (the ledger's
   version is committed only after the model switched; a crash in between re-applies on start,
   never twice), refuses corrupt ones, and refreshes job / worker gauges.
-- `deactivate`: removes an adapter as a new stack version; the guard keeps blocking.
+- `deactivate`: removes an adapter as a new stack version; the guard keeps blocking; the
+  forget's deletion receipt gets a signed revocation.
+- `receipt`: the signed deletion receipt of an ACTIVE job (signed at the swap, or now if a crash
+  came between), see receipts.py.
 Training itself happens in the worker process (forget/worker.py); this module only watches the ledger.
 """
 
@@ -22,12 +25,15 @@ import contextlib
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
 from server.adapters.stack import AdapterStackManager, StackRefused, SwapTiming
 from server.crash import crash_point
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.forget.issuer import ReceiptIssuer
+from server.forget.receipts import ReceiptSigner, SignedReceipt, commitment, new_commitment_key
 from server.forget.layout import DataDir
 from server.forget.jobs import ForgetJob, ForgetPayload, ForgetResolution, ForgetState, MatchCounts, StackRecord
 from server.forget.shared_store import SharedStoreError, local_paths
@@ -44,12 +50,23 @@ VERIFICATION_SCORES = ("forget.fact_span_accuracy", "retain.fact_span_accuracy",
                        "forget.truth_ratio", "mia.loss_auc", "mia.min_k_auc", "mia.zlib_auc", "model_utility")
 
 
+@dataclass(frozen=True)
+class Submitted:
+    job: ForgetJob
+    created: bool
+    # The request commitment's HMAC key, for the operator only: returned once (b"" on a retry),
+    # never stored. With it and the request, anyone can check the receipt covers that request.
+    commitment_key: bytes = b""
+
+
 class ForgetCoordinator:
     def __init__(self, ledger: ForgetLedger, guard: LeakageGuard, data: DataDir, metrics: ServerMetrics,
                  default_method: str, poll_seconds: float = 0.2, orphan_after_seconds: float = 60.0,
                  crash_at: tuple[str, ...] = (), ack_all_stages: bool = False,
-                 resolver: CorpusResolver | None = None):
+                 resolver: CorpusResolver | None = None, signer: ReceiptSigner | None = None):
         self.ledger = ledger
+        self.signer = signer  # None: no receipts (tests of other parts)
+        self._receipts = ReceiptIssuer(ledger, signer, self._entry_counts) if signer is not None else None
         self.resolver = resolver or CorpusResolver()
         self.guard = guard
         self.data = data
@@ -68,7 +85,7 @@ class ForgetCoordinator:
 
     # ---- Forget ----------------------------------------------------------------------------
     async def submit(self, payload: ForgetPayload, method: str, reason: str, key: str | None,
-                     actor: str) -> tuple[ForgetJob, bool]:
+                     actor: str) -> Submitted:
         start = time.monotonic()
         resolved = await self.dry_run(payload)
         if resolved.problems:  # nothing stored, nothing armed
@@ -76,13 +93,15 @@ class ForgetCoordinator:
                 self.metrics.forget_refused.labels(code).inc()
             raise InvalidArgument("; ".join(resolved.problems))
         digest = self.guard.content_digest(payload.to_json().encode())  # keyed: see GuardKeys
+        commitment_key = new_commitment_key()
         job, created = await asyncio.to_thread(self.ledger.submit, payload, method or self.default_method,
-                                               reason, key, actor, digest)
+                                               reason, key, actor, digest, commitment(commitment_key, payload))
         self.metrics.forget_requests.labels("created" if created else "duplicate").inc()
-        if created:
-            job = await self._arm(job.forget_id, payload, resolved)
-            self.metrics.forget_to_block.observe(time.monotonic() - start)
-        return job, created
+        if not created:
+            return Submitted(job, False)
+        job = await self._arm(job.forget_id, payload, resolved)
+        self.metrics.forget_to_block.observe(time.monotonic() - start)
+        return Submitted(job, True, commitment_key)
 
     async def dry_run(self, payload: ForgetPayload) -> Resolved:
         """What `payload` resolves to in the corpus (off the event loop); stores nothing."""
@@ -233,6 +252,7 @@ class ForgetCoordinator:
             crash_point(self.crash_at, "mid-swap", self.data.root)
             record = await asyncio.to_thread(self.ledger.activate, job.forget_id, current.version)
             self.guard.set_phase(job.forget_id, AFTER)
+            await asyncio.to_thread(self._issue, job.forget_id)
             await asyncio.to_thread(self._drop_partial_writes, job.adapter_id)
             self._observe_swap(start, timing)
             self.metrics.forget_to_active.observe(time.time() - job.created_at)
@@ -258,9 +278,24 @@ class ForgetCoordinator:
                 raise FailedPrecondition(str(exc)) from None
             forget_id = (await asyncio.to_thread(self.ledger.adapter, adapter_id)).forget_id
             self.guard.set_phase(forget_id, BEFORE)  # no adapter covers it now: hits are not residual
+            await asyncio.to_thread(self._issue, forget_id, actor)
             self._observe_swap(start, timing)
             self._export_stack(record)
             return record
+
+    # ---- receipts ----------------------------------------------------------------------------
+    def receipt(self, forget_id: str) -> SignedReceipt | None:
+        """The job's deletion receipt, with its revocation once deactivated; None before it was
+        ACTIVE or without a signer. Blocking: call off the event loop."""
+        return self._receipts.receipt(forget_id) if self._receipts is not None else None
+
+    def _issue(self, forget_id: str, actor: str = "") -> None:
+        if self._receipts is not None:
+            self._receipts.issue(forget_id, actor)
+
+    def _entry_counts(self, forget_id: str) -> dict[str, int]:
+        entries = self.guard.entries_of(forget_id)
+        return {"digests": len(entries) if entries else 0, "embeddings": entries.n_embeddings if entries else 0}
 
     def _observe_swap(self, start: float, timing: SwapTiming) -> None:
         self.metrics.swaps.labels("ok").inc()

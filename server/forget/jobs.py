@@ -1,7 +1,7 @@
 """Forget requests and jobs as domain values (no protobuf: `server/servicers/convert.py` converts).
 
-`ForgetPayload` is the plaintext of what must be forgotten: it lives in the ledger only until
-the job is ACTIVE or FAILED. `ForgetJob` is what the ledger keeps for good (counts, states,
+`ForgetPayload` is the plaintext of what must be forgotten: the ledger keeps it only sealed under
+a per-forget key (forget/sealing.py), destroyed when the job is ACTIVE or FAILED. `ForgetJob` is what the ledger keeps for good (counts, states,
 metrics — never content). Validation of untrusted input happens in `ForgetPayload.validated`.
 """
 
@@ -99,6 +99,8 @@ class ForgetJob:
     transitions: tuple[Transition, ...] = ()
     guard_hits: tuple[tuple[str, str, int], ...] = ()  # (stage, phase, outputs blocked)
     matches: MatchCounts = field(default_factory=lambda: MatchCounts())
+    claim_epoch: int = 0  # claims so far; a worker's writes carry the epoch of its own claim
+    commitment: str = ""  # HMAC of the request under the operator's key (receipts.py); "" = none
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ near-duplicates are at hand then; the plaintext is erased soon after), and the l
 replays them through the live stack. A probe is a prompt (a forgotten question, a paraphrase of
 it, or the opening of a forgotten text) plus the *keyed digest* of the fact span its answer must
 not contain: the fact itself is never stored. Prompts name forgotten subjects, so the whole list
-is sealed (AES-GCM under the guard key, bound to the forget id) like the guard's embeddings.
+is sealed (AES-GCM under the guard key, bound to the forget id) like the guard's embeddings,
+and the ledger seals that again under the forget's own probes key (sealing.py), destroyed when
+the adapter is deactivated or the job fails.
 
 A probe leaks when the fact's words appear as whole words in the output, after the guard's
 folding (case, confusables, punctuation) — the same rule as the engine's fact-span accuracy.

@@ -1,5 +1,5 @@
 """The Admin service: Forget, ForgetDryRun, GetForget, WatchForget, ListForgets, ListAdapters,
-DeactivateAdapter.
+DeactivateAdapter, GetReceiptKey.
 
 Operators only (the auth interceptor checks the token). Converts protobuf to domain values and
 calls the ForgetCoordinator / ledger; never returns forgotten content, only counts and states.
@@ -17,10 +17,11 @@ import grpc
 from server.api import admin_pb2 as pb
 from server.api import admin_pb2_grpc
 from server.forget.coordinator import ForgetCoordinator
-from server.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from server.forget.jobs import MAX_KEY_CHARS, MAX_REASON_CHARS, ForgetJob, ForgetState
 from server.forget.hits import HitTally
 from server.forget.ledger import IdempotencyConflict, UnknownForget
+from server.forget.receipts import public_pem
 from server.metrics import ServerMetrics
 from server.rpc import rpc_method
 from server.servicers import convert
@@ -79,12 +80,13 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             raise InvalidArgument(f"idempotency_key must be at most {MAX_KEY_CHARS} characters")
         await self._check_queue()
         try:
-            job, created = await self.coordinator.submit(
+            done = await self.coordinator.submit(
                 payload, request.method, request.reason, request.idempotency_key or None, actor_of(context))
         except IdempotencyConflict:
             raise AlreadyExists("this idempotency_key was used for a request with other content; "
                                 "use a new key for a new request") from None
-        return pb.ForgetResponse(job=convert.forget_job_to_pb(job), created=created)
+        return pb.ForgetResponse(job=convert.forget_job_to_pb(done.job), created=done.created,
+                                 commitment_key=done.commitment_key)
 
     @rpc_method("ForgetDryRun")
     async def ForgetDryRun(self, request: pb.ForgetRequest, context: grpc.aio.ServicerContext) -> pb.ForgetDryRunResponse:
@@ -102,7 +104,20 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     @rpc_method("GetForget")
     async def GetForget(self, request: pb.GetForgetRequest, context: grpc.aio.ServicerContext) -> pb.ForgetJob:
-        return convert.forget_job_to_pb(await self._job(request.forget_id))
+        job = await self._job(request.forget_id)
+        receipt = None
+        if job.state in (ForgetState.ACTIVE, ForgetState.DEACTIVATED):
+            receipt = await asyncio.to_thread(self.coordinator.receipt, job.forget_id)
+        return convert.forget_job_to_pb(job, receipt)
+
+    @rpc_method("GetReceiptKey")
+    async def GetReceiptKey(self, request: pb.GetReceiptKeyRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ReceiptKey:
+        signer = self.coordinator.signer
+        if signer is None:
+            raise FailedPrecondition("this server signs no receipts")
+        return pb.ReceiptKey(algorithm="Ed25519", public_key_pem=public_pem(signer.public).decode(),
+                             key_id=signer.key_id)
 
     @rpc_method("WatchForget")
     async def WatchForget(self, request: pb.WatchForgetRequest, context: grpc.aio.ServicerContext):

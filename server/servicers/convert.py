@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from server.api import admin_pb2 as apb
 from server.api import inference_pb2 as ipb
 from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, JobProgress, Transition
+from server.forget.receipts import SignedReceipt
 from server.forget.resolution import Resolved
 from server.runtime.params import GenerateParams, GenerationLimits, GenerationResult
 
@@ -80,8 +81,9 @@ def transition_to_pb(transition: Transition) -> apb.StateTransition:
                                detail=transition.detail)
 
 
-def forget_job_to_pb(job: ForgetJob) -> apb.ForgetJob:
+def forget_job_to_pb(job: ForgetJob, receipt: SignedReceipt | None = None) -> apb.ForgetJob:
     return apb.ForgetJob(
+        receipt=receipt_to_pb(receipt) if receipt is not None else None,
         forget_id=job.forget_id, state=forget_state_to_pb(job.state), method=job.method, reason=job.reason,
         num_texts=job.num_texts, num_qa_pairs=job.num_qa_pairs, num_subjects=job.num_subjects,
         created_at=_ts(job.created_at), updated_at=_ts(job.updated_at), failure_reason=job.failure_reason,
@@ -90,6 +92,11 @@ def forget_job_to_pb(job: ForgetJob) -> apb.ForgetJob:
         guard_hits=[apb.GuardHitCount(stage=s, phase=p, count=n) for s, p, n in job.guard_hits],
         text_matches=job.matches.texts, qa_matches=job.matches.qa_pairs, subject_matches=job.matches.subjects,
         corpus_digest=job.matches.corpus_digest)
+
+
+def receipt_to_pb(r: SignedReceipt) -> apb.DeletionReceipt:
+    return apb.DeletionReceipt(body=r.body, signature=r.signature, key_id=r.key_id, revoked=r.revoked,
+                               revocation_body=r.revocation_body, revocation_signature=r.revocation_signature)
 
 
 def dry_run_to_pb(resolved: Resolved, max_entries: int) -> apb.ForgetDryRunResponse:

@@ -26,7 +26,7 @@ def test_probes_are_erased_on_deactivation_and_failure(ledger_backend: LedgerBac
     ledger.record_adapter(AdapterRecord("ad_1", fid, "adapters/ad_1", "0" * 64, "npo", 8, 1, time.time()),
                           1, PROBES, worker_id="w")
     ledger.activate(fid, expected_version=0)
-    assert [p for _, _, p in ledger.monitor_probes()] == [PROBES] and ledger_backend.stored(PROBES)
+    assert [p for _, _, p in ledger.monitor_probes()] == [PROBES] and not ledger_backend.stored(PROBES)  # sealed
     ledger.deactivate("ad_1", expected_version=1, reason="undo", actor="op")
     assert ledger.monitor_probes() == [] and not ledger_backend.stored(PROBES)
 

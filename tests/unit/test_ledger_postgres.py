@@ -1,17 +1,19 @@
 """What only the shared PostgreSQL ledger has to get right: replicas starting together, racing
-on one idempotency key, workers sharing the queue, notifications to other replicas, and an
-unreachable database reported as such. (The guarantees both ledgers share: test_ledger*.py.)"""
+on one idempotency key, workers sharing the queue, notifications to other replicas, an
+unreachable database reported as such, and no forgotten plaintext anywhere in the cluster. (The guarantees both ledgers share: test_ledger*.py.)"""
 
 from __future__ import annotations
 
 import queue
 import threading
 import time
+import uuid
 from typing import Any, Callable
 
+import psycopg
 import pytest
 
-from server.forget.jobs import ForgetPayload
+from server.forget.jobs import AdapterRecord, ForgetPayload
 from server.forget.ledger import LedgerUnavailable
 from server.forget.ledger.pg_schema import LATEST
 from server.forget.ledger.postgres import PostgresLedger
@@ -38,7 +40,6 @@ def _together(n: int, fn: Callable[[int], Any]) -> list[Any]:
 def test_replicas_starting_at_once_migrate_exactly_once(postgres_url: str) -> None:
     ledgers = _together(4, lambda i: PostgresLedger(postgres_url, pool_size=1))
     assert all(isinstance(l, PostgresLedger) for l in ledgers), ledgers
-    import psycopg
 
     with psycopg.connect(postgres_url) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
@@ -90,3 +91,29 @@ def test_an_unreachable_database_is_unavailable_not_a_crash(postgres_cluster: An
     url = postgres_cluster.url("postgres").replace(str(postgres_cluster.port), "1")  # nothing listens on port 1
     with pytest.raises(LedgerUnavailable, match="cannot reach"):
         PostgresLedger(url, timeout_seconds=1)
+
+
+def test_no_forgotten_plaintext_reaches_postgresql_unsealed(postgres_cluster: Any) -> None:
+    """Not in any row, and not in any file of the cluster: tables, indexes, the WAL (which keeps
+    deleted rows, like standbys and backups would). Erasure there is the key's deletion."""
+    url = postgres_cluster.create_database()
+    needle = f"Zorvath Quindle {uuid.uuid4().hex}"  # unique: nothing else in the cluster holds it
+    payload = ForgetPayload(texts=(f"{needle} was born in Dunmarrow.",), subjects=(needle,))
+    ledger = PostgresLedger(url)
+    job, _ = ledger.submit(payload, "npo", "r", None, "op")
+    ledger.arm(job.forget_id, b"entries")
+    claimed = ledger.claim_next("w")
+    assert claimed is not None and claimed[1] == payload  # sealed, and opens for the worker
+    ledger.record_adapter(AdapterRecord("ad_1", job.forget_id, "ad_1", "0" * 64, "npo", 4, 1, time.time()),
+                          probes=f"probe: where was {needle} born?".encode(), worker_id="w")
+    assert [p for _, _, p in ledger.monitor_probes()] == []  # only ACTIVE jobs' probes are replayed
+    ledger.activate(job.forget_id, expected_version=0)
+    assert ledger.armed_payloads() == [] and ledger.pending_payloads() == []  # the payload's key is gone
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")  # every page and WAL record on disk
+        assert conn.execute("SELECT purpose FROM forget_keys").fetchall() == [("probes",)]
+    ledger.close()
+    assert needle.encode() not in postgres_cluster.dump(url)
+    for f in postgres_cluster.data.rglob("*"):
+        if f.is_file():
+            assert needle.encode() not in f.read_bytes(), f

@@ -3,13 +3,13 @@ claims it, and once it is presumed dead and the job re-queued, none of its write
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from server.forget.jobs import AdapterRecord, ForgetPayload, ForgetState, JobProgress
 from server.forget.ledger import NotOwner
+from tests.support.claims import race_to_claim
 from tests.support.ledgers import LedgerBackend
 
 
@@ -22,21 +22,7 @@ def test_two_workers_race_for_one_job(ledger_backend: LedgerBackend) -> None:
     job, _ = server.submit(ForgetPayload(subjects=("Ann Lee",)), "npo", "r", None, "op")
     server.arm(job.forget_id, b"entries")
     workers = {name: ledger_backend.open() for name in ("w-a", "w-b")}
-    start, claims = threading.Barrier(2), {}
-
-    def race(name: str) -> None:
-        start.wait()
-        claims[name] = workers[name].claim_next(name)
-
-    threads = [threading.Thread(target=race, args=(n,)) for n in workers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    winners = [n for n, c in claims.items() if c is not None]
-    assert len(winners) == 1
-    first = winners[0]
-    second = next(n for n in workers if n != first)
+    first, second, _ = race_to_claim(workers)
 
     # The first worker stalls past the orphan timeout: the server re-queues its job.
     assert server.requeue_orphans(older_than=time.time() + 1) == [job.forget_id]

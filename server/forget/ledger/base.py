@@ -1,7 +1,12 @@
 """The ledger interface. Every method is a durable transaction: when it returns, it is on disk.
 
-Plaintext (`ForgetPayload`) is only readable through `claim_next` / `pending_payloads` and is
-erased by `activate` and `fail`; nothing else in the interface returns content.
+Plaintext (`ForgetPayload`) is only readable through `claim_next` / `pending_payloads` /
+`armed_payloads`; nothing else in the interface returns content. A backend never stores it, nor
+the leakage probes, in the clear: it keeps what `server/forget/sealing.py` seals (ciphertext) and
+the per-forget key that opens it, written in the same transaction, and crypto-shreds by
+deleting the key with its ciphertext: the payload's in `activate` and `fail`, the probes' in
+`deactivate` and `fail`. The guard entries (keyed digests, embeddings sealed under the guard
+key) stay: a new replica arms its guard from them.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ class IdempotencyConflict(LedgerError):
 
 
 class NotOwner(LedgerError):
-    """A worker tried to finish a job it no longer owns (it was re-queued or finished elsewhere)."""
+    """A worker wrote to a job it no longer owns: re-queued, claimed again (a newer claim epoch,
+    even by the same worker id) or finished elsewhere."""
 
 
 class LedgerUnavailable(LedgerError, Unavailable):
@@ -56,10 +62,11 @@ class ForgetLedger(abc.ABC):
     # ---- forget requests -------------------------------------------------------------------
     @abc.abstractmethod
     def submit(self, payload: ForgetPayload, method: str, reason: str, idempotency_key: str | None,
-               actor: str, content_digest: str = "") -> tuple[ForgetJob, bool]:
+               actor: str, content_digest: str = "", commitment: str = "") -> tuple[ForgetJob, bool]:
         """Record a request as PENDING; (job, created). A known idempotency key returns its job, or
         raises IdempotencyConflict when both digests are known and differ. `content_digest` is
-        keyed (never a plain hash of the content, which a list of names could be checked against)."""
+        keyed (never a plain hash of the content, which a list of names could be checked against).
+        `commitment` (kept as the job's) is the receipt's request commitment, see receipts.py."""
 
     @abc.abstractmethod
     def arm(self, forget_id: str, guard_entries: bytes, resolution: ForgetResolution | None = None) -> ForgetJob:
@@ -99,7 +106,8 @@ class ForgetLedger(abc.ABC):
     # ---- the worker ------------------------------------------------------------------------
     @abc.abstractmethod
     def claim_next(self, worker_id: str) -> tuple[ForgetJob, ForgetPayload] | None:
-        """Oldest FILTERING job -> TRAINING, owned by worker_id; None when there is none."""
+        """Oldest FILTERING job -> TRAINING, owned by worker_id, its `claim_epoch` incremented (the
+        job returned carries the new epoch); None when there is none."""
 
     @abc.abstractmethod
     def heartbeat(self, worker_id: str) -> None: ...
@@ -113,29 +121,34 @@ class ForgetLedger(abc.ABC):
         """TRAINING/VERIFYING jobs whose worker's heartbeat is older than `older_than` -> FILTERING."""
 
     @abc.abstractmethod
-    def record_progress(self, forget_id: str, progress: JobProgress, worker_id: str | None = None) -> None:
-        """`worker_id`: as in record_adapter (refused unless that worker still owns the job)."""
+    def record_progress(self, forget_id: str, progress: JobProgress, worker_id: str | None = None,
+                        epoch: int | None = None) -> None:
+        """`worker_id`, `epoch`: as in record_adapter (refused unless that claim still owns the job)."""
 
     @abc.abstractmethod
     def progress_after(self, forget_id: str, seq: int) -> list[tuple[int, JobProgress]]: ...
 
     @abc.abstractmethod
     def transition(self, forget_id: str, state: ForgetState, detail: str = "", attempts: int | None = None,
-                   metrics: dict[str, float] | None = None, worker_id: str | None = None) -> ForgetJob:
-        """`worker_id`: as in record_adapter (a worker moves only jobs it owns)."""
+                   metrics: dict[str, float] | None = None, worker_id: str | None = None,
+                   epoch: int | None = None) -> ForgetJob:
+        """`worker_id`, `epoch`: as in record_adapter (a worker moves only jobs it owns)."""
 
     @abc.abstractmethod
     def record_adapter(self, adapter: AdapterRecord, attempts: int | None = None, probes: bytes = b"",
-                       worker_id: str | None = None) -> ForgetJob:
+                       worker_id: str | None = None, epoch: int | None = None) -> ForgetJob:
         """A verified adapter is in the store: job stays VERIFYING with adapter_id set, awaiting the swap.
         `probes` (sealed leakage probes) are kept for the leakage monitor. With `worker_id`, refuses
         (NotOwner) unless that worker still owns the job in TRAINING / VERIFYING — a worker that was
-        presumed dead and re-queued must not record over the job's new owner."""
+        presumed dead and re-queued must not record over the job's new owner — and, with `epoch`
+        (the worker passes its claim's), unless no claim came after it: the fencing token that
+        still holds when the same worker id claims the job again."""
 
     @abc.abstractmethod
     def fail(self, forget_id: str, reason: str, metrics: dict[str, float] | None = None,
-             attempts: int | None = None, worker_id: str | None = None) -> ForgetJob:
-        """-> FAILED and erase the plaintext (the guard entries stay). `worker_id`: as in record_adapter."""
+             attempts: int | None = None, worker_id: str | None = None, epoch: int | None = None) -> ForgetJob:
+        """-> FAILED and erase the plaintext (the guard entries stay). `worker_id`, `epoch`: as in
+        record_adapter."""
 
     @abc.abstractmethod
     def monitor_probes(self) -> list[tuple[str, str, bytes]]:
@@ -199,6 +212,16 @@ class ForgetLedger(abc.ABC):
 
     @abc.abstractmethod
     def audit_log(self, limit: int = 100) -> list[dict[str, object]]: ...
+
+    # ---- receipts ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_receipt(self, forget_id: str, kind: str, body: bytes, signature: bytes) -> tuple[bytes, bytes]:
+        """Store a signed document of `kind` for the job unless one exists (the first writer wins:
+        replicas racing to sign agree); returns the stored (body, signature)."""
+
+    @abc.abstractmethod
+    def receipts(self, forget_id: str) -> dict[str, tuple[bytes, bytes]]:
+        """kind -> (body, signature) of the job's signed documents (see receipts.py)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

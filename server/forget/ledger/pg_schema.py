@@ -1,7 +1,8 @@
 """The PostgreSQL ledger's schema as versioned migrations, and the code that applies them.
 
 The tables mirror the SQLite ledger's (server/forget/ledger/sqlite.py) column for column; a
-`seq` column stands in for SQLite's rowid wherever order matters. Every replica and worker runs
+`seq` column stands in for SQLite's rowid wherever order matters. Payloads and probes are only
+ever stored sealed, their per-forget keys in `forget_keys` (server/forget/sealing.py). Every replica and worker runs
 `migrate()` when it opens the ledger: the migrations run in one transaction under a
 transaction-level advisory lock, so two replicas starting at once apply each migration exactly
 once and neither sees a half-built schema. A migration is never edited once released: append
@@ -26,9 +27,12 @@ CREATE TABLE forgets (
   num_subjects INTEGER NOT NULL, created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
   failure_reason TEXT NOT NULL DEFAULT '', adapter_id TEXT NOT NULL DEFAULT '',
   stack_version INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
-  metrics TEXT NOT NULL DEFAULT '{}', worker_id TEXT, guard_entries BYTEA, content_hmac TEXT NOT NULL DEFAULT '');
+  metrics TEXT NOT NULL DEFAULT '{}', worker_id TEXT, guard_entries BYTEA, content_hmac TEXT NOT NULL DEFAULT '',
+  claim_epoch INTEGER NOT NULL DEFAULT 0, commitment TEXT NOT NULL DEFAULT '');
 CREATE INDEX forgets_by_state ON forgets (state, seq);
-CREATE TABLE payloads (forget_id TEXT PRIMARY KEY, payload TEXT NOT NULL);
+CREATE TABLE payloads (forget_id TEXT PRIMARY KEY, payload BYTEA NOT NULL);
+CREATE TABLE forget_keys (forget_id TEXT NOT NULL, purpose TEXT NOT NULL, key BYTEA NOT NULL,
+  PRIMARY KEY (forget_id, purpose));
 CREATE TABLE transitions (seq BIGSERIAL PRIMARY KEY, forget_id TEXT NOT NULL, state TEXT NOT NULL,
   at DOUBLE PRECISION NOT NULL, detail TEXT NOT NULL DEFAULT '');
 CREATE INDEX transitions_by_job ON transitions (forget_id, seq);
@@ -46,6 +50,8 @@ CREATE TABLE guard_hits (forget_id TEXT NOT NULL, stage TEXT NOT NULL, phase TEX
   count BIGINT NOT NULL, PRIMARY KEY (forget_id, stage, phase));
 CREATE TABLE resolutions (forget_id TEXT PRIMARY KEY, corpus_digest TEXT NOT NULL, counts TEXT NOT NULL,
   entry_ids TEXT NOT NULL);
+CREATE TABLE receipts (forget_id TEXT NOT NULL, kind TEXT NOT NULL, body BYTEA NOT NULL, signature BYTEA NOT NULL,
+  PRIMARY KEY (forget_id, kind));
 INSERT INTO stacks (version, adapter_ids, created_at) VALUES (0, '[]', %(now)s);
 """),
     # The shared adapter store (server/forget/shared_store.py): content-addressed blobs in chunks.

@@ -9,9 +9,10 @@ other; stack versions are serialised by an advisory lock. Changes other replicas
 (guard entries, stack versions) send a NOTIFY on `CHANNEL` inside their transaction, so it is
 delivered exactly when the change is visible; `listen()` hears them.
 
-Does not make erasure stronger than deleting rows: PostgreSQL's WAL, standbys and backups keep
-deleted rows, so keeping forgotten plaintext out of them is the job of per-forget sealing above
-this module (issue 16). The schema and its migrations live in pg_schema.py.
+Erasure cannot rely on deleting rows here: PostgreSQL's WAL, standbys and backups keep them. So
+the payload and the probes are only ever written sealed under per-forget keys
+(server/forget/sealing.py), and erasure deletes the key: what survives elsewhere is ciphertext
+whose key is gone. The schema and its migrations live in pg_schema.py.
 """
 
 from __future__ import annotations
@@ -36,10 +37,14 @@ from server.forget.ledger.base import (BlobStore, ForgetLedger, IdempotencyConfl
 from server.forget.ledger.pg_blobs import PostgresBlobs
 from server.forget.ledger.pg_schema import STACK_LOCK, STACK_TURN, migrate
 from server.forget.ledger.sqlite import _counts, new_forget_id  # one row format, one reader
+from server.forget.sealing import PAYLOAD, PROBES, Shredded, open_payload, open_sealed, seal, seal_payload
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "lethe_ledger"
+# The payload with its key; a job whose key is gone has no payload (inner join).
+_PAYLOADS = ("SELECT f.forget_id, p.payload, k.key FROM forgets f JOIN payloads p USING (forget_id) "
+             f"JOIN forget_keys k ON k.forget_id = f.forget_id AND k.purpose = '{PAYLOAD}' ")
 UNAVAILABLE = "the shared ledger (PostgreSQL) is unreachable; nothing was recorded: retry when it is back"
 _WORKING = (ForgetState.TRAINING.value, ForgetState.VERIFYING.value)
 
@@ -77,7 +82,7 @@ class PostgresLedger(ForgetLedger):
 
     # ---- forget requests -------------------------------------------------------------------
     def submit(self, payload: ForgetPayload, method: str, reason: str, idempotency_key: str | None,
-               actor: str, content_digest: str = "") -> tuple[ForgetJob, bool]:
+               actor: str, content_digest: str = "", commitment: str = "") -> tuple[ForgetJob, bool]:
         now = time.time()
         fid = new_forget_id()
         with self._tx() as db:
@@ -85,10 +90,11 @@ class PostgresLedger(ForgetLedger):
             # two replicas given one key at once end with one job.
             row = db.execute(
                 "INSERT INTO forgets (forget_id, idempotency_key, state, method, reason, num_texts, num_qa, "
-                "num_subjects, created_at, updated_at, content_hmac) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                "num_subjects, created_at, updated_at, content_hmac, commitment) "
+                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
                 "ON CONFLICT (idempotency_key) DO NOTHING RETURNING forget_id",
                 (fid, idempotency_key or None, ForgetState.PENDING.value, method, reason, len(payload.texts),
-                 len(payload.qa_pairs), len(payload.subjects), now, now, content_digest)).fetchone()
+                 len(payload.qa_pairs), len(payload.subjects), now, now, content_digest, commitment)).fetchone()
             if row is None:
                 known = db.execute("SELECT forget_id, content_hmac FROM forgets WHERE idempotency_key = %s",
                                    (idempotency_key,)).fetchone()
@@ -96,7 +102,10 @@ class PostgresLedger(ForgetLedger):
                                                                                          content_digest):
                     raise IdempotencyConflict(f"idempotency key of {known['forget_id']} reused with other content")
                 return self._job(db, known["forget_id"]), False
-            db.execute("INSERT INTO payloads (forget_id, payload) VALUES (%s, %s)", (fid, payload.to_json()))
+            # Sealed: the plaintext never reaches PostgreSQL, its WAL, standbys or backups.
+            key, sealed = seal_payload(payload)
+            db.execute("INSERT INTO payloads (forget_id, payload) VALUES (%s, %s)", (fid, sealed))
+            self._put_key(db, fid, PAYLOAD, key)
             self._log_transition(db, fid, ForgetState.PENDING, now)
             self._audit(db, actor, "forget", fid, {"content_hmac": content_digest, "method": method,
                                                    "texts": len(payload.texts), "qa_pairs": len(payload.qa_pairs),
@@ -132,9 +141,8 @@ class PostgresLedger(ForgetLedger):
 
     def _payloads(self, condition: str) -> list[tuple[str, ForgetPayload]]:
         with self._tx() as db:
-            rows = db.execute("SELECT f.forget_id, p.payload FROM forgets f JOIN payloads p USING (forget_id) "
-                              f"WHERE {condition} ORDER BY f.seq", (ForgetState.PENDING.value,)).fetchall()
-        return [(r["forget_id"], ForgetPayload.from_json(r["payload"])) for r in rows]
+            rows = db.execute(_PAYLOADS + f"WHERE {condition} ORDER BY f.seq", (ForgetState.PENDING.value,)).fetchall()
+        return [(r["forget_id"], open_payload(bytes(r["key"]), bytes(r["payload"]))) for r in rows]
 
     def resolution(self, forget_id: str) -> ForgetResolution | None:
         with self._tx() as db:
@@ -175,17 +183,16 @@ class PostgresLedger(ForgetLedger):
     def claim_next(self, worker_id: str) -> tuple[ForgetJob, ForgetPayload] | None:
         with self._tx() as db:
             # SKIP LOCKED: a job another worker is claiming right now is passed over, not waited on.
-            row = db.execute(
-                "SELECT f.forget_id, p.payload FROM forgets f JOIN payloads p USING (forget_id) "
-                "WHERE f.state = %s ORDER BY f.seq LIMIT 1 FOR UPDATE OF f SKIP LOCKED",
-                (ForgetState.FILTERING.value,)).fetchone()
+            row = db.execute(_PAYLOADS + "WHERE f.state = %s ORDER BY f.seq LIMIT 1 FOR UPDATE OF f SKIP LOCKED",
+                             (ForgetState.FILTERING.value,)).fetchone()
             if row is None:
                 return None
             fid = row["forget_id"]
-            db.execute("UPDATE forgets SET worker_id = %s WHERE forget_id = %s", (worker_id, fid))
+            db.execute("UPDATE forgets SET worker_id = %s, claim_epoch = claim_epoch + 1 WHERE forget_id = %s",
+                       (worker_id, fid))
             self._set_state(db, fid, ForgetState.TRAINING)
             self._beat(db, worker_id)
-            return self._job(db, fid), ForgetPayload.from_json(row["payload"])
+            return self._job(db, fid), open_payload(bytes(row["key"]), bytes(row["payload"]))
 
     def heartbeat(self, worker_id: str) -> None:
         with self._tx() as db:
@@ -212,10 +219,11 @@ class PostgresLedger(ForgetLedger):
                 self._set_state(db, r["forget_id"], ForgetState.FILTERING, "requeued: worker stopped")
             return [r["forget_id"] for r in rows]
 
-    def record_progress(self, forget_id: str, progress: JobProgress, worker_id: str | None = None) -> None:
+    def record_progress(self, forget_id: str, progress: JobProgress, worker_id: str | None = None,
+                        epoch: int | None = None) -> None:
         data = json.dumps(dataclasses.asdict(progress))
         with self._tx() as db:
-            self._check_owner(db, forget_id, worker_id)
+            self._check_owner(db, forget_id, worker_id, epoch)
             db.execute("INSERT INTO progress (forget_id, data) VALUES (%s, %s)", (forget_id, data))
             if worker_id is not None:
                 self._beat(db, worker_id)
@@ -227,17 +235,18 @@ class PostgresLedger(ForgetLedger):
         return [(r["seq"], JobProgress(**json.loads(r["data"]))) for r in rows]
 
     def transition(self, forget_id: str, state: ForgetState, detail: str = "", attempts: int | None = None,
-                   metrics: dict[str, float] | None = None, worker_id: str | None = None) -> ForgetJob:
+                   metrics: dict[str, float] | None = None, worker_id: str | None = None,
+                   epoch: int | None = None) -> ForgetJob:
         with self._tx() as db:
-            self._check_owner(db, forget_id, worker_id)
+            self._check_owner(db, forget_id, worker_id, epoch)
             self._set_counters(db, forget_id, attempts, metrics)
             self._set_state(db, forget_id, state, detail)
             return self._job(db, forget_id)
 
     def record_adapter(self, adapter: AdapterRecord, attempts: int | None = None, probes: bytes = b"",
-                       worker_id: str | None = None) -> ForgetJob:
+                       worker_id: str | None = None, epoch: int | None = None) -> ForgetJob:
         with self._tx() as db:
-            self._check_owner(db, adapter.forget_id, worker_id)
+            self._check_owner(db, adapter.forget_id, worker_id, epoch)
             db.execute(
                 "INSERT INTO adapters (adapter_id, forget_id, path, sha256, method, rank, size_bytes, created_at, "
                 "metrics) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
@@ -247,39 +256,50 @@ class PostgresLedger(ForgetLedger):
                        (adapter.adapter_id, json.dumps(adapter.metrics), time.time(), adapter.forget_id))
             self._set_counters(db, adapter.forget_id, attempts, None)
             if probes:
+                key, sealed = seal(PROBES, probes)
                 db.execute("INSERT INTO probes (forget_id, sealed) VALUES (%s, %s) ON CONFLICT (forget_id) "
-                           "DO UPDATE SET sealed = excluded.sealed", (adapter.forget_id, probes))
+                           "DO UPDATE SET sealed = excluded.sealed", (adapter.forget_id, sealed))
+                self._put_key(db, adapter.forget_id, PROBES, key)
             return self._job(db, adapter.forget_id)
 
     @staticmethod
-    def _check_owner(db: psycopg.Connection, forget_id: str, worker_id: str | None) -> None:
+    def _check_owner(db: psycopg.Connection, forget_id: str, worker_id: str | None, epoch: int | None) -> None:
         if worker_id is None:
             return
-        # FOR UPDATE: a concurrent requeue (another replica) waits for this write, or this write
-        # waits for it and then sees the job is no longer ours.
-        row = db.execute("SELECT state, worker_id FROM forgets WHERE forget_id = %s FOR UPDATE",
+        # FOR UPDATE: a concurrent requeue or claim (another replica, another worker) waits for
+        # this write, or this write waits for it and then sees the job is no longer its own.
+        row = db.execute("SELECT state, worker_id, claim_epoch FROM forgets WHERE forget_id = %s FOR UPDATE",
                          (forget_id,)).fetchone()
         if row is None:
             raise UnknownForget(forget_id)
         if row["worker_id"] != worker_id or row["state"] not in _WORKING:
             raise NotOwner(f"{forget_id} is {row['state']} and owned by another worker")
+        if epoch is not None and row["claim_epoch"] != epoch:
+            raise NotOwner(f"{forget_id} was claimed again (epoch {row['claim_epoch']}, this write is of {epoch})")
 
     def monitor_probes(self) -> list[tuple[str, str, bytes]]:
         with self._tx() as db:
             rows = db.execute(
-                "SELECT f.forget_id, f.method, p.sealed FROM forgets f JOIN probes p USING (forget_id) "
-                "WHERE f.state = %s ORDER BY f.seq", (ForgetState.ACTIVE.value,)).fetchall()
-        return [(r["forget_id"], r["method"], bytes(r["sealed"])) for r in rows]
+                "SELECT f.forget_id, f.method, p.sealed, k.key FROM forgets f JOIN probes p USING (forget_id) "
+                "JOIN forget_keys k ON k.forget_id = f.forget_id AND k.purpose = %s WHERE f.state = %s ORDER BY f.seq",
+                (PROBES, ForgetState.ACTIVE.value)).fetchall()
+        out = []
+        for r in rows:
+            try:
+                out.append((r["forget_id"], r["method"], open_sealed(PROBES, bytes(r["key"]), bytes(r["sealed"]))))
+            except Shredded:
+                logger.warning("leakage probes of %s cannot be opened; skipping them", r["forget_id"])
+        return out
 
     def fail(self, forget_id: str, reason: str, metrics: dict[str, float] | None = None,
-             attempts: int | None = None, worker_id: str | None = None) -> ForgetJob:
+             attempts: int | None = None, worker_id: str | None = None, epoch: int | None = None) -> ForgetJob:
         with self._tx() as db:
-            self._check_owner(db, forget_id, worker_id)
+            self._check_owner(db, forget_id, worker_id, epoch)
             db.execute("UPDATE forgets SET failure_reason = %s WHERE forget_id = %s", (reason, forget_id))
             self._set_counters(db, forget_id, attempts, metrics)
             self._set_state(db, forget_id, ForgetState.FAILED, reason)
             self._erase_plaintext(db, forget_id)
-            db.execute("DELETE FROM probes WHERE forget_id = %s", (forget_id,))
+            self._destroy_keys(db, forget_id, PROBES)  # no adapter to monitor either
             self._notify(db, f"guard:{forget_id}")
             return self._job(db, forget_id)
 
@@ -344,7 +364,7 @@ class PostgresLedger(ForgetLedger):
             stack = self._new_stack(db, expected_version, tuple(a for a in current.adapter_ids if a != adapter_id))
             row = db.execute("SELECT forget_id FROM adapters WHERE adapter_id = %s", (adapter_id,)).fetchone()
             self._set_state(db, row["forget_id"], ForgetState.DEACTIVATED, f"stack v{stack.version}")
-            db.execute("DELETE FROM probes WHERE forget_id = %s", (row["forget_id"],))
+            self._destroy_keys(db, row["forget_id"], PROBES)  # the probes only served the live adapter
             self._audit(db, actor, "deactivate_adapter", adapter_id,
                         {"forget_id": row["forget_id"], "stack_version": stack.version, "reason": reason})
             return stack
@@ -353,6 +373,21 @@ class PostgresLedger(ForgetLedger):
         with self._tx() as db:
             row = db.execute("SELECT activated_at FROM adapters WHERE adapter_id = %s", (adapter_id,)).fetchone()
         return float(row["activated_at"] or 0.0) if row else 0.0
+
+    # ---- receipts ----------------------------------------------------------------------------
+    def put_receipt(self, forget_id: str, kind: str, body: bytes, signature: bytes) -> tuple[bytes, bytes]:
+        with self._tx() as db:  # ON CONFLICT waits for a racing replica's insert: the first one wins
+            db.execute("INSERT INTO receipts (forget_id, kind, body, signature) VALUES (%s,%s,%s,%s) "
+                       "ON CONFLICT (forget_id, kind) DO NOTHING", (forget_id, kind, body, signature))
+            row = db.execute("SELECT body, signature FROM receipts WHERE forget_id = %s AND kind = %s",
+                             (forget_id, kind)).fetchone()
+        return bytes(row["body"]), bytes(row["signature"])
+
+    def receipts(self, forget_id: str) -> dict[str, tuple[bytes, bytes]]:
+        with self._tx() as db:
+            rows = db.execute("SELECT kind, body, signature FROM receipts WHERE forget_id = %s",
+                              (forget_id,)).fetchall()
+        return {r["kind"]: (bytes(r["body"]), bytes(r["signature"])) for r in rows}
 
     # ---- guard hits --------------------------------------------------------------------------
     def add_guard_hits(self, counts: dict[tuple[str, str, str], int]) -> None:
@@ -400,11 +435,25 @@ class PostgresLedger(ForgetLedger):
     def _notify(db: psycopg.Connection, what: str) -> None:
         db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, what))  # delivered at commit, never before
 
-    @staticmethod
-    def _erase_plaintext(db: psycopg.Connection, forget_id: str) -> None:
-        db.execute("DELETE FROM payloads WHERE forget_id = %s", (forget_id,))
+    @classmethod
+    def _erase_plaintext(cls, db: psycopg.Connection, forget_id: str) -> None:
+        cls._destroy_keys(db, forget_id, PAYLOAD)
         # the entry ids point at the subject's corpus entries: they go with the plaintext
         db.execute("UPDATE resolutions SET entry_ids = '[]' WHERE forget_id = %s", (forget_id,))
+
+    @staticmethod
+    def _put_key(db: psycopg.Connection, forget_id: str, purpose: str, key: bytes) -> None:
+        db.execute("INSERT INTO forget_keys (forget_id, purpose, key) VALUES (%s, %s, %s) ON CONFLICT "
+                   "(forget_id, purpose) DO UPDATE SET key = excluded.key", (forget_id, purpose, key))
+
+    @staticmethod
+    def _destroy_keys(db: psycopg.Connection, forget_id: str, *purposes: str) -> None:
+        """Crypto-shred: the key row goes, and the ciphertext it opened (noise from now on, in the
+        WAL, on standbys and in backups alike)."""
+        for purpose in purposes:
+            db.execute("DELETE FROM forget_keys WHERE forget_id = %s AND purpose = %s", (forget_id, purpose))
+            db.execute(f"DELETE FROM {'payloads' if purpose == PAYLOAD else 'probes'} WHERE forget_id = %s",
+                       (forget_id,))
 
     @staticmethod
     def _set_counters(db: psycopg.Connection, forget_id: str, attempts: int | None,
@@ -443,8 +492,8 @@ class PostgresLedger(ForgetLedger):
             num_texts=r["num_texts"], num_qa_pairs=r["num_qa"], num_subjects=r["num_subjects"],
             created_at=r["created_at"], updated_at=r["updated_at"], failure_reason=r["failure_reason"],
             adapter_id=r["adapter_id"], stack_version=r["stack_version"], attempts=r["attempts"],
-            metrics=json.loads(r["metrics"]), transitions=transitions, guard_hits=hits,
-            matches=_counts(res) if res is not None else MatchCounts())
+            metrics=json.loads(r["metrics"]), transitions=transitions, guard_hits=hits, claim_epoch=r["claim_epoch"],
+            commitment=r["commitment"], matches=_counts(res) if res is not None else MatchCounts())
 
 
 def redact(url: str) -> str:

@@ -1,9 +1,10 @@
 """SQLite ledger: WAL journal, synchronous=FULL, secure_delete on, one file in the data dir.
 
 The server and the worker process each open their own connection; SQLite's locking serialises
-writers across processes and a lock serialises threads within one. Erasing plaintext deletes
-its row with secure_delete (freed pages are zeroed) and then truncates the WAL, so the content
-does not linger on disk in either file.
+writers across processes and a lock serialises threads within one. Plaintext is never written:
+the payload and the probes are sealed under per-forget keys (sealing.py) kept in `forget_keys`.
+Erasure deletes the key and the ciphertext rows with secure_delete (freed pages are zeroed) and
+then truncates the WAL, so neither lingers on disk in either file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Iterator, Sequence
 from server.forget.jobs import (AdapterRecord, ForgetJob, ForgetPayload, ForgetResolution, ForgetState, JobProgress,
                                 MatchCounts, StackRecord, Transition)
 from server.forget.ledger.base import ForgetLedger, IdempotencyConflict, LedgerError, NotOwner, UnknownForget
+from server.forget.sealing import PAYLOAD, PROBES, Shredded, open_payload, open_sealed, seal, seal_payload
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS forgets (
@@ -31,8 +33,11 @@ CREATE TABLE IF NOT EXISTS forgets (
   created_at REAL NOT NULL, updated_at REAL NOT NULL, failure_reason TEXT NOT NULL DEFAULT '',
   adapter_id TEXT NOT NULL DEFAULT '', stack_version INTEGER NOT NULL DEFAULT 0,
   attempts INTEGER NOT NULL DEFAULT 0, metrics TEXT NOT NULL DEFAULT '{}', worker_id TEXT,
-  guard_entries BLOB, content_hmac TEXT NOT NULL DEFAULT '');
-CREATE TABLE IF NOT EXISTS payloads (forget_id TEXT PRIMARY KEY, payload TEXT NOT NULL);
+  guard_entries BLOB, content_hmac TEXT NOT NULL DEFAULT '', claim_epoch INTEGER NOT NULL DEFAULT 0,
+  commitment TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS payloads (forget_id TEXT PRIMARY KEY, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS forget_keys (forget_id TEXT NOT NULL, purpose TEXT NOT NULL, key BLOB NOT NULL,
+  PRIMARY KEY (forget_id, purpose));
 CREATE TABLE IF NOT EXISTS transitions (forget_id TEXT NOT NULL, state TEXT NOT NULL, at REAL NOT NULL,
   detail TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS transitions_by_job ON transitions (forget_id);
@@ -49,6 +54,8 @@ CREATE TABLE IF NOT EXISTS workers (worker_id TEXT PRIMARY KEY, heartbeat REAL N
 CREATE TABLE IF NOT EXISTS probes (forget_id TEXT PRIMARY KEY, sealed BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS guard_hits (forget_id TEXT NOT NULL, stage TEXT NOT NULL, phase TEXT NOT NULL,
   count INTEGER NOT NULL, PRIMARY KEY (forget_id, stage, phase));
+CREATE TABLE IF NOT EXISTS receipts (forget_id TEXT NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL,
+  signature BLOB NOT NULL, PRIMARY KEY (forget_id, kind));
 CREATE TABLE IF NOT EXISTS resolutions (forget_id TEXT PRIMARY KEY, corpus_digest TEXT NOT NULL,
   counts TEXT NOT NULL, entry_ids TEXT NOT NULL);
 """
@@ -74,6 +81,8 @@ class SqliteLedger(ForgetLedger):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(SCHEMA)
         self._drop_unkeyed_digests()
+        self._add_columns()
+        self._seal_legacy_payloads()
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO stacks (version, adapter_ids, created_at) VALUES (0, '[]', ?)",
                        (time.time(),))
@@ -93,6 +102,48 @@ class SqliteLedger(ForgetLedger):
         self._db.execute("VACUUM")  # rewrite every page: no old value survives in free space
         self._truncate_wal()
 
+    def _add_columns(self) -> None:
+        """Ledgers written before claim epochs and receipts: the columns, with their defaults (an old
+        job's next claim is epoch 1; its receipt commits to no request)."""
+        have = {r["name"] for r in self._db.execute("PRAGMA table_info(forgets)")}
+        for column, decl in (("claim_epoch", "INTEGER NOT NULL DEFAULT 0"), ("commitment", "TEXT NOT NULL DEFAULT ''")):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE forgets ADD COLUMN {column} {decl}")
+
+    def _seal_legacy_payloads(self) -> None:
+        """Ledgers written before sealing kept in-flight payloads as plaintext JSON (rows with no
+        key): seal them in place, then rewrite every page so the plaintext leaves free space."""
+        rows = self._db.execute("SELECT p.forget_id, p.payload FROM payloads p WHERE NOT EXISTS (SELECT 1 "
+                                "FROM forget_keys k WHERE k.forget_id = p.forget_id AND k.purpose = ?)",
+                                (PAYLOAD,)).fetchall()
+        if not rows:
+            return
+        with self._tx() as db:
+            for r in rows:
+                key, sealed = seal_payload(ForgetPayload.from_json(r["payload"]))
+                db.execute("UPDATE payloads SET payload = ? WHERE forget_id = ?", (sealed, r["forget_id"]))
+                self._put_key(db, r["forget_id"], PAYLOAD, key)
+        self._db.execute("VACUUM")
+        self._truncate_wal()
+
+    @staticmethod
+    def _put_key(db: sqlite3.Connection, forget_id: str, purpose: str, key: bytes) -> None:
+        db.execute("INSERT OR REPLACE INTO forget_keys (forget_id, purpose, key) VALUES (?,?,?)",
+                   (forget_id, purpose, key))
+
+    @staticmethod
+    def _destroy_keys(db: sqlite3.Connection, forget_id: str, *purposes: str) -> None:
+        """Crypto-shred: the key row goes (zeroed by secure_delete; the caller truncates the WAL),
+        and so does the ciphertext it opened, which is noise from now on."""
+        for purpose in purposes:
+            db.execute("DELETE FROM forget_keys WHERE forget_id = ? AND purpose = ?", (forget_id, purpose))
+            table = "payloads" if purpose == PAYLOAD else "probes"
+            db.execute(f"DELETE FROM {table} WHERE forget_id = ?", (forget_id,))
+
+    # The payload with its key; a job whose key is gone has no payload (inner join).
+    _PAYLOADS = ("SELECT f.forget_id, p.payload, k.key FROM forgets f JOIN payloads p USING (forget_id) "
+                 f"JOIN forget_keys k ON k.forget_id = f.forget_id AND k.purpose = '{PAYLOAD}' ")
+
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
@@ -110,7 +161,7 @@ class SqliteLedger(ForgetLedger):
 
     # ---- forget requests -------------------------------------------------------------------
     def submit(self, payload: ForgetPayload, method: str, reason: str, idempotency_key: str | None,
-               actor: str, content_digest: str = "") -> tuple[ForgetJob, bool]:
+               actor: str, content_digest: str = "", commitment: str = "") -> tuple[ForgetJob, bool]:
         now = time.time()
         with self._tx() as db:
             if idempotency_key:
@@ -124,10 +175,12 @@ class SqliteLedger(ForgetLedger):
             fid = new_forget_id()
             db.execute(
                 "INSERT INTO forgets (forget_id, idempotency_key, state, method, reason, num_texts, num_qa, "
-                "num_subjects, created_at, updated_at, content_hmac) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "num_subjects, created_at, updated_at, content_hmac, commitment) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (fid, idempotency_key or None, ForgetState.PENDING.value, method, reason, len(payload.texts),
-                 len(payload.qa_pairs), len(payload.subjects), now, now, content_digest))
-            db.execute("INSERT INTO payloads (forget_id, payload) VALUES (?, ?)", (fid, payload.to_json()))
+                 len(payload.qa_pairs), len(payload.subjects), now, now, content_digest, commitment))
+            key, sealed = seal_payload(payload)
+            db.execute("INSERT INTO payloads (forget_id, payload) VALUES (?, ?)", (fid, sealed))
+            self._put_key(db, fid, PAYLOAD, key)
             self._log_transition(db, fid, ForgetState.PENDING, now)
             self._audit(db, actor, "forget", fid, {"content_hmac": content_digest, "method": method,
                                                    "texts": len(payload.texts), "qa_pairs": len(payload.qa_pairs),
@@ -155,17 +208,15 @@ class SqliteLedger(ForgetLedger):
 
     def pending_payloads(self) -> list[tuple[str, ForgetPayload]]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT f.forget_id, p.payload FROM forgets f JOIN payloads p USING (forget_id) "
-                "WHERE f.state = ? ORDER BY f.rowid", (ForgetState.PENDING.value,)).fetchall()
-        return [(r["forget_id"], ForgetPayload.from_json(r["payload"])) for r in rows]
+            rows = self._db.execute(self._PAYLOADS + "WHERE f.state = ? ORDER BY f.rowid",
+                                    (ForgetState.PENDING.value,)).fetchall()
+        return [(r["forget_id"], open_payload(r["key"], r["payload"])) for r in rows]
 
     def armed_payloads(self) -> list[tuple[str, ForgetPayload]]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT f.forget_id, p.payload FROM forgets f JOIN payloads p USING (forget_id) "
-                "WHERE f.state != ? ORDER BY f.rowid", (ForgetState.PENDING.value,)).fetchall()
-        return [(r["forget_id"], ForgetPayload.from_json(r["payload"])) for r in rows]
+            rows = self._db.execute(self._PAYLOADS + "WHERE f.state != ? ORDER BY f.rowid",
+                                    (ForgetState.PENDING.value,)).fetchall()
+        return [(r["forget_id"], open_payload(r["key"], r["payload"])) for r in rows]
 
     def resolution(self, forget_id: str) -> ForgetResolution | None:
         with self._lock:
@@ -204,16 +255,16 @@ class SqliteLedger(ForgetLedger):
     # ---- the worker ------------------------------------------------------------------------
     def claim_next(self, worker_id: str) -> tuple[ForgetJob, ForgetPayload] | None:
         with self._tx() as db:
-            row = db.execute(
-                "SELECT f.forget_id, p.payload FROM forgets f JOIN payloads p USING (forget_id) "
-                "WHERE f.state = ? ORDER BY f.rowid LIMIT 1", (ForgetState.FILTERING.value,)).fetchone()
+            row = db.execute(self._PAYLOADS + "WHERE f.state = ? ORDER BY f.rowid LIMIT 1",
+                             (ForgetState.FILTERING.value,)).fetchone()
             if row is None:
                 return None
             fid = row["forget_id"]
-            db.execute("UPDATE forgets SET worker_id = ? WHERE forget_id = ?", (worker_id, fid))
+            db.execute("UPDATE forgets SET worker_id = ?, claim_epoch = claim_epoch + 1 WHERE forget_id = ?",
+                       (worker_id, fid))
             self._set_state(db, fid, ForgetState.TRAINING)
             self._beat(db, worker_id)
-            return self._job(db, fid), ForgetPayload.from_json(row["payload"])
+            return self._job(db, fid), open_payload(row["key"], row["payload"])
 
     def heartbeat(self, worker_id: str) -> None:
         with self._tx() as db:
@@ -240,10 +291,11 @@ class SqliteLedger(ForgetLedger):
                 self._set_state(db, r["forget_id"], ForgetState.FILTERING, "requeued: worker stopped")
             return [r["forget_id"] for r in rows]
 
-    def record_progress(self, forget_id: str, progress: JobProgress, worker_id: str | None = None) -> None:
+    def record_progress(self, forget_id: str, progress: JobProgress, worker_id: str | None = None,
+                        epoch: int | None = None) -> None:
         data = json.dumps(dataclasses.asdict(progress))  # every field: counts, losses, metrics, timing
         with self._tx() as db:
-            self._check_owner(db, forget_id, worker_id)  # a presumed-dead worker reports nothing more
+            self._check_owner(db, forget_id, worker_id, epoch)  # a presumed-dead worker reports nothing more
             db.execute("INSERT INTO progress (forget_id, data) VALUES (?, ?)", (forget_id, data))
             if worker_id is not None:
                 self._beat(db, worker_id)  # the writer's own heartbeat, never the current owner's
@@ -255,9 +307,10 @@ class SqliteLedger(ForgetLedger):
         return [(r["seq"], JobProgress(**json.loads(r["data"]))) for r in rows]
 
     def transition(self, forget_id: str, state: ForgetState, detail: str = "", attempts: int | None = None,
-                   metrics: dict[str, float] | None = None, worker_id: str | None = None) -> ForgetJob:
+                   metrics: dict[str, float] | None = None, worker_id: str | None = None,
+                   epoch: int | None = None) -> ForgetJob:
         with self._tx() as db:
-            self._check_owner(db, forget_id, worker_id)
+            self._check_owner(db, forget_id, worker_id, epoch)
             if attempts is not None:
                 db.execute("UPDATE forgets SET attempts = ? WHERE forget_id = ?", (attempts, forget_id))
             if metrics is not None:
@@ -266,9 +319,9 @@ class SqliteLedger(ForgetLedger):
             return self._job(db, forget_id)
 
     def record_adapter(self, adapter: AdapterRecord, attempts: int | None = None, probes: bytes = b"",
-                       worker_id: str | None = None) -> ForgetJob:
+                       worker_id: str | None = None, epoch: int | None = None) -> ForgetJob:
         with self._tx() as db:
-            self._check_owner(db, adapter.forget_id, worker_id)
+            self._check_owner(db, adapter.forget_id, worker_id, epoch)
             db.execute(
                 "INSERT INTO adapters (adapter_id, forget_id, path, sha256, method, rank, size_bytes, created_at, "
                 "metrics) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -279,41 +332,52 @@ class SqliteLedger(ForgetLedger):
             if attempts is not None:
                 db.execute("UPDATE forgets SET attempts = ? WHERE forget_id = ?", (attempts, adapter.forget_id))
             if probes:
-                db.execute("INSERT OR REPLACE INTO probes (forget_id, sealed) VALUES (?, ?)", (adapter.forget_id, probes))
+                key, sealed = seal(PROBES, probes)
+                db.execute("INSERT OR REPLACE INTO probes (forget_id, sealed) VALUES (?, ?)", (adapter.forget_id, sealed))
+                self._put_key(db, adapter.forget_id, PROBES, key)
             return self._job(db, adapter.forget_id)
 
     @staticmethod
-    def _check_owner(db: sqlite3.Connection, forget_id: str, worker_id: str | None) -> None:
+    def _check_owner(db: sqlite3.Connection, forget_id: str, worker_id: str | None, epoch: int | None) -> None:
         if worker_id is None:
             return
-        row = db.execute("SELECT state, worker_id FROM forgets WHERE forget_id = ?", (forget_id,)).fetchone()
+        row = db.execute("SELECT state, worker_id, claim_epoch FROM forgets WHERE forget_id = ?",
+                         (forget_id,)).fetchone()
         if row is None:
             raise UnknownForget(forget_id)
         working = (ForgetState.TRAINING.value, ForgetState.VERIFYING.value)
         if row["worker_id"] != worker_id or row["state"] not in working:
             raise NotOwner(f"{forget_id} is {row['state']} and owned by another worker")
+        if epoch is not None and row["claim_epoch"] != epoch:
+            raise NotOwner(f"{forget_id} was claimed again (epoch {row['claim_epoch']}, this write is of {epoch})")
 
     def monitor_probes(self) -> list[tuple[str, str, bytes]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT f.forget_id, f.method, p.sealed FROM forgets f JOIN probes p USING (forget_id) "
-                "WHERE f.state = ? ORDER BY f.rowid", (ForgetState.ACTIVE.value,)).fetchall()
-        return [(r["forget_id"], r["method"], bytes(r["sealed"])) for r in rows]
+                "SELECT f.forget_id, f.method, p.sealed, k.key FROM forgets f JOIN probes p USING (forget_id) "
+                "JOIN forget_keys k ON k.forget_id = f.forget_id AND k.purpose = ? WHERE f.state = ? ORDER BY f.rowid",
+                (PROBES, ForgetState.ACTIVE.value)).fetchall()
+        out = []
+        for r in rows:
+            try:
+                out.append((r["forget_id"], r["method"], open_sealed(PROBES, r["key"], r["sealed"])))
+            except Shredded:
+                logger.warning("leakage probes of %s cannot be opened; skipping them", r["forget_id"])
+        return out
 
     def fail(self, forget_id: str, reason: str, metrics: dict[str, float] | None = None,
-             attempts: int | None = None, worker_id: str | None = None) -> ForgetJob:
+             attempts: int | None = None, worker_id: str | None = None, epoch: int | None = None) -> ForgetJob:
         with self._tx() as db:
-            self._check_owner(db, forget_id, worker_id)
+            self._check_owner(db, forget_id, worker_id, epoch)
             db.execute("UPDATE forgets SET failure_reason = ? WHERE forget_id = ?", (reason, forget_id))
             if metrics is not None:
                 db.execute("UPDATE forgets SET metrics = ? WHERE forget_id = ?", (json.dumps(metrics), forget_id))
             if attempts is not None:
                 db.execute("UPDATE forgets SET attempts = ? WHERE forget_id = ?", (attempts, forget_id))
             self._set_state(db, forget_id, ForgetState.FAILED, reason)
-            db.execute("DELETE FROM payloads WHERE forget_id = ?", (forget_id,))
+            self._destroy_keys(db, forget_id, PAYLOAD, PROBES)  # no adapter to monitor either
             # the entry ids point at the subject's corpus entries: they go with the plaintext
             db.execute("UPDATE resolutions SET entry_ids = '[]' WHERE forget_id = ?", (forget_id,))
-            db.execute("DELETE FROM probes WHERE forget_id = ?", (forget_id,))  # no adapter to monitor
             job = self._job(db, forget_id)
         self._truncate_wal()
         return job
@@ -362,7 +426,7 @@ class SqliteLedger(ForgetLedger):
             db.execute("UPDATE adapters SET activated_at = ? WHERE adapter_id = ?", (stack.created_at, job.adapter_id))
             db.execute("UPDATE forgets SET stack_version = ? WHERE forget_id = ?", (stack.version, forget_id))
             self._set_state(db, forget_id, ForgetState.ACTIVE, f"stack v{stack.version}")
-            db.execute("DELETE FROM payloads WHERE forget_id = ?", (forget_id,))
+            self._destroy_keys(db, forget_id, PAYLOAD)
             # the entry ids point at the subject's corpus entries: they go with the plaintext
             db.execute("UPDATE resolutions SET entry_ids = '[]' WHERE forget_id = ?", (forget_id,))
         self._truncate_wal()
@@ -377,7 +441,7 @@ class SqliteLedger(ForgetLedger):
             row = db.execute("SELECT forget_id FROM adapters WHERE adapter_id = ?", (adapter_id,)).fetchone()
             self._set_state(db, row["forget_id"], ForgetState.DEACTIVATED, f"stack v{stack.version}")
             # The leakage probes (forgotten questions, sealed) only served the live adapter.
-            db.execute("DELETE FROM probes WHERE forget_id = ?", (row["forget_id"],))
+            self._destroy_keys(db, row["forget_id"], PROBES)
             self._audit(db, actor, "deactivate_adapter", adapter_id,
                         {"forget_id": row["forget_id"], "stack_version": stack.version, "reason": reason})
         self._truncate_wal()
@@ -387,6 +451,21 @@ class SqliteLedger(ForgetLedger):
         with self._lock:
             row = self._db.execute("SELECT activated_at FROM adapters WHERE adapter_id = ?", (adapter_id,)).fetchone()
         return float(row["activated_at"] or 0.0) if row else 0.0
+
+    # ---- receipts ----------------------------------------------------------------------------
+    def put_receipt(self, forget_id: str, kind: str, body: bytes, signature: bytes) -> tuple[bytes, bytes]:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO receipts (forget_id, kind, body, signature) VALUES (?,?,?,?)",
+                       (forget_id, kind, body, signature))
+            row = db.execute("SELECT body, signature FROM receipts WHERE forget_id = ? AND kind = ?",
+                             (forget_id, kind)).fetchone()
+        return bytes(row["body"]), bytes(row["signature"])
+
+    def receipts(self, forget_id: str) -> dict[str, tuple[bytes, bytes]]:
+        with self._lock:
+            rows = self._db.execute("SELECT kind, body, signature FROM receipts WHERE forget_id = ?",
+                                    (forget_id,)).fetchall()
+        return {r["kind"]: (bytes(r["body"]), bytes(r["signature"])) for r in rows}
 
     # ---- guard hits --------------------------------------------------------------------------
     def add_guard_hits(self, counts: dict[tuple[str, str, str], int]) -> None:
@@ -441,7 +520,8 @@ class SqliteLedger(ForgetLedger):
             num_texts=r["num_texts"], num_qa_pairs=r["num_qa"], num_subjects=r["num_subjects"],
             created_at=r["created_at"], updated_at=r["updated_at"], failure_reason=r["failure_reason"],
             adapter_id=r["adapter_id"], stack_version=r["stack_version"], attempts=r["attempts"],
-            metrics=json.loads(r["metrics"]), transitions=transitions, guard_hits=hits,
+            metrics=json.loads(r["metrics"]), transitions=transitions, guard_hits=hits, claim_epoch=r["claim_epoch"],
+            commitment=r["commitment"],
             matches=_counts(res) if res is not None else MatchCounts())
 
     def _truncate_wal(self) -> None:
