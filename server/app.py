@@ -29,7 +29,7 @@ from server.auth import TokenAuthInterceptor, caller_label, ensure_operator_toke
 from server.forget.coordinator import ForgetCoordinator
 from server.forget.hits import HitTally
 from server.forget.layout import DataDir
-from server.forget.agreement import check_corpus, check_guard_key
+from server.forget.agreement import check_corpus, check_guard_key, check_receipt_key
 from server.forget.follower import ReplicaFollower
 from server.forget.ledger import open_ledger
 from server.forget.monitor import LeakageMonitor, MonitorConfig
@@ -105,7 +105,13 @@ class LetheServer:
             self.ledger, GuardKeys(secret), self.runtime, self.metrics,
             MonitorConfig(interval_seconds=settings.monitor_interval_seconds,
                           probes_per_round=settings.monitor_probes))
-        check_guard_key(self.ledger, GuardKeys(secret))  # shared ledger: one key for every replica
+        try:  # a shared ledger: one guard key and one receipt key for every replica
+            check_guard_key(self.ledger, GuardKeys(secret))
+            if self.coordinator.signer is not None:
+                check_receipt_key(self.ledger, self.coordinator.signer.key_id)
+        except SettingsError:
+            self.ledger.close()
+            raise
         self.coordinator.on_stack_change = self.monitor.poke
         self.follower = ReplicaFollower(self.ledger, self.guard, self.coordinator, self.metrics,
                                         settings.reconcile_seconds, settings.max_replica_lag_seconds)

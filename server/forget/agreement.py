@@ -1,7 +1,8 @@
 """What every process sharing a ledger must agree on, checked when it starts.
 
 Replicas and workers on one shared ledger must use the same guard key (entries armed by one
-replica are keyed digests only the same key can match, and sealed probes only it can open) and
+replica are keyed digests only the same key can match), replicas the same receipt-signing key
+(a receipt must verify under the deployment's one public key, whichever replica signed it), and
 the same corpus (forgets record the corpus entries they resolved to, by the corpus's digest).
 The first process to start records a fingerprint of each in the ledger; a later one whose own
 differs refuses to start, saying which and how to fix it, instead of serving a guard that
@@ -21,6 +22,7 @@ from server.guard.normalize import NORMALIZER_VERSION
 from server.settings import SettingsError
 
 GUARD_KEY = "guard_key_fingerprint"
+RECEIPT_KEY = "receipt_key_id"
 CORPUS = "corpus_sha256"
 NO_CORPUS = "none"
 
@@ -37,6 +39,12 @@ def check_guard_key(ledger: ForgetLedger, keys: GuardKeys) -> None:
     mine = fingerprint(keys.key_id, GuardConfig.n, GuardConfig.char_gram, NORMALIZER_VERSION).hex()
     _check(ledger, GUARD_KEY, mine, "guard key fingerprint",
            "mount the same guard.key in every data directory (e.g. from one Kubernetes Secret)")
+
+
+def check_receipt_key(ledger: ForgetLedger, key_id: str) -> None:
+    """Replicas: the key that signs deletion receipts (its public key id), one for the deployment."""
+    _check(ledger, RECEIPT_KEY, key_id, "receipt-signing key id",
+           "give every replica the same --receipt-key (LETHE_RECEIPT_KEY) from one mounted secret")
 
 
 def check_corpus(ledger: ForgetLedger, resolver: CorpusResolver) -> None:

@@ -1,6 +1,6 @@
 """Processes sharing a ledger must share its secrets (issue 17, item 5): a replica or worker
 whose guard key differs from the one the shared ledger records refuses to start with a message
-that says why; so does a replica serving another corpus."""
+that says why; so does a replica with another receipt-signing key, or serving another corpus."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from server.forget.agreement import CORPUS, check_guard_key
+from server.app import LetheServer
+from server.forget.agreement import CORPUS, RECEIPT_KEY, check_guard_key
 from server.forget.ledger.postgres import PostgresLedger
 from server.guard.keys import GuardKeys
 from server.keyfile import GUARD_KEY_FILE
+from server.settings import SettingsError
 from tests.conftest import ServerThread, make_settings
 from tests.procs import LETHE
 
@@ -36,6 +38,16 @@ def test_a_replica_or_worker_with_another_guard_key_refuses_to_start(demo_model_
                               env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 2, done.stderr[-2000:]
         assert "guard key fingerprint" in done.stderr and "same guard.key" in done.stderr, done.stderr[-2000:]
+    ledger.close()
+
+
+def test_a_replica_with_another_receipt_key_refuses_to_start(demo_model_dir: Path, tmp_path: Path,
+                                                              postgres_url: str) -> None:
+    settings = make_settings(tmp_path, demo_model_dir, ledger_url=postgres_url, worker=False)
+    ledger = PostgresLedger(postgres_url)
+    ledger.agree(RECEIPT_KEY, "another-deployment-key")  # recorded by the replicas already serving
+    with pytest.raises(SettingsError, match="receipt-signing key id.*--receipt-key"):
+        LetheServer(settings)
     ledger.close()
 
 
