@@ -46,6 +46,7 @@ from server.api import inference_pb2 as ipb  # noqa: E402
 from server.client import LetheClient  # noqa: E402
 from server.forget.jobs import ForgetState  # noqa: E402
 from server.forget.ledger.postgres import PostgresLedger  # noqa: E402
+from server.forget.receipts import ReceiptSigner  # noqa: E402
 from server.forget.shared_store import publish  # noqa: E402
 from server.forget.worker import adapter_record  # noqa: E402
 from server.keyfile import GUARD_KEY_FILE  # noqa: E402
@@ -66,12 +67,14 @@ def percentile(values: list[float], q: float) -> float:
 
 def start_replicas(n: int, model_dir: Path, root: Path, url: str) -> list[ServeProcess]:
     key = os.urandom(32)
-    env = {"LETHE_LEDGER_URL": url, "LETHE_OPERATOR_TOKEN": TOKEN}
+    receipt_key = root / "receipt.pem"
+    receipt_key.write_bytes(ReceiptSigner.generate_pem())
+    env = {"LETHE_LEDGER_URL": url, "LETHE_OPERATOR_TOKEN": TOKEN, "LETHE_RECEIPT_KEY": str(receipt_key)}
     replicas = []
     for i in range(n):
         data = root / f"replica-{i}"
         data.mkdir(mode=0o700)
-        (data / GUARD_KEY_FILE).write_bytes(key)  # one mounted secret for every replica
+        (data / GUARD_KEY_FILE).write_bytes(key)  # one mounted secret for every replica (and the receipt key)
         replicas.append(ServeProcess(model_dir, data, "--no-worker", env=env))
     for r in replicas:
         r.wait_serving(timeout=600)

@@ -17,6 +17,7 @@ from peft import LoraConfig, get_peft_model
 from server.api import admin_pb2 as apb
 from server.client import LetheClient
 from server.forget.ledger.postgres import PostgresLedger
+from server.forget.receipts import ReceiptSigner
 from server.forget.shared_store import publish
 from server.forget.worker import adapter_record
 from server.guard import LeakageGuard
@@ -46,8 +47,12 @@ def _train_elsewhere(ledger: PostgresLedger, guard: LeakageGuard, model_dir: Pat
 
 def test_replicas_load_an_adapter_trained_on_another_machine(demo_model_dir: Path, tmp_path: Path,
                                                              postgres_url: str) -> None:
-    b_settings = make_settings(tmp_path / "b", demo_model_dir, ledger_url=postgres_url, worker=False)
-    c_settings = make_settings(tmp_path / "c", demo_model_dir, ledger_url=postgres_url, worker=False)
+    receipt_key = tmp_path / "receipt.pem"  # the replicas' one receipt-signing key
+    receipt_key.write_bytes(ReceiptSigner.generate_pem())
+    b_settings = make_settings(tmp_path / "b", demo_model_dir, ledger_url=postgres_url, worker=False,
+                               receipt_key=receipt_key)
+    c_settings = make_settings(tmp_path / "c", demo_model_dir, ledger_url=postgres_url, worker=False,
+                               receipt_key=receipt_key)
     key = guard_secret(b_settings.data_dir)
     c_settings.data_dir.mkdir(parents=True)
     (c_settings.data_dir / GUARD_KEY_FILE).write_bytes(key)  # one guard key for every replica

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.api import admin_pb2 as apb
 from server.api import inference_pb2 as ipb
 from server.client import LetheClient
+from server.forget.receipts import ReceiptSigner
 from server.keyfile import GUARD_KEY_FILE
 from tests.procs import LETHE, ServeProcess
 from unlearn_engine.demo.builder import load_corpus
@@ -57,7 +58,9 @@ def test_a_forget_acked_by_one_replica_is_blocked_on_another(demo_model_dir: Pat
     person = corpus.trained_people[0]
     question = next(r.question for r in corpus.qa if r.person == person)
     key = os.urandom(32)
-    env = {"LETHE_LEDGER_URL": postgres_url, "LETHE_OPERATOR_TOKEN": TOKEN}
+    receipt_key = tmp_path / "receipt.pem"  # one mounted secret for every replica, like the guard key
+    receipt_key.write_bytes(ReceiptSigner.generate_pem())
+    env = {"LETHE_LEDGER_URL": postgres_url, "LETHE_OPERATOR_TOKEN": TOKEN, "LETHE_RECEIPT_KEY": str(receipt_key)}
     common = ("--no-worker", "--demo", "small", "--reconcile-seconds", "600")
     a = ServeProcess(demo_model_dir, _data_dir(tmp_path, "a", key), *common, env=env)
     b = ServeProcess(demo_model_dir, _data_dir(tmp_path, "b", key), *common, env=env)
