@@ -1,6 +1,7 @@
 """What only the shared PostgreSQL ledger has to get right: replicas starting together, racing
 on one idempotency key, workers sharing the queue, notifications to other replicas, an
-unreachable database reported as such, and no forgotten plaintext anywhere in the cluster. (The guarantees both ledgers share: test_ledger*.py.)"""
+unreachable database reported as such, one replica changing the stack at a time (and a dead one
+letting go), and no forgotten plaintext anywhere in the cluster. (The guarantees both ledgers share: test_ledger*.py.)"""
 
 from __future__ import annotations
 
@@ -117,3 +118,28 @@ def test_no_forgotten_plaintext_reaches_postgresql_unsealed(postgres_cluster: An
     for f in postgres_cluster.data.rglob("*"):
         if f.is_file():
             assert needle.encode() not in f.read_bytes(), f
+
+
+def test_one_replica_changes_the_stack_at_a_time_and_a_dead_one_lets_go(postgres_url: str) -> None:
+    """Replica A's stack turn blocks replica B's; when A dies mid-swap (its session killed, as a
+    kill -9 would), the turn passes to B instead of staying locked."""
+    a, b = PostgresLedger(postgres_url), PostgresLedger(postgres_url)
+    hold = a.hold_stack()
+    got: queue.Queue[object] = queue.Queue()
+    threading.Thread(target=lambda: got.put(b.hold_stack()), daemon=True).start()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        def waiting() -> bool:
+            return conn.execute("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                "AND NOT granted").fetchone()[0] == 1
+        deadline, ev = time.monotonic() + 30, threading.Event()
+        while not waiting():  # B is queued behind A's turn
+            assert time.monotonic() < deadline, "B never waited for A's turn"
+            ev.wait(0.05)  # wait-ok: B's lock request is another thread's; pg_locks is the signal
+        assert got.empty()
+        holder = conn.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()[0]
+        conn.execute("SELECT pg_terminate_backend(%s)", (holder,))  # A dies mid-swap
+    b_hold = got.get(timeout=30)
+    b_hold.release()  # type: ignore[attr-defined]
+    del hold  # A's connection is gone; nothing to release
+    a.close()
+    b.close()
