@@ -7,7 +7,8 @@ are fenced by a row lock on the job (`FOR UPDATE`) and its owner; jobs are claim
 `FOR UPDATE SKIP LOCKED`, so any number of workers share the queue without waiting on each
 other; stack versions are serialised by an advisory lock. Changes other replicas must apply
 (guard entries, stack versions) send a NOTIFY on `CHANNEL` inside their transaction, so it is
-delivered exactly when the change is visible; `listen()` hears them.
+delivered exactly when the change is visible; `listen()` hears them (pg_coordination.py, with
+the replicas' stack turn).
 
 Erasure cannot rely on deleting rows here: PostgreSQL's WAL, standbys and backups keep them. So
 the payload and the probes are only ever written sealed under per-forget keys
@@ -22,7 +23,6 @@ import dataclasses
 import hmac
 import json
 import logging
-import threading
 import time
 from typing import Callable, Iterator, Sequence
 
@@ -32,10 +32,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from server.forget.jobs import (AdapterRecord, ForgetJob, ForgetPayload, ForgetResolution, ForgetState, JobProgress,
                                 StackRecord)
-from server.forget.ledger.base import (BlobStore, ForgetLedger, IdempotencyConflict, LedgerError, LedgerUnavailable, NotOwner,
-                                       StackHold, UnknownForget)
+from server.forget.ledger.base import (BlobStore, ForgetLedger, IdempotencyConflict, LedgerError, LedgerUnavailable,
+                                       NotOwner, StackHold, UnknownForget)
 from server.forget.ledger.pg_blobs import PostgresBlobs
-from server.forget.ledger.pg_schema import STACK_LOCK, STACK_TURN, migrate
+from server.forget.ledger.pg_coordination import CHANNEL, UNAVAILABLE, AdvisoryHold, Listener
+from server.forget.ledger.pg_schema import STACK_LOCK, migrate
 from server.forget.ledger.rows import adapter_from_row, job_from_rows, match_counts, submit_audit
 from server.forget.ledger.sqlite import new_forget_id
 from server.forget.sealing import PAYLOAD, PROBES, Shredded, open_payload, open_sealed, seal, seal_payload
@@ -322,7 +323,7 @@ class PostgresLedger(ForgetLedger):
             return self._stack(db)
 
     def hold_stack(self) -> StackHold:
-        return _AdvisoryHold(self._pool)
+        return AdvisoryHold(self._pool)
 
     @staticmethod
     def _stack(db: psycopg.Connection) -> StackRecord:
@@ -424,7 +425,7 @@ class PostgresLedger(ForgetLedger):
         return PostgresBlobs(self._tx)
 
     def listen(self, on_change: Callable[[str], None]) -> Callable[[], None]:
-        listener = _Listener(self.url, on_change)
+        listener = Listener(self.url, on_change)
         listener.start()
         return listener.stop
 
@@ -493,62 +494,3 @@ def redact(url: str) -> str:
     info = psycopg.conninfo.conninfo_to_dict(url)
     info.pop("password", None)
     return " ".join(f"{k}={v}" for k, v in sorted(info.items()))
-
-
-class _AdvisoryHold(StackHold):
-    """A session-level advisory lock on one pooled connection, held across a replica's local
-    swap: no other replica commits a stack version meanwhile, so a version number this replica
-    builds is never given other adapters by someone else. Dies with the session if we do."""
-
-    def __init__(self, pool: ConnectionPool):
-        self._pool = pool
-        try:
-            self._conn = pool.getconn()
-            self._conn.autocommit = True
-            self._conn.execute("SELECT pg_advisory_lock(%s)", (STACK_TURN,))
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise LedgerUnavailable(UNAVAILABLE) from exc
-
-    def release(self) -> None:
-        try:
-            self._conn.execute("SELECT pg_advisory_unlock(%s)", (STACK_TURN,))
-        except psycopg.Error:
-            logger.warning("could not release the stack lock; it goes with the connection")
-        finally:
-            self._conn.autocommit = False
-            self._pool.putconn(self._conn)
-
-
-class _Listener:
-    """LISTEN on CHANNEL over a connection of its own, in a daemon thread; reconnects with
-    back-off. After every (re)connect it reports "connected": notifications sent while it was
-    away are lost, so the caller reconciles in full."""
-
-    def __init__(self, url: str, on_change: Callable[[str], None]):
-        self._url = url
-        self._on_change = on_change
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ledger-listen", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(self._url, autocommit=True, connect_timeout=10) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    backoff = 0.5
-                    self._on_change("connected")
-                    while not self._stop.is_set():
-                        for note in conn.notifies(timeout=1.0):
-                            self._on_change(note.payload)
-            except psycopg.Error as exc:
-                logger.warning("ledger notifications lost (%s); reconnecting in %.1f s", type(exc).__name__, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
