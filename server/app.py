@@ -29,7 +29,9 @@ from server.auth import TokenAuthInterceptor, caller_label, ensure_operator_toke
 from server.forget.coordinator import ForgetCoordinator
 from server.forget.hits import HitTally
 from server.forget.layout import DataDir
-from server.forget.ledger import SqliteLedger
+from server.forget.agreement import check_corpus, check_guard_key, check_receipt_key
+from server.forget.follower import ReplicaFollower
+from server.forget.ledger import open_ledger
 from server.forget.monitor import LeakageMonitor, MonitorConfig
 from server.forget.receipts import ReceiptSigner
 from server.forget.resolution import CorpusResolver, corpus_file
@@ -46,7 +48,7 @@ from server.runtime.params import GenerationLimits
 from server.runtime.serving import ModelRuntime, RuntimeLimits
 from server.servicers.admin import AdminServicer
 from server.servicers.inference import InferenceServicer
-from server.settings import Settings, thread_budget, validate
+from server.settings import Settings, SettingsError, thread_budget, validate
 from server.tls import TlsFiles, server_credentials
 
 logger = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ class LetheServer:
         self.health = health.aio.HealthServicer()
         self.operator_token = ensure_operator_token(settings.data_dir, settings.operator_token)
         self.data = DataDir(settings.data_dir)
-        self.ledger = SqliteLedger(self.data.ledger)
+        self.ledger = open_ledger(settings.ledger_url, self.data.ledger)
         self.hits = HitTally(self.ledger)
         secret = self.data.guard_secret()
         self.guard = LeakageGuard(
@@ -104,8 +106,18 @@ class LetheServer:
             self.ledger, GuardKeys(secret), self.runtime, self.metrics,
             MonitorConfig(interval_seconds=settings.monitor_interval_seconds,
                           probes_per_round=settings.monitor_probes))
+        try:  # a shared ledger: one guard key and one receipt key for every replica
+            check_guard_key(self.ledger, GuardKeys(secret))
+            if self.coordinator.signer is not None:
+                check_receipt_key(self.ledger, self.coordinator.signer.key_id)
+        except SettingsError:
+            self.ledger.close()
+            raise
         self.coordinator.on_stack_change = self.monitor.poke
         self.coordinator.on_renamed = self.hits.rename
+        self.follower = ReplicaFollower(self.ledger, self.guard, self.coordinator, self.metrics,
+                                        settings.reconcile_seconds, settings.max_replica_lag_seconds)
+        self.follower.on_lag_change = self._on_replica_lag
         self.generator = GuardedGenerator(self.runtime, self.guard, self.metrics,  # gRPC and HTTP alike
                                           settings.max_prompt_chars, settings.filtered_response == "private")
         self.worker: WorkerSupervisor | None = None
@@ -122,7 +134,11 @@ class LetheServer:
         self._coordinator_task: asyncio.Task | None = None
         self._monitor_task: asyncio.Task | None = None
         self._hits_task: asyncio.Task | None = None
+        self._follower_task: asyncio.Task | None = None
         self.load_error: BaseException | None = None
+        self._stop = asyncio.Event()  # serve_forever's end: a signal, or a refusal to serve
+        self._loaded = False  # model and stack loaded: readiness may follow the shared ledger
+        self._draining = False
 
     def _on_guard_hit(self, hit: GuardHit) -> None:
         if hit.source == "output":
@@ -133,7 +149,9 @@ class LetheServer:
         s = self.settings
         if s.corpus is not None or s.model is not None:  # known now: resolve Forgets from the start
             await asyncio.to_thread(self.coordinator.resolver.load, corpus_file(s.corpus, s.model))
+        self.follower.listen()  # before the restore: a forget armed elsewhere meanwhile is heard
         await self.coordinator.restore()  # the guard blocks everything forgotten before we listen
+        self._follower_task = asyncio.create_task(self.follower.run())
         self._hits_task = asyncio.create_task(self.hits.run())
         server = grpc.aio.server(
             interceptors=[TokenAuthInterceptor(self.operator_token, s.client_tokens, _streaming_methods()),
@@ -198,9 +216,16 @@ class LetheServer:
     async def _load_model(self) -> None:
         try:
             loaded = await asyncio.to_thread(self._resolve_and_load)
+            await asyncio.to_thread(check_corpus, self.ledger, self.coordinator.resolver)
             self.runtime.attach(loaded)
             assert self.runtime.scheduler is not None
             await self.coordinator.restore_stack(AdapterStackManager(self.runtime.scheduler, loaded.fingerprint))
+            await self.follower.reconcile()  # everything the shared ledger holds, before SERVING
+        except SettingsError as exc:  # e.g. a corpus other replicas do not share: stop, saying why
+            self.load_error = exc
+            logger.error("refusing to serve: %s", exc)
+            self._stop.set()
+            return
         except Exception as exc:
             self.load_error = exc
             logger.exception("model or adapter stack load failed; the server stays NOT_SERVING")
@@ -220,7 +245,9 @@ class LetheServer:
         # per-chunk Python objects trigger collections more often).
         gc.collect()
         gc.freeze()
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._loaded = True
+        if not self.follower.too_far_behind:
+            await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info("model %s ready", loaded.name)
 
     def _worker_args(self) -> list[str]:
@@ -229,6 +256,8 @@ class LetheServer:
                 "--device", s.device, "--worker-threads", str(thread_budget(s)[1]), "--exit-with-parent"]
         if s.corpus is not None:
             args += ["--corpus", str(s.corpus)]
+        if s.ledger_url is not None:  # no new exposure: it is in our own flags or environment already
+            args += ["--ledger-url", s.ledger_url]
         return args
 
     async def wait_ready(self) -> None:
@@ -237,6 +266,13 @@ class LetheServer:
         if self.load_error is not None:
             raise RuntimeError("model failed to load") from self.load_error
 
+    async def _on_replica_lag(self, too_far_behind: bool) -> None:
+        """Readiness follows the shared ledger: a replica far behind it sends no traffic's way."""
+        if not self._loaded or self._draining:
+            return  # still loading (it reports SERVING itself when done), failed, or stopping
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING if too_far_behind
+                               else health_pb2.HealthCheckResponse.SERVING)
+
     async def _set_health(self, status: int) -> None:
         self._serving = status == health_pb2.HealthCheckResponse.SERVING
         for name in ["", *(svc.full_name for svc in SERVICES)]:
@@ -244,6 +280,7 @@ class LetheServer:
 
     async def drain(self) -> None:
         """Graceful stop: NOT_SERVING, refuse new work, finish in-flight within the grace period."""
+        self._draining = True
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.runtime.stop_accepting()
         stopping = [self._server.stop(self.settings.grace_seconds)] if self._server is not None else []
@@ -253,7 +290,9 @@ class LetheServer:
         await self.close()
 
     async def close(self) -> None:
-        for task in (self._load_task, self._coordinator_task, self._monitor_task, self._hits_task):
+        self.follower.close()
+        for task in (self._load_task, self._coordinator_task, self._monitor_task, self._hits_task,
+                     self._follower_task):
             if task is not None and not task.done():
                 task.cancel()
         if self.worker is not None:
@@ -273,10 +312,12 @@ class LetheServer:
 
     async def serve_forever(self) -> None:
         await self.start()
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+            loop.add_signal_handler(sig, self._stop.set)
+        await self._stop.wait()
+        if isinstance(self.load_error, SettingsError):
+            await self.close()
+            raise self.load_error  # the CLI prints it and exits 2
         logger.info("signal received: draining for up to %.0f s", self.settings.grace_seconds)
         await self.drain()

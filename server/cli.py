@@ -68,6 +68,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     torch.set_flush_denormal(True)  # denormals slow late training steps ~2x; the demo adapter came out the same
     worker = UnlearningWorker(WorkerConfig(
         data_dir=settings.data_dir, model_dir=resolve_model_dir(settings), corpus=settings.corpus,
+        ledger_url=settings.ledger_url,
         parent_pid=os.getppid() if args.exit_with_parent else None, crash_at=settings.crash_at))
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     worker.run(once=args.once)

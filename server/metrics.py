@@ -143,6 +143,12 @@ class ServerMetrics:
         self.monitor_last_round = Gauge(
             "lethe_leakage_monitor_last_round_timestamp_seconds", "Unix time the leakage monitor last finished a round.",
             registry=r)
+        self.replica_arm = Histogram(
+            "lethe_replica_arm_seconds", "With a shared ledger: time from a forget armed on another replica "
+            "(its commit) to this replica's guard blocking it.", buckets=_LATENCY_BUCKETS, registry=r)
+        self.replica_lag = Gauge(
+            "lethe_replica_lag_seconds", "How long this replica has been known to be behind the shared ledger "
+            "(a stack version it could not load, forgets it could not arm); 0 = in step, or one node.", registry=r)
         self.worker_up = Gauge("lethe_worker_up", "1 while the unlearning worker is alive.", registry=r)
         self.worker_heartbeat = Gauge(
             "lethe_worker_last_heartbeat_timestamp_seconds", "Unix time of the worker's last heartbeat.", registry=r)

@@ -95,6 +95,16 @@ class Settings:
     receipt_key: Path | None = None
     insecure: bool = False  # allow plaintext on a non-loopback address (a TLS proxy in front)
     data_dir: Path = Path("data")  # ledger, adapter store, tokens, guard state
+    # A PostgreSQL URL: the ledger several replicas and workers share (server/forget/ledger/
+    # postgres.py). None = SQLite in data_dir, one node.
+    ledger_url: str | None = None
+    # With a shared ledger: seconds between full reconciles with it, the bound on how long a lost
+    # change notification can leave this replica behind (notifications apply in milliseconds).
+    reconcile_seconds: float = 5.0
+    # A replica known to be behind the shared ledger this long reports NOT_SERVING, so the load
+    # balancer sends its traffic to replicas that serve every forget's adapter. Not reaching the
+    # ledger at all does not count: serving goes on from memory through a database restart.
+    max_replica_lag_seconds: float = 30.0
     # a local HF causal-LM directory or a fetched registry name (`lethe model list`); None = demo
     model: Path | None = None
     demo: str = "full"  # demo preset when model is None: "full" or "small" (tests)
@@ -182,6 +192,9 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "receipt_key": ("LETHE_RECEIPT_KEY", Path),
     "insecure": ("LETHE_INSECURE", _bool),
     "data_dir": ("LETHE_DATA_DIR", Path),
+    "ledger_url": ("LETHE_LEDGER_URL", str),
+    "reconcile_seconds": ("LETHE_RECONCILE_SECONDS", float),
+    "max_replica_lag_seconds": ("LETHE_MAX_REPLICA_LAG_SECONDS", float),
     "model": ("LETHE_MODEL", Path),
     "demo": ("LETHE_DEMO", str),
     "cache_dir": ("LETHE_CACHE_DIR", Path),
@@ -227,6 +240,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by `lethe serve` and `lethe worker` (each None when unset -> env -> default)."""
     p = parser.add_argument
     p("--data-dir", type=Path, help="data directory (env LETHE_DATA_DIR; default ./data)")
+    p("--ledger-url", help="postgresql://... ledger shared by replicas and workers "
+      "(env LETHE_LEDGER_URL; default: SQLite in the data directory)")
     p("--model", type=Path, help="local HF causal-LM directory, or a registered name fetched with "
       "`lethe model fetch NAME`, e.g. smollm2 (env LETHE_MODEL; default: demo model)")
     p("--demo", choices=["full", "small"], help="demo preset when no --model (env LETHE_DEMO)")
@@ -297,6 +312,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     p("--filtered-response", choices=CHOICES["filtered_response"],
       help="a blocked response ends FILTERED with a neutral message (transparent, default) or just "
            "stops (private) (env LETHE_FILTERED_RESPONSE)")
+    p("--reconcile-seconds", type=float,
+      help="with --ledger-url: seconds between full reconciles with the shared ledger (env LETHE_RECONCILE_SECONDS)")
+    p("--max-replica-lag-seconds", type=float,
+      help="with --ledger-url: NOT_SERVING once known to be behind the shared ledger this long "
+           "(env LETHE_MAX_REPLICA_LAG_SECONDS; default 30)")
     p("--monitor-interval-seconds", type=float,
       help="leakage monitor: seconds between probe rounds, 0 = off (env LETHE_MONITOR_INTERVAL_SECONDS)")
     p("--monitor-probes", type=int,
@@ -355,6 +375,10 @@ def validate(s: Settings) -> None:
         raise ValueError(f"guard_encoded_depth must be in 1..{MAX_ENCODED_DEPTH}")
     if s.monitor_interval_seconds < 0 or s.monitor_probes < 1:
         raise ValueError("monitor_interval_seconds must be >= 0 and monitor_probes >= 1")
+    if s.ledger_url is not None and not s.ledger_url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("ledger_url (--ledger-url, LETHE_LEDGER_URL) must be a postgresql:// URL")
+    if s.reconcile_seconds <= 0 or s.max_replica_lag_seconds <= 0:
+        raise ValueError("reconcile_seconds and max_replica_lag_seconds must be > 0")
     if s.keepalive_seconds <= 0 or s.max_connection_age_seconds < 0:
         raise ValueError("keepalive_seconds must be > 0 and max_connection_age_seconds >= 0")
     check_transport(s)

@@ -89,3 +89,40 @@ def client(lethe_server: ServerThread) -> Iterator[Any]:
     with LetheClient(lethe_server.target, timeout=60) as c:
         c.wait_ready()
         yield c
+
+
+# ---- PostgreSQL: one throwaway cluster per session, one fresh database per test ----------------
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Any]:
+    from tests.support.postgres import PostgresCluster, find_bin_dir, postgres_required
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        reason = ("PostgreSQL binaries (initdb, pg_ctl, postgres) not found under /usr/lib/postgresql/*/bin "
+                  "or on PATH: install Debian's `postgresql` package (.ci/run does)")
+        if postgres_required():
+            pytest.fail(f"{reason}; CI / LETHE_REQUIRE_POSTGRES=1 requires PostgreSQL", pytrace=False)
+        pytest.skip(reason)
+    cluster = PostgresCluster(bin_dir).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture()
+def postgres_url(postgres_cluster: Any) -> str:
+    return postgres_cluster.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Opens ledgers on one store (SQLite file / PostgreSQL database); each `open()` is a new
+    connection, as another process would have. `stored(b)` says whether bytes are in the store."""
+    from tests.support.ledgers import LedgerBackend
+
+    if request.param == "sqlite":
+        backend = LedgerBackend.sqlite(tmp_path / "ledger.db")
+    else:
+        cluster = request.getfixturevalue("postgres_cluster")
+        backend = LedgerBackend.postgres(cluster, cluster.create_database())
+    yield backend
+    backend.close_all()

@@ -22,6 +22,7 @@ Training itself happens in the worker process (forget/worker.py); this module on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -30,7 +31,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 from server.adapters.stack import AdapterStackManager, StackRefused, SwapTiming
 from server.crash import crash_point
@@ -40,9 +41,10 @@ from server.forget.issuer import ReceiptIssuer
 from server.forget.receipts import ReceiptSigner, SignedReceipt, commitment, new_commitment_key
 from server.forget.layout import DataDir
 from server.forget.jobs import ForgetJob, ForgetPayload, ForgetResolution, ForgetState, MatchCounts, StackRecord
+from server.forget.shared_store import SharedStoreError, local_paths
 from server.forget.resolution import CorpusResolver, CorpusUnavailable, Resolved, guard_items
 from server.guard import GuardEntries, LeakageGuard
-from server.forget.ledger import ForgetLedger, LedgerError
+from server.forget.ledger import ForgetLedger, LedgerError, LedgerUnavailable
 from server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -236,7 +238,7 @@ class ForgetCoordinator:
             shutil.rmtree(partial, ignore_errors=True)
 
     def _paths(self, adapter_ids: tuple[str, ...]) -> dict[str, Path]:
-        return {a: self.data.adapter_path(self.ledger.adapter(a).path) for a in adapter_ids}
+        return local_paths(self.ledger, self.data, adapter_ids)
 
     async def restore_stack(self, stacks: AdapterStackManager) -> None:
         """Serve the ledger's current stack (server start, after the model is loaded)."""
@@ -248,16 +250,59 @@ class ForgetCoordinator:
             await stacks.activate(record.version, (), {})
         self._export_stack(record)
 
+    @contextlib.asynccontextmanager
+    async def _stack_turn(self) -> AsyncIterator[StackRecord]:
+        """This replica's turn to change the stack: no other replica commits a version until it
+        ends (ledger.hold_stack), and this one serves the ledger's newest version first, so the
+        version it builds next is one nobody else can give other adapters."""
+        async with self._swap_lock:
+            hold = await asyncio.to_thread(self.ledger.hold_stack)
+            try:
+                current = await asyncio.to_thread(self.ledger.current_stack)
+                await self._serve(current)
+                yield current
+            finally:
+                await asyncio.to_thread(hold.release)
+
+    async def _serve(self, record: StackRecord) -> None:
+        """Serve `record` if it is newer than what serves (another replica committed it)."""
+        assert self.stacks is not None
+        if record.version <= self.stacks.current.version:
+            return
+        start = time.monotonic()
+        paths = await asyncio.to_thread(self._paths, record.adapter_ids)
+        timing = await self.stacks.activate(record.version, record.adapter_ids, paths)
+        self._observe_swap(start, timing)
+        self._export_stack(record)
+        logger.info("serving stack v%d committed by another replica", record.version)
+
+    async def follow_stack(self) -> None:
+        """Serve the ledger's stack version if another replica committed a newer one. Raises
+        when it cannot (an adapter missing from every store, or refused)."""
+        if self.stacks is None:
+            return
+        async with self._swap_lock:
+            await self._serve(await asyncio.to_thread(self.ledger.current_stack))
+
     async def swap_in(self, job: ForgetJob) -> None:
         assert self.stacks is not None
-        async with self._swap_lock:
-            current = await asyncio.to_thread(self.ledger.current_stack)
-            if job.adapter_id in current.adapter_ids:
+        async with self._stack_turn() as current:
+            if job.adapter_id in current.adapter_ids:  # another replica swapped it in first
                 return
             ids = (*current.adapter_ids, job.adapter_id)
+            try:
+                paths = await asyncio.to_thread(self._paths, ids)
+            except SharedStoreError as exc:  # the shared copy does not match its digest
+                logger.error("swap for %s refused: %s", job.forget_id, exc)
+                await asyncio.to_thread(self.ledger.fail, job.forget_id, "adapter refused at swap: failed verification")
+                return
+            if not paths[job.adapter_id].exists():  # trained on another machine, not in our store
+                logger.warning("adapter of %s is not in this replica's store; a replica that has it swaps it in",
+                               job.forget_id)
+                return
             start = time.monotonic()
             try:
-                timing = await self.stacks.activate(current.version + 1, ids, await asyncio.to_thread(self._paths, ids))
+                timing = await self.stacks.activate(current.version + 1, ids, paths)
             except StackRefused as exc:
                 self.metrics.swaps.labels("refused").inc()
                 logger.error("swap for %s refused: %s", job.forget_id, exc)
@@ -286,8 +331,7 @@ class ForgetCoordinator:
     async def deactivate(self, adapter_id: str, reason: str, actor: str) -> StackRecord:
         if self.stacks is None:
             raise FailedPrecondition("the model is still loading")
-        async with self._swap_lock:
-            current = await asyncio.to_thread(self.ledger.current_stack)
+        async with self._stack_turn() as current:
             if adapter_id not in current.adapter_ids:
                 raise NotFound(f"adapter {adapter_id} is not in the active stack")
             ids = tuple(a for a in current.adapter_ids if a != adapter_id)
@@ -354,11 +398,19 @@ class ForgetCoordinator:
 
     # ---- background loop -------------------------------------------------------------------
     async def run(self) -> None:
+        unreachable = False  # say so once per outage of a shared ledger, not on every tick
         while True:
             try:
                 await self.tick()
+                if unreachable:
+                    logger.warning("the ledger is reachable again")
+                unreachable = False
             except asyncio.CancelledError:
                 raise
+            except LedgerUnavailable:
+                if not unreachable:
+                    logger.warning("the ledger is unreachable; serving goes on, Forget answers UNAVAILABLE")
+                unreachable = True
             except Exception:
                 logger.exception("forget coordinator tick failed")
             await asyncio.sleep(self.poll_seconds)

@@ -31,7 +31,9 @@ from typing import Any
 from server.crash import crash_point
 from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetState, JobProgress
 from server.forget.layout import DataDir
-from server.forget.ledger import ForgetLedger, NotOwner, SqliteLedger
+from server.forget.ledger import ForgetLedger, NotOwner, open_ledger
+from server.forget.agreement import check_guard_key
+from server.forget.shared_store import local_paths, publish
 from server.forget.probes import make_probes, probe_pairs, seal_probes
 from server.forget.resolution import corpus_file
 from server.guard.keys import GuardKeys
@@ -59,6 +61,7 @@ class WorkerConfig:
     # JSONL for near-duplicates and retain data. None: a demo build's own training corpus, else
     # a retain set the model generates itself.
     corpus: Path | None = None
+    ledger_url: str | None = None  # a shared PostgreSQL ledger; None = SQLite in data_dir
     poll_seconds: float = 0.5  # idle wait between ledger polls
     heartbeat_seconds: float = 2.0  # liveness signal; the server's orphan timeout is several of these
     progress_every: int = 5  # optimiser steps between progress rows (eval steps always recorded)
@@ -92,7 +95,7 @@ class UnlearningWorker:
     def __init__(self, config: WorkerConfig, ledger: ForgetLedger | None = None):
         self.config = config
         self.data = DataDir(config.data_dir)
-        self.ledger = ledger or SqliteLedger(self.data.ledger)
+        self.ledger = ledger or open_ledger(config.ledger_url, self.data.ledger)
         self.store = self.data.adapters
         # Unique per process start: hostname-pid repeats after a container restart, and the
         # ledger fences every worker write by this id.
@@ -101,6 +104,7 @@ class UnlearningWorker:
         self.corpus = load_worker_corpus(config)
         self._indexed: IndexedCorpus | None = None  # the corpus file, as resolutions name it
         self.keys = GuardKeys(self.data.guard_secret())  # seals the leakage monitor's probes
+        check_guard_key(self.ledger, self.keys)  # shared ledger: the replicas' key, or refuse
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -190,7 +194,7 @@ class UnlearningWorker:
                              "server's --corpus", **self._fence(job))
             return
         stack = self.ledger.current_stack()
-        stack_paths = [self.data.adapter_path(self.ledger.adapter(a).path) for a in stack.adapter_ids]
+        stack_paths = list(local_paths(self.ledger, self.data, stack.adapter_ids).values())
         unmatched = self._unmatched_subjects(job.forget_id, payload)
         if unmatched and resolved is not None:
             resolved = (*resolved, *self._generated(job, unmatched, stack_paths))
@@ -249,6 +253,9 @@ class UnlearningWorker:
         # Probes for the leakage monitor: made now, while the forget set (with its paraphrases and
         # near-duplicates) exists; the plaintext is erased once the adapter is ACTIVE.
         probes = make_probes(self.keys, probe_pairs(forget_set.examples, forget_set.paraphrases))
+        blobs = self.ledger.blobs()
+        if blobs is not None:  # replicas that never saw this machine's disk load it from there
+            publish(blobs, artifact.path)
         self.ledger.record_adapter(record, attempts, seal_probes(self.keys, job.forget_id, probes),
                                    **self._fence(job))
         logger.info("job %s: adapter %s ready for the swap", job.forget_id, record.adapter_id)

@@ -20,7 +20,7 @@ import yaml
 from server.settings import Settings
 from tests.integration.test_prometheus_rules import DEPLOY
 
-COMPOSE_FILES = ["docker-compose.yml", "docker-compose.gpu.yml"]
+COMPOSE_FILES = ["docker-compose.yml", "docker-compose.gpu.yml", "docker-compose.replicas.yml"]
 
 
 def load(name: str) -> dict[str, Any]:
@@ -101,3 +101,19 @@ def test_lethe_runs_locked_down() -> None:
     assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"]
     assert "no-new-privileges:true" in svc["security_opt"]
     assert any(t.startswith("/tmp:") and "size=" in t for t in svc["tmpfs"])
+
+
+def test_replicas_override_shares_one_ledger_and_one_set_of_keys() -> None:
+    """Two replicas and a worker: every one on the postgres service's ledger, on the volume that
+    holds the shared keys, none with a worker of its own, and the second replica on other ports."""
+    base, over = load("docker-compose.yml")["services"], load("docker-compose.replicas.yml")["services"]
+    url = over["lethe"]["environment"]["LETHE_LEDGER_URL"]
+    assert "@postgres:5432/" in url and over["postgres"]["environment"]["POSTGRES_DB"] == url.rsplit("/", 1)[1]
+    for name in ("lethe-2", "worker"):
+        assert over[name]["environment"]["LETHE_LEDGER_URL"] == url, name
+        assert over[name]["volumes"] == base["lethe"]["volumes"], name  # guard.key, receipt.key, tokens
+        assert over[name]["image"] == base["lethe"]["image"], name
+    assert over["lethe"]["environment"]["LETHE_WORKER"] == over["lethe-2"]["environment"]["LETHE_WORKER"] == "0"
+    assert over["worker"]["command"] == ["worker"]
+    published = {p.rsplit(":", 2)[1] for s in (base["lethe"], over["lethe-2"]) for p in s["ports"]}
+    assert len(published) == 4  # no host port twice

@@ -6,10 +6,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from server.forget.ledger import SqliteLedger
+from server.forget.ledger import ForgetLedger
 
 
-def race_to_claim(workers: dict[str, SqliteLedger]) -> tuple[str, str, dict[str, Any]]:
+def race_to_claim(workers: dict[str, ForgetLedger]) -> tuple[str, str, dict[str, Any]]:
     """(winner, a loser, every worker's claim_next result); asserts exactly one claim won."""
     start, claims = threading.Barrier(len(workers)), {}
 

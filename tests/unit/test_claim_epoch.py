@@ -1,25 +1,25 @@
 """The claim epoch: every claim of a job increments it, and a worker write that carries an older
-epoch is refused (NotOwner) even when the worker id is the same."""
+epoch is refused (NotOwner) even when the worker id is the same; on SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
 from server.forget.jobs import AdapterRecord, ForgetPayload, ForgetState, JobProgress
-from server.forget.ledger import NotOwner, SqliteLedger
+from server.forget.ledger import NotOwner
+from tests.support.ledgers import LedgerBackend
 
 
 def _adapter(fid: str) -> AdapterRecord:
     return AdapterRecord("ad_1", fid, "adapters/ad_1", "0" * 64, "npo", 8, 1, time.time())
 
 
-def test_a_newer_claim_by_the_same_worker_id_fences_the_older_one(tmp_path: Path) -> None:
+def test_a_newer_claim_by_the_same_worker_id_fences_the_older_one(ledger_backend: LedgerBackend) -> None:
     """The owner id alone cannot tell two claims by one worker apart (a thread of a first attempt
     still writing after the job came back to the same worker): the claim epoch can."""
-    ledger = SqliteLedger(tmp_path / "ledger.db")
+    ledger = ledger_backend.open()
     job, _ = ledger.submit(ForgetPayload(subjects=("Ann Lee",)), "npo", "r", None, "op")
     ledger.arm(job.forget_id, b"entries")
     first, _ = ledger.claim_next("w")

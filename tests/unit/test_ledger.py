@@ -1,15 +1,14 @@
-"""The SQLite ledger: durability, idempotency, state machine, stack versions, plaintext erasure."""
+"""The ledger, on SQLite and on PostgreSQL alike: durability, idempotency, state machine, stack versions, plaintext erasure."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
-
 import pytest
 
 from server.forget.jobs import AdapterRecord, ForgetPayload, ForgetState, JobProgress
-from server.forget.ledger import LedgerError, NotOwner, SqliteLedger
+from server.forget.ledger import LedgerError, NotOwner
 from server.servicers.convert import forget_job_to_pb
+from tests.support.ledgers import LedgerBackend
 
 SECRET = "Orlan Vexmoor was born in Dunmarrow on 3 May 1961."
 
@@ -23,21 +22,21 @@ def _adapter(fid: str, aid: str) -> AdapterRecord:
     return AdapterRecord(aid, fid, f"adapters/{aid}", "0" * 64, "npo", 8, 1234, time.time(), {"forget_accuracy": 0.0})
 
 
-def test_submit_is_durable_and_idempotent(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "ledger.db")
+def test_submit_is_durable_and_idempotent(ledger_backend: LedgerBackend) -> None:
+    ledger = ledger_backend.open()
     job, created = ledger.submit(_payload(), "npo", "ticket-1", "key-1", "operator")
     again, created_again = ledger.submit(_payload(), "npo", "ticket-1", "key-1", "operator")
     assert created and not created_again and again.forget_id == job.forget_id
     ledger.close()
-    reopened = SqliteLedger(tmp_path / "ledger.db")  # a new process would see the same
+    reopened = ledger_backend.open()  # a new process would see the same
     assert reopened.get(job.forget_id).state == ForgetState.PENDING
     assert reopened.pending_payloads() == [(job.forget_id, _payload())]
     other, created = reopened.submit(_payload(), "npo", "", None, "operator")
     assert created and other.forget_id != job.forget_id
 
 
-def test_state_machine_to_active_erases_plaintext(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "ledger.db")
+def test_state_machine_to_active_erases_plaintext(ledger_backend: LedgerBackend) -> None:
+    ledger = ledger_backend.open()
     job, _ = ledger.submit(_payload(), "npo", "r", None, "op")
     ledger.arm(job.forget_id, b"hashes-only")
     claimed = ledger.claim_next("w1")
@@ -57,15 +56,14 @@ def test_state_machine_to_active_erases_plaintext(tmp_path: Path) -> None:
     assert ledger.progress_after(job.forget_id, 0)[0][1] == JobProgress(1, 5, 40, {"forget": 1.5}, {}, 2.5, 17.5)
     with pytest.raises(LedgerError):
         ledger.activate(job.forget_id, expected_version=1)  # never applied twice
-    for when in ("open", "closed"):  # neither the live files (db, -wal, -shm) nor the closed db keep it
-        for f in tmp_path.iterdir():
-            assert SECRET.encode() not in f.read_bytes(), (when, f.name)
-            assert b"Dunmarrow" not in f.read_bytes(), (when, f.name)
+    for when in ("open", "closed"):  # neither the live store (SQLite: db, -wal, -shm) nor the closed one keeps it
+        assert not ledger_backend.stored(SECRET.encode()), when
+        assert not ledger_backend.stored(b"Dunmarrow"), when
         ledger.close()
 
 
-def test_failed_job_keeps_guard_entries_but_not_content(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "ledger.db")
+def test_failed_job_keeps_guard_entries_but_not_content(ledger_backend: LedgerBackend) -> None:
+    ledger = ledger_backend.open()
     job, _ = ledger.submit(_payload(), "npo", "r", None, "op")
     ledger.arm(job.forget_id, b"entries")
     ledger.claim_next("w")
@@ -73,11 +71,11 @@ def test_failed_job_keeps_guard_entries_but_not_content(tmp_path: Path) -> None:
     assert failed.state == ForgetState.FAILED and failed.failure_reason == "gate failed twice"
     assert ledger.guard_entries() == [(job.forget_id, b"entries", ForgetState.FAILED)]
     ledger.close()
-    assert all(b"Dunmarrow" not in f.read_bytes() for f in tmp_path.iterdir())
+    assert not ledger_backend.stored(b"Dunmarrow")
 
 
-def test_orphaned_training_is_requeued(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "ledger.db")
+def test_orphaned_training_is_requeued(ledger_backend: LedgerBackend) -> None:
+    ledger = ledger_backend.open()
     job, _ = ledger.submit(_payload(), "npo", "r", None, "op")
     ledger.arm(job.forget_id, b"e")
     ledger.claim_next("dead-worker")
@@ -87,8 +85,8 @@ def test_orphaned_training_is_requeued(tmp_path: Path) -> None:
     assert ledger.claim_next("new-worker") is not None
 
 
-def test_stack_versions_and_deactivation(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "ledger.db")
+def test_stack_versions_and_deactivation(ledger_backend: LedgerBackend) -> None:
+    ledger = ledger_backend.open()
     ids = []
     for i in range(2):
         job, _ = ledger.submit(_payload(), "npo", "r", None, "op")
@@ -96,7 +94,9 @@ def test_stack_versions_and_deactivation(tmp_path: Path) -> None:
         ledger.claim_next("w")
         ledger.record_adapter(_adapter(job.forget_id, f"ad_{i}"))
         ledger.transition(job.forget_id, ForgetState.VERIFYING)
+        hold = ledger.hold_stack()  # a replica's turn to change the stack: its own commits go through
         ledger.activate(job.forget_id, expected_version=i)
+        hold.release()
         ids.append(job.forget_id)
     assert ledger.current_stack().adapter_ids == ("ad_0", "ad_1")
     with pytest.raises(LedgerError, match="moved"):
@@ -107,8 +107,8 @@ def test_stack_versions_and_deactivation(tmp_path: Path) -> None:
     assert ledger.audit_log(1)[0]["action"] == "deactivate_adapter"
 
 
-def test_listing_pages_newest_first_and_filters(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "ledger.db")
+def test_listing_pages_newest_first_and_filters(ledger_backend: LedgerBackend) -> None:
+    ledger = ledger_backend.open()
     jobs = [ledger.submit(_payload(), "npo", str(i), None, "op")[0] for i in range(5)]
     ledger.arm(jobs[0].forget_id, b"e")
     first = ledger.list(limit=2)
@@ -121,8 +121,8 @@ def test_listing_pages_newest_first_and_filters(tmp_path: Path) -> None:
     assert all("Dunmarrow" not in str(a) for a in audit) and audit[0]["details"]["texts"] == 1
 
 
-def test_only_the_owning_worker_records_and_probes_follow_active_jobs(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "ledger.db")
+def test_only_the_owning_worker_records_and_probes_follow_active_jobs(ledger_backend: LedgerBackend) -> None:
+    ledger = ledger_backend.open()
     job, _ = ledger.submit(_payload(), "npo", "r", None, "op")
     ledger.arm(job.forget_id, b"hashes-only")
     ledger.claim_next("w1")
@@ -147,10 +147,10 @@ def test_only_the_owning_worker_records_and_probes_follow_active_jobs(tmp_path: 
         ledger.record_adapter(_adapter(job.forget_id, "ad_2"), worker_id="w2")
 
 
-def test_guard_hits_add_up_per_job_stage_and_phase(tmp_path: Path) -> None:
+def test_guard_hits_add_up_per_job_stage_and_phase(ledger_backend: LedgerBackend) -> None:
     from server.forget.hits import HitTally
 
-    ledger = SqliteLedger(tmp_path / "ledger.db")
+    ledger = ledger_backend.open()
     a, _ = ledger.submit(_payload(), "npo", "r", None, "op")
     b, _ = ledger.submit(_payload(), "npo", "r", None, "op")
     assert ledger.get(a.forget_id).guard_hits == ()
@@ -162,7 +162,7 @@ def test_guard_hits_add_up_per_job_stage_and_phase(tmp_path: Path) -> None:
     tally.flush()
     tally.flush()  # nothing pending: no change
     ledger.close()
-    reopened = SqliteLedger(tmp_path / "ledger.db")
+    reopened = ledger_backend.open()
     assert reopened.get(a.forget_id).guard_hits == (("entity", "after_adapter", 1), ("exact", "before_adapter", 4))
     assert reopened.get(b.forget_id).guard_hits == ()
     pb = forget_job_to_pb(reopened.get(a.forget_id))

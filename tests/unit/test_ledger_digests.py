@@ -12,6 +12,7 @@ import pytest
 from server.forget.jobs import ForgetPayload
 from server.guard.keys import GuardKeys
 from server.forget.ledger import IdempotencyConflict, SqliteLedger
+from tests.support.ledgers import LedgerBackend
 
 KEYS = GuardKeys(b"k" * 32)
 
@@ -20,8 +21,8 @@ def _digest(p: ForgetPayload) -> str:
     return KEYS.content_digest(p.to_json().encode())
 
 
-def test_a_key_reused_with_other_content_conflicts(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "l.db")
+def test_a_key_reused_with_other_content_conflicts(ledger_backend: LedgerBackend) -> None:
+    ledger = ledger_backend.open()
     a, b = ForgetPayload(subjects=("Ann Lee",)), ForgetPayload(subjects=("Bo Chen",))
     job, created = ledger.submit(a, "npo", "r", "key-1", "op", _digest(a))
     again, created_again = ledger.submit(a, "npo", "r", "key-1", "op", _digest(a))
@@ -32,7 +33,7 @@ def test_a_key_reused_with_other_content_conflicts(tmp_path: Path) -> None:
     ledger.close()
 
 
-def test_plain_digests_of_an_old_ledger_are_erased(tmp_path: Path) -> None:
+def test_plain_digests_of_an_old_sqlite_ledger_are_erased(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     payload = ForgetPayload(subjects=("Ann Lee",))
     plain = hashlib.sha256(payload.to_json().encode()).hexdigest()

@@ -1,43 +1,28 @@
-"""Two workers race for one job over their own connections to one SQLite ledger: exactly one
+"""Two workers race for one job over their own connections to one ledger (SQLite, PostgreSQL): exactly one
 claims it, and once it is presumed dead and the job re-queued, none of its writes land."""
 
 from __future__ import annotations
 
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from server.forget.jobs import AdapterRecord, ForgetPayload, ForgetState, JobProgress
-from server.forget.ledger import NotOwner, SqliteLedger
+from server.forget.ledger import NotOwner
+from tests.support.claims import race_to_claim
+from tests.support.ledgers import LedgerBackend
 
 
 def _adapter(fid: str) -> AdapterRecord:
     return AdapterRecord("ad_1", fid, "adapters/ad_1", "0" * 64, "npo", 8, 1, time.time())
 
 
-def test_two_workers_race_for_one_job(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.db"
-    server = SqliteLedger(path)
+def test_two_workers_race_for_one_job(ledger_backend: LedgerBackend) -> None:
+    server = ledger_backend.open()
     job, _ = server.submit(ForgetPayload(subjects=("Ann Lee",)), "npo", "r", None, "op")
     server.arm(job.forget_id, b"entries")
-    workers = {name: SqliteLedger(path) for name in ("w-a", "w-b")}
-    start, claims = threading.Barrier(2), {}
-
-    def race(name: str) -> None:
-        start.wait()
-        claims[name] = workers[name].claim_next(name)
-
-    threads = [threading.Thread(target=race, args=(n,)) for n in workers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    winners = [n for n, c in claims.items() if c is not None]
-    assert len(winners) == 1
-    first = winners[0]
-    second = next(n for n in workers if n != first)
+    workers = {name: ledger_backend.open() for name in ("w-a", "w-b")}
+    first, second, _ = race_to_claim(workers)
 
     # The first worker stalls past the orphan timeout: the server re-queues its job.
     assert server.requeue_orphans(older_than=time.time() + 1) == [job.forget_id]
@@ -61,8 +46,8 @@ def test_two_workers_race_for_one_job(tmp_path: Path) -> None:
         ledger.close()
 
 
-def test_a_worker_can_tell_whether_any_other_worker_is_alive(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "ledger.db")
+def test_a_worker_can_tell_whether_any_other_worker_is_alive(ledger_backend: LedgerBackend) -> None:
+    ledger = ledger_backend.open()
     assert ledger.last_heartbeat(excluding="me") is None
     ledger.heartbeat("me")
     assert ledger.last_heartbeat(excluding="me") is None and ledger.last_heartbeat() is not None

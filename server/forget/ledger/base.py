@@ -12,8 +12,9 @@ key) stay: a new replica arms its guard from them.
 from __future__ import annotations
 
 import abc
-from typing import Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
+from server.errors import Unavailable
 from server.forget.jobs import (AdapterRecord, ForgetJob, ForgetPayload, ForgetResolution, ForgetState, JobProgress,
                                 StackRecord)
 
@@ -33,6 +34,28 @@ class IdempotencyConflict(LedgerError):
 class NotOwner(LedgerError):
     """A worker wrote to a job it no longer owns: re-queued, claimed again (a newer claim epoch,
     even by the same worker id) or finished elsewhere."""
+
+
+class LedgerUnavailable(LedgerError, Unavailable):
+    """The ledger cannot be reached (a shared database restarting): nothing was written, so a
+    client may retry; its message is client-safe (UNAVAILABLE at the RPC edge)."""
+
+
+class StackHold:
+    """Held while a replica builds and commits a stack version (`ForgetLedger.hold_stack`)."""
+
+    def release(self) -> None:
+        pass
+
+
+class BlobStore(Protocol):
+    """Content-addressed bytes every replica can read (the shared adapter store's backing)."""
+
+    def put(self, sha256: str, chunks: Iterable[bytes]) -> bool:
+        """Store the bytes `chunks` yield under their sha256 (checked); False if already there."""
+
+    def get(self, sha256: str) -> Iterator[bytes] | None:
+        """The stored chunks in order (unverified: the reader checks), None if absent."""
 
 
 class ForgetLedger(abc.ABC):
@@ -154,6 +177,28 @@ class ForgetLedger(abc.ABC):
 
     @abc.abstractmethod
     def activated_at(self, adapter_id: str) -> float: ...
+
+    def hold_stack(self) -> StackHold:
+        """Keep every other replica from committing a stack version until `release()`. One node
+        (SQLite) has no other replica: the coordinator's own lock is enough."""
+        return StackHold()
+
+    # ---- other replicas --------------------------------------------------------------------
+    def agree(self, name: str, value: str) -> str:
+        """Record `value` under `name` unless a value is recorded already; the recorded one.
+        One node has nobody to disagree with: returns `value`."""
+        return value
+
+    def blobs(self) -> BlobStore | None:
+        """Where adapters are shared with other replicas; None for one node (its adapter
+        directory is the store)."""
+        return None
+
+    def listen(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        """Call `on_change(what)` from another thread when another process changed what replicas
+        serve (guard entries, stack versions), and with "connected" after each (re)connect; returns
+        a function that stops listening. One node has nobody else to hear: it never calls."""
+        return lambda: None
 
     # ---- guard hits --------------------------------------------------------------------------
     @abc.abstractmethod

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from server.forget.jobs import (AdapterRecord, ForgetJob, ForgetPayload, ForgetResolution, ForgetState, JobProgress,
-                                MatchCounts, StackRecord, Transition)
+                                StackRecord)
 from server.forget.ledger.base import ForgetLedger, IdempotencyConflict, LedgerError, NotOwner, UnknownForget
+from server.forget.ledger.rows import adapter_from_row, job_from_rows, match_counts, submit_audit
 from server.forget.sealing import PAYLOAD, PROBES, Shredded, open_payload, open_sealed, seal, seal_payload
 
 SCHEMA = """
@@ -182,9 +183,7 @@ class SqliteLedger(ForgetLedger):
             db.execute("INSERT INTO payloads (forget_id, payload) VALUES (?, ?)", (fid, sealed))
             self._put_key(db, fid, PAYLOAD, key)
             self._log_transition(db, fid, ForgetState.PENDING, now)
-            self._audit(db, actor, "forget", fid, {"content_hmac": content_digest, "method": method,
-                                                   "texts": len(payload.texts), "qa_pairs": len(payload.qa_pairs),
-                                                   "subjects": len(payload.subjects)})
+            self._audit(db, actor, "forget", fid, submit_audit(payload, method, content_digest))
             return self._job(db, fid), True
 
     def arm(self, forget_id: str, guard_entries: bytes, resolution: ForgetResolution | None = None) -> ForgetJob:
@@ -221,7 +220,7 @@ class SqliteLedger(ForgetLedger):
     def resolution(self, forget_id: str) -> ForgetResolution | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM resolutions WHERE forget_id = ?", (forget_id,)).fetchone()
-        return None if row is None else ForgetResolution(_counts(row), tuple(json.loads(row["entry_ids"])))
+        return None if row is None else ForgetResolution(match_counts(row), tuple(json.loads(row["entry_ids"])))
 
     def update_guard_entries(self, forget_id: str, guard_entries: bytes) -> None:
         with self._tx() as db:
@@ -388,8 +387,7 @@ class SqliteLedger(ForgetLedger):
             row = self._db.execute("SELECT * FROM adapters WHERE adapter_id = ?", (adapter_id,)).fetchone()
         if row is None:
             raise LedgerError(f"unknown adapter {adapter_id}")
-        return AdapterRecord(row["adapter_id"], row["forget_id"], row["path"], row["sha256"], row["method"],
-                             row["rank"], row["size_bytes"], row["created_at"], json.loads(row["metrics"]))
+        return adapter_from_row(row)
 
     def awaiting_swap(self) -> list[ForgetJob]:
         with self._lock:
@@ -509,20 +507,12 @@ class SqliteLedger(ForgetLedger):
         r = db.execute("SELECT * FROM forgets WHERE forget_id = ?", (forget_id,)).fetchone()
         if r is None:
             raise UnknownForget(forget_id)
-        transitions = tuple(
-            Transition(ForgetState(t["state"]), t["at"], t["detail"])
-            for t in db.execute("SELECT * FROM transitions WHERE forget_id = ? ORDER BY rowid", (forget_id,)))
-        hits = tuple((h["stage"], h["phase"], h["count"]) for h in db.execute(
-            "SELECT * FROM guard_hits WHERE forget_id = ? ORDER BY stage, phase", (forget_id,)))
+        transitions = db.execute("SELECT state, at, detail FROM transitions WHERE forget_id = ? ORDER BY rowid",
+                                 (forget_id,)).fetchall()
+        hits = db.execute("SELECT stage, phase, count FROM guard_hits WHERE forget_id = ? ORDER BY stage, phase",
+                          (forget_id,)).fetchall()
         res = db.execute("SELECT * FROM resolutions WHERE forget_id = ?", (forget_id,)).fetchone()
-        return ForgetJob(
-            forget_id=r["forget_id"], state=ForgetState(r["state"]), method=r["method"], reason=r["reason"],
-            num_texts=r["num_texts"], num_qa_pairs=r["num_qa"], num_subjects=r["num_subjects"],
-            created_at=r["created_at"], updated_at=r["updated_at"], failure_reason=r["failure_reason"],
-            adapter_id=r["adapter_id"], stack_version=r["stack_version"], attempts=r["attempts"],
-            metrics=json.loads(r["metrics"]), transitions=transitions, guard_hits=hits, claim_epoch=r["claim_epoch"],
-            commitment=r["commitment"],
-            matches=_counts(res) if res is not None else MatchCounts())
+        return job_from_rows(r, transitions, hits, res)
 
     def _truncate_wal(self) -> None:
         # Move committed pages (with the erased rows already zeroed) into the main file and cut the
@@ -537,8 +527,3 @@ class SqliteLedger(ForgetLedger):
             time.sleep(0.05 * (attempt + 1))
         logger.warning("the WAL checkpoint stayed busy after %d tries; erased rows may linger in %s-wal "
                        "until the next checkpoint", _CHECKPOINT_TRIES, self.path.name)
-
-
-def _counts(row: sqlite3.Row) -> MatchCounts:
-    texts, qa, subjects = json.loads(row["counts"])
-    return MatchCounts(tuple(texts), tuple(qa), tuple(subjects), row["corpus_digest"])
