@@ -1,6 +1,8 @@
 """Property-based fuzzing of every RPC's request message against a real server: arbitrary
 Unicode, sizes, numbers and enum values never produce INTERNAL / UNKNOWN, never hang (every
-call answers within its deadline) and never take the server down (health stays SERVING).
+call answers within its deadline), never take the server down (health stays SERVING), and never
+make its memory balloon (the peak RSS over the whole module stays within a bound: a request
+that made the server allocate by its claimed size, e.g. max_new_tokens = 2**32 - 1, would not).
 Bounded example counts keep it to about a minute on two cores; raise FUZZ_EXAMPLES to dig."""
 
 from __future__ import annotations
@@ -62,6 +64,29 @@ def answered(call: Callable[[], Any]) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+PEAK_GROWTH_LIMIT = 512 * 2**20  # bytes of peak RSS over the post-warm-up level
+
+
+def _proc_status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def memory_baseline(client: LetheClient) -> int:
+    """RSS after one warm-up request, with the kernel's peak-RSS mark reset to it (the server
+    runs in this process, so its peak is this process's); -1 where the mark cannot be reset."""
+    client.generate("warm up", max_new_tokens=4)
+    clear = Path("/proc/self/clear_refs")
+    try:
+        clear.write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+    except OSError:
+        return -1
+    return _proc_status_bytes("VmRSS")
+
+
 def _still_serving(c: LetheClient) -> None:
     assert c.health() == health_pb2.HealthCheckResponse.SERVING
 
@@ -118,3 +143,11 @@ def test_reads_never_fail_internally(client: LetheClient, page_size: int, page_t
     assert answered(lambda: client.admin.DeactivateAdapter(deactivate, timeout=60, metadata=md)) in \
         ok + (grpc.StatusCode.FAILED_PRECONDITION,)
     _still_serving(client)
+
+
+def test_memory_stayed_bounded(memory_baseline: int) -> None:
+    """Runs last in this module: every fuzzed request above has been answered by now."""
+    if memory_baseline < 0:
+        pytest.skip("cannot reset the peak-RSS mark: the memory bound needs Linux procfs")
+    growth = _proc_status_bytes("VmHWM") - memory_baseline
+    assert growth < PEAK_GROWTH_LIMIT, f"peak RSS grew {growth / 2**20:.0f} MiB during fuzzing"
