@@ -115,5 +115,5 @@ def test_replicas_override_shares_one_ledger_and_one_set_of_keys() -> None:
         assert over[name]["image"] == base["lethe"]["image"], name
     assert over["lethe"]["environment"]["LETHE_WORKER"] == over["lethe-2"]["environment"]["LETHE_WORKER"] == "0"
     assert over["worker"]["command"] == ["worker"]
-    published = {p.rsplit(":", 2)[1] for s in (base["lethe"], over["lethe-2"]) for p in s["ports"]}
-    assert len(published) == 4  # no host port twice
+    ports = [p.rsplit(":", 2)[1] for s in (base["lethe"], over["lethe-2"]) for p in s["ports"]]
+    assert len(ports) == 6 and len(set(ports)) == len(ports), ports  # gRPC, HTTP, metrics each; none twice
