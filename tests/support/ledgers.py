@@ -5,6 +5,7 @@ whether bytes are still in the store: SQLite's files on disk (database, WAL, sha
 every row of the PostgreSQL database as a backup (pg_dump) would keep it. PostgreSQL's own WAL
 is not checked: deleted rows stay there until recycled, which is why forgotten plaintext must
 reach it sealed (issue 16), not why a row must be deleted.
+`to_verifying` brings a new job to where the ledger tests start: claimed, VERIFYING.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from server.forget.jobs import ForgetPayload, ForgetState
 from server.forget.ledger import ForgetLedger, SqliteLedger
 
 
@@ -51,3 +53,12 @@ class LedgerBackend:
             return data in dump or data.hex().encode() in dump  # bytea columns dump as hex
 
         return cls("postgres", lambda: PostgresLedger(url, pool_size=2), stored)
+
+
+def to_verifying(ledger: ForgetLedger, name: str) -> str:
+    """A new job for `name`, armed, claimed by worker "w" and VERIFYING; its forget id."""
+    job, _ = ledger.submit(ForgetPayload(subjects=(name,)), "npo", "r", None, "op")
+    ledger.arm(job.forget_id, b"entries")
+    assert ledger.claim_next("w") is not None
+    ledger.transition(job.forget_id, ForgetState.VERIFYING, worker_id="w")
+    return job.forget_id

@@ -8,18 +8,11 @@ import sqlite3
 import time
 from pathlib import Path
 
-from server.forget.jobs import AdapterRecord, ForgetPayload, ForgetState
+from server.forget.jobs import AdapterRecord, ForgetPayload
 from server.forget.ledger import SqliteLedger
+from tests.support.ledgers import to_verifying
 
 PROBES = b"sealed-probe-bytes-0123456789"
-
-
-def _to_verifying(ledger: SqliteLedger, name: str) -> str:
-    job, _ = ledger.submit(ForgetPayload(subjects=(name,)), "npo", "r", None, "op")
-    ledger.arm(job.forget_id, b"entries")
-    assert ledger.claim_next("w") is not None
-    ledger.transition(job.forget_id, ForgetState.VERIFYING, worker_id="w")
-    return job.forget_id
 
 
 def _on_disk(directory: Path, needle: bytes) -> bool:
@@ -37,7 +30,7 @@ def _keys(path: Path, forget_id: str) -> set[str]:
 def test_keys_are_destroyed_on_schedule(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     ledger = SqliteLedger(path)
-    fid = _to_verifying(ledger, "Ann Lee")
+    fid = to_verifying(ledger, "Ann Lee")
     ledger.record_adapter(AdapterRecord("ad_1", fid, "adapters/ad_1", "0" * 64, "npo", 8, 1, time.time()),
                           1, PROBES, worker_id="w")
     assert not _on_disk(tmp_path, PROBES) and not _on_disk(tmp_path, b"Ann Lee")  # sealed, even in flight
@@ -48,7 +41,7 @@ def test_keys_are_destroyed_on_schedule(tmp_path: Path) -> None:
     ledger.deactivate("ad_1", expected_version=1, reason="undo", actor="op")
     assert ledger.monitor_probes() == [] and _keys(path, fid) == set()
 
-    other = _to_verifying(ledger, "Bo Chen")
+    other = to_verifying(ledger, "Bo Chen")
     ledger.record_adapter(AdapterRecord("ad_2", other, "adapters/ad_2", "0" * 64, "npo", 8, 1, time.time()),
                           1, PROBES, worker_id="w")
     ledger.fail(other, "gate failed")
@@ -59,7 +52,7 @@ def test_keys_are_destroyed_on_schedule(tmp_path: Path) -> None:
 def test_a_ledger_from_before_sealing_has_its_plaintext_sealed(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     ledger = SqliteLedger(path)
-    fid = _to_verifying(ledger, "Cy Ortega")
+    fid = to_verifying(ledger, "Cy Ortega")
     ledger.close()
     plain = ForgetPayload(subjects=("Cy Ortega",))
     with sqlite3.connect(path) as db:  # what an older version wrote: plaintext JSON, no key

@@ -2,7 +2,7 @@
 
 `ForgetLedger` is the interface; `SqliteLedger` is the default, one file in the data directory;
 `PostgresLedger` (postgres.py, imported only when asked for) is the state several replicas share.
-`open_ledger` picks one from a URL.
+Both run the same queries (`SqlLedger`, sql_common.py). `open_ledger` picks one from a URL.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ ever stored sealed, their per-forget keys in `forget_keys` (server/forget/sealin
 `migrate()` when it opens the ledger: the migrations run in one transaction under a
 transaction-level advisory lock, so two replicas starting at once apply each migration exactly
 once and neither sees a half-built schema. A migration is never edited once released: append
-a new one. Does not hold queries of the ledger itself (postgres.py).
+a new one. Does not hold queries of the ledger itself (sql_common.py, postgres.py).
 """
 
 from __future__ import annotations

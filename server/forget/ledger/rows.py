@@ -1,8 +1,8 @@
 """Ledger rows -> domain values, one mapping for both backends.
 
-The SQLite and PostgreSQL ledgers keep the same columns; the SQL around them differs (dialect,
-locking, ordering columns), how a row becomes a `ForgetJob`, an `AdapterRecord` or an audit
-entry does not. Rows are anything indexable by column name (sqlite3.Row, psycopg's dict rows).
+The SQLite and PostgreSQL ledgers keep the same columns and run the same queries (sql_common.py);
+how a row becomes a `ForgetJob`, an `AdapterRecord` or an audit entry is mapped here once. Rows
+are anything indexable by column name (sqlite3.Row, psycopg's dict rows).
 Imports no database driver.
 """
 
