@@ -7,14 +7,17 @@ it adds no caching, retries or connection pooling of its own.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.api import admin_pb2_grpc, inference_pb2 as pb, inference_pb2_grpc
+from server.api import admin_pb2 as apb, admin_pb2_grpc, inference_pb2 as pb, inference_pb2_grpc
 from server.auth import OPERATOR_TOKEN_FILE
 from server.tls import TlsFiles, channel_credentials
+
+if TYPE_CHECKING:
+    from server.forget.receipts import SignedReceipt
 
 
 def find_token(explicit: str | None, data_dir: Path | None) -> str | None:
@@ -85,6 +88,22 @@ class LetheClient:
 
     def model_info(self) -> pb.ModelInfoResponse:
         return self.inference.ModelInfo(pb.ModelInfoRequest(), timeout=self.timeout, metadata=self._metadata)
+
+    def receipt(self, forget_id: str) -> SignedReceipt | None:
+        """The forget's signed deletion receipt, or None while it has none (not ACTIVE yet)."""
+        from server.forget.receipts import SignedReceipt
+
+        job = self.admin.GetForget(apb.GetForgetRequest(forget_id=forget_id), timeout=self.timeout,
+                                   metadata=self._metadata)
+        if not job.HasField("receipt"):
+            return None
+        r = job.receipt
+        return SignedReceipt(r.body, r.signature, r.key_id, r.revoked, r.revocation_body, r.revocation_signature)
+
+    def receipt_public_key(self) -> bytes:
+        """The PEM public key that verifies this server's receipts."""
+        return self.admin.GetReceiptKey(apb.GetReceiptKeyRequest(), timeout=self.timeout,
+                                        metadata=self._metadata).public_key_pem.encode()
 
     def health(self, service: str = "") -> int:
         resp = self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)

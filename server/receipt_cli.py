@@ -49,27 +49,22 @@ def _write(data: bytes, output: Path | None) -> None:
 
 
 def _cmd_get(args: argparse.Namespace, client: Callable[[argparse.Namespace], Any]) -> int:
-    from server.api import admin_pb2 as apb
-    from server.forget.receipts import SignedReceipt, to_file
+    from server.forget.receipts import to_file
 
     with client(args) as c:
-        job = c.admin.GetForget(apb.GetForgetRequest(forget_id=args.forget_id), metadata=c._metadata)
-    if not job.HasField("receipt"):
+        receipt = c.receipt(args.forget_id)
+    if receipt is None:
         print(f"error: {args.forget_id} has no receipt (it is not ACTIVE)", file=sys.stderr)
         return 1
-    r = job.receipt
-    _write(to_file(SignedReceipt(r.body, r.signature, r.key_id, r.revoked, r.revocation_body,
-                                 r.revocation_signature)), args.output)
+    _write(to_file(receipt), args.output)
     return 0
 
 
 def _public_pem(args: argparse.Namespace, client: Callable[[argparse.Namespace], Any]) -> bytes:
     if getattr(args, "public_key", None) is not None:
         return Path(args.public_key).read_bytes()
-    from server.api import admin_pb2 as apb
-
     with client(args) as c:
-        return c.admin.GetReceiptKey(apb.GetReceiptKeyRequest(), metadata=c._metadata).public_key_pem.encode()
+        return c.receipt_public_key()
 
 
 def _cmd_key(args: argparse.Namespace, client: Callable[[argparse.Namespace], Any]) -> int:

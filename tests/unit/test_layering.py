@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 SERVER = Path(__file__).resolve().parents[2] / "server"
-EDGE = ("servicers/", "api/", "http/", "client.py", "cli.py", "receipt_cli.py", "codegen.py", "app.py", "healthcheck.py")
+EDGE = ("servicers/", "api/", "http/", "client.py", "cli.py", "codegen.py", "app.py", "healthcheck.py")
 
 
 def _imports(path: Path) -> set[str]:
