@@ -132,7 +132,7 @@ class ForgetCoordinator:
         provisional = PROVISIONAL_PREFIX + uuid.uuid4().hex
         lexical = self.guard.derive(provisional, guard_items(payload, resolved.entries), semantic=False)
         self.guard.add(lexical, BEFORE)
-        self.metrics.forget_to_block.observe(time.monotonic() - start)
+        to_block = time.monotonic() - start
         job: ForgetJob | None = None
         created = False
         try:
@@ -141,6 +141,8 @@ class ForgetCoordinator:
             if created:  # lexical records carry no forget id: the same ones, under the job's id
                 lexical = dataclasses.replace(lexical, forget_id=job.forget_id)
                 self.guard.add(lexical, BEFORE)
+                # Observed for new forgets only: a retry's content was blocked by its first request.
+                self.metrics.forget_to_block.observe(to_block)
         finally:  # the job's entries are live before the provisional ones go: no gap
             self.guard.remove(provisional)
             if self.on_renamed is not None:  # hits counted meanwhile: to the job (a duplicate's too)
