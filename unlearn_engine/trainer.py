@@ -134,13 +134,13 @@ def _probe_sets(forget_set: ForgetSet, retain_set: RetainSet,
 
 def unlearn(model: torch.nn.Module, tokenizer, forget_set: ForgetSet, retain_set: RetainSet,
             method: str = DEFAULT_METHOD, config: MethodConfig | None = None,
-            gate: GateConfig | None = None, *, stack: Sequence[str] = (),
+            gate: GateConfig | None = None, *,
             adapter_name: str = "forget_new", sweep: SweepConfig | None = None,
             progress: ProgressCallback | None = None, seed: int = 0, forget_id: str = "",
             eval_settings: EvalSettings | None = None) -> tuple[torch.nn.Module, TrainResult]:
-    """Train a forget adapter on an in-memory ``model`` (plain, or a PeftModel holding the
-    ``stack`` adapters). Returns the PEFT model with the chosen adapter active above the stack,
-    and the result. Nothing is written to disk."""
+    """Train a forget adapter on an in-memory plain ``model`` (an earlier stack already folded
+    into its weights: ``fold_stack``). Returns the PEFT model with the chosen adapter active, and
+    the result. Nothing is written to disk."""
     t_start = time.monotonic()
     gate = gate or GateConfig()
     sweep = sweep or SweepConfig()
@@ -149,10 +149,10 @@ def unlearn(model: torch.nn.Module, tokenizer, forget_set: ForgetSet, retain_set
     probes, train_retain = _probe_sets(forget_set, retain_set, sweep)
     num_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
     layers = method_cls(base_config).lora_layers(num_layers) if num_layers else None
-    adapter = TrainableAdapter(model, adapter_name, stack,
+    adapter = TrainableAdapter(model, adapter_name, (),
                                lora_config(base_config, layers, model), seed)
 
-    with adapter.reference():  # the model before this job: stack only
+    with adapter.reference():  # the model before this job (its stack folded in)
         baseline = probes.evaluate(adapter.model, tokenizer, PROBE_METRICS, eval_settings)
     if progress:
         progress(Progress(forget_id, "baseline", metrics=baseline))
