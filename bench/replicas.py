@@ -11,7 +11,7 @@ operator token), each with `--streams` clients streaming from it without pause. 
    <= 1 s). Each probe is a full Generate round trip, so the resolution is one such call.
 2. Stack convergence. The benchmark plays a worker on another machine for `--adapters` of the
    jobs: claims it, writes a LoRA artifact with random weights (training takes minutes and does
-   not change how a version spreads), publishes it to the shared store and records it. One
+   not change how a version spreads) and records it with its blobs (one transaction). One
    replica swaps it in and commits the version; the others hear it, fetch the artifact from
    PostgreSQL, verify and serve it. Reported per version: the spread between the first and the
    last replica serving it (target: <= 5 s), polled with ModelInfo every 10 ms.
@@ -47,7 +47,7 @@ from server.client import LetheClient  # noqa: E402
 from server.forget.jobs import ForgetState  # noqa: E402
 from server.forget.ledger.postgres import PostgresLedger  # noqa: E402
 from server.forget.receipts import ReceiptSigner  # noqa: E402
-from server.forget.shared_store import publish  # noqa: E402
+from server.forget.shared_store import artifact_blobs  # noqa: E402
 from server.forget.worker import adapter_record  # noqa: E402
 from server.keyfile import GUARD_KEY_FILE  # noqa: E402
 from tests.procs import ServeProcess  # noqa: E402
@@ -168,9 +168,9 @@ def stack_convergence(clients: list[LetheClient], ledger: PostgresLedger, model_
         forget_id = claimed[0].forget_id
         ledger.transition(forget_id, ForgetState.VERIFYING, worker_id=WORKER)
         artifact = load_artifact(random_artifact(model_dir, store, forget_id, seed=i), fingerprint)
-        publish(ledger.blobs(), artifact.path)
         version = ledger.current_stack().version + 1
-        ledger.record_adapter(adapter_record(forget_id, artifact), worker_id=WORKER)
+        ledger.record_adapter(adapter_record(forget_id, artifact), worker_id=WORKER,
+                              blobs=artifact_blobs(artifact.path))
         times = version_times(clients, version)
         spreads.append(max(times) - min(times))
     return {"versions": len(spreads), "spread_s": spreads, "spread_max_s": max(spreads),

@@ -2,10 +2,11 @@
 replica's own adapter directory (its local cache) when a stack needs them.
 
 An artifact is stored as its files, each under the sha256 its manifest lists, plus the
-manifest itself under the sha256 the ledger's AdapterRecord names. `publish` runs in the worker
-before it records the adapter, so a recorded adapter's blobs are always there (they are
-content-addressed: publishing twice, or an orphan from a worker that died before recording,
-is harmless). `fetch` checks the manifest against the record's digest and every file against
+manifest itself under the sha256 the ledger's AdapterRecord names. `shared_blobs` lists them
+(lazily: a file is opened when its blob is written, and read a chunk at a time) for the worker
+to hand to `ForgetLedger.record_adapter`, which writes them in the transaction that records the
+adapter: a recorded adapter's blobs are always there, and a record that fails leaves none
+(content-addressed: recording the same bytes twice keeps one copy). `fetch` checks the manifest against the record's digest and every file against
 the manifest while it streams it, writes into a temporary sibling and renames it into place;
 the artifact loader then verifies the manifest again, as on every load.
 
@@ -21,7 +22,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from server.forget.layout import DataDir
 from server.forget.ledger.base import BlobStore, ForgetLedger
@@ -40,14 +41,19 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def publish(blobs: BlobStore, artifact: Path) -> str:
-    """Store the artifact directory's files and manifest; the manifest's sha256."""
+def artifact_blobs(artifact: Path) -> list[tuple[str, Iterable[bytes]]]:
+    """(sha256, chunks) of the artifact directory's files and of its manifest; a file is only
+    opened when its chunks are iterated."""
     manifest = (artifact / MANIFEST).read_bytes()
-    for name, digest in json.loads(manifest)["files"].items():
-        blobs.put(digest, _file_chunks(artifact / name))
-    digest = hashlib.sha256(manifest).hexdigest()
-    blobs.put(digest, [manifest])  # last: a manifest in the store means its files are too
-    return digest
+    blobs: list[tuple[str, Iterable[bytes]]] = [(digest, _file_chunks(artifact / _safe_name(name)))
+                                                for name, digest in json.loads(manifest)["files"].items()]
+    return [*blobs, (hashlib.sha256(manifest).hexdigest(), [manifest])]
+
+
+def shared_blobs(ledger: ForgetLedger, artifact: Path) -> list[tuple[str, Iterable[bytes]]]:
+    """What `record_adapter` must store with this artifact: its blobs where the ledger shares
+    adapters between replicas, nothing for one node (its adapter directory is the store)."""
+    return [] if ledger.blobs() is None else artifact_blobs(artifact)
 
 
 def _safe_name(name: str) -> PurePosixPath:

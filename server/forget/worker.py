@@ -33,7 +33,7 @@ from server.forget.jobs import AdapterRecord, ForgetJob, ForgetPayload, ForgetSt
 from server.forget.layout import DataDir
 from server.forget.ledger import ForgetLedger, NotOwner, open_ledger
 from server.forget.agreement import check_guard_key
-from server.forget.shared_store import local_paths, publish
+from server.forget.shared_store import local_paths, shared_blobs
 from server.forget.probes import make_probes, probe_pairs, seal_probes
 from server.forget.resolution import corpus_file
 from server.guard.keys import GuardKeys
@@ -253,11 +253,10 @@ class UnlearningWorker:
         # Probes for the leakage monitor: made now, while the forget set (with its paraphrases and
         # near-duplicates) exists; the plaintext is erased once the adapter is ACTIVE.
         probes = make_probes(self.keys, probe_pairs(forget_set.examples, forget_set.paraphrases))
-        blobs = self.ledger.blobs()
-        if blobs is not None:  # replicas that never saw this machine's disk load it from there
-            publish(blobs, artifact.path)
+        # With a shared store the artifact's blobs go in the same transaction, for replicas that
+        # never saw this machine's disk.
         self.ledger.record_adapter(record, attempts, seal_probes(self.keys, job.forget_id, probes),
-                                   **self._fence(job))
+                                   blobs=shared_blobs(self.ledger, artifact.path), **self._fence(job))
         logger.info("job %s: adapter %s ready for the swap", job.forget_id, record.adapter_id)
 
     def _fence(self, job: ForgetJob) -> dict[str, Any]:

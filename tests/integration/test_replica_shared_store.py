@@ -18,7 +18,7 @@ from server.api import admin_pb2 as apb
 from server.client import LetheClient
 from server.forget.ledger.postgres import PostgresLedger
 from server.forget.receipts import ReceiptSigner
-from server.forget.shared_store import publish
+from server.forget.shared_store import artifact_blobs
 from server.forget.worker import adapter_record
 from server.guard import LeakageGuard
 from server.keyfile import GUARD_KEY_FILE, guard_secret
@@ -40,8 +40,7 @@ def _train_elsewhere(ledger: PostgresLedger, guard: LeakageGuard, model_dir: Pat
                                             init_lora_weights=False), adapter_name=name)
     artifact = save_artifact(peft, name, store / name, forget_id=forget_id, method="npo", config={},
                              base_fingerprint=model_fingerprint(model_dir))
-    publish(ledger.blobs(), artifact.path)
-    ledger.record_adapter(adapter_record(forget_id, artifact), worker_id=WORKER)
+    ledger.record_adapter(adapter_record(forget_id, artifact), worker_id=WORKER, blobs=artifact_blobs(artifact.path))
     return name
 
 

@@ -136,8 +136,12 @@ class ForgetLedger(abc.ABC):
 
     @abc.abstractmethod
     def record_adapter(self, adapter: AdapterRecord, attempts: int | None = None, probes: bytes = b"",
-                       worker_id: str | None = None, epoch: int | None = None) -> ForgetJob:
+                       worker_id: str | None = None, epoch: int | None = None,
+                       blobs: Sequence[tuple[str, Iterable[bytes]]] = ()) -> ForgetJob:
         """A verified adapter is in the store: job stays VERIFYING with adapter_id set, awaiting the swap.
+        `blobs` ((sha256, chunks) each; only where `blobs()` is not None) are the artifact's files
+        for the shared store, written in the same transaction: a failure leaves neither them nor
+        the record; the chunks are consumed one at a time.
         `probes` (sealed leakage probes) are kept for the leakage monitor. With `worker_id`, refuses
         (NotOwner) unless that worker still owns the job in TRAINING / VERIFYING — a worker that was
         presumed dead and re-queued must not record over the job's new owner — and, with `epoch`

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from server.forget.ledger.base import BlobStore, LedgerUnavailable, StackHold
-from server.forget.ledger.pg_blobs import PostgresBlobs
+from server.forget.ledger.pg_blobs import PostgresBlobs, put_blobs
 from server.forget.ledger.pg_coordination import CHANNEL, UNAVAILABLE, AdvisoryHold, Listener
 from server.forget.ledger.pg_schema import STACK_LOCK, migrate
 from server.forget.ledger.sql_common import Dialect, Sql, SqlLedger
@@ -80,6 +80,9 @@ class PostgresLedger(SqlLedger):
 
     def _lock_stack(self, db: Sql) -> None:
         db.execute("SELECT pg_advisory_xact_lock(?)", (STACK_LOCK,))
+
+    def _put_blobs(self, db: Sql, blobs: Sequence[tuple[str, Iterable[bytes]]]) -> None:
+        put_blobs(db.conn, blobs)
 
     def hold_stack(self) -> StackHold:
         return AdvisoryHold(self._pool)

@@ -4,8 +4,9 @@ Every `ForgetLedger` method whose logic is the same on both engines lives here, 
 transaction. A backend (sqlite.py, postgres.py) supplies only what really differs: its
 connection and transaction (`_tx`, `_view`), its `Dialect` (placeholder, the column that keeps
 insertion order, the row locks PostgreSQL needs when several workers and replicas share it), and
-three hooks: telling other replicas of a change (`_notify`), serialising stack versions across
-processes (`_lock_stack`) and scrubbing the disk after an erasure (`_scrub`).
+four hooks: telling other replicas of a change (`_notify`), serialising stack versions across
+processes (`_lock_stack`), scrubbing the disk after an erasure (`_scrub`) and storing an
+adapter's blobs in the transaction that records it (`_put_blobs`, the shared store).
 
 Queries are written in one text: `?` placeholders and `{seq}` for the insertion-order column;
 `Sql` rewrites them for the driver. Upserts use `ON CONFLICT`, which both engines speak.
@@ -23,7 +24,7 @@ import json
 import logging
 import secrets
 import time
-from typing import Any, ClassVar, ContextManager, Iterator, Sequence
+from typing import Any, ClassVar, ContextManager, Iterable, Iterator, Sequence
 
 from server.forget.jobs import (AdapterRecord, ForgetJob, ForgetPayload, ForgetResolution, ForgetState, JobProgress,
                                 StackRecord)
@@ -97,6 +98,11 @@ class SqlLedger(ForgetLedger):
 
     def _scrub(self) -> None:
         """After a transaction that erased something: make sure the deleted bytes leave the disk."""
+
+    def _put_blobs(self, db: Sql, blobs: Sequence[tuple[str, Iterable[bytes]]]) -> None:
+        """Store content-addressed blobs (the shared adapter store) inside this transaction."""
+        if blobs:
+            raise LedgerError("this ledger keeps no shared adapter store (blobs() is None)")
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Sql]:
@@ -270,9 +276,11 @@ class SqlLedger(ForgetLedger):
             return self._job(db, forget_id)
 
     def record_adapter(self, adapter: AdapterRecord, attempts: int | None = None, probes: bytes = b"",
-                       worker_id: str | None = None, epoch: int | None = None) -> ForgetJob:
+                       worker_id: str | None = None, epoch: int | None = None,
+                       blobs: Sequence[tuple[str, Iterable[bytes]]] = ()) -> ForgetJob:
         with self._write() as db:
             self._check_owner(db, adapter.forget_id, worker_id, epoch)
+            self._put_blobs(db, blobs)  # the same transaction: the row and its blobs, or neither
             db.execute(
                 "INSERT INTO adapters (adapter_id, forget_id, path, sha256, method, rank, size_bytes, created_at, "
                 "metrics) VALUES (?,?,?,?,?,?,?,?,?)",
