@@ -4,7 +4,9 @@ Other replicas arm forgets, commit stack versions and deactivate adapters in the
 This replica hears of it through the ledger's notifications (`ForgetLedger.listen`, LISTEN /
 NOTIFY on PostgreSQL) and also reconciles in full every `reconcile_seconds`, so a notification
 lost to a dropped connection delays a change by at most that long and never loses it. A
-reconcile applies every armed forget's guard entries as the ledger holds them (added, or
+notification that names forgets (armed, guard entries changed) reads and applies those rows
+only, so arming one forget costs the same with ten thousand in the ledger; anything else (a
+stack version, a reconnect) reconciles in full. A full reconcile applies every armed forget's guard entries as the ledger holds them (added, or
 replaced where they differ from what the guard holds), each forget's phase from its state, and
 the ledger's stack version when it is newer than the one serving. The server listens before it
 restores and reconciles once more before it reports SERVING, so nothing committed before that
@@ -51,6 +53,8 @@ class ReplicaFollower:
         self.reconciled_at: float | None = None  # time.time() of the last complete reconcile
         self._applied: dict[str, tuple[bytes, ForgetState]] = {}  # forget -> (entries, state) applied
         self._armed_at: dict[str, float] = {}  # forget -> when another replica armed it (notified)
+        self._notified: set[str] = set()  # forgets named by notifications since the last reconcile
+        self._full = False  # a notification asked for a full reconcile
         self._wake = asyncio.Event()
         self._stop_listening: Callable[[], None] | None = None
 
@@ -65,6 +69,11 @@ class ReplicaFollower:
         if kind == "armed":
             forget_id, _, at = rest.rpartition(":")
             self._armed_at[forget_id] = float(at)
+            self._notified.add(forget_id)
+        elif kind == "guard":
+            self._notified.add(rest)
+        else:  # a stack version, a (re)connect: what changed is not one forget's row
+            self._full = True
         self._wake.set()
 
     def close(self) -> None:
@@ -72,11 +81,13 @@ class ReplicaFollower:
             self._stop_listening()
             self._stop_listening = None
 
-    async def reconcile(self) -> int:
+    async def reconcile(self, only: frozenset[str] | None = None) -> int:
         """Apply the ledger's guard entries, phases and stack; the number of forgets changed.
-        Raises LedgerUnavailable when the ledger cannot be read (nothing is known then)."""
+        With `only`, the guard entries and phases of those forgets and nothing else (the stack
+        and the lag are a full reconcile's). Raises LedgerUnavailable when the ledger cannot be
+        read (nothing is known then)."""
         changed, behind = 0, False
-        for forget_id, blob, state in await asyncio.to_thread(self.ledger.guard_entries):
+        for forget_id, blob, state in await asyncio.to_thread(self.ledger.guard_entries, only):
             if self._applied.get(forget_id) == (blob, state):
                 continue
             phase = AFTER if state == ForgetState.ACTIVE else BEFORE
@@ -96,6 +107,8 @@ class ReplicaFollower:
                 behind = True
                 continue
             self._applied[forget_id] = (blob, state)
+        if only is not None:
+            return changed
         try:
             await self.coordinator.follow_stack()
         except LedgerUnavailable:
@@ -131,14 +144,19 @@ class ReplicaFollower:
                 await asyncio.wait_for(self._wake.wait(), self.reconcile_seconds)
             except asyncio.TimeoutError:
                 pass
-            self._wake.clear()  # before reading: a change committed during the read wakes us again
+            # Taken before reading: a change committed during the read wakes us again.
+            self._wake.clear()
+            only = None if self._full or not self._notified else frozenset(self._notified)
+            self._notified, self._full = set(), False
             try:
-                changed = await self.reconcile()
+                changed = await self.reconcile(only)
                 if changed:
                     logger.info("armed %d forgets filed on other replicas", changed)
             except asyncio.CancelledError:
                 raise
             except LedgerUnavailable:
+                self._full = True  # what the notifications named was not applied
                 logger.warning("shared ledger unreachable; this replica keeps what it has armed and retries")
             except Exception:
+                self._full = True
                 logger.exception("reconcile with the shared ledger failed; retrying in %.0f s", self.reconcile_seconds)

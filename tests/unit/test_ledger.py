@@ -74,6 +74,20 @@ def test_failed_job_keeps_guard_entries_but_not_content(ledger_backend: LedgerBa
     assert not ledger_backend.stored(b"Dunmarrow")
 
 
+def test_guard_entries_of_named_forgets_only(ledger_backend: LedgerBackend) -> None:
+    ledger = ledger_backend.open()
+    ids = []
+    for i in range(3):
+        job, _ = ledger.submit(ForgetPayload(subjects=(f"Person {i}",)), "npo", "r", None, "op")
+        ledger.arm(job.forget_id, f"entries {i}".encode())
+        ids.append(job.forget_id)
+    assert [fid for fid, _, _ in ledger.guard_entries()] == ids
+    assert ledger.guard_entries({ids[2], ids[0], "fg_unknown"}) == [
+        (ids[0], b"entries 0", ForgetState.FILTERING), (ids[2], b"entries 2", ForgetState.FILTERING)]
+    assert ledger.guard_entries(set()) == []
+    ledger.close()
+
+
 def test_orphaned_training_is_requeued(ledger_backend: LedgerBackend) -> None:
     ledger = ledger_backend.open()
     job, _ = ledger.submit(_payload(), "npo", "r", None, "op")

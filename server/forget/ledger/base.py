@@ -12,7 +12,7 @@ key) stay: a new replica arms its guard from them.
 from __future__ import annotations
 
 import abc
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Protocol, Sequence
 
 from server.errors import Unavailable
 from server.forget.jobs import (AdapterRecord, ForgetJob, ForgetPayload, ForgetResolution, ForgetState, JobProgress,
@@ -78,8 +78,9 @@ class ForgetLedger(abc.ABC):
         """The resolution recorded at arm time (entry ids empty once ACTIVE / FAILED)."""
 
     @abc.abstractmethod
-    def guard_entries(self) -> list[tuple[str, bytes, ForgetState]]:
-        """(forget_id, entries, state) of every armed job: what the guard is rebuilt from."""
+    def guard_entries(self, forget_ids: Collection[str] | None = None) -> list[tuple[str, bytes, ForgetState]]:
+        """(forget_id, entries, state) of every armed job: what the guard is rebuilt from. With
+        `forget_ids`, of those jobs only (a replica applying the changes it was notified of)."""
 
     @abc.abstractmethod
     def pending_payloads(self) -> list[tuple[str, ForgetPayload]]:

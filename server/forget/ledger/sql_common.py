@@ -24,7 +24,7 @@ import json
 import logging
 import secrets
 import time
-from typing import Any, ClassVar, ContextManager, Iterable, Iterator, Sequence
+from typing import Any, ClassVar, Collection, ContextManager, Iterable, Iterator, Sequence
 
 from server.forget.jobs import (AdapterRecord, ForgetJob, ForgetPayload, ForgetResolution, ForgetState, JobProgress,
                                 StackRecord)
@@ -157,10 +157,15 @@ class SqlLedger(ForgetLedger):
             self._notify(db, f"armed:{forget_id}:{time.time():.6f}")  # the time: replicas measure their delay
             return self._job(db, forget_id)
 
-    def guard_entries(self) -> list[tuple[str, bytes, ForgetState]]:
+    def guard_entries(self, forget_ids: Collection[str] | None = None) -> list[tuple[str, bytes, ForgetState]]:
+        sql, args = "SELECT forget_id, guard_entries, state FROM forgets WHERE guard_entries IS NOT NULL", []
+        if forget_ids is not None:
+            if not forget_ids:
+                return []
+            sql += f" AND forget_id IN ({','.join('?' * len(forget_ids))})"
+            args = sorted(forget_ids)
         with self._read() as db:
-            rows = db.execute("SELECT forget_id, guard_entries, state FROM forgets "
-                              "WHERE guard_entries IS NOT NULL ORDER BY {seq}").fetchall()
+            rows = db.execute(sql + " ORDER BY {seq}", args).fetchall()
         return [(r["forget_id"], bytes(r["guard_entries"]), ForgetState(r["state"])) for r in rows]
 
     def pending_payloads(self) -> list[tuple[str, ForgetPayload]]:
