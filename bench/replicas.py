@@ -6,9 +6,15 @@ operator token), each with `--streams` clients streaming from it without pause. 
 
 1. Block convergence. `--forgets` Forgets, each naming one trained demo person, are filed
    round-robin on the replicas. From the moment replica A acknowledges one, every other replica
-   is asked that person's question back to back until its answer comes back FILTERED: the
-   time from the ack to that answer is the forget's convergence on that replica (target: p99
-   <= 1 s). Each probe is a full Generate round trip, so the resolution is one such call.
+   is asked that person's question (a streaming Generate of one token, every 10 ms) until its
+   answer ends FILTERED: the time from the ack to the end of that answer is the forget's
+   convergence on that replica (target: p99 <= 1 s). The replicas run `--prompt-policy refuse`
+   by default, so a probe costs a prompt check, not a prefill and a decode step queued behind
+   the streams: the resolution is then ~10 ms, not one Generate (`--prompt-policy arm`, the
+   server's default, measures what an answer under it shows: the same guard, plus its first word).
+   The last probe not yet blocked bounds the moment from below. Each replica runs
+   `--torch-threads 1` by default: three replicas share this machine's cores, where each pod of
+   a deployment has its own (0, the server's auto, oversubscribes them and slows every RPC).
 2. Stack convergence. The benchmark plays a worker on another machine for `--adapters` of the
    jobs: claims it, writes a LoRA artifact with random weights (training takes minutes and does
    not change how a version spreads) and records it with its blobs (one transaction). One
@@ -16,10 +22,12 @@ operator token), each with `--streams` clients streaming from it without pause. 
    PostgreSQL, verify and serve it. Reported per version: the spread between the first and the
    last replica serving it (target: <= 5 s), polled with ModelInfo every 10 ms.
 
-Failed stream requests are counted throughout (target 0). Writes bench/results/replicas.{json,md}.
+Failed stream requests are counted throughout (target 0). Writes bench/results/replicas.{json,md}
+(replicas-arm.{json,md} with `--prompt-policy arm`).
 Usage:
     python bench/replicas.py                 # small demo model, 3 replicas, 20 forgets, 5 adapters
     python bench/replicas.py --replicas 2 --forgets 6 --adapters 2
+    python bench/replicas.py --prompt-policy arm  # probes that decode, as under the default policy
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ from unlearn_engine.demo.builder import default_demo_model, load_corpus  # noqa:
 RESULTS = BENCH / "results"
 TOKEN = "bench-replicas-operator-token-0123456789abcdef"
 WORKER = "bench-worker"
+PROBE_PAUSE_S = 0.01
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -65,7 +74,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def start_replicas(n: int, model_dir: Path, root: Path, url: str) -> list[ServeProcess]:
+def start_replicas(n: int, model_dir: Path, root: Path, url: str, prompt_policy: str,
+                   torch_threads: int) -> list[ServeProcess]:
     key = os.urandom(32)
     receipt_key = root / "receipt.pem"
     receipt_key.write_bytes(ReceiptSigner.generate_pem())
@@ -75,25 +85,41 @@ def start_replicas(n: int, model_dir: Path, root: Path, url: str) -> list[ServeP
         data = root / f"replica-{i}"
         data.mkdir(mode=0o700)
         (data / GUARD_KEY_FILE).write_bytes(key)  # one mounted secret for every replica (and the receipt key)
-        replicas.append(ServeProcess(model_dir, data, "--no-worker", env=env))
+        replicas.append(ServeProcess(model_dir, data, "--no-worker", "--prompt-policy", prompt_policy,
+                                     "--torch-threads", str(torch_threads), env=env))
     for r in replicas:
         r.wait_serving(timeout=600)
     return replicas
 
 
-def time_to_block(client: LetheClient, question: str, since: float, timeout: float = 60) -> tuple[float, float]:
-    """(ack -> end of the first FILTERED answer, that probe's own round trip), in seconds."""
+def answer_filtered(client: LetheClient, question: str) -> bool:
+    """One streaming Generate of one token: does its answer end FILTERED?"""
+    for chunk in client.stream(question, max_new_tokens=1):
+        if chunk.finish_reason != ipb.FINISH_REASON_UNSPECIFIED:
+            return chunk.finish_reason == ipb.FINISH_REASON_FILTERED
+    return False
+
+
+def time_to_block(client: LetheClient, question: str, since: float,
+                  timeout: float = 60) -> tuple[float, float, float]:
+    """(ack -> end of the first FILTERED answer, that probe's own round trip, ack -> start of the
+    last answer that was not FILTERED), in seconds. The guard armed between the last two: the
+    unfiltered probe's prompt was checked after it started, the filtered one's before it ended."""
     deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    clear = since  # start of the last probe that was not blocked
     while time.monotonic() < deadline:
         start = time.perf_counter()
-        if client.generate(question, max_new_tokens=4).finish_reason == ipb.FINISH_REASON_FILTERED:
+        if answer_filtered(client, question):
             end = time.perf_counter()
-            return end - since, end - start
+            return end - since, end - start, clear - since
+        clear = start
+        pause.wait(PROBE_PAUSE_S)  # wait-ok: pacing, so the probes do not starve the replicas' cores
     raise TimeoutError("a replica never blocked a forgotten subject")
 
 
 def block_convergence(clients: list[LetheClient], people: list[tuple[str, str]]) -> dict:
-    samples, probes, ack_ms, forget_ids = [], [], [], []
+    samples, probes, lows, ack_ms, forget_ids = [], [], [], [], []
     for i, (person, question) in enumerate(people):
         origin = clients[i % len(clients)]
         start = time.perf_counter()
@@ -102,7 +128,7 @@ def block_convergence(clients: list[LetheClient], people: list[tuple[str, str]])
         ack_ms.append((acked - start) * 1000)
         forget_ids.append(reply.job.forget_id)
         others = [c for c in clients if c is not origin]
-        results: list[tuple[float, float] | Exception] = []
+        results: list[tuple[float, float, float] | Exception] = []
 
         def probe(c: LetheClient) -> None:
             try:
@@ -119,9 +145,11 @@ def block_convergence(clients: list[LetheClient], people: list[tuple[str, str]])
                 raise r
         samples += [r[0] for r in results]  # type: ignore[index]
         probes += [r[1] for r in results]  # type: ignore[index]
+        lows += [r[2] for r in results]  # type: ignore[index]
     return {"forget_ids": forget_ids, "samples_s": samples, "ack_ms_p50": statistics.median(ack_ms),
             "p50_s": statistics.median(samples), "p99_s": percentile(samples, 0.99), "max_s": max(samples),
-            "probe_round_trip_p50_s": statistics.median(probes)}
+            "probe_round_trip_p50_s": statistics.median(probes), "probe_round_trip_p99_s": percentile(probes, 0.99),
+            "lower_bound_samples_s": lows, "lower_p50_s": statistics.median(lows), "lower_p99_s": percentile(lows, 0.99)}
 
 
 def arm_delays(replicas: list[ServeProcess]) -> dict:
@@ -184,6 +212,13 @@ def main() -> int:
     ap.add_argument("--forgets", type=int, default=20)
     ap.add_argument("--adapters", type=int, default=5)
     ap.add_argument("--full", action="store_true", help="the full demo model instead of the small one")
+    ap.add_argument("--prompt-policy", choices=("refuse", "arm"), default="refuse",
+                    help="the replicas' --prompt-policy: refuse (a forgotten name is refused before any "
+                         "decoding, so a probe costs a prompt check) or arm (the server default: the "
+                         "answer ends FILTERED at its first word, so a probe costs a prefill and a step)")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="each replica's --torch-threads (default 1: the replicas share this machine's cores, "
+                         "where each pod of a deployment would have its own; 0 = the server's auto, all cores)")
     args = ap.parse_args()
     bin_dir = find_bin_dir()
     if bin_dir is None:
@@ -199,7 +234,8 @@ def main() -> int:
     try:
         url = cluster.create_database()
         with tempfile.TemporaryDirectory(prefix="lethe-bench-replicas-") as tmp:
-            replicas = start_replicas(args.replicas, model_dir, Path(tmp), url)
+            replicas = start_replicas(args.replicas, model_dir, Path(tmp), url, args.prompt_policy,
+                                      args.torch_threads)
             streams = [Streams(r.target, args.streams, 32) for r in replicas]
             clients = [LetheClient(r.target, TOKEN, timeout=120) for r in replicas]
             blocks = block_convergence(clients, people)
@@ -218,37 +254,56 @@ def main() -> int:
     failed = sum(len(s.errors) for s in streams)
     requests = sum(s.requests for s in streams)
     report = {"model": model_dir.name, "replicas": args.replicas, "streams_per_replica": args.streams,
+              "prompt_policy": args.prompt_policy, "probe_pause_s": PROBE_PAUSE_S, "torch_threads": args.torch_threads,
               "forgets": args.forgets, "cpus": os.cpu_count(), "load_at_start": load_start,
               "platform": platform.platform(), "block": blocks, "stack": stacks,
               "stream_requests": requests, "stream_failed": failed,
               "stream_errors": [e for s in streams for e in s.errors][:10]}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "replicas.json").write_text(json.dumps(report, indent=2) + "\n")
+    name = "replicas" if args.prompt_policy == "refuse" else f"replicas-{args.prompt_policy}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         f"# Scale-out benchmark ({model_dir.name}, {args.replicas} replicas on one PostgreSQL, "
-        f"{args.streams} stream(s) per replica, {os.cpu_count()} CPU cores, load {load_start:.1f} at start)",
+        f"{args.streams} stream(s) per replica, --prompt-policy {args.prompt_policy}, --torch-threads "
+        f"{args.torch_threads}, {os.cpu_count()} CPU cores, "
+        f"load {load_start:.1f} at start)",
         "",
         "| measure | samples | p50 | p99 | max | target |",
         "|---|---|---|---|---|---|",
         f"| Forget ack on one replica -> blocked on another (s) | {len(blocks['samples_s'])} | "
         f"{blocks['p50_s']:.3f} | {blocks['p99_s']:.3f} | {blocks['max_s']:.3f} | p99 <= 1 s |",
+        f"| the same, lower bound: ack -> start of the last probe not yet blocked (s) | "
+        f"{len(blocks['lower_bound_samples_s'])} | {blocks['lower_p50_s']:.3f} | {blocks['lower_p99_s']:.3f} | "
+        f"{max(blocks['lower_bound_samples_s']):.3f} | |",
         f"| forget committed on one replica -> armed on another, the replicas' own "
         f"lethe_replica_arm_seconds (s) | {blocks['armed']['count']:.0f} | <= {blocks['armed']['p50_le_s']:g} | "
         f"<= {blocks['armed']['p99_le_s']:g} | mean {blocks['armed']['mean_s']:.3f} | p99 <= 1 s |",
         f"| stack version live on the first -> on every replica (s) | {stacks['versions']} | "
         f"{stacks['spread_p50_s']:.3f} | — | {stacks['spread_max_s']:.3f} | <= 5 s |",
         "",
-        f"Forget ack (p50): {blocks['ack_ms_p50']:.1f} ms. The blocked probe's own round trip (p50): "
-        f"{blocks['probe_round_trip_p50_s']:.3f} s, included in the block times above. "
+        f"Forget ack (p50): {blocks['ack_ms_p50']:.1f} ms. The blocked probe's own round trip: p50 "
+        f"{blocks['probe_round_trip_p50_s'] * 1000:.1f} ms, p99 {blocks['probe_round_trip_p99_s'] * 1000:.1f} ms, "
+        f"included in the block times above, as is up to "
+        f"{PROBE_PAUSE_S * 1000:.0f} ms of pause between probes. "
         f"Stream requests during the run: {requests}, "
         f"failed: {failed} (target 0).",
         "",
-        "The first row is measured from outside with back-to-back Generate calls naming the person, so "
-        "it includes one call's round trip; the second is each replica's own histogram (bucket bounds). "
+        "The first row is measured from outside: from the ack on one replica, each other replica is asked the "
+        "person's question (a streaming Generate of one token) every "
+        f"{PROBE_PAUSE_S * 1000:.0f} ms until the answer ends FILTERED; the time is taken at the end of that "
+        "answer, so it includes that probe's round trip (above). The second row bounds the same moment from "
+        "below: the last probe that was not blocked started that long after the ack, and its prompt was "
+        "checked after it started; the guard was armed in between. With --prompt-policy refuse a probe is a "
+        "prompt check and no decoding; under the server's default --prompt-policy arm (replicas-arm.md) the "
+        "armed guard ends the answer at its first word, so a probe also waits for a prefill and a decode step. "
+        "Each replica runs --torch-threads as given in the title: 0 (the server's auto) gives each of them "
+        "all cores, as for one node, and three replicas then oversubscribe this machine's cores, which slows "
+        "every RPC, the probes included. "
+        "The third row is each replica's own histogram (bucket bounds). "
         "Stack versions come from ModelInfo polled every 10 ms. "
-        "Adapters are random LoRA weights published by the benchmark playing a remote worker.",
+        "Adapters are random LoRA weights recorded with their blobs by the benchmark playing a remote worker.",
     ]
-    (RESULTS / "replicas.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if failed == 0 else 1
 
