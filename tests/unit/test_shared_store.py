@@ -13,10 +13,10 @@ import psycopg
 import pytest
 
 from server.forget.jobs import AdapterRecord, ForgetPayload, ForgetState
-from server.forget.ledger import LedgerError
+from server.forget.ledger import LedgerError, SqliteLedger
 from server.forget.ledger import sql_common
 from server.forget.ledger.postgres import PostgresLedger
-from server.forget.shared_store import CHUNK_BYTES, SharedStoreError, artifact_blobs, fetch
+from server.forget.shared_store import CHUNK_BYTES, SharedStoreError, artifact_blobs, fetch, shared_blobs
 
 WORKER = "w-1"
 
@@ -122,4 +122,16 @@ def test_a_failure_before_the_record_commits_leaves_neither_the_adapter_nor_its_
                           worker_id=WORKER, blobs=artifact_blobs(again))
     assert _rows(postgres_url) == (1, 4, 6)  # 3 files (one of 3 chunks) + the manifest
     assert ledger.get(failed.forget_id).adapter_id == "ad_retry"
+    ledger.close()
+
+
+def test_one_node_shares_nothing_and_refuses_blobs(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "ledger.db")  # its adapter directory is the store
+    src = _artifact(tmp_path / "worker" / "ad_1")
+    assert shared_blobs(ledger, src) == []
+    fid = _claimed(ledger)  # type: ignore[arg-type]
+    with pytest.raises(LedgerError, match="no shared adapter store"):
+        ledger.record_adapter(AdapterRecord("ad_1", fid, "ad_1", "0" * 64, "npo", 8, 1, 0.0), worker_id=WORKER,
+                              blobs=artifact_blobs(src))
+    assert ledger.get(fid).adapter_id == ""
     ledger.close()
