@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -345,9 +346,26 @@ def load_settings(args: argparse.Namespace | None = None, environ: Mapping[str, 
     return settings
 
 
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may actually use: its affinity set, capped by a cgroup v2 CPU quota
+    (``cpu.max``, what a Kubernetes CPU limit becomes). ``os.cpu_count()`` is the node's count,
+    so a pod limited to 1 CPU on a 64-core node would otherwise start 64 torch threads."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
 def thread_budget(s: Settings) -> tuple[int, int]:
     """(server torch threads, worker torch threads) after resolving 0 = auto."""
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     share = max(1, cores // 2) if s.worker else cores
     return (s.torch_threads or share, s.worker_threads or max(1, cores // 2))
 
