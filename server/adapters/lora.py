@@ -93,7 +93,12 @@ class FoldedStacks:
 
     def install(self, key: int, weights: Weights) -> None:
         """Make version `key` available to rows. Decode thread, between steps; microseconds."""
+        served = self.served
+        if key == served:  # replacing the served version: its old tensors leave the layers first
+            self.serve(None)
         self._versions[key] = dict(weights)
+        if key == served:
+            self.serve(key)
 
     def remove(self, key: int) -> None:
         """Free version `key` (no row uses it any more). Decode thread."""
