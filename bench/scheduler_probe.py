@@ -127,8 +127,9 @@ def main() -> int:
             for fn in sides.values():
                 fn(prompts)  # warm-up
             cpu_ms: dict[str, list[float]] = {k: [] for k in sides}
-            for _ in range(args.rounds):
-                for name, fn in sides.items():
+            for r in range(args.rounds):
+                order = list(sides.items())
+                for name, fn in (order if r % 2 == 0 else order[::-1]):  # no side always runs first
                     start = time.process_time()
                     fn(prompts)
                     cpu_ms[name].append(1000 * (time.process_time() - start) / (n * args.tokens))
