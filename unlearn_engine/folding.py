@@ -92,8 +92,8 @@ def fold_stack(model: torch.nn.Module, stack_arts: Sequence[AdapterArtifact]) ->
     for path in deltas:
         if not isinstance(modules.get(path), torch.nn.Linear):
             raise UnsupportedAdapter(f"adapter targets {path!r}, which is not a Linear layer of this model")
-    folded = fold_weights({p: modules[p].weight for p in deltas}, deltas)
-    with torch.no_grad():
-        for path, w in folded.items():
-            modules[path].weight.copy_(w)
+    for path, w in fold_weights({p: modules[p].weight for p in deltas}, deltas).items():
+        # a new Parameter, not an in-place add: a weight tied to another (an LM head tied to the
+        # embeddings) gets the delta in this layer only, as the server serves it
+        modules[path].weight = torch.nn.Parameter(w, requires_grad=modules[path].weight.requires_grad)
     return model
