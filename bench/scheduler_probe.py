@@ -5,17 +5,19 @@ batch, sampling, detokenization, events to the loop). Both sides run in this pro
 round in turn, and report CPU ms per generated token (`time.process_time`), which shared-machine
 load moves far less than tokens/s. If this is at parity and bench/serving.py is not, the loss is
 in the gRPC/guard path around the loop. With `--adapters N` it instead compares the scheduler on
-a stack of N random rank-`--rank` forget adapters (every Linear but the LM head, concatenated
-into one delta per layer as server/adapters does) against the same scheduler on the base model.
+a stack of N random rank-`--rank` forget adapters (every Linear but the LM head, folded into the
+weights as server/adapters does; `--unfolded` applies them as per-layer LoRA hooks instead, the
+representation before folding) against the same scheduler on the base model.
 Prints one JSON line per workload; writes nothing.
 
-    python bench/scheduler_probe.py [--small] [--streams 1 8] [--tokens 128] [--rounds 5] [--adapters 8]
+    python bench/scheduler_probe.py [--small] [--streams 1 8] [--tokens 128] [--rounds 5] [--adapters 8 [--unfolded]]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -25,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from server.adapters.lora import MultiLoRA, concat_deltas  # noqa: E402
+from server.adapters.lora import FoldedStacks, concat_deltas  # noqa: E402
 from server.adapters.stack import ServingStack  # noqa: E402
 from server.runtime.model import load_model  # noqa: E402
 from server.runtime.scheduler import BatchScheduler, GenerationRequest, Handle  # noqa: E402
@@ -33,6 +35,30 @@ from server.settings import load_settings  # noqa: E402
 from unlearn_engine.demo.builder import default_demo_model  # noqa: E402
 
 PROMPTS = ["Where was", "What does", "Who is the", "When was", "Tell me about", "The", "In", "What is the"]
+
+
+def _lora_hooks(model: torch.nn.Module, combined: dict, scheduler: BatchScheduler) -> None:
+    """The unfolded representation (the server's until folding): x·Aᵀ·Bᵀ added by a forward hook
+    on every target Linear for rows on the stack, the others untouched."""
+    on_stack: list[bool] = []
+
+    class _Router:
+        @contextlib.contextmanager
+        def rows(self, keys, device):
+            on_stack[:] = [any(k is not None for k in keys)]  # the probe never mixes versions
+            yield
+
+    def hook(a: torch.Tensor, b: torch.Tensor):
+        def add(_m, inputs, out):
+            if on_stack and on_stack[0]:
+                out += (inputs[0] @ a.t()) @ b.t()
+            return out
+        return add
+
+    modules = dict(model.named_modules())
+    for path, (a, b) in combined.items():
+        modules[path].register_forward_hook(hook(a, b))
+    scheduler.router = _Router()
 
 
 def main() -> int:
@@ -44,6 +70,7 @@ def main() -> int:
     parser.add_argument("--stream-interval", type=int, default=4)
     parser.add_argument("--adapters", type=int, default=0, help="compare a stack of this many adapters vs none")
     parser.add_argument("--rank", type=int, default=8, help="rank of each adapter (the engine's default: 8)")
+    parser.add_argument("--unfolded", action="store_true", help="the adapters as LoRA hooks, not folded (before/after)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     loaded = load_model(default_demo_model(load_settings(check=False).cache_dir, small=args.small))
@@ -51,7 +78,7 @@ def main() -> int:
     scheduler = BatchScheduler(loaded, max_batch=max(args.streams), stream_interval=args.stream_interval)
     stacked = ServingStack(1, tuple(f"a{i}" for i in range(args.adapters)), lora_key=1)
     if args.adapters:
-        lora = MultiLoRA(loaded.model)
+        lora = FoldedStacks(loaded.model)
         scheduler.router = lora.router
         gen = torch.Generator().manual_seed(0)
         members = [{path: (torch.randn(args.rank, mod.in_features, generator=gen) * 0.01,
@@ -59,7 +86,11 @@ def main() -> int:
                     for path, mod in loaded.model.named_modules()
                     if isinstance(mod, torch.nn.Linear) and mod is not loaded.model.get_output_embeddings()}
                    for _ in range(args.adapters)]
-        lora.install(1, concat_deltas(members, loaded.device, loaded.dtype))
+        combined = concat_deltas(members, loaded.device, loaded.dtype)
+        if args.unfolded:
+            _lora_hooks(loaded.model, combined, scheduler)
+        else:
+            lora.install(1, lora.fold(combined))
     scheduler.start()
 
     async def served(prompts: list[str], stack: ServingStack | None = None) -> None:
@@ -96,8 +127,9 @@ def main() -> int:
             for fn in sides.values():
                 fn(prompts)  # warm-up
             cpu_ms: dict[str, list[float]] = {k: [] for k in sides}
-            for _ in range(args.rounds):
-                for name, fn in sides.items():
+            for r in range(args.rounds):
+                order = list(sides.items())
+                for name, fn in (order if r % 2 == 0 else order[::-1]):  # no side always runs first
                     start = time.process_time()
                     fn(prompts)
                     cpu_ms[name].append(1000 * (time.process_time() - start) / (n * args.tokens))

@@ -6,9 +6,12 @@ worker: for each of `--swaps / 2` Forget requests it claims the job from the led
 LoRA artifact with random weights (training 10 adapters would take many minutes and does not
 change what a swap does: same artifact format, checksum verification, load, stack build and
 switch between decode steps) and records it; the server swaps each in. Then it deactivates
-them one by one over gRPC: `--swaps` swaps in all. Reported: failed requests (must be 0), the
-median gap between streamed chunks (one decode step), and the largest gap in a window around
-each swap against the largest gap elsewhere, plus the server's own swap-pause histogram.
+them one by one over gRPC: `--swaps` swaps in all, `--spacing` seconds apart. Reported: failed
+requests (must be 0), the median gap between streamed chunks, and — in the same run — the gaps
+within 0.5 s of a swap against the gaps elsewhere (p50/p90/p99, each p99 with a bootstrap 90 %
+interval, so "equal within noise" can be read off), the largest gap in each, plus the server's
+own swap-pause histogram. A swap's time is when the streams first receive a chunk of the new
+version (the bench does not poll the server, which would load it only near swaps).
 
 Part 2 (`--real-forget`, default on). A server *with* its worker forgets one demo person while
 the same streams run; reported: Forget-to-ACTIVE split into queue / train / verify / swap (the
@@ -25,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
@@ -66,8 +70,10 @@ class Streams:
         self.errors: list[str] = []
         self.gaps: list[tuple[float, float]] = []  # (start, end) between chunks of one request
         self.versions: set[int] = set()
+        self.first_seen: dict[int, float] = {}  # stack version -> first chunk of it (perf_counter)
         self.requests = 0
         self._lock = threading.Lock()
+        self._seen = threading.Condition(self._lock)
         self._threads = [threading.Thread(target=self._run, args=(target, i, tokens), daemon=True)
                          for i in range(n)]
         for t in self._threads:
@@ -84,6 +90,10 @@ class Streams:
                             gaps.append((last, now))
                         last = now
                         versions.add(chunk.stack_version)
+                        if chunk.stack_version not in self.first_seen:
+                            with self._seen:
+                                self.first_seen.setdefault(chunk.stack_version, now)
+                                self._seen.notify_all()
                         if chunk.finish_reason == ipb.FINISH_REASON_ERROR:
                             raise RuntimeError("finish_reason=error")
                 except (grpc.RpcError, RuntimeError) as exc:
@@ -93,6 +103,13 @@ class Streams:
                     self.gaps += gaps
                     self.versions |= versions
                     self.requests += 1
+
+    def wait_version(self, version: int, timeout: float = 120) -> float:
+        """When a chunk of stack `version` (or a later one) first arrived."""
+        with self._seen:
+            if not self._seen.wait_for(lambda: any(v >= version for v in self.first_seen), timeout):
+                raise TimeoutError(f"stack version {version} never went live")
+            return min(t for v, t in self.first_seen.items() if v >= version)
 
     def finish(self) -> None:
         self.stop.set()
@@ -122,33 +139,43 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
             for f in text_string_to_metric_families(body) for s in f.samples}
 
 
-def wait_version(client: LetheClient, version: int, timeout: float = 120) -> float:
-    ev, deadline = threading.Event(), time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.model_info().stack_version >= version:
-            return time.perf_counter()
-        ev.wait(0.01)
-    raise TimeoutError(f"stack version {version} never went live")
+def _pct(values: list[float], p: int) -> float:
+    return statistics.quantiles(values, n=100)[p - 1] if len(values) >= 2 else (values or [0.0])[0]
+
+
+def _p99_interval(values: list[float], rounds: int = 200) -> tuple[float, float]:
+    """A bootstrap 90 % interval of the p99 (resampling the gaps; seeded, so reruns agree)."""
+    rng = random.Random(0)
+    p99s = sorted(_pct(rng.choices(values, k=len(values)), 99) for _ in range(rounds))
+    return p99s[rounds // 20], p99s[-rounds // 20 - 1]
 
 
 def gap_stats(streams: Streams, swap_times: list[float]) -> dict[str, float]:
     durations = [b - a for a, b in streams.gaps]
-    near = [b - a for a, b in streams.gaps
-            if any(a <= t + WINDOW_S and b >= t - WINDOW_S for t in swap_times)]
+
+    def near_swap(a: float, b: float) -> bool:
+        return any(a <= t + WINDOW_S and b >= t - WINDOW_S for t in swap_times)
+
+    near = [b - a for a, b in streams.gaps if near_swap(a, b)]
+    far = [b - a for a, b in streams.gaps if not near_swap(a, b)]
     per_swap = [1e3 * max((b - a for a, b in streams.gaps if a <= t + WINDOW_S and b >= t - WINDOW_S), default=0.0)
                 for t in swap_times]
-    far = [b - a for a, b in streams.gaps
-           if not any(a <= t + WINDOW_S and b >= t - WINDOW_S for t in swap_times)]
-    q = statistics.quantiles(durations, n=100)
     median = statistics.median(durations)
-    return {"chunks_gaps": len(durations), "median_gap_ms": 1e3 * median, "p99_gap_ms": 1e3 * q[98],
-            "max_gap_during_swaps_ms": 1e3 * max(near, default=0.0),
-            "max_gap_elsewhere_ms": 1e3 * max(far, default=0.0),
-            "max_gap_during_swaps_over_median": max(near, default=0.0) / median,
-            "max_gap_per_swap_ms": [round(g, 1) for g in per_swap]}
+    out: dict = {"chunks_gaps": len(durations), "median_gap_ms": 1e3 * median, "p99_gap_ms": 1e3 * _pct(durations, 99),
+                 "max_gap_during_swaps_ms": 1e3 * max(near, default=0.0),
+                 "max_gap_elsewhere_ms": 1e3 * max(far, default=0.0),
+                 "max_gap_during_swaps_over_median": max(near, default=0.0) / median,
+                 "max_gap_per_swap_ms": [round(g, 1) for g in per_swap]}
+    for name, gaps in (("near", near), ("far", far)):
+        out[f"{name}_gaps"] = len(gaps)
+        for p in (50, 90, 99):
+            out[f"{name}_p{p}_ms"] = 1e3 * _pct(gaps, p)
+        lo, hi = _p99_interval(gaps) if len(gaps) >= 2 else (0.0, 0.0)
+        out[f"{name}_p99_interval_ms"] = [round(1e3 * lo, 1), round(1e3 * hi, 1)]
+    return out
 
 
-def part_swaps(model_dir: Path, n_streams: int, n_swaps: int, tokens: int) -> dict:
+def part_swaps(model_dir: Path, n_streams: int, n_swaps: int, tokens: int, spacing: float) -> dict:
     data = Path(tempfile.mkdtemp(prefix="lethe-swap-"))
     common = ("--torch-threads", "1", "--max-batch-size", str(n_streams + 1), "--monitor-interval-seconds", "0",
               "--worker-timeout-seconds", "3600")  # the bench is the worker and sends no heartbeats
@@ -176,15 +203,15 @@ def part_swaps(model_dir: Path, n_streams: int, n_swaps: int, tokens: int) -> di
             ledger.transition(record.forget_id, ForgetState.VERIFYING, "bench artifact", worker_id="bench")
             ledger.record_adapter(record, 1, worker_id="bench")
             version += 1
-            swap_times.append(wait_version(admin, version))
-            time.sleep(1)  # wait-ok: spacing, so windows around swaps do not overlap
+            swap_times.append(streams.wait_version(version))
+            time.sleep(spacing)  # wait-ok: spacing, so windows around swaps do not overlap and gaps far from one exist
         adapters = admin.admin.ListAdapters(apb.ListAdaptersRequest(), metadata=md).adapters
         for a in adapters:
             admin.admin.DeactivateAdapter(apb.DeactivateAdapterRequest(adapter_id=a.adapter_id, reason="bench"),
                                           metadata=md)
             version += 1
-            swap_times.append(wait_version(admin, version))
-            time.sleep(1)  # wait-ok: as above
+            swap_times.append(streams.wait_version(version))
+            time.sleep(spacing)  # wait-ok: as above
         streams.finish()
         m = scrape(sp.metrics_port)
         ledger.close()
@@ -254,17 +281,17 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--swaps", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=64, help="tokens per streamed request")
+    parser.add_argument("--spacing", type=float, default=2.0, help="seconds between swaps (>= 1: windows are 0.5 s)")
     parser.add_argument("--no-real-forget", dest="real_forget", action="store_false")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model_dir = args.model or default_demo_model(Path.home() / ".cache" / "lethe", small=args.small)
     load = os.getloadavg()[0]
     report = {"model": model_dir.name, "cpu_count": os.cpu_count(), "load_at_start": load,
-              "platform": platform.platform(), "swap": part_swaps(model_dir, args.streams, args.swaps, args.tokens)}
+              "platform": platform.platform(), "swap": part_swaps(model_dir, args.streams, args.swaps, args.tokens, args.spacing)}
     if args.real_forget:
         report["real_forget"] = part_real_forget(model_dir, args.streams, args.tokens)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "swap.json").write_text(json.dumps(report, indent=2) + "\n")
     s = report["swap"]
     lines = [f"# Hot-swap benchmark ({model_dir.name} on {s['device']}, {s['streams']} streams, "
              f"{os.cpu_count()} CPU cores, load {load:.1f} at start)", "",
@@ -274,10 +301,24 @@ def main() -> int:
              f"| {s['swaps']} | {s['requests']} | {s['errors']} | {s['median_gap_ms']:.1f} | {s['p99_gap_ms']:.1f} | "
              f"{s['max_gap_during_swaps_ms']:.1f} | {s['max_gap_elsewhere_ms']:.1f} | "
              f"{s['max_gap_during_swaps_over_median']:.1f} | {s['server_swap_pause_mean_ms']:.2f} | "
-             f"{s['server_swap_duration_mean_ms']:.1f} |"]
+             f"{s['server_swap_duration_mean_ms']:.1f} |",
+             "", f"Chunk gaps within {WINDOW_S} s of a swap against the rest, same run (load {load:.1f} at start, "
+             f"{os.getloadavg()[0]:.1f} at end; `--spacing {args.spacing}`):", "",
+             "| gaps | count | p50 ms | p90 ms | p99 ms | p99 90 % interval ms | max ms |", "|---|---|---|---|---|---|---|"]
+    for name, label in (("near", "near a swap"), ("far", "elsewhere")):
+        lo, hi = s[f"{name}_p99_interval_ms"]
+        worst = s["max_gap_during_swaps_ms" if name == "near" else "max_gap_elsewhere_ms"]
+        lines.append(f"| {label} | {s[f'{name}_gaps']} | {s[f'{name}_p50_ms']:.1f} | {s[f'{name}_p90_ms']:.1f} | "
+                     f"{s[f'{name}_p99_ms']:.1f} | {lo:.1f}-{hi:.1f} | {worst:.1f} |")
+    if not args.real_forget and (RESULTS / "swap.json").exists():  # keep the last real-forget row
+        previous = json.loads((RESULTS / "swap.json").read_text()).get("real_forget")
+        if previous:
+            report["real_forget"] = {**previous, "carried_over": True}
     if "real_forget" in report:
         r = report["real_forget"]
         st = r["stages_s"]
+        if r.get("carried_over"):
+            lines += ["", "The real-forget row is carried over from the previous run (this one ran `--no-real-forget`)."]
         lines += ["", "| real Forget -> ACTIVE | state | attempts | total s | queue s | train s | verify s | swap s | "
                   "failed requests |", "|---|---|---|---|---|---|---|---|---|",
                   f"| {r['person_facts']} facts of one person | {r['state']} | {r['attempts']} | "
@@ -287,6 +328,7 @@ def main() -> int:
                   "", f"Timeline (s after acceptance, first entry of each state): {r['timeline_s']}"]
         if r["failure_reason"]:
             lines.append(f"Failure reason: {r['failure_reason']}")
+    (RESULTS / "swap.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / "swap.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

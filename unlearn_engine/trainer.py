@@ -34,9 +34,9 @@ from unlearn_engine.data.retain_set import build_retain_set
 from unlearn_engine.devices import pick_device
 from unlearn_engine.evaluation import EvalSettings, GateConfig, GateResult, gate_decision
 from unlearn_engine.evaluation.attacks import AttackSets, run_attacks
+from unlearn_engine.folding import fold_stack  # re-exported: callers import it from here
 from unlearn_engine.methods import DEFAULT_METHOD, MethodConfig, get_method
 from unlearn_engine.progress import Progress, ProgressCallback
-from unlearn_engine.stacking import activate, load_adapters
 from unlearn_engine.training_loop import PROBE_METRICS, ProbeSets, run_attempt
 
 log = logging.getLogger(__name__)
@@ -254,20 +254,6 @@ def _load_stacked(base_model_dir: Path, stack: Sequence[Path], device: torch.dev
     stack_arts = [load_artifact(p, fingerprint) for p in stack]
     model, tok = load_base(base_model_dir, device)
     return fold_stack(model, stack_arts), tok, fingerprint, stack_arts
-
-
-def fold_stack(model: torch.nn.Module, stack_arts: Sequence[AdapterArtifact]) -> torch.nn.Module:
-    """The base with the stack's deltas added into its weights (W + sum of B·A·scale), as a plain
-    model. A job then costs the same at any stack depth: training and every probe evaluation run
-    one LoRA (the new adapter) instead of one per stacked adapter, which made job time grow
-    87 -> 375 s over ten sequential forgets (bench/results/unlearn_quality.md). Exact up to
-    float32 rounding of the sum (the server applies the same deltas unmerged); the reference
-    policy is the folded model itself, i.e. the stack as served."""
-    if not stack_arts:
-        return model
-    peft_model = load_adapters(model, stack_arts)
-    activate(peft_model, [a.adapter_name for a in stack_arts])
-    return peft_model.merge_and_unload()
 
 
 def _train_and_save(model: torch.nn.Module, tok, fingerprint: str, stack_arts: Sequence[AdapterArtifact],

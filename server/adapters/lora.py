@@ -1,152 +1,148 @@
-"""Serving-side LoRA: many adapter-stack versions on one base model, chosen per batch row.
+"""Serving-side LoRA: many adapter-stack versions on one base model, each folded into weights.
 
 The engine trains and verifies with PEFT; serving does not use it, for two measured reasons:
 adding an adapter to a PeftModel re-walks and re-wraps the module tree (100-160 ms per adapter
 on the 4-layer demo model, bench/swap.py), which would have to happen while decoding is paused,
 and every forward with per-row `adapter_names` registers a hook on every LoRA layer.
 
-Here a stack version is what it is mathematically: a fixed sum of deltas. Off the hot path,
-`adapter_deltas` reads each verified artifact (PEFT format) and folds its scaling into B, and
-`concat_deltas` concatenates the members per target layer — exact, since B_cat·A_cat = Σ sᵢ·Bᵢ·Aᵢ (the same
-`cat` combination PEFT offers). Activating a version is then one dict insertion per layer,
-between two decode steps. Each target `nn.Linear` gets one forward hook, added the first time
-a stack needs it; for every forward the scheduler tells the shared `RowRouter` which version
-each batch row runs, and the hook adds that version's delta to those rows only. Rows on the base
-model (version key None) are never touched, so they are bit-identical to the plain model.
+Here a stack version is what it is mathematically: the base weights plus a fixed sum of deltas
+(unlearn_engine/folding.py, the same arithmetic the engine trains on). Off the hot path,
+`FoldedStacks.fold` builds a version's folded weights as new tensors (W + B_cat·A_cat per target
+Linear); installing a version is one dict insertion, between two decode steps. For every forward
+the scheduler tells the `RowRouter` which version each batch row runs; the version most rows run
+is *served*: its tensors are put in the Linear layers by reference (a dict assignment per layer,
+only when it changes), so at steady state a step costs what the plain model costs, with no hook
+at all (8 stacked rank-8 adapters cost +28-32 % CPU per token as unfolded LoRA hooks,
+bench/results/serving.md). Rows on any other version (admitted before a swap, or on the bare
+base model) are recomputed by a forward hook with their own version's weights, `F.linear(x[rows],
+W_v, bias)` — the very call an `nn.Linear` makes — so each row sees the same arithmetic whichever
+version is served, before and after a swap; base rows use the original base tensors. The hooks
+exist only while a batch mixes versions. Memory: the base tensors of every target layer are kept
+(new versions fold from them), plus one folded copy per live version.
 """
 
 from __future__ import annotations
 
-import json
+import collections
 from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
 
 import torch
-from safetensors.torch import load_file
+import torch.nn.functional as F
 
-from unlearn_engine.artifacts import AdapterArtifact
+from unlearn_engine.folding import Delta, UnsupportedAdapter, adapter_deltas, concat_deltas, fold_weights
 
-_PREFIX = "base_model.model."
-Delta = tuple[torch.Tensor, torch.Tensor]  # (A [r, in], B [out, r]) with the scaling in B
+__all__ = ["Delta", "FoldedStacks", "RowRouter", "UnsupportedAdapter", "Weights", "adapter_deltas", "concat_deltas"]
 
-
-class UnsupportedAdapter(ValueError):
-    """An artifact uses a LoRA feature serving does not implement (DoRA, biases, embeddings...)."""
-
-
-def adapter_deltas(artifact: AdapterArtifact) -> dict[str, Delta]:
-    """module path -> (A, scaling·B) of one artifact, on the CPU in float32."""
-    cfg = json.loads((artifact.path / "adapter_config.json").read_text())
-    for key, bad in (("use_dora", True), ("fan_in_fan_out", True), ("lora_bias", True)):
-        if cfg.get(key) == bad:
-            raise UnsupportedAdapter(f"{key} is not supported for serving")
-    if cfg.get("bias", "none") != "none" or cfg.get("modules_to_save") or cfg.get("alpha_pattern"):
-        raise UnsupportedAdapter("adapter biases, modules_to_save and alpha_pattern are not supported for serving")
-    weights = load_file(str(artifact.path / "adapter_model.safetensors"))
-    deltas: dict[str, Delta] = {}
-    for key, a in weights.items():
-        if not key.endswith(".lora_A.weight"):
-            if not key.endswith(".lora_B.weight"):
-                raise UnsupportedAdapter(f"unexpected tensor {key!r} in the adapter")
-            continue
-        path = key.removeprefix(_PREFIX).removesuffix(".lora_A.weight")
-        b = weights[key.replace(".lora_A.", ".lora_B.")]
-        r = a.shape[0]
-        scaling = cfg["lora_alpha"] / (r ** 0.5 if cfg.get("use_rslora") else r)
-        deltas[path] = (a.float(), b.float() * scaling)
-    return deltas
-
-
-def concat_deltas(members: Sequence[Mapping[str, Delta]], device: torch.device, dtype: torch.dtype) -> dict[str, Delta]:
-    """Concatenate member deltas per layer: one (A, B) whose product is the members' sum."""
-    paths = sorted({p for m in members for p in m})
-    out = {}
-    for path in paths:
-        parts = [m[path] for m in members if path in m]
-        a = torch.cat([p[0] for p in parts], dim=0)
-        b = torch.cat([p[1] for p in parts], dim=1)
-        out[path] = (a.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype))
-    return out
+Weights = dict[str, torch.Tensor]  # module path -> weight tensor of one version
 
 
 class RowRouter:
-    """Which stack version each row of the current forward runs. Set by the decode thread only."""
+    """Which stack version each row of the current forward runs. Used by the decode thread only."""
 
-    def __init__(self) -> None:
-        self.groups: list[tuple[int, torch.Tensor | None]] = []  # (version key, row indices | all)
+    def __init__(self, stacks: FoldedStacks) -> None:
+        self._stacks = stacks
+        self.groups: list[tuple[int | None, torch.Tensor]] = []  # (version, its rows) off the served version
 
     @contextmanager
     def rows(self, keys: Sequence[int | None], device: torch.device) -> Iterator[None]:
-        distinct = set(keys)
-        if distinct == {None}:
-            self.groups = []
-        elif len(distinct) == 1:
-            self.groups = [(keys[0], None)]  # type: ignore[list-item]
-        else:
+        counts = collections.Counter(keys)
+        served = self._stacks.served
+        top = max(counts.values(), default=0)
+        if counts.get(served, 0) < top:  # serve what most rows run; keep the served one on a tie
+            served = next(k for k in keys if counts[k] == top)
+            self._stacks.serve(served)
+        if len(counts) > 1:
             self.groups = [(k, torch.tensor([i for i, x in enumerate(keys) if x == k], device=device))
-                           for k in distinct if k is not None]
+                           for k in counts if k != served]
+            self._stacks.hooks_on()
+        else:
+            self.groups = []
+            self._stacks.hooks_off()
         try:
             yield
         finally:
             self.groups = []
 
 
-class MultiLoRA:
-    """The hooks and per-version deltas installed on one base model."""
+class FoldedStacks:
+    """The folded weights of every live stack version on one base model, and the row hooks."""
 
     def __init__(self, model: torch.nn.Module) -> None:
-        self.router = RowRouter()
-        self._modules = dict(model.named_modules())
-        self._deltas: dict[str, dict[int, Delta]] = {}  # module path -> version key -> delta
+        self._modules = {p: m for p, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        self._base: Weights = {p: m.weight for p, m in self._modules.items()}  # references, no copy
+        self._versions: dict[int, Weights] = {}  # version key -> its folded weights
         self._hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}
+        self.served: int | None = None  # the version whose weights are in the layers; None = base
+        self.router = RowRouter(self)
 
     def check(self, deltas: Mapping[str, Delta]) -> None:
         """Raise UnsupportedAdapter unless every path is a Linear layer of matching shape."""
         for path, (a, b) in deltas.items():
             mod = self._modules.get(path)
-            if not isinstance(mod, torch.nn.Linear):
+            if mod is None:
                 raise UnsupportedAdapter(f"adapter targets {path!r}, which is not a Linear layer of this model")
             if a.shape[1] != mod.in_features or b.shape[0] != mod.out_features:
                 raise UnsupportedAdapter(f"adapter shapes for {path!r} do not match the model")
 
-    def install(self, key: int, deltas: Mapping[str, Delta]) -> None:
+    def fold(self, deltas: Mapping[str, Delta]) -> Weights:
+        """A version's weights: base + deltas, as new tensors. Blocking, any thread: it reads only
+        the base tensors, which nothing modifies."""
+        self.check(deltas)
+        return {p: torch.nn.Parameter(w, requires_grad=False) for p, w in fold_weights(self._base, deltas).items()}
+
+    def install(self, key: int, weights: Weights) -> None:
         """Make version `key` available to rows. Decode thread, between steps; microseconds."""
-        for path, delta in deltas.items():
-            if path not in self._hooks:
-                self._hooks[path] = self._modules[path].register_forward_hook(self._hook(path))
-            self._deltas.setdefault(path, {})[key] = delta
+        served = self.served
+        if key == served:  # replacing the served version: its old tensors leave the layers first
+            self.serve(None)
+        self._versions[key] = dict(weights)
+        if key == served:
+            self.serve(key)
 
     def remove(self, key: int) -> None:
         """Free version `key` (no row uses it any more). Decode thread."""
-        for path in list(self._deltas):
-            self._deltas[path].pop(key, None)
-            if not self._deltas[path]:
-                del self._deltas[path]
-                self._hooks.pop(path).remove()
+        if key == self.served:
+            self.serve(None)
+        self._versions.pop(key, None)
+        if not self._versions:
+            self.hooks_off()
 
     @property
     def versions(self) -> set[int]:
-        return {k for per_path in self._deltas.values() for k in per_path}
+        return set(self._versions)
+
+    def weight(self, key: int | None, path: str) -> torch.Tensor:
+        """The weight version `key` runs in layer `path` (an unknown key runs the base model)."""
+        own = self._versions.get(key) if key is not None else None
+        return own[path] if own is not None and path in own else self._base[path]
+
+    def serve(self, key: int | None) -> None:
+        """Put version `key`'s weights in the layers, by reference. Decode thread."""
+        for path in {*self._versions.get(self.served, ()), *self._versions.get(key, ())}:  # type: ignore[arg-type]
+            self._modules[path]._parameters["weight"] = self.weight(key, path)
+        self.served = key
+
+    def hooks_on(self) -> None:
+        """A recomputing hook on every layer some live version changes (idempotent)."""
+        for path in {p for weights in self._versions.values() for p in weights}:
+            if path not in self._hooks:
+                self._hooks[path] = self._modules[path].register_forward_hook(self._hook(path))
+
+    def hooks_off(self) -> None:
+        for handle in self._hooks.values():
+            handle.remove()
+        self._hooks.clear()
 
     def _hook(self, path: str):
-        router, table = self.router, self._deltas
+        router, module = self.router, self._modules[path]
 
-        def add_delta(_module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor):
-            if not router.groups:
-                return None
-            per_version = table.get(path)
-            if not per_version:
-                return None
-            x = inputs[0]
+        def recompute(_module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor):
+            served = module.weight
             for key, idx in router.groups:
-                delta = per_version.get(key)
-                if delta is None:
-                    continue
-                a, b = delta
-                if idx is None:
-                    out += (x @ a.t()) @ b.t()
-                else:
-                    out[idx] += (x[idx] @ a.t()) @ b.t()
+                w = self.weight(key, path)
+                if w is not served:  # the same call nn.Linear makes, on this version's rows only
+                    out[idx] = F.linear(inputs[0][idx], w, module.bias)
             return out
 
-        return add_delta
+        return recompute

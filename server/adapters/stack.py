@@ -1,14 +1,14 @@
 """AdapterStackManager: builds and activates versions of the forget-adapter stack.
 
 A `ServingStack` is immutable: a version number, the adapter ids in application order, and the
-key under which its combined deltas are installed (see lora.py: the members' LoRA deltas
-concatenated, = the sum of their deltas). Activation:
+key under which its weights are installed (see lora.py: the base weights plus the sum of the
+members' LoRA deltas, folded as new tensors). Activation:
 1. off the hot path (a worker thread): verify every new artifact (checksums, base fingerprint),
-   read its deltas and build the version's combined deltas on the model's device;
-2. between two decode steps: install them (one dict insertion per layer) and make the version
-   current. Rows already decoding keep their old version until they finish;
-3. when the last row of an old version finishes, the scheduler releases it (its deltas are
-   removed; member deltas that no live version needs are dropped).
+   read its deltas and fold the version's weights on the model's device;
+2. between two decode steps: install them (one dict insertion) and make the version current.
+   Rows already decoding keep their old version until they finish;
+3. when the last row of an old version finishes, the scheduler releases it (its folded weights
+   are dropped; member deltas that no live version needs are dropped).
 A refused artifact raises `StackRefused` before anything in the model changed.
 Does not decide when to swap or touch the ledger (coordinator.py does).
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from server.adapters.lora import Delta, MultiLoRA, UnsupportedAdapter, adapter_deltas, concat_deltas
+from server.adapters.lora import Delta, FoldedStacks, UnsupportedAdapter, Weights, adapter_deltas, concat_deltas
 from server.runtime.scheduler import BatchScheduler
 from unlearn_engine.artifacts import ArtifactError, load_artifact
 
@@ -58,14 +58,14 @@ class SwapTiming:
 @dataclass(frozen=True)
 class _Prepared:
     members: dict[str, dict[str, Delta]]  # adapter id -> its deltas (CPU, float32)
-    combined: dict[str, Delta]  # module path -> the version's deltas, on the model's device
+    folded: Weights  # module path -> the version's weights (base + deltas), on the model's device
 
 
 class AdapterStackManager:
     def __init__(self, scheduler: BatchScheduler, fingerprint: str):
         self.scheduler = scheduler
         self.fingerprint = fingerprint
-        self.lora = MultiLoRA(scheduler.loaded.model)
+        self.lora = FoldedStacks(scheduler.loaded.model)
         scheduler.router = self.lora.router
         self._live: dict[int, ServingStack] = {}  # versions that may still have rows
         self._members: dict[str, dict[str, Delta]] = {}  # deltas of adapters live versions use
@@ -88,13 +88,12 @@ class AdapterStackManager:
         return out
 
     def prepare(self, adapter_ids: tuple[str, ...], paths: dict[str, Path]) -> _Prepared:
-        """Everything but the switch, off the decode thread: verify new members, concatenate their deltas."""
+        """Everything but the switch, off the decode thread: verify new members, fold the version."""
         known = dict(self._members)  # a snapshot: the decode thread may drop members meanwhile
         members = {a: known[a] for a in adapter_ids if a in known}
         members.update(self.verify({a: paths[a] for a in adapter_ids if a not in known}))
-        loaded = self.scheduler.loaded
-        combined = concat_deltas([members[a] for a in adapter_ids], loaded.device, loaded.dtype) if adapter_ids else {}
-        return _Prepared(members, combined)
+        folded = self.lora.fold(concat_deltas([members[a] for a in adapter_ids])) if adapter_ids else {}
+        return _Prepared(members, folded)
 
     async def activate(self, version: int, adapter_ids: tuple[str, ...], paths: dict[str, Path]) -> SwapTiming:
         """Verify and build, then switch new requests to `version` (adapters in `adapter_ids` order)."""
@@ -111,7 +110,7 @@ class AdapterStackManager:
         self._members.update(prepared.members)
         key = version if adapter_ids else None
         if key is not None:
-            self.lora.install(key, prepared.combined)
+            self.lora.install(key, prepared.folded)
         stack = ServingStack(version, adapter_ids, key, on_release=self._release)
         self._live[version] = stack
         self.scheduler.set_stack(stack)
