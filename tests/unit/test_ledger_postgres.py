@@ -143,3 +143,22 @@ def test_one_replica_changes_the_stack_at_a_time_and_a_dead_one_lets_go(postgres
     del hold  # A's connection is gone; nothing to release
     a.close()
     b.close()
+
+
+def test_a_stack_turn_held_from_a_vanished_machine_is_let_go_within_seconds(postgres_url: str) -> None:
+    """A replica whose machine vanishes (no FIN, no RST: a node lost, not a process killed)
+    leaves its session idle with the stack turn held; PostgreSQL only ends it when TCP keepalive
+    gives up on the peer, which with the OS defaults takes over two hours of no stack changes on
+    any replica. The ledger's sessions ask for probes soon enough to free the turn in seconds.
+    (A vanished peer cannot be staged here without root; this checks the session asks.)"""
+    ledger = PostgresLedger(postgres_url)
+    hold = ledger.hold_stack()
+    try:
+        rows = hold._conn.execute(  # type: ignore[attr-defined]
+            "SELECT name, setting::int FROM pg_settings WHERE name LIKE 'tcp_keepalives_%'").fetchall()
+        settings = {r["name"]: r["setting"] for r in rows}
+        assert 0 < settings["tcp_keepalives_idle"] + settings["tcp_keepalives_interval"] * settings[
+            "tcp_keepalives_count"] <= 60
+    finally:
+        hold.release()
+        ledger.close()

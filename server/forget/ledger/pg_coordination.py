@@ -1,6 +1,7 @@
 """What replicas sharing a PostgreSQL ledger use to coordinate, beside its tables: the stack
-turn (a session-level advisory lock held across one replica's swap) and change notifications
-(LISTEN on a connection of its own). Used by postgres.py; holds no ledger queries.
+turn (a session-level advisory lock held across one replica's swap), change notifications
+(LISTEN on a connection of its own), and the keepalive every pooled session asks for so that
+locks held by a machine that vanished are let go. Used by postgres.py; holds no ledger queries.
 """
 
 from __future__ import annotations
@@ -19,6 +20,19 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "lethe_ledger"
 UNAVAILABLE = "the shared ledger (PostgreSQL) is unreachable; nothing was recorded: retry when it is back"
+# A process killed closes its sockets and PostgreSQL ends its session at once; a machine that
+# vanishes does not, and its idle session (holding the stack turn, or a job's row lock) lives
+# until TCP keepalive gives up on it: over two hours with the OS defaults, during which no
+# replica can change the stack. Probing after 10 s idle, every 5 s, 3 misses: ~25 s.
+KEEPALIVE = {"tcp_keepalives_idle": 10, "tcp_keepalives_interval": 5, "tcp_keepalives_count": 3}
+
+
+def keep_alive(conn: psycopg.Connection) -> None:
+    """Pool `configure` hook: ask PostgreSQL to probe this session's peer (ignored on a unix
+    socket, where a dead peer is seen at once)."""
+    for name, value in KEEPALIVE.items():
+        conn.execute("SELECT set_config(%s, %s, false)", (name, str(value)))
+    conn.commit()
 
 
 class AdvisoryHold(StackHold):

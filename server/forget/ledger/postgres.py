@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from server.forget.ledger.base import BlobStore, LedgerUnavailable, StackHold
 from server.forget.ledger.pg_blobs import PostgresBlobs, put_blobs
-from server.forget.ledger.pg_coordination import CHANNEL, UNAVAILABLE, AdvisoryHold, Listener
+from server.forget.ledger.pg_coordination import CHANNEL, UNAVAILABLE, AdvisoryHold, Listener, keep_alive
 from server.forget.ledger.pg_schema import STACK_LOCK, migrate
 from server.forget.ledger.sql_common import Dialect, Sql, SqlLedger
 
@@ -45,6 +45,7 @@ class PostgresLedger(SqlLedger):
         self.url = url
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, timeout=timeout_seconds, open=False,
                                     kwargs={"row_factory": dict_row}, name="lethe-ledger",
+                                    configure=keep_alive,  # a vanished replica's locks are let go
                                     # a connection the database dropped (a restart) is replaced,
                                     # not handed out to fail once per pooled connection
                                     check=ConnectionPool.check_connection)
