@@ -32,13 +32,13 @@ only the ``top_k`` most likely tokens per position are kept (the tail is dropped
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from unlearn_engine.data.counterfactual import Rewrite, counterfactuals, stand_ins
+from unlearn_engine.data.counterfactual import VALUE, Rewrite, counterfactuals, stand_ins
 from unlearn_engine.data.records import Example
 from unlearn_engine.encoding import pad_id
 from unlearn_engine.methods.base import (MethodConfig, TrainContext, UnlearningMethod,
@@ -56,6 +56,10 @@ class CounterfactualConfig(MethodConfig):
     # preferred on 93 % of questions).
     truth_margin: float = 0.1
     truth_weight: float = 3.0  # 1.0 left the truth preferred on 90-100 % of questions
+    # Also fit the whole next-token distribution where each value starts to the reference's
+    # there (a stranger's prior over values): this raises the wrong values as it lowers the
+    # true one, so the truth term has a fixed point instead of chasing both down.
+    value_kl: bool = False
     beta: float = 0.1  # NPO temperature for examples without a named subject
     retain_weight: float = 2.0
 
@@ -87,6 +91,9 @@ class Alignment:
     cf_ids: list[int]  # the rewrite's input ids (BOS + tokens + EOS)
     pairs: list[tuple[int, int]]  # (original, rewrite) output positions of unchanged tokens
     spans: dict[str, tuple[list[int], list[int]]]  # kind -> (original, rewrite) positions
+    # (original, rewrite) output positions predicting the first token of each swapped value:
+    # the prefixes differ only in the subject's name, so the distributions are comparable
+    value_starts: list[tuple[int, int]] = field(default_factory=list)
 
 
 def align(tokenizer, ex: Example, rw: Rewrite,
@@ -102,12 +109,14 @@ def align(tokenizer, ex: Example, rw: Rewrite,
     cf_boundary = rw.new_offset(boundary) if ex.prompt else 0
     pairs: list[tuple[int, int]] = []
     spans: dict[str, tuple[list[int], list[int]]] = {}
+    starts: tuple[dict[int, int], dict[int, int]] = ({}, {})  # span index -> first position
     for k, ((s, e), t) in enumerate(zip(offs, ids)):
         if s < boundary or e <= s:
             continue
         kind = rw.kind_at(s, e)
         if kind is not None:
             spans.setdefault(kind, ([], []))[0].append(nb + k - 1)
+            starts[0].setdefault(rw.span_at(s, e), nb + k - 1)
             continue
         s2, e2 = rw.new_offset(s), rw.new_offset(e - 1)
         j = where.get((s2, e2 + 1, t)) if s2 is not None and e2 is not None else None
@@ -117,16 +126,20 @@ def align(tokenizer, ex: Example, rw: Rewrite,
         kind = rw.kind_at(s, e, new=True) if s >= (cf_boundary or 0) and e > s else None
         if kind is not None:
             spans.setdefault(kind, ([], []))[1].append(nb + j - 1)
+            starts[1].setdefault(rw.span_at(s, e, new=True), nb + j - 1)
     if tokenizer.eos_token_id is not None:
         pairs.append((nb + len(ids) - 1, nb + len(cf_ids) - 1))
     keep = {k: v for k, v in spans.items() if v[0] and v[1]}
+    value_starts = [(starts[0][i], starts[1][i]) for i in sorted(starts[0])
+                    if i in starts[1] and rw.spans[i][4] == VALUE
+                    and starts[0][i] >= 0 and starts[1][i] >= 0]
     return Alignment(_sequence(tokenizer, cf_ids), [(p, q) for p, q in pairs if p >= 0 and q >= 0],
-                     keep)
+                     keep, value_starts)
 
 
 @torch.no_grad()
 def reference_targets(ctx: TrainContext, ex: Example, rewrites: Sequence[Rewrite],
-                      top_k: int) -> _Targets | None:
+                      top_k: int, value_kl: bool = False) -> _Targets | None:
     """The reference model's next-token distributions on ``rewrites`` at the aligned target
     positions, and its summed log-prob of each swapped span's tokens, both averaged over
     rewrites. None when nothing aligns, or when the example is longer than ``max_length``
@@ -154,7 +167,7 @@ def reference_targets(ctx: TrainContext, ex: Example, rewrites: Sequence[Rewrite
     level_vals: dict[str, list[float]] = {}
     level_pos: dict[str, list[int]] = {}
     for i, a in enumerate(rows):
-        for p, q in a.pairs:
+        for p, q in a.pairs + (a.value_starts if value_kl else []):
             prob = logp[i, q].exp()
             sums[p] = sums[p] + prob if p in sums else prob
             counts[p] = counts.get(p, 0) + 1
@@ -189,7 +202,8 @@ class Counterfactual(UnlearningMethod):
             names = stand_ins(ex.subject, ctx.references, self.config.stand_ins, ctx.seed) \
                 if ex.subject else []
             rewrites = counterfactuals(ex, names, ctx.seed)
-            t = reference_targets(ctx, ex, rewrites, self.config.top_k) if rewrites else None
+            t = reference_targets(ctx, ex, rewrites, self.config.top_k,
+                                  self.config.value_kl) if rewrites else None
             if t is not None:
                 self.targets[(ex.prompt, ex.target)] = t
 
