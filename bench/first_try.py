@@ -44,6 +44,10 @@ from unlearn_engine.method_names import DEFAULT_METHOD  # noqa: E402
 from unlearn_engine.methods import get_method  # noqa: E402
 
 
+TRAJECTORY = ("step", "forget.fact_span_accuracy", "retain.fact_span_accuracy", "mia.loss_auc",
+              "mia.min_k_auc", "mia.zlib_auc", "forget.correct_preference")
+
+
 def cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -123,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             job = {"seed": seed, "person": person, "passed": res.passed, "step": res.chosen_step,
                    "cpu_s": cpu_seconds() - cpu0, "wall_s": time.monotonic() - t0,
                    "failed": [c.name for c in res.gate.checks if not c.passed],
-                   "metrics": {k: v for k, v in res.metrics.items() if isinstance(v, (int, float))}}
+                   "metrics": {k: v for k, v in res.metrics.items() if isinstance(v, (int, float))},
+                   "trajectory": [{k: h[k] for k in TRAJECTORY if k in h} for h in res.history]}
             jobs.append(job)
             print(f"seed {seed} {person}: {'PASSED' if res.passed else 'FAILED'} step {res.chosen_step} "
                   f"cpu {job['cpu_s']:.0f} s wall {job['wall_s']:.0f} s {job['failed']}", flush=True)
