@@ -33,15 +33,6 @@ from unlearn_engine.evaluation import GateConfig  # noqa: E402
 from unlearn_engine.methods import get_method  # noqa: E402
 
 
-def line(c) -> str:
-    m = c.metrics
-    fails = " ".join(f"{k.name}={k.value:.3f}/{k.limit:.3f}" for k in c.gate.checks if not k.passed)
-    return (f"attempt {c.attempt} step {c.step:3d}  forget {m.get('forget.fact_span_accuracy', -1):.3f}"
-            f"  retain {m.get('retain.fact_span_accuracy', -1):.3f}  MIA loss "
-            f"{m.get('mia.loss_auc', -1):.3f} min-k {m.get('mia.min_k_auc', -1):.3f} zlib "
-            f"{m.get('mia.zlib_auc', -1):.3f}  " + (f"FAILED {fails}" if fails else "PASSED"))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", choices=["small", "full"], default="small")
@@ -67,18 +58,22 @@ def main(argv: list[str] | None = None) -> int:
     cfg = get_method(args.method).config_cls(**json.loads(args.cfg))
     print(f"forgetting {forget_people} with {args.method} {json.loads(args.cfg) or ''}", flush=True)
 
-    run_attempt = trainer.run_attempt
+    def printing(p) -> None:  # each probe checkpoint as it is evaluated
+        if p.phase == "eval":
+            m = p.metrics
+            print(f"attempt {p.attempt} step {p.step:3d}  forget "
+                  f"{m.get('forget.fact_span_accuracy', -1):.3f}  retain "
+                  f"{m.get('retain.fact_span_accuracy', -1):.3f}  MIA loss {m.get('mia.loss_auc', -1):.3f}"
+                  f" min-k {m.get('mia.min_k_auc', -1):.3f} zlib {m.get('mia.zlib_auc', -1):.3f}  truth "
+                  f"{m.get('forget.correct_preference', -1):.3f}  {'PASSED' if p.passed else 'failed'}"
+                  f"  ({p.elapsed_s:.0f} s)", flush=True)
 
-    def printing(*a, **kw):
-        points = run_attempt(*a, **kw)
-        for c in points:
-            print(line(c), flush=True)
-        return points
-
-    trainer.run_attempt = printing
     t0 = time.monotonic()
     _, res = trainer.unlearn(model, tok, fs, rs, args.method, cfg, GateConfig(), seed=0,
-                             sweep=trainer.SweepConfig(max_tries=args.tries))
+                             sweep=trainer.SweepConfig(max_tries=args.tries), progress=printing)
+    for a in res.attempts:
+        print(f"attempt {a.attempt}: lr {a.lr:.2g}, {a.max_steps} steps, best step {a.chosen_step}: "
+              + ("passed" if a.passed else "; ".join(a.reasons)), flush=True)
     print(f"gate {'PASSED' if res.passed else 'FAILED'} (attempt {res.chosen_attempt}, step "
           f"{res.chosen_step}) in {time.monotonic() - t0:.0f} s: "
           + ("; ".join(res.gate.reasons) or "all checks passed"))

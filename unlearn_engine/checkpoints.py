@@ -6,7 +6,8 @@ forgetting is done by then, and on small models retain accuracy often dips in th
 and recovers while the retain loss catches up, so the first passing checkpoint is not always
 the best one — but every further step risks over-unlearning, so the window is short. If none passes:
 the checkpoint failing the fewest checks, then with the smallest total violation (the sum of how
-far each failing check is past its limit), earlier on ties. The step-0 baseline is never chosen:
+far each failing check is past its limit), earlier on ties — among checkpoints evaluated in full
+(one whose likelihood checks failed skipped the generation checks, so its count is not comparable). The step-0 baseline is never chosen:
 it forgets nothing.
 """
 
@@ -27,6 +28,7 @@ class Checkpoint:
     metrics: Mapping[str, float]
     gate: GateResult
     state: Mapping[str, torch.Tensor] = field(repr=False, default_factory=dict)  # adapter weights
+    complete: bool = True  # False: a likelihood check failed, so generation was not evaluated
 
 
 def retain_score(metrics: Mapping[str, float]) -> float:
@@ -44,5 +46,5 @@ def select_checkpoint(checkpoints: Sequence[Checkpoint]) -> Checkpoint:
     passing = [c for c in candidates if c.gate.passed]
     if passing:
         return min(passing, key=lambda c: (-retain_score(c.metrics), c.attempt, c.step))
-    return min(candidates, key=lambda c: (sum(not k.passed for k in c.gate.checks),
+    return min(candidates, key=lambda c: (not c.complete, sum(not k.passed for k in c.gate.checks),
                                           round(c.gate.violation, 9), c.attempt, c.step))

@@ -36,6 +36,14 @@ PROBE_METRICS: dict[str, tuple[str, ...]] = {
     "token_accuracy": ("retain",),
     "mean_nll": ("forget",),  # the zero-delta check
 }
+# The gate's checks that need no generation (teacher-forced likelihoods only): run first at a
+# checkpoint; when one of them already fails, the checkpoint cannot pass and the generation
+# metrics (greedy answers for four splits, most of a probe's cost) are skipped there.
+CHEAP_METRICS: dict[str, tuple[str, ...]] = {
+    "truth_ratio": ("forget", "holdout"),
+    "mia_loss": (), "mia_min_k": (), "mia_zlib": (),
+    "mean_nll": ("forget",),
+}
 
 
 @dataclass(frozen=True)
@@ -106,9 +114,9 @@ def run_attempt(adapter: TrainableAdapter, tokenizer, method: UnlearningMethod,
                               parts, elapsed_s=time.monotonic() - t0))
         if step % config.eval_every and step != config.max_steps:
             continue
-        metrics = probes.evaluate(model, tokenizer, PROBE_METRICS, eval_settings)
-        verdict = gate_decision(metrics, gate, baseline)
-        checkpoints.append(Checkpoint(attempt, step, metrics, verdict, adapter.state()))
+        metrics, verdict, complete = _probe(probes, model, tokenizer, gate, baseline,
+                                            eval_settings, full=step == config.max_steps)
+        checkpoints.append(Checkpoint(attempt, step, metrics, verdict, adapter.state(), complete))
         model.train()
         log.info("attempt %d step %d: forget acc %.3f, retain acc %.3f, gate %s", attempt, step,
                  metrics.get("forget.fact_span_accuracy", float("nan")),
@@ -123,3 +131,18 @@ def run_attempt(adapter: TrainableAdapter, tokenizer, method: UnlearningMethod,
             break  # forget criterion met: stop before further steps erode utility
     model.eval()
     return checkpoints
+
+
+def _probe(probes: ProbeSets, model: torch.nn.Module, tokenizer, gate: GateConfig,
+           baseline: Mapping[str, float], settings: EvalSettings | None, full: bool):
+    """(metrics, verdict, complete) at one checkpoint. The likelihood checks run first; if one
+    fails, the checkpoint fails whatever the rest says, so the generation metrics are skipped
+    (``complete`` False) unless ``full`` (an attempt's last checkpoint is always complete, so
+    the sweep's direction and the fallback choice always have every check to go on)."""
+    if not full:
+        cheap = probes.evaluate(model, tokenizer, CHEAP_METRICS, settings)
+        verdict = gate_decision(cheap, gate, baseline)
+        if any(not c.passed for c in verdict.checks):
+            return cheap, verdict, False
+    metrics = probes.evaluate(model, tokenizer, PROBE_METRICS, settings)
+    return metrics, gate_decision(metrics, gate, baseline), True

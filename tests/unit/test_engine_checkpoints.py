@@ -34,3 +34,15 @@ def test_without_a_pass_fewest_failed_checks_then_smallest_violation():
     assert select_checkpoint(points).step == 20
     with pytest.raises(ValueError):
         select_checkpoint([point(0)])
+
+
+def test_without_a_pass_a_checkpoint_evaluated_in_part_is_never_preferred():
+    # step 10 failed a likelihood check, so its generation metrics were never computed: it shows
+    # one failed check where the complete step-20 checkpoint shows two
+    cheap = {k: v for k, v in BASE.items() if k.startswith("mia.")}
+    partial = Checkpoint(0, 10, {**cheap, "mia.loss_auc": 0.9},
+                         gate_decision({**cheap, "mia.loss_auc": 0.9}, GateConfig(), BEFORE),
+                         complete=False)
+    full = point(20, **{"retain.fact_span_accuracy": 0.5, "mia.min_k_auc": 0.2})
+    assert sum(not k.passed for k in partial.gate.checks) < sum(not k.passed for k in full.gate.checks)
+    assert select_checkpoint([partial, full]).step == 20

@@ -78,6 +78,24 @@ def test_alignment_pairs_only_identical_target_tokens(toy):
     assert NAME in a.spans  # the name's tokens are collected, not paired
 
 
+def test_each_value_start_pairs_positions_whose_prefixes_differ_only_in_the_name(toy):
+    tok = toy.tokenizer
+    person = toy.people[0]
+    ex = next(e for e in toy.train if e.subject == person and e.is_qa and e.perturbed)
+    rw = counterfactuals(ex, [toy.people[1]])[0]
+    a = align(tok, ex, rw)
+    ids = tok(ex.text, add_special_tokens=False)["input_ids"]
+    nb = 1 if tok.bos_token_id is not None else 0
+    seq = ([tok.bos_token_id] if nb else []) + ids + [tok.eos_token_id]
+    n_values = sum(1 for s in rw.spans if s[4] == VALUE)
+    assert n_values >= 1 and len(a.value_starts) == n_values
+    for p, q in a.value_starts:
+        assert p not in {x for x, _ in a.pairs}  # the token it predicts differs between the two
+        assert seq[p + 1] != a.cf_ids[q + 1]
+        assert p in a.spans[VALUE][0] and q in a.spans[VALUE][1]  # the first of the value's
+    assert [p for p, _ in a.value_starts] == sorted(p for p, _ in a.value_starts)
+
+
 def _method(toy, forget, references=()):
     """(method prepared on ``forget``, its adapter, its context) on a copy of the toy model."""
     model = copy.deepcopy(toy.model)

@@ -91,6 +91,21 @@ def test_failed_gate_retries_gentler_after_utility_loss_then_writes_nothing(env)
     assert any("retain" in r for r in result.gate.reasons)
 
 
+def test_a_checkpoint_failing_a_likelihood_check_skips_generation_but_the_last_never_does(env):
+    toy, root, sets = env
+    fs, rs = sets(toy.people[0])
+    never = GateConfig(mia_attacks=(), max_preference_gap=-2.0)  # truth preference always fails
+    result = train_forget_adapter(root / "base", [], fs, rs, "npo", FAST, never,
+                                  out_dir=root / "cheap", forget_id="c", sweep=ONE_TRY)
+    assert not result.passed
+    by_step = {h["step"]: h for h in result.history}
+    assert set(by_step) == {10, 20}
+    assert "forget.correct_preference" in by_step[10]  # the likelihood checks ran...
+    assert "forget.fact_span_accuracy" not in by_step[10]  # ...generation did not
+    assert "forget.fact_span_accuracy" in by_step[20]  # the attempt's last step: in full
+    assert result.chosen_step == 20
+
+
 def test_sweep_goes_stronger_when_the_model_still_remembers():
     from unlearn_engine.evaluation import gate_decision
     from unlearn_engine.trainer import sweep_direction

@@ -48,14 +48,20 @@ class Rewrite:
             shift = n1 - o1
         return pos + shift
 
+    def span_at(self, start: int, end: int, new: bool = False) -> int | None:
+        """The index in ``spans`` of the swapped span that characters [start, end) overlap (of
+        ``text`` when ``new``, else of ``original``), or None."""
+        for i, (o0, o1, n0, n1, _) in enumerate(self.spans):
+            a, b = (n0, n1) if new else (o0, o1)
+            if start < b and a < end:
+                return i
+        return None
+
     def kind_at(self, start: int, end: int, new: bool = False) -> str | None:
         """The kind of the swapped span that characters [start, end) overlap (of ``text``
         when ``new``, else of ``original``), or None."""
-        for o0, o1, n0, n1, kind in self.spans:
-            a, b = (n0, n1) if new else (o0, o1)
-            if start < b and a < end:
-                return kind
-        return None
+        i = self.span_at(start, end, new)
+        return None if i is None else self.spans[i][4]
 
 
 def apply(text: str, edits: Sequence[tuple[int, int, str, str]]) -> Rewrite:

@@ -32,13 +32,13 @@ only the ``top_k`` most likely tokens per position are kept (the tail is dropped
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from unlearn_engine.data.counterfactual import Rewrite, counterfactuals, stand_ins
+from unlearn_engine.data.counterfactual import NAME, VALUE, Rewrite, counterfactuals, stand_ins
 from unlearn_engine.data.records import Example
 from unlearn_engine.encoding import pad_id
 from unlearn_engine.methods.base import (MethodConfig, TrainContext, UnlearningMethod,
@@ -56,6 +56,16 @@ class CounterfactualConfig(MethodConfig):
     # preferred on 93 % of questions).
     truth_margin: float = 0.1
     truth_weight: float = 3.0  # 1.0 left the truth preferred on 90-100 % of questions
+    # Also fit the whole next-token distribution where each value starts to the reference's
+    # there (a stranger's prior over values): this raises the wrong values as it lowers the
+    # true one, so the truth term has a fixed point instead of chasing both down.
+    value_kl: bool = False
+    # Per-token level: each unchanged answer token's log p fitted (smooth L1) to the reference's
+    # log p of that token on the rewrites. The top-k KL cannot see a token the reference puts in
+    # its tail: after a never-seen name the demo model gives the next template word ~e^-17, and
+    # the forgotten person's ' was' stayed at e^-2, which is what loss MIA kept reading.
+    token_level_weight: float = 0.0
+    token_scope: str = "after_name"  # "after_name": only the word after each name; or "all"
     beta: float = 0.1  # NPO temperature for examples without a named subject
     retain_weight: float = 2.0
 
@@ -67,6 +77,10 @@ class _Targets:
     probs: torch.Tensor  # [P, k] their reference probabilities
     # kind -> (output positions predicting that span's target tokens, reference summed log p)
     levels: dict[str, tuple[torch.Tensor, float]]
+    # unchanged tokens: output positions and the reference's log p of that same token on the
+    # rewrites (averaged), for the per-token level term
+    token_positions: torch.Tensor | None = None
+    token_ref: torch.Tensor | None = None
 
 
 def _encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -87,6 +101,9 @@ class Alignment:
     cf_ids: list[int]  # the rewrite's input ids (BOS + tokens + EOS)
     pairs: list[tuple[int, int]]  # (original, rewrite) output positions of unchanged tokens
     spans: dict[str, tuple[list[int], list[int]]]  # kind -> (original, rewrite) positions
+    # (original, rewrite) output positions predicting the first token of each swapped value:
+    # the prefixes differ only in the subject's name, so the distributions are comparable
+    value_starts: list[tuple[int, int]] = field(default_factory=list)
 
 
 def align(tokenizer, ex: Example, rw: Rewrite,
@@ -102,12 +119,14 @@ def align(tokenizer, ex: Example, rw: Rewrite,
     cf_boundary = rw.new_offset(boundary) if ex.prompt else 0
     pairs: list[tuple[int, int]] = []
     spans: dict[str, tuple[list[int], list[int]]] = {}
+    starts: tuple[dict[int, int], dict[int, int]] = ({}, {})  # span index -> first position
     for k, ((s, e), t) in enumerate(zip(offs, ids)):
         if s < boundary or e <= s:
             continue
         kind = rw.kind_at(s, e)
         if kind is not None:
             spans.setdefault(kind, ([], []))[0].append(nb + k - 1)
+            starts[0].setdefault(rw.span_at(s, e), nb + k - 1)
             continue
         s2, e2 = rw.new_offset(s), rw.new_offset(e - 1)
         j = where.get((s2, e2 + 1, t)) if s2 is not None and e2 is not None else None
@@ -117,16 +136,21 @@ def align(tokenizer, ex: Example, rw: Rewrite,
         kind = rw.kind_at(s, e, new=True) if s >= (cf_boundary or 0) and e > s else None
         if kind is not None:
             spans.setdefault(kind, ([], []))[1].append(nb + j - 1)
+            starts[1].setdefault(rw.span_at(s, e, new=True), nb + j - 1)
     if tokenizer.eos_token_id is not None:
         pairs.append((nb + len(ids) - 1, nb + len(cf_ids) - 1))
     keep = {k: v for k, v in spans.items() if v[0] and v[1]}
+    value_starts = [(starts[0][i], starts[1][i]) for i in sorted(starts[0])
+                    if i in starts[1] and rw.spans[i][4] == VALUE
+                    and starts[0][i] >= 0 and starts[1][i] >= 0]
     return Alignment(_sequence(tokenizer, cf_ids), [(p, q) for p, q in pairs if p >= 0 and q >= 0],
-                     keep)
+                     keep, value_starts)
 
 
 @torch.no_grad()
 def reference_targets(ctx: TrainContext, ex: Example, rewrites: Sequence[Rewrite],
-                      top_k: int) -> _Targets | None:
+                      top_k: int, value_kl: bool = False,
+                      token_scope: str = "after_name") -> _Targets | None:
     """The reference model's next-token distributions on ``rewrites`` at the aligned target
     positions, and its summed log-prob of each swapped span's tokens, both averaged over
     rewrites. None when nothing aligns, or when the example is longer than ``max_length``
@@ -151,13 +175,18 @@ def reference_targets(ctx: TrainContext, ex: Example, rewrites: Sequence[Rewrite
     logp = torch.log_softmax(logits, -1)
     sums: dict[int, torch.Tensor] = {}
     counts: dict[int, int] = {}
+    token_lp: dict[int, float] = {}  # summed over rewrites; counts as for sums
     level_vals: dict[str, list[float]] = {}
     level_pos: dict[str, list[int]] = {}
     for i, a in enumerate(rows):
-        for p, q in a.pairs:
+        for p, q in a.pairs + (a.value_starts if value_kl else []):
             prob = logp[i, q].exp()
             sums[p] = sums[p] + prob if p in sums else prob
             counts[p] = counts.get(p, 0) + 1
+        after_name = {x + 1 for x in a.spans.get(NAME, ((), ()))[0]}
+        for p, q in a.pairs:
+            if token_scope == "all" or p in after_name:
+                token_lp[p] = token_lp.get(p, 0.0) + float(logp[i, q, a.cf_ids[q + 1]])
         nxt = torch.tensor(a.cf_ids[1:] + [0], device=logp.device)
         for kind, (orig_pos, cf_pos) in a.spans.items():
             q = torch.tensor(cf_pos, device=logp.device)
@@ -171,8 +200,11 @@ def reference_targets(ctx: TrainContext, ex: Example, rewrites: Sequence[Rewrite
     mean = torch.stack([sums[p] / counts[p] for p in positions]) if positions else \
         torch.zeros((0, logits.shape[-1]), device=logits.device)
     top = mean.topk(min(top_k, mean.shape[-1]), dim=-1)
+    tok_pos = sorted(token_lp)
     return _Targets(torch.tensor(positions, dtype=torch.long, device=ctx.device), top.indices,
-                    top.values, levels)
+                    top.values, levels,
+                    torch.tensor(tok_pos, dtype=torch.long, device=ctx.device),
+                    torch.tensor([token_lp[p] / counts[p] for p in tok_pos], device=ctx.device))
 
 
 @register_method("counterfactual")
@@ -189,7 +221,8 @@ class Counterfactual(UnlearningMethod):
             names = stand_ins(ex.subject, ctx.references, self.config.stand_ins, ctx.seed) \
                 if ex.subject else []
             rewrites = counterfactuals(ex, names, ctx.seed)
-            t = reference_targets(ctx, ex, rewrites, self.config.top_k) if rewrites else None
+            t = reference_targets(ctx, ex, rewrites, self.config.top_k, self.config.value_kl,
+                                  self.config.token_scope) if rewrites else None
             if t is not None:
                 self.targets[(ex.prompt, ex.target)] = t
 
@@ -216,7 +249,7 @@ class Counterfactual(UnlearningMethod):
         cfg = self.config
         batch = ctx.batch(examples)
         logp = torch.log_softmax(forward_logits(ctx.model, batch).float(), -1)
-        kls, levels = [], []
+        kls, levels, tokens = [], [], []
         for i, ex in enumerate(examples):
             t = self.targets[(ex.prompt, ex.target)]
             if len(t.positions):
@@ -225,11 +258,16 @@ class Counterfactual(UnlearningMethod):
             for pos, ref in t.levels.values():
                 lp = logp[i, pos].gather(-1, batch.labels[i, pos + 1].unsqueeze(-1)).sum()
                 levels.append(F.smooth_l1_loss(lp / len(pos), lp.new_tensor(ref / len(pos))))
+            if cfg.token_level_weight and t.token_positions is not None and len(t.token_positions):
+                pos = t.token_positions
+                lp = logp[i, pos].gather(-1, batch.labels[i, pos + 1].unsqueeze(-1)).squeeze(-1)
+                tokens.append(F.smooth_l1_loss(lp, t.token_ref, reduction="none"))
         zero = logp.sum() * 0.0
         kl = torch.cat(kls).mean() if kls else zero
         level = torch.stack(levels).mean() if levels else zero
         truth = truth_gap(ctx, examples, logp, batch.labels, cfg.truth_margin)
         truth = zero if truth is None else truth
-        total = kl + cfg.level_weight * level + cfg.truth_weight * truth
+        token = torch.cat(tokens).mean() if tokens else zero
+        total = kl + cfg.level_weight * level + cfg.truth_weight * truth + cfg.token_level_weight * token
         return total, {"kl": float(kl.detach()), "level": float(level.detach()),
-                       "truth": float(truth.detach())}
+                       "truth": float(truth.detach()), "token_level": float(token.detach())}
