@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 from unlearn_engine.data.records import Example
 from unlearn_engine.methods import MethodConfig, get_method
@@ -36,17 +35,6 @@ class ForgetTuning:
         base = cls()
         known = set(base.to_dict())
         return replace(base, **{k: v for k, v in self.spec.forget_config if k in known})
-
-    def forget_examples(self, examples: Sequence[Example]) -> tuple[Example, ...]:
-        """Generated forget data as this model trains on it: with ``forget_tokens="fact"`` the
-        subject's name inside an answer becomes its fact, so the forget loss pushes down the name
-        (what answers the subject's questions) rather than the answer's template, which the
-        model's other answers share (measured: whole-answer NPO cost general knowledge faster
-        than it removed the subject)."""
-        if dict(self.spec.forget_config).get("forget_tokens") != "fact":
-            return tuple(examples)
-        return tuple(replace(e, fact=e.subject) if e.subject and not e.fact and e.subject in e.target else e
-                     for e in examples)
 
     def sweep_tries(self) -> int | None:
         return self.spec.forget_tries or None
