@@ -153,7 +153,8 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
     for lr in (float(x) for x in args.lrs.split(",")):
         cfg = replace(method_cls.config_cls(), lr=lr, max_steps=steps[-1], lora_rank=args.rank,
                       lora_alpha=2 * args.rank, forget_tokens=args.forget_tokens,
-                      retain_loss=args.retain_loss, forget_weight=args.forget_weight)
+                      retain_loss=args.retain_loss, forget_weight=args.forget_weight,
+                      lora_targets=tuple(args.targets.split(",")))
         if adapter is None:
             adapter = TrainableAdapter(model, "sweep", (), lora_config(cfg, None, model), 0)
         adapter.reset()
@@ -178,7 +179,7 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
                 row = {"lr": lr, "step": step, "train_cpu_s": train_cpu,
                        **{k: round(v, 3) for k, v in parts.items()}, **probes.measure(adapter.model, tok)}
                 rows[f"{args.method} lr {lr:g} forget {args.forget_tokens} x{args.forget_weight:g}, "
-                     f"retain {args.retain_loss} step {step}"] = row
+                     f"retain {args.retain_loss}, LoRA on {args.targets} step {step}"] = row
                 print(json.dumps(row), flush=True)
                 c0 = time.process_time()
                 write(report, args.mode + args.tag)
@@ -260,6 +261,7 @@ def main() -> int:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--forget-tokens", default="answer", choices=("answer", "fact"),
                         help="sweep: 'fact' pushes down only the subject's name inside the answers")
+    parser.add_argument("--targets", default="all-linear", help="LoRA target modules, comma-separated")
     parser.add_argument("--retain-loss", default="nll", choices=("nll", "kl"))
     parser.add_argument("--forget-weight", type=float, default=1.0, help="0: the retain term alone")
     parser.add_argument("--tag", default="", help="suffix of the result files")

@@ -42,8 +42,9 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
                     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
                     notes="SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF (98 MB) -> 134.5M params, "
                           "538 MB fp32 safetensors, ChatML chat template",
-                    # The demo's lr 2e-3 wrecks it in ten steps; 1e-4 is the gentlest measured that
-                    # moves the subject at all, and it still misses (bench/results/forget_real_subject.md).
+                    # The demo's lr 2e-3 wrecks it in ten steps; at 1e-4 and 3e-5 general knowledge
+                    # still falls faster than the subject: measured, not passing
+                    # (bench/results/forget_real_subject.md).
                     forget_config=(("lr", 1e-4), ("max_steps", 20), ("eval_every", 5)),
                     forget_tries=2),
 )}
