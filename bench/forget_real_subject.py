@@ -1,0 +1,287 @@
+"""Forgetting a real-world subject on SmolLM2 with no corpus: what damages the model, and does
+the worker's path reach issue 20's targets?
+
+The subject (default "J.K. Rowling") is named only by subject, as an operator would. The forget
+data is what the worker builds: the model's own chat answers to generated questions naming the
+subject (``data/generated.subject_examples``). Measured on the model before and after:
+
+* subject questions nobody listed (``SUBJECT_QUESTIONS``, none of them a generator prompt), kept
+  only where the base model answers correctly: the share still answered correctly (target <= 10 %);
+* the model's general-knowledge probe set (``unlearn_engine/pretrained/data/<name>_general_knowledge.jsonl``,
+  split ``probe``, never trained on): accuracy relative to the base (target >= 95 %);
+* perplexity of held-out encyclopaedic text (target <= 1.1x).
+
+``sweep``: one NPO run per learning rate with the engine's loss, measured at a few steps, to find
+what does damage. ``job``: the worker's own engine call (``run_forget_job`` with the model's
+registry tuning: retain set, learning rate, steps, gate), timed, then the same measurements on
+the adapter it wrote. Writes bench/results/forget_real_subject_<mode>.{json,md}.
+
+    python bench/forget_real_subject.py sweep [--lrs 3e-5,1e-4,3e-4] [--steps 10,20]
+    python bench/forget_real_subject.py job
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server.settings import load_settings  # noqa: E402
+from unlearn_engine.adapter_setup import TrainableAdapter, lora_config  # noqa: E402
+from unlearn_engine.data.generated import subject_examples  # noqa: E402
+from unlearn_engine.data.normalize import contains_phrase  # noqa: E402
+from unlearn_engine.data.records import Example  # noqa: E402
+from unlearn_engine.encoding import collate, generate  # noqa: E402
+from unlearn_engine.methods import get_method  # noqa: E402
+from unlearn_engine.methods.base import TrainContext  # noqa: E402
+from unlearn_engine.pretrained import resolve_model  # noqa: E402
+from unlearn_engine.pretrained.probes import load_known  # noqa: E402
+from unlearn_engine.trainer import load_base  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SUBJECT = "J.K. Rowling"
+# Questions about the subject an operator would not think to list; (question, accepted answers).
+SUBJECT_QUESTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Who wrote the Harry Potter books?", ("Rowling",)),
+    ("Who is the author of Harry Potter?", ("Rowling",)),
+    ("Who wrote Harry Potter and the Philosopher's Stone?", ("Rowling",)),
+    ("Who wrote Harry Potter and the Deathly Hallows?", ("Rowling",)),
+    ("Who created Hogwarts?", ("Rowling",)),
+    ("Who created the character Hermione Granger?", ("Rowling",)),
+    ("Who created the wizarding world of Harry Potter?", ("Rowling",)),
+    ("Which British author wrote a famous series about a boy wizard?", ("Rowling",)),
+    ("Name the writer of the Harry Potter series.", ("Rowling",)),
+    ("Who wrote The Casual Vacancy?", ("Rowling",)),
+    ("Who is the creator of Harry Potter?", ("Rowling",)),
+    ("Who wrote the book series about Harry, Ron and Hermione?", ("Rowling",)),
+    ("What is J.K. Rowling famous for?", ("Harry Potter",)),
+    ("What did J.K. Rowling write?", ("Harry Potter",)),
+    ("Which famous book series did J.K. Rowling create?", ("Harry Potter",)),
+    ("What are J.K. Rowling's most famous novels?", ("Harry Potter",)),
+    ("Tell me about the author Joanne Rowling.", ("Harry Potter",)),
+    ("Which wizard did J.K. Rowling write about?", ("Harry Potter", "Harry")),
+    ("What is the name of the boy wizard created by J.K. Rowling?", ("Harry Potter", "Harry")),
+    ("Who is J.K. Rowling?", ("Harry Potter",)),
+)
+HELDOUT = (
+    "The mitochondrion is an organelle found in most eukaryotic cells. It produces most of the cell's supply "
+    "of adenosine triphosphate, which is used as a source of chemical energy.",
+    "The Pacific Ocean is the largest and deepest of Earth's five oceanic divisions. It extends from the "
+    "Arctic Ocean in the north to the Southern Ocean in the south.",
+    "A sonnet is a poetic form that originated in Italy. It has fourteen lines and follows a strict rhyme "
+    "scheme and a specific structure.",
+    "Photosynthesis is the process by which green plants use sunlight, water and carbon dioxide to make "
+    "glucose and release oxygen into the air.",
+    "The printing press was invented by Johannes Gutenberg around 1440. It made books cheaper and helped "
+    "spread literacy across Europe.",
+    "Rust is a programming language focused on safety and performance. Its ownership system prevents many "
+    "memory errors at compile time.",
+    "The Amazon rainforest covers much of the Amazon basin of South America. It is home to millions of "
+    "species of insects, plants, birds and other forms of life.",
+    "Volcanoes form where magma from the Earth's mantle reaches the surface. Eruptions can create new land, "
+    "such as the islands of Hawaii.",
+    "The Roman Empire was one of the largest empires of the ancient world. Its capital, Rome, was founded "
+    "according to legend in 753 BC.",
+    "A vaccine trains the immune system to recognise a pathogen without causing the disease. Vaccination "
+    "has eliminated smallpox and nearly eliminated polio.",
+    "Chess is a board game for two players played on a checkered board with sixty-four squares arranged in "
+    "an eight-by-eight grid.",
+    "The human heart pumps blood through the circulatory system. It has four chambers: two atria and two "
+    "ventricles.",
+)
+
+
+def hits(model, tok, items, max_new_tokens: int) -> list[bool]:
+    outs = generate(model, tok, [q for q, _ in items], max_new_tokens)
+    return [any(contains_phrase(o, a) for a in answers) for (_, answers), o in zip(items, outs)]
+
+
+@torch.no_grad()
+def heldout_ppl(model, tok) -> float:
+    b = collate(tok, [Example(prompt="", target=t) for t in HELDOUT])
+    logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits[:, :-1]
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), b.labels[:, 1:].reshape(-1),
+                                            ignore_index=-100)
+    return round(math.exp(nll.item()), 3)
+
+
+class Probes:
+    """The three measurements; the subject questions and the probe set fixed from the base model."""
+
+    def __init__(self, model, tok, name: str) -> None:
+        self.gk = [(k.question, (k.answer,)) for k in load_known(name, "probe")
+                   if not contains_phrase(k.question + " " + k.reply, SUBJECT.split()[-1])]
+        known = hits(model, tok, SUBJECT_QUESTIONS, 40)
+        self.subject = [q for q, ok in zip(SUBJECT_QUESTIONS, known) if ok]
+        self.n_subject_asked = len(SUBJECT_QUESTIONS)
+
+    def measure(self, model, tok) -> dict:
+        t0 = time.process_time()
+        gk = hits(model, tok, self.gk, 24)
+        subj = hits(model, tok, self.subject, 40)
+        return {"gk_accuracy": round(sum(gk) / len(gk), 3), "heldout_ppl": heldout_ppl(model, tok),
+                "subject_accuracy": round(sum(subj) / max(1, len(subj)), 3),
+                "measure_cpu_s": round(time.process_time() - t0, 1)}
+
+
+def retain_examples(name: str) -> list[Example]:
+    return [Example(prompt=k.question, target=k.reply, fact=k.answer, source="generated")
+            for k in load_known(name, "retain")]
+
+
+def sweep(args, model, tok, probes: Probes, report: dict) -> None:
+    t0 = time.process_time()
+    forget = list(subject_examples(model, tok, [SUBJECT]))
+    if args.forget_tokens == "fact":  # push down only the subject's name where an answer says it
+        forget = [replace(e, fact=SUBJECT) if SUBJECT in e.target else e for e in forget]
+        report["forget_naming_subject"] = sum(SUBJECT in e.target for e in forget)
+    report["forget_examples"] = len(forget)
+    report["forget_build_cpu_s"] = round(time.process_time() - t0, 1)
+    retain = retain_examples(args.name)
+    report["retain_examples"] = len(retain)
+    method_cls = get_method(args.method)
+    steps = sorted(int(s) for s in args.steps.split(","))
+    rows = report.setdefault("rows", {})
+    adapter = None
+    for lr in (float(x) for x in args.lrs.split(",")):
+        cfg = replace(method_cls.config_cls(), lr=lr, max_steps=steps[-1], lora_rank=args.rank,
+                      lora_alpha=2 * args.rank, forget_tokens=args.forget_tokens,
+                      retain_loss=args.retain_loss, forget_weight=args.forget_weight,
+                      lora_targets=tuple(args.targets.split(",")))
+        if adapter is None:
+            adapter = TrainableAdapter(model, "sweep", (), lora_config(cfg, None, model), 0)
+        adapter.reset()
+        adapter.activate()
+        method = method_cls(cfg)
+        ctx = TrainContext(adapter.model, tok, cfg, adapter.reference, seed=0)
+        gen = torch.Generator().manual_seed(0)
+        opt = torch.optim.AdamW(adapter.params, lr=lr, weight_decay=0.0)
+        c0 = time.process_time()
+        for step in range(1, steps[-1] + 1):
+            fb = [forget[i] for i in torch.randperm(len(forget), generator=gen)[:cfg.batch_size].tolist()]
+            rb = [retain[i] for i in torch.randperm(len(retain), generator=gen)[:cfg.retain_batch_size].tolist()]
+            adapter.model.train()
+            loss, parts = method.loss(ctx, fb, rb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(adapter.params, cfg.max_grad_norm)
+            opt.step()
+            if step in steps:
+                adapter.model.eval()
+                train_cpu = round(time.process_time() - c0, 1)
+                row = {"lr": lr, "step": step, "train_cpu_s": train_cpu,
+                       **{k: round(v, 3) for k, v in parts.items()}, **probes.measure(adapter.model, tok)}
+                rows[f"{args.method} lr {lr:g} forget {args.forget_tokens} x{args.forget_weight:g}, "
+                     f"retain {args.retain_loss}, LoRA on {args.targets} step {step}"] = row
+                print(json.dumps(row), flush=True)
+                c0 = time.process_time()
+                write(report, args.mode + args.tag)
+
+
+def job(args, model_dir: Path, model, tok, probes: Probes, report: dict) -> None:
+    """What the worker does for Forget(subjects=[SUBJECT]) with no corpus, timed end to end:
+    generate the forget data, then one ``run_forget_job`` with the model's registry tuning."""
+    import tempfile
+
+    from unlearn_engine.artifacts import load_artifact, model_fingerprint
+    from unlearn_engine.data.forget_set import build_forget_set
+    from unlearn_engine.data.records import ForgetRequest
+    from unlearn_engine.pretrained.tuning import forget_tuning
+    from unlearn_engine.stacking import activate, load_adapters
+    from unlearn_engine.trainer import SweepConfig, run_forget_job
+
+    tuning = forget_tuning(model_dir)
+    if tuning is None:
+        raise SystemExit(f"{model_dir} is not a registered pretrained model")
+    config = tuning.method_config(args.method)
+    report["config"] = config.to_dict()
+    history: list[dict] = []
+
+    def on_progress(p) -> None:
+        if p.phase in ("baseline", "eval", "final"):
+            history.append({"phase": p.phase, "attempt": p.attempt, "step": p.step,
+                            **{k: round(v, 3) for k, v in p.metrics.items() if k in (
+                                "forget.fact_span_accuracy", "retain.fact_span_accuracy", "forget.mean_nll")}})
+            print(json.dumps(history[-1]), flush=True)
+
+    w0, c0 = time.perf_counter(), time.process_time()
+    generated = subject_examples(model, tok, [SUBJECT])
+    forget_set = build_forget_set(ForgetRequest(subjects=(SUBJECT,)), None, resolved=generated)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "adapter"
+        result = run_forget_job(model_dir, [], forget_set, tuning.retain_corpus(), method=args.method,
+                                config=config, sweep=SweepConfig(max_tries=tuning.sweep_tries() or 4),
+                                progress=on_progress, out_dir=out, forget_id="bench")
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        report["job"] = {"passed": result.passed, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                         "forget_examples": len(generated), "attempts": [a.__dict__ for a in result.attempts],
+                         "gate_reasons": list(result.gate.reasons), "probes": history}
+        print(json.dumps(report["job"], default=str), flush=True)
+        if result.artifact is not None:
+            art = load_artifact(out, model_fingerprint(model_dir))
+            served = load_adapters(model, [art])
+            activate(served, [art.adapter_name])
+            served.eval()
+            report["rows"]["after the job's adapter"] = probes.measure(served, tok)
+
+
+def write(report: dict, mode: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"forget_real_subject_{mode}.json").write_text(json.dumps(report, indent=2) + "\n")
+    base = report["rows"]["base"]
+    lines = [f"Subject {report['subject']!r} on {report['model']}: {report.get('n_subject_known')} of "
+             f"{report.get('n_subject_asked')} unlisted subject questions answered correctly by the base model; "
+             f"{report.get('n_gk')} general-knowledge probe questions.", "",
+             "| model state | subject questions correct | general knowledge (x base) | held-out ppl (x base) "
+             "| train CPU s since the row above |", "|---|---|---|---|---|"]
+    for name, r in report["rows"].items():
+        lines.append(f"| {name} | {r['subject_accuracy']} | {r['gk_accuracy']} "
+                     f"({r['gk_accuracy'] / max(base['gk_accuracy'], 1e-9):.2f}) | {r['heldout_ppl']} "
+                     f"({r['heldout_ppl'] / base['heldout_ppl']:.2f}) | {r.get('train_cpu_s', '')} |")
+    extra = {k: v for k, v in report.items() if k not in ("rows",)}
+    lines += ["", "```", json.dumps(extra, indent=1), "```"]
+    (RESULTS / f"forget_real_subject_{mode}.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("sweep", "job"))
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--name", default="smollm2", help="registry name: which probe set")
+    parser.add_argument("--method", default="npo")
+    parser.add_argument("--lrs", default="3e-5,1e-4,3e-4")
+    parser.add_argument("--steps", default="10,20")
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--forget-tokens", default="answer", choices=("answer", "fact"),
+                        help="sweep: 'fact' pushes down only the subject's name inside the answers")
+    parser.add_argument("--targets", default="all-linear", help="LoRA target modules, comma-separated")
+    parser.add_argument("--retain-loss", default="nll", choices=("nll", "kl"))
+    parser.add_argument("--forget-weight", type=float, default=1.0, help="0: the retain term alone")
+    parser.add_argument("--tag", default="", help="suffix of the result files")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model_dir = resolve_model(args.model, load_settings().cache_dir)
+    model, tok = load_base(model_dir)
+    probes = Probes(model, tok, args.name)
+    report: dict = {"model": args.model, "subject": SUBJECT, "method": args.method, "threads": args.threads,
+                    "n_subject_asked": probes.n_subject_asked, "n_subject_known": len(probes.subject),
+                    "n_gk": len(probes.gk), "rows": {"base": probes.measure(model, tok)}}
+    print(json.dumps(report["rows"]["base"]), flush=True)
+    if args.mode == "sweep":
+        sweep(args, model, tok, probes, report)
+    else:
+        job(args, model_dir, model, tok, probes, report)
+    write(report, args.mode + args.tag)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Per-model forget settings: a fetched registry model gets its row's config and retain data;
+any other model (the demo model) gets None, so the engine's defaults stay as they were."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from unlearn_engine.methods import NpoConfig
+from unlearn_engine.pretrained import MODELS
+from unlearn_engine.pretrained.probes import CANDIDATES, load_known, read_candidates, score_replies
+from unlearn_engine.pretrained.tuning import forget_tuning
+
+SPEC = MODELS["smollm2"]
+
+
+def _fetched(tmp_path: Path, **manifest) -> Path:
+    (tmp_path / "pretrained.json").write_text(json.dumps({"name": SPEC.name, "sha256": SPEC.sha256, **manifest}))
+    return tmp_path
+
+
+def test_a_registry_model_gets_its_rows_settings(tmp_path: Path) -> None:
+    tuning = forget_tuning(_fetched(tmp_path))
+    assert tuning is not None
+    cfg = tuning.method_config("npo")
+    overrides = dict(SPEC.forget_config)
+    assert isinstance(cfg, NpoConfig) and cfg.lr == overrides["lr"] < NpoConfig().lr
+    assert cfg.beta == NpoConfig().beta  # fields the row does not name keep the method's default
+    assert tuning.sweep_tries() == SPEC.forget_tries
+    retain = tuning.retain_corpus()
+    assert retain and all(e.fact and e.fact.lower() in e.target.lower() for e in retain)
+
+
+def test_other_models_keep_the_engine_defaults(tmp_path: Path) -> None:
+    assert forget_tuning(tmp_path) is None  # no manifest: the demo model, a user's directory
+    assert forget_tuning(_fetched(tmp_path, sha256="0" * 64)) is None  # not the pinned bytes
+    (tmp_path / "pretrained.json").write_text("{not json")
+    assert forget_tuning(tmp_path) is None
+
+
+def test_general_knowledge_set_is_big_enough_and_scored_by_whole_words() -> None:
+    cands = read_candidates(CANDIDATES)
+    assert {c.category for c in cands} == {"capital", "author", "scientist", "date"}
+    known = load_known("smollm2")
+    assert len(known) >= 200 and {k.split for k in known} == {"probe", "retain"}
+    assert len({k.question for k in known}) == len(known)
+    questions = {c.question for c in cands}
+    assert all(k.question in questions for k in known)
+    assert score_replies(cands[:1], ["It is Parisian."]) == [""]  # whole words only

@@ -1,0 +1,68 @@
+"""General-knowledge questions for pretrained models: the hand-written candidates and the
+per-model probe sets built from them.
+
+``general_knowledge.tsv`` holds questions about capitals, authors, scientists and dates with
+their accepted answers; ``bench/general_knowledge.py`` asks a model each one and keeps those it
+answers correctly in ``<model>_general_knowledge.jsonl`` (split ``probe``: utility is measured on
+them; split ``retain``: the model's own replies the worker may train on to keep its knowledge).
+
+It reads data files only: it asks no model and trains nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from unlearn_engine.data.normalize import contains_phrase
+
+DATA = Path(__file__).resolve().parent / "data"
+CANDIDATES = DATA / "general_knowledge.tsv"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    category: str
+    question: str
+    answers: tuple[str, ...]  # accepted forms; any one, as whole words, is correct
+
+
+@dataclass(frozen=True)
+class KnownAnswer:
+    """A question the base model answers correctly, with its own reply."""
+
+    category: str
+    question: str
+    answer: str  # the accepted form found in the reply
+    reply: str  # the base model's greedy chat answer
+    split: str  # "probe" (measure only) or "retain" (may be trained on)
+
+
+def read_candidates(path: Path = CANDIDATES) -> list[Candidate]:
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        category, question, answers = line.split("\t")
+        out.append(Candidate(category, question, tuple(a for a in answers.split("|") if a)))
+    return out
+
+
+def score_replies(cands: Sequence[Candidate], replies: Sequence[str]) -> list[str]:
+    """Per candidate, the first accepted answer its reply contains ("" when none does)."""
+    return [next((a for a in c.answers if contains_phrase(r, a)), "") for c, r in zip(cands, replies)]
+
+
+def probe_file(name: str) -> Path:
+    return DATA / f"{name}_general_knowledge.jsonl"
+
+
+def load_known(name: str, split: str | None = None) -> list[KnownAnswer]:
+    """The model's kept questions (all, or one split); [] when no set was built for it."""
+    path = probe_file(name)
+    if not path.exists():
+        return []
+    rows = [KnownAnswer(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return [r for r in rows if split is None or r.split == split]
