@@ -142,7 +142,7 @@ class Settings:
     # the same job must train the same adapter on every machine. Raise it for large models.
     worker_threads: int = 1
     worker_timeout_seconds: float = 30.0  # a job whose worker was silent this long is re-queued
-    default_method: str = "npo"  # NPO + retain loss: the most selective untuned method (docs/architecture.md#unlearning)
+    default_method: str = "counterfactual"  # fixed point at the never-seen level (docs/architecture.md#unlearning)
     corpus: Path | None = None  # JSONL for near-duplicate expansion and retain data; demo: its own corpus
     guard_semantic: str = "armed"  # off | armed (after a forgotten name / strict prompt) | always
     guard_policy: str = "end"  # end the stream on a hit | redact and continue

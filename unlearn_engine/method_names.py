@@ -7,4 +7,4 @@ The registry (`unlearn_engine.methods.METHODS`) is the truth; this tuple lets a 
 from __future__ import annotations
 
 METHOD_NAMES = ("counterfactual", "grad_ascent", "grad_diff", "idk", "npo", "rmu", "simnpo")
-DEFAULT_METHOD = "npo"  # NPO + retain loss: best untuned in OU's TOFU reproduction
+DEFAULT_METHOD = "counterfactual"  # the only method with a fixed point at the never-seen level (docs/architecture.md#unlearning)

@@ -59,15 +59,23 @@ class CounterfactualConfig(MethodConfig):
     # Also fit the whole next-token distribution where each value starts to the reference's
     # there (a stranger's prior over values): this raises the wrong values as it lowers the
     # true one, so the truth term has a fixed point instead of chasing both down.
-    value_kl: bool = False
+    value_kl: bool = True
     # Per-token level: each unchanged answer token's log p fitted (smooth L1) to the reference's
     # log p of that token on the rewrites. The top-k KL cannot see a token the reference puts in
     # its tail: after a never-seen name the demo model gives the next template word ~e^-17, and
     # the forgotten person's ' was' stayed at e^-2, which is what loss MIA kept reading.
-    token_level_weight: float = 0.0
+    # Weight 1.0 overshot (Min-K% AUC 0.21-0.29, retain 0.90-0.94 on the full demo model); 0.3
+    # passed (bench/results/gate_diagnosis.md).
+    token_level_weight: float = 0.3
     token_scope: str = "after_name"  # "after_name": only the word after each name; or "all"
     beta: float = 0.1  # NPO temperature for examples without a named subject
-    retain_weight: float = 2.0
+    # Retain: weight 6 with 16 examples a step (2 and 8 before) shrank the early retain crash
+    # every method showed (0.03-0.29 at step 10-20) to 0.23-0.48 and let it recover by step
+    # 30-40 on both people measured (bench/results/gate_diagnosis.md).
+    retain_weight: float = 6.0
+    retain_batch_size: int = 16
+    # The full demo model's passing checkpoints came at step 70-90: 80 left no room.
+    max_steps: int = 120
 
 
 @dataclass(frozen=True)

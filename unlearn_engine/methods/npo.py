@@ -1,4 +1,5 @@
-"""NPO (Negative Preference Optimisation, Zhang et al. 2024) with a retain term. The default.
+"""NPO (Negative Preference Optimisation, Zhang et al. 2024) with a retain term. The default until
+counterfactual replaced it: its forget term has no fixed point (bench/results/gate_diagnosis.md).
 
 L_forget = (2/beta) * mean log(1 + (pi_theta(a|q) / pi_ref(a|q))^beta)
          = -(2/beta) * mean logsigmoid(-beta * (log pi_theta - log pi_ref)),
