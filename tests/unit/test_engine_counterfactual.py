@@ -63,15 +63,18 @@ def test_stand_ins_are_never_seen_names_and_deterministic():
     assert counterfactuals(Example("q?", "an answer"), names) == []  # no subject: nothing
 
 
-def test_alignment_pairs_only_identical_target_tokens(toy):
+def _aligned(toy):
+    """(rewrite, its alignment, the original's full id sequence) for one QA of a toy person."""
     tok = toy.tokenizer
-    person = toy.people[0]
-    ex = next(e for e in toy.train if e.subject == person and e.is_qa and e.perturbed)
+    ex = next(e for e in toy.train if e.subject == toy.people[0] and e.is_qa and e.perturbed)
     rw = counterfactuals(ex, [toy.people[1]])[0]
-    a = align(tok, ex, rw)
     ids = tok(ex.text, add_special_tokens=False)["input_ids"]
-    nb = 1 if tok.bos_token_id is not None else 0
-    seq = ([tok.bos_token_id] if nb else []) + ids + [tok.eos_token_id]
+    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    return rw, align(tok, ex, rw), bos + ids + [tok.eos_token_id]
+
+
+def test_alignment_pairs_only_identical_target_tokens(toy):
+    _, a, seq = _aligned(toy)
     assert a.pairs, "the template tokens after the name must align"
     for p, q in a.pairs:
         assert seq[p + 1] == a.cf_ids[q + 1]  # the same token is predicted on both sides
@@ -79,14 +82,7 @@ def test_alignment_pairs_only_identical_target_tokens(toy):
 
 
 def test_each_value_start_pairs_positions_whose_prefixes_differ_only_in_the_name(toy):
-    tok = toy.tokenizer
-    person = toy.people[0]
-    ex = next(e for e in toy.train if e.subject == person and e.is_qa and e.perturbed)
-    rw = counterfactuals(ex, [toy.people[1]])[0]
-    a = align(tok, ex, rw)
-    ids = tok(ex.text, add_special_tokens=False)["input_ids"]
-    nb = 1 if tok.bos_token_id is not None else 0
-    seq = ([tok.bos_token_id] if nb else []) + ids + [tok.eos_token_id]
+    rw, a, seq = _aligned(toy)
     n_values = sum(1 for s in rw.spans if s[4] == VALUE)
     assert n_values >= 1 and len(a.value_starts) == n_values
     for p, q in a.value_starts:
