@@ -38,7 +38,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
-from swap import Streams, random_artifact, wait_version  # noqa: E402
+from swap import Streams, random_artifact  # noqa: E402
 
 from server.api import admin_pb2 as apb  # noqa: E402
 from server.client import LetheClient  # noqa: E402
@@ -54,6 +54,16 @@ MAX_LIVE = 3  # adapters in the stack before the oldest is deactivated
 SAMPLE_S = 5.0
 RSS_GROWTH_LIMIT = 0.10
 
+
+def wait_version(client: LetheClient, version: int, timeout: float = 120) -> None:
+    """Poll ModelInfo until stack ``version`` (or a later one) is live. The soak polls: unlike
+    bench/swap.py it measures no gaps, so the polling's own load does not skew anything."""
+    ev, deadline = threading.Event(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.model_info().stack_version >= version:
+            return
+        ev.wait(0.01)
+    raise TimeoutError(f"stack version {version} never went live")
 
 class Unary:
     def __init__(self, target: str, n: int, stop: threading.Event):
