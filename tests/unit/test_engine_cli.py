@@ -9,6 +9,7 @@ import torch
 
 from unlearn_engine.artifacts import load_artifact
 from unlearn_engine.cli import add_engine_commands, main
+from unlearn_engine.method_names import DEFAULT_METHOD
 from unlearn_engine.data import save_examples
 from tests.support.toy_model import build_toy, save_toy
 
@@ -19,7 +20,7 @@ def test_commands_mount_on_another_parser():
     parser = argparse.ArgumentParser(prog="lethe")
     add_engine_commands(parser.add_subparsers(dest="cmd"))
     args = parser.parse_args(["unlearn", "--model", "m", "--forget", "f", "--out", "o"])
-    assert args.method == "npo" and callable(args.func)
+    assert args.method == DEFAULT_METHOD and callable(args.func)
 
 
 def test_unlearn_then_evaluate(tmp_path, capsys):
