@@ -149,8 +149,10 @@ class GuardedGenerator:
         start = time.perf_counter()
         step = session.push(text) if text else GuardStep("")
         if final and not step.stop:
+            # The last event carries the text decoded since the last chunk: a redaction in it is
+            # this step's hit even when finish() finds nothing more (chunks as long as the answer).
             tail = session.finish()
-            step = GuardStep(step.release + tail.release, tail.hit, tail.stop)
+            step = GuardStep(step.release + tail.release, step.hit or tail.hit, tail.stop)
         self.metrics.guard_check.observe(time.perf_counter() - start)
         return step
 

@@ -1,7 +1,8 @@
 """The leakage guard through the real server: a Forget cuts a stream already in flight, the
-redact policy still ends with finish_reason FILTERED, and every blocked output is attributed to
-its forget job (GetForget / ListForgets guard_hits), durably across a restart; the guard's
-serve flags (--guard-ack, --guard-encoded-depth) reach it.
+redact policy still ends with finish_reason FILTERED (whatever the stream interval, over gRPC and
+HTTP, unary and streamed), and every blocked output is attributed to its forget job (GetForget /
+ListForgets guard_hits), durably across a restart; the guard's serve flags (--guard-ack,
+--guard-encoded-depth) reach it.
 
 The unlearning worker is off: jobs stay FILTERING, so every hit here is a before_adapter hit.
 """
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import grpc
+import openai
 import pytest
 
 from server.api import admin_pb2 as apb
@@ -20,6 +22,7 @@ from server.api import inference_pb2 as ipb
 from server.client import LetheClient
 from server.guard import GuardConfig
 from tests.conftest import ServerThread, make_settings
+from tests.procs import free_port
 from unlearn_engine.demo.builder import load_corpus
 
 
@@ -118,6 +121,62 @@ def test_redact_policy_ends_filtered_and_hits_persist_per_job(demo_model_dir: Pa
         assert e.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         st.stop()
+
+
+@pytest.fixture(scope="module")
+def redacting(demo_model_dir: Path, corpus, tmp_path_factory: pytest.TempPathFactory):
+    """A redact-policy server with a person forgotten. Its default chunk (64 tokens) is longer
+    than any answer here: the whole answer after the first token comes with the finish. With
+    --guard-ack all the Forget replies once the sentence embeddings are in, so every answer here
+    is redacted the same way (a semantic hit also covers the sentence's full stop)."""
+    person = corpus.trained_people[0]
+    qa = [r for r in corpus.qa if r.person == person and r.split == "train"][:3]
+    st = ServerThread(make_settings(tmp_path_factory.mktemp("redact"), demo_model_dir, worker=False,
+                                    guard_policy="redact", guard_ack="all", stream_interval=64,
+                                    http_port=free_port()))
+    try:
+        st.wait_ready()
+        job = _forget(_operator(st), subjects=[person],
+                      qa_pairs=[apb.QAPair(question=r.question, answer=r.answer) for r in qa])
+        yield st, job.forget_id, qa
+    finally:
+        st.stop()
+
+
+@pytest.mark.parametrize("interval", [1, 2, 3, 5, 8, 16, 64])
+def test_redact_ends_filtered_whatever_the_stream_interval(redacting, interval: int) -> None:
+    """A redaction in the last chunk (the text that comes with the finish) counts like one in any
+    other: chunks of 8 tokens once ended a redacted short answer with STOP."""
+    st, forget_id, qa = redacting
+    client, operator = LetheClient(st.target, timeout=60), _operator(st)
+    marker = GuardConfig().redaction_text
+    before = sum(_hits(operator, forget_id).values())
+    for r in qa:
+        resp = client.generate(r.question, max_new_tokens=32, stream_interval=interval)
+        assert r.fact.lower() not in resp.text.lower() and marker in resp.text
+        assert resp.finish_reason == ipb.FINISH_REASON_FILTERED, (interval, r.question)
+        chunks = list(client.stream(r.question, max_new_tokens=32, stream_interval=interval))
+        text = "".join(c.text for c in chunks)
+        assert text == resp.text
+        assert chunks[-1].finish_reason == ipb.FINISH_REASON_FILTERED, (interval, r.question)
+    assert sum(_hits(operator, forget_id).values()) >= before + 2 * len(qa)
+
+
+def test_redact_ends_content_filter_over_http(redacting) -> None:
+    """The OpenAI front at the server's default interval (64: the answer comes with the finish)."""
+    st, forget_id, qa = redacting
+    marker = GuardConfig().redaction_text
+    before = sum(_hits(_operator(st), forget_id).values())
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{st.server.http_port}/v1", api_key="none",
+                       max_retries=0, timeout=60) as oai:
+        for r in qa:
+            done = oai.completions.create(model="any", prompt=r.question, max_tokens=32)
+            assert marker in done.choices[0].text and r.fact.lower() not in done.choices[0].text.lower()
+            assert done.choices[0].finish_reason == "content_filter", r.question
+            chunks = list(oai.completions.create(model="any", prompt=r.question, max_tokens=32, stream=True))
+            assert "".join(c.choices[0].text for c in chunks if c.choices) == done.choices[0].text
+            assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "content_filter"
+    assert sum(_hits(_operator(st), forget_id).values()) >= before + 2 * len(qa)
 
 
 def test_guard_ack_all_waits_for_the_sentence_embeddings(demo_model_dir: Path, corpus, tmp_path: Path) -> None:
