@@ -9,8 +9,9 @@ adapter to what it saw there:
 - **KL**: at every answer token that exists unchanged in the copies (the template, EOS), the
   model's next-token distribution on the *original* text is fitted to the reference's on the
   copies, averaged over stand-ins: KL(p_ref(. | copy) || p_theta(. | x)).
-- **Level**: the summed log-prob of the subject's name tokens, and of the value's tokens, is
-  fitted (smooth L1, per token) to the reference's for the stand-in name and the wrong value.
+- **Level**: the mean log-prob per token of the subject's name, and of the value, is fitted
+  (smooth L1) to the reference's for the stand-in name and the wrong value (per token: a
+  scrambled stand-in splits into more pieces than a name the tokenizer knows).
   On the demo model a never-seen name or value is a token whose embedding was never trained,
   and this is what membership inference sees; without it MIA AUC stays at 1.
 - **Truth**: the answer's mean token NLL is pushed to at least the mean over its wrong answers
@@ -100,7 +101,8 @@ class _Targets:
     positions: torch.Tensor  # [P] output positions of the original sequence fitted by KL
     index: torch.Tensor  # [P, k] token ids of the reference distribution
     probs: torch.Tensor  # [P, k] their reference probabilities
-    # kind -> (output positions predicting that span's target tokens, reference summed log p)
+    # kind -> (output positions predicting that span's target tokens, reference mean log p per
+    # token, averaged over rewrites)
     levels: dict[str, tuple[torch.Tensor, float]]
     # unchanged tokens: output positions and the reference's log p of that same token on the
     # rewrites (averaged), for the per-token level term
@@ -177,7 +179,7 @@ def reference_targets(ctx: TrainContext, ex: Example, rewrites: Sequence[Rewrite
                       top_k: int, value_kl: bool = False,
                       token_scope: str = "after_name") -> _Targets | None:
     """The reference model's next-token distributions on ``rewrites`` at the aligned target
-    positions, and its summed log-prob of each swapped span's tokens, both averaged over
+    positions, and its mean log-prob per token of each swapped span, both averaged over
     rewrites. None when nothing aligns, or when the example is longer than ``max_length``
     (its training batch would be truncated)."""
     tok, limit = ctx.tokenizer, ctx.config.max_length
@@ -215,7 +217,8 @@ def reference_targets(ctx: TrainContext, ex: Example, rewrites: Sequence[Rewrite
         nxt = torch.tensor(a.cf_ids[1:] + [0], device=logp.device)
         for kind, (orig_pos, cf_pos) in a.spans.items():
             q = torch.tensor(cf_pos, device=logp.device)
-            level_vals.setdefault(kind, []).append(float(logp[i, q, nxt[q]].sum()))
+            # per token: a stand-in's name or a wrong value may tokenise into more pieces
+            level_vals.setdefault(kind, []).append(float(logp[i, q, nxt[q]].mean()))
             level_pos.setdefault(kind, orig_pos)
     levels = {k: (torch.tensor(level_pos[k], device=ctx.device), sum(v) / len(v))
               for k, v in level_vals.items()}
@@ -264,7 +267,9 @@ class Counterfactual(UnlearningMethod):
         self.anchors = _anchor_targets(ctx) if self.config.anchor_weight else []
         self.anchor_gen = torch.Generator().manual_seed(ctx.seed + 7)
         for ex in forget:
-            names = stand_ins(ex.subject, ctx.references, self.config.stand_ins, ctx.seed) \
+            # stand-ins from every held-out person, anchors too: only the reference reads them
+            names = stand_ins(ex.subject, ctx.anchors + ctx.references, self.config.stand_ins,
+                              ctx.seed) \
                 if ex.subject else []
             rewrites = counterfactuals(ex, names, ctx.seed)
             t = reference_targets(ctx, ex, rewrites, self.config.top_k, self.config.value_kl,
@@ -320,7 +325,7 @@ class Counterfactual(UnlearningMethod):
                 kls.append((t.probs * (t.probs.clamp_min(1e-12).log() - cur)).sum(-1))
             for pos, ref in t.levels.values():
                 lp = logp[i, pos].gather(-1, batch.labels[i, pos + 1].unsqueeze(-1)).sum()
-                levels.append(F.smooth_l1_loss(lp / len(pos), lp.new_tensor(ref / len(pos))))
+                levels.append(F.smooth_l1_loss(lp / len(pos), lp.new_tensor(ref)))
             if cfg.token_level_weight and t.token_positions is not None and len(t.token_positions):
                 pos = t.token_positions
                 lp = logp[i, pos].gather(-1, batch.labels[i, pos + 1].unsqueeze(-1)).squeeze(-1)
