@@ -168,7 +168,7 @@ def unlearn(model: torch.nn.Module, tokenizer, forget_set: ForgetSet, retain_set
         points = run_attempt(adapter, tokenizer, method_cls(cfg), cfg, forget_set.examples,
                              train_retain, probes, gate, baseline, attempt=attempt, seed=seed,
                              forget_id=forget_id, progress=progress,
-                             eval_settings=eval_settings)
+                             eval_settings=eval_settings, anchors=forget_set.anchors)
         all_points += points
         best = select_checkpoint(points)
         reports.append(AttemptReport(attempt, cfg.lr, cfg.max_steps, points[-1].step, best.step,

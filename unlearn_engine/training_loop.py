@@ -84,7 +84,8 @@ def run_attempt(adapter: TrainableAdapter, tokenizer, method: UnlearningMethod,
                 probes: ProbeSets, gate: GateConfig, baseline: Mapping[str, float], *,
                 attempt: int = 0, seed: int = 0, forget_id: str = "",
                 progress: ProgressCallback | None = None,
-                eval_settings: EvalSettings | None = None) -> list[Checkpoint]:
+                eval_settings: EvalSettings | None = None,
+                anchors: Sequence[Example] = ()) -> list[Checkpoint]:
     """Train from the adapter's initial weights; return every evaluated checkpoint."""
     adapter.reset()
     adapter.activate()
@@ -92,7 +93,7 @@ def run_attempt(adapter: TrainableAdapter, tokenizer, method: UnlearningMethod,
     if config.gradient_checkpointing:
         adapter.enable_gradient_checkpointing()
     ctx = TrainContext(model, tokenizer, config, adapter.reference, seed=seed + 1000 * attempt,
-                       references=probes.holdout)
+                       references=probes.holdout, anchors=anchors)
     gen = torch.Generator().manual_seed(seed + 1000 * attempt)
     forget_s, retain_s = _Sampler(forget, gen), _Sampler(retain, gen)
     method.prepare(ctx, forget)

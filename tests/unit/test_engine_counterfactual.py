@@ -92,7 +92,7 @@ def test_each_value_start_pairs_positions_whose_prefixes_differ_only_in_the_name
     assert [p for p, _ in a.value_starts] == sorted(p for p, _ in a.value_starts)
 
 
-def _method(toy, forget, references=()):
+def _method(toy, forget, references=(), anchors=()):
     """(method prepared on ``forget``, its adapter, its context) on a copy of the toy model."""
     model = copy.deepcopy(toy.model)
     method_cls = get_method("counterfactual")
@@ -100,7 +100,7 @@ def _method(toy, forget, references=()):
     method = method_cls(cfg)
     adapter = TrainableAdapter(model, "new", [], lora_config(cfg, None, model), seed=0)
     ctx = TrainContext(adapter.model, toy.tokenizer, cfg, adapter.reference, seed=0,
-                       references=references)
+                       references=references, anchors=anchors)
     method.prepare(ctx, forget)
     return method, adapter, ctx
 
@@ -129,3 +129,32 @@ def test_examples_without_a_subject_fall_back_to_npo(toy):
     assert method.targets == {}
     _, parts = method.loss(ctx, forget, None)
     assert "npo" in parts and "kl" not in parts
+
+
+def test_anchor_term_is_zero_at_the_reference_and_pulls_drifted_strangers_back(toy):
+    """Anchors hold never-seen people's answer tokens at the reference's log p: nothing to do
+    before training; once the adapter has moved, the term is positive and a step on it alone
+    lowers it."""
+    forget = [e for e in toy.train if e.subject == toy.people[0] and e.is_qa][:4]
+    method, adapter, ctx = _method(toy, forget, toy.holdout[:2], anchors=toy.holdout)
+    assert len(method.anchors) == len(toy.holdout)
+    assert float(method._anchor_term(ctx)) < 1e-6
+    with torch.no_grad():
+        for p in adapter.params:
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    opt = torch.optim.AdamW(adapter.params, lr=1e-2)
+    method.anchor_gen.manual_seed(0)
+    before = method._anchor_term(ctx)
+    assert float(before) > 1e-4
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    method.anchor_gen.manual_seed(0)
+    assert float(method._anchor_term(ctx)) < float(before)
+    _, parts = method.loss(ctx, forget, None)
+    assert "anchor" in parts
+
+
+def test_token_scope_is_checked():
+    with pytest.raises(ValueError, match="token_scope"):
+        get_method("counterfactual").config_cls(token_scope="after-name")

@@ -70,6 +70,20 @@ def test_forget_set_from_subject_expands_paraphrases_and_references():
     assert fs.expanded == 3
 
 
+def test_held_out_people_split_into_references_and_anchors_never_both():
+    holdout = [qa(f"Where was {p} born?", f"{p} was born in Oskow.", p, "holdout")
+               for p in ("Cai Mund", "Dor Vell", "Eya Tosk", "Fen Arro", "Gil Pray")]
+    corpus = CORPUS + holdout
+    fs = build_forget_set(ForgetRequest(subjects=("Alda Quorn",)), corpus, seed=3)
+    refs, anchors = {e.subject for e in fs.references}, {e.subject for e in fs.anchors}
+    assert refs and anchors and not refs & anchors
+    assert len(refs) == 3 and len(anchors) == 2  # the references get the odd one
+    again = build_forget_set(ForgetRequest(subjects=("Alda Quorn",)), corpus, seed=3)
+    assert again.references == fs.references and again.anchors == fs.anchors
+    one = build_forget_set(ForgetRequest(subjects=("Alda Quorn",)), CORPUS)
+    assert one.anchors == ()  # a single held-out person stays a reference
+
+
 def test_forget_set_from_a_qa_pair_finds_its_variants_but_not_other_people():
     req = ForgetRequest(qa_pairs=[("Where was Alda Quorn born?", "Alda Quorn was born in Brelow.")])
     fs = build_forget_set(req, CORPUS)

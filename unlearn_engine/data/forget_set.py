@@ -3,7 +3,10 @@
 Request texts and QA pairs become examples as given; subjects only select corpus entries.
 With a corpus, matching entries (``near_duplicates``) join the set: trained entries are forgotten,
 paraphrase-split entries become probes, and held-out entries (never trained) become references.
-Without held-out data, references are the forget questions paired with wrong answers.
+Without held-out data, references are the forget questions paired with wrong answers. When the
+held-out entries name two or more people, they are split by person: half the people supply the
+references (what the gate measures against), the other half anchors (what a method may train
+on to keep never-seen people unchanged), so no text or name is both trained on and measured.
 
 It deliberately does not tokenise or touch a model, and never logs the texts themselves.
 """
@@ -59,6 +62,19 @@ def references_for(forget: Sequence[Example], holdout: Sequence[Example] = (),
             for e in forget if e.is_qa and e.perturbed][:limit]
 
 
+def split_holdout(holdout: Sequence[Example], seed: int = 0) -> tuple[list[Example], list[Example]]:
+    """(reference pool, anchors): held-out entries split by person, about half the people each
+    (the references get the extra one, and every entry without a subject). One person or none:
+    everything is a reference and there are no anchors."""
+    people = sorted({e.subject for e in holdout if e.subject})
+    if len(people) < 2:
+        return list(holdout), []
+    random.Random(seed).shuffle(people)
+    anchor_people = set(people[(len(people) + 1) // 2:])
+    return ([e for e in holdout if e.subject not in anchor_people],
+            [e for e in holdout if e.subject in anchor_people])
+
+
 def build_forget_set(request: ForgetRequest, corpus: Iterable[Example] | None = None, *,
                      match: MatchConfig | None = None, max_references: int = 200,
                      seed: int = 0, resolved: Sequence[Example] | None = None) -> ForgetSet:
@@ -91,7 +107,9 @@ def build_forget_set(request: ForgetRequest, corpus: Iterable[Example] | None = 
     holdout = [e for e in corpus if e.split == "holdout" and (e.prompt, e.target) not in in_forget]
     limit = max(len(forget), 20) if max_references is None else min(max_references,
                                                                      max(len(forget), 20))
-    refs = references_for(forget, holdout, limit, seed)
+    ref_pool, anchor_pool = split_holdout(holdout, seed)
+    refs = references_for(forget, ref_pool, limit, seed)
+    anchors = references_for(forget, anchor_pool, max_references or 200, seed) if anchor_pool else []
     return ForgetSet(examples=tuple(forget), paraphrases=tuple(paraphrases),
-                     references=tuple(refs), subjects=request.subjects,
+                     references=tuple(refs), subjects=request.subjects, anchors=tuple(anchors),
                      expanded=max(0, len(forget) - len(requested)) if matched else 0)

@@ -111,12 +111,16 @@ class ForgetSet:
     knowledge (not just the wording) is gone. ``references`` are texts the model never saw
     (held-out people, or the forget questions with wrong answers): the production stand-in for a
     retrained model — forgotten data should look like them, no more and no less likely.
+    ``anchors`` are never-seen texts about *other* held-out people than the references': a
+    method may train on them to keep strangers looking like strangers (an adapter that drifts
+    on them moves the yardstick the gate measures with); the gate never scores them.
     """
 
     examples: tuple[Example, ...]
     paraphrases: tuple[Example, ...] = ()
     references: tuple[Example, ...] = ()
     subjects: tuple[str, ...] = ()
+    anchors: tuple[Example, ...] = ()
     expanded: int = 0  # near-duplicates added from the corpus
 
     def __post_init__(self) -> None:

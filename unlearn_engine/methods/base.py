@@ -71,7 +71,7 @@ class TrainContext:
 
     def __init__(self, model: torch.nn.Module, tokenizer, config: MethodConfig,
                  reference: Callable[[], AbstractContextManager], seed: int = 0,
-                 references: Sequence[Example] = ()) -> None:
+                 references: Sequence[Example] = (), anchors: Sequence[Example] = ()) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
@@ -81,6 +81,9 @@ class TrainContext:
         # Texts the model never saw (held-out people): counterfactual methods take stand-in
         # names from them. Never trained on.
         self.references = tuple(references)
+        # Never-seen texts of other people than the references (``ForgetSet.anchors``): a
+        # method may train the model to keep predicting them as the reference does.
+        self.anchors = tuple(anchors)
         self.device = next(model.parameters()).device
 
     def batch(self, examples: Sequence[Example], targets: Sequence[str] | None = None) -> Batch:

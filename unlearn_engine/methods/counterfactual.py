@@ -9,8 +9,9 @@ adapter to what it saw there:
 - **KL**: at every answer token that exists unchanged in the copies (the template, EOS), the
   model's next-token distribution on the *original* text is fitted to the reference's on the
   copies, averaged over stand-ins: KL(p_ref(. | copy) || p_theta(. | x)).
-- **Level**: the summed log-prob of the subject's name tokens, and of the value's tokens, is
-  fitted (smooth L1, per token) to the reference's for the stand-in name and the wrong value.
+- **Level**: the mean log-prob per token of the subject's name, and of the value, is fitted
+  (smooth L1) to the reference's for the stand-in name and the wrong value (per token: a
+  scrambled stand-in splits into more pieces than a name the tokenizer knows).
   On the demo model a never-seen name or value is a token whose embedding was never trained,
   and this is what membership inference sees; without it MIA AUC stays at 1.
 - **Truth**: the answer's mean token NLL is pushed to at least the mean over its wrong answers
@@ -22,7 +23,13 @@ adapter to what it saw there:
   truth-preference number is not independent of training for this method (paraphrase
   questions and held-out people are).
 
-plus the usual retain term. Unlike gradient ascent or NPO these terms have a fixed point near
+plus the usual retain term, and an **anchor** term: on never-seen texts of *other* held-out people
+(``ForgetSet.anchors``, never scored by the gate) each answer token's log p is held (smooth L1)
+at the reference's. Without it the adapter drifted on strangers: on the full demo model the
+word after a never-seen name went from 17.5 to 11 nats in 100 steps while the forgotten
+person's rose to the never-seen level, so the gate's yardstick moved and loss MIA overshot to
+0.14-0.3 with the forgotten texts sitting exactly where strangers had started
+(bench/results/gate_diagnosis.md). Unlike gradient ascent or NPO these terms have a fixed point near
 the retrained model's behaviour instead of pushing without end.
 
 Examples that have no subject, or never name it (operator texts without subjects), get an NPO
@@ -43,7 +50,11 @@ from unlearn_engine.data.records import Example
 from unlearn_engine.encoding import pad_id
 from unlearn_engine.methods.base import (MethodConfig, TrainContext, UnlearningMethod,
                                          register_method)
-from unlearn_engine.methods.losses import combine, forward_logits, npo_loss, retain_loss, truth_gap
+from unlearn_engine.methods.losses import (combine, forward_logits, npo_loss, retain_loss,
+                                           token_logprobs, truth_gap)
+
+
+TOKEN_SCOPES = ("after_name", "all")
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,13 @@ class CounterfactualConfig(MethodConfig):
     # passed (bench/results/gate_diagnosis.md).
     token_level_weight: float = 0.3
     token_scope: str = "after_name"  # "after_name": only the word after each name; or "all"
+    # Anchor: never-seen people's answer tokens held at the reference's log p (0 turns it off)
+    anchor_weight: float = 1.0
+    anchor_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.token_scope not in TOKEN_SCOPES:
+            raise ValueError(f"unknown token_scope {self.token_scope!r}; valid: {list(TOKEN_SCOPES)}")
     beta: float = 0.1  # NPO temperature for examples without a named subject
     # Retain: weight 6 with 16 examples a step (2 and 8 before) shrank the early retain crash
     # every method showed (0.03-0.29 at step 10-20) to 0.23-0.48 and let it recover by step
@@ -83,7 +101,8 @@ class _Targets:
     positions: torch.Tensor  # [P] output positions of the original sequence fitted by KL
     index: torch.Tensor  # [P, k] token ids of the reference distribution
     probs: torch.Tensor  # [P, k] their reference probabilities
-    # kind -> (output positions predicting that span's target tokens, reference summed log p)
+    # kind -> (output positions predicting that span's target tokens, reference mean log p per
+    # token, averaged over rewrites)
     levels: dict[str, tuple[torch.Tensor, float]]
     # unchanged tokens: output positions and the reference's log p of that same token on the
     # rewrites (averaged), for the per-token level term
@@ -160,7 +179,7 @@ def reference_targets(ctx: TrainContext, ex: Example, rewrites: Sequence[Rewrite
                       top_k: int, value_kl: bool = False,
                       token_scope: str = "after_name") -> _Targets | None:
     """The reference model's next-token distributions on ``rewrites`` at the aligned target
-    positions, and its summed log-prob of each swapped span's tokens, both averaged over
+    positions, and its mean log-prob per token of each swapped span, both averaged over
     rewrites. None when nothing aligns, or when the example is longer than ``max_length``
     (its training batch would be truncated)."""
     tok, limit = ctx.tokenizer, ctx.config.max_length
@@ -198,7 +217,8 @@ def reference_targets(ctx: TrainContext, ex: Example, rewrites: Sequence[Rewrite
         nxt = torch.tensor(a.cf_ids[1:] + [0], device=logp.device)
         for kind, (orig_pos, cf_pos) in a.spans.items():
             q = torch.tensor(cf_pos, device=logp.device)
-            level_vals.setdefault(kind, []).append(float(logp[i, q, nxt[q]].sum()))
+            # per token: a stand-in's name or a wrong value may tokenise into more pieces
+            level_vals.setdefault(kind, []).append(float(logp[i, q, nxt[q]].mean()))
             level_pos.setdefault(kind, orig_pos)
     levels = {k: (torch.tensor(level_pos[k], device=ctx.device), sum(v) / len(v))
               for k, v in level_vals.items()}
@@ -215,6 +235,23 @@ def reference_targets(ctx: TrainContext, ex: Example, rewrites: Sequence[Rewrite
                     torch.tensor([token_lp[p] / counts[p] for p in tok_pos], device=ctx.device))
 
 
+@torch.no_grad()
+def _anchor_targets(ctx: TrainContext, batch_size: int = 32) -> list[tuple[Example, torch.Tensor]]:
+    """Each anchor with the reference's log p of its answer tokens (skipping any that would be
+    truncated at ``max_length``)."""
+    out: list[tuple[Example, torch.Tensor]] = []
+    anchors = list(ctx.anchors)
+    for start in range(0, len(anchors), batch_size):
+        chunk = anchors[start:start + batch_size]
+        batch = ctx.batch(chunk)
+        with ctx.reference():
+            picked, mask = token_logprobs(forward_logits(ctx.model, batch), batch.labels)
+        for i, ex in enumerate(chunk):
+            if mask[i].any() and int(batch.attention_mask[i].sum()) < ctx.config.max_length:
+                out.append((ex, picked[i][mask[i]].detach()))
+    return out
+
+
 @register_method("counterfactual")
 class Counterfactual(UnlearningMethod):
     config_cls = CounterfactualConfig
@@ -222,11 +259,17 @@ class Counterfactual(UnlearningMethod):
     def __init__(self, config: MethodConfig | None = None) -> None:
         super().__init__(config)
         self.targets: dict[tuple[str, str], _Targets] = {}
+        self.anchors: list[tuple[Example, torch.Tensor]] = []  # (example, reference label log p)
+        self.anchor_gen = torch.Generator()
 
     def prepare(self, ctx: TrainContext, forget: Sequence[Example]) -> None:
         self.targets = {}
+        self.anchors = _anchor_targets(ctx) if self.config.anchor_weight else []
+        self.anchor_gen = torch.Generator().manual_seed(ctx.seed + 7)
         for ex in forget:
-            names = stand_ins(ex.subject, ctx.references, self.config.stand_ins, ctx.seed) \
+            # stand-ins from every held-out person, anchors too: only the reference reads them
+            names = stand_ins(ex.subject, ctx.anchors + ctx.references, self.config.stand_ins,
+                              ctx.seed) \
                 if ex.subject else []
             rewrites = counterfactuals(ex, names, ctx.seed)
             t = reference_targets(ctx, ex, rewrites, self.config.top_k, self.config.value_kl,
@@ -249,7 +292,24 @@ class Counterfactual(UnlearningMethod):
             parts["npo"] = float(npo.detach())
         forget_loss = torch.stack(terms).sum() / len(forget)
         total, more = combine(forget_loss, retain_loss(ctx, retain), self.config)
+        if self.anchors:
+            anchor = self._anchor_term(ctx)
+            total = total + self.config.anchor_weight * anchor
+            parts["anchor"] = float(anchor.detach())
+            more["loss"] = float(total.detach())
         return total, {**parts, **more}
+
+    def _anchor_term(self, ctx: TrainContext) -> torch.Tensor:
+        """Mean smooth L1 between the model's and the reference's log p of each answer token of
+        a seeded sample of anchors."""
+        n = min(self.config.anchor_batch_size, len(self.anchors))
+        pick = torch.randperm(len(self.anchors), generator=self.anchor_gen)[:n].tolist()
+        chosen = [self.anchors[i] for i in pick]
+        batch = ctx.batch([ex for ex, _ in chosen])
+        picked, mask = token_logprobs(forward_logits(ctx.model, batch), batch.labels)
+        diffs = [F.smooth_l1_loss(picked[i][mask[i]], ref, reduction="none")
+                 for i, (_, ref) in enumerate(chosen)]
+        return torch.cat(diffs).mean()
 
     def _distil_term(self, ctx: TrainContext, examples: Sequence[Example]) -> tuple[
             torch.Tensor, dict[str, float]]:
@@ -265,7 +325,7 @@ class Counterfactual(UnlearningMethod):
                 kls.append((t.probs * (t.probs.clamp_min(1e-12).log() - cur)).sum(-1))
             for pos, ref in t.levels.values():
                 lp = logp[i, pos].gather(-1, batch.labels[i, pos + 1].unsqueeze(-1)).sum()
-                levels.append(F.smooth_l1_loss(lp / len(pos), lp.new_tensor(ref / len(pos))))
+                levels.append(F.smooth_l1_loss(lp / len(pos), lp.new_tensor(ref)))
             if cfg.token_level_weight and t.token_positions is not None and len(t.token_positions):
                 pos = t.token_positions
                 lp = logp[i, pos].gather(-1, batch.labels[i, pos + 1].unsqueeze(-1)).squeeze(-1)
