@@ -172,7 +172,9 @@ def write(results: dict, stem: str) -> None:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in results["steps"]:
         rates = s["subject_rates"]
-        worst = max(rates.items(), key=lambda kv: kv[1]) if rates else ("-", float("nan"))
+        top = max(rates.values(), default=float("nan"))
+        at_top = [p for p, r in rates.items() if r == top]
+        worst = (at_top[0] if len(at_top) == 1 else f"{len(at_top)} of {len(rates)}", top)
         cpu = f"{s['worker_cpu_s']:.1f}" if s["worker_cpu_s"] is not None else "n/a"
         lines.append(f"| {s['step']} | {s['person']} | {s['state']} | {s['attempts']} | {s['wall_s']:.1f} | {cpu} | "
                      f"{s['stack_version']} | {s['stack_depth']} | {s['retain_acc']:.3f} | "
