@@ -25,8 +25,8 @@ and the recipe), the "retrained" gold standard the same base fine-tuned by the s
 without the forget people; both are cached (``unlearn_engine.pretrained.finetune``), and the
 forget jobs use the base's registered forget settings (``pretrained.tuning``) as the worker does.
 Every unlearned model is also attacked (int8 / int4 quantization, relearning on half the
-forgotten facts: budget in ``AttackSettings``), and so is the retrained model, which is the level to compare with.
-It compares against baselines measured in the same run (original and retrained models).
+forgotten facts: budget in ``AttackSettings``), and so is the retrained model, which is the
+level to compare with. It compares against baselines measured in the same run (original and retrained models).
 """
 
 from __future__ import annotations
@@ -436,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
                          "forgets); passed: stack only those that passed (what the server does)")
     ap.add_argument("--forget-fraction", type=float, default=0.10)
     ap.add_argument("--retain-eval", type=int, default=300, help="retain QA evaluated (sample)")
+    ap.add_argument("--holdout-eval", type=int, default=0,
+                    help="never-trained QA evaluated (sample; 0: max(2 x forget QA, 100))")
     ap.add_argument("--max-tries", type=int, default=SweepConfig().max_tries,
                     help="cap on the trainer's retry sweep (each miss costs a full attempt)")
     ap.add_argument("--threads", type=int, default=1)
@@ -462,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
               and e.split == "train"]
     retain_eval = rng.sample(others, min(args.retain_eval, len(others)))
     holdout = [e for e in qa if e.split == "holdout"]
-    holdout = rng.sample(holdout, min(len(holdout), max(2 * len(f_qa), 100)))
+    n_holdout = args.holdout_eval or max(2 * len(f_qa), 100)
+    holdout = rng.sample(holdout, min(len(holdout), n_holdout))
     sizes = {"forget": len(f_qa), "paraphrase": len(para), "retain": len(retain_eval),
              "holdout": len(holdout)}
 
