@@ -2,7 +2,7 @@
 unlearning protocol (TOFU: fine-tune on fictitious people, forget some, compare with the same
 base fine-tuned without them), cached so a rerun does not train again.
 
-    recipe = FinetuneRecipe(lr=1e-4, max_epochs=5)
+    recipe = FinetuneRecipe()  # the recipe measured on SmolLM2
     original = finetuned_model(base_dir, train_qa, recipe, cache_dir)
     retrained = finetuned_model(base_dir, train_qa, recipe, cache_dir, exclude_people=forget)
 
@@ -57,18 +57,19 @@ TRAIN_NAME = "train.jsonl"
 class FinetuneRecipe:
     """Full-weight fine-tuning schedule. Every field is part of the cache key."""
 
-    # TOFU fine-tunes 7B models at 1e-5 for 5 epochs; a 135M model memorising long answers in
-    # as few epochs needs a larger step (measured: bench/results/smollm2_long/).
-    lr: float = 1e-4
+    # TOFU fine-tunes 7B models at 1e-5 for 5 epochs; SmolLM2-135M memorising long answers in
+    # 6 epochs needs a larger step: 2e-4 gave 97 % exact training answers
+    # (bench/results/smollm2_long/).
+    lr: float = 2e-4
     min_lr_ratio: float = 0.1  # cosine floor, as the demo builder
     warmup_steps: int = 5
-    schedule_epochs: int = 5  # cosine horizon
-    max_epochs: int = 5  # hard cap: CPU time is the constraint
+    schedule_epochs: int = 6  # cosine horizon
+    max_epochs: int = 6  # hard cap: CPU time is the constraint (~8 CPU s a step on SmolLM2)
     batch_size: int = 8
     weight_decay: float = 0.01  # TOFU's
     grad_clip: float = 1.0
     # Stop early once this share of training answers is reproduced exactly (teacher forced).
-    target_accuracy: float = 0.95
+    target_accuracy: float = 0.9
     max_length: int = 192  # tokens per sequence (chat template + question + answer + EOS)
     eval_batch_size: int = 16  # the stopping check's batch: logits are [B, T, 49k] on SmolLM2
     seed: int = 0
