@@ -15,11 +15,18 @@ is in bench/results/full/). Usage:
     python bench/unlearn_quality.py --preset full --methods npo counterfactual --sequential 0 \
         --out bench/results/full
     python bench/unlearn_quality.py --corpus my_corpus.jsonl --methods npo --out DIR
+    python bench/unlearn_quality.py --model smollm2 --corpus long.jsonl --methods counterfactual \
+        --sequential 0 --out bench/results/smollm2_long
 (``--corpus``: any corpus in the export format, e.g. ``lethe demo export-corpus --long-answers``;
-the model and the retrained-without model are trained on it first.) Every unlearned model is
-also attacked (int8 / int4 quantization, relearning on half the forgotten facts: budget in
-``AttackSettings``), and so is the retrained model, which is the level to compare with.
-It compares against baselines measured in the same run (original and retrained models).
+the model and the retrained-without model are trained on it first.) ``--model`` (a registry
+name or a directory) runs the literature's protocol on a pretrained base instead of the demo
+model: the "original" is the base fine-tuned on the corpus's training QA (``--ft-*``: a subset
+and the recipe), the "retrained" gold standard the same base fine-tuned by the same recipe
+without the forget people; both are cached (``unlearn_engine.pretrained.finetune``), and the
+forget jobs use the base's registered forget settings (``pretrained.tuning``) as the worker does.
+Every unlearned model is also attacked (int8 / int4 quantization, relearning on half the
+forgotten facts: budget in ``AttackSettings``), and so is the retrained model, which is the
+level to compare with. It compares against baselines measured in the same run (original and retrained models).
 """
 
 from __future__ import annotations
@@ -31,13 +38,14 @@ import os
 import random
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from unlearn_engine.data import (ForgetRequest, build_forget_set,  # noqa: E402
+from unlearn_engine.data import (Example, ForgetRequest, build_forget_set,  # noqa: E402
                                  build_retain_set, load_corpus)
 from unlearn_engine.demo.builder import build_demo_model, load_report  # noqa: E402
 from unlearn_engine.demo.config import DemoConfig  # noqa: E402
@@ -45,6 +53,8 @@ from unlearn_engine.evaluation import evaluate  # noqa: E402
 from unlearn_engine.evaluation.attacks import (ATTACKS, AttackSets, AttackSettings,  # noqa: E402
                                                run_attacks)
 from unlearn_engine.methods import METHODS  # noqa: E402
+from unlearn_engine.pretrained import finetune, resolve_model  # noqa: E402
+from unlearn_engine.pretrained.tuning import forget_tuning  # noqa: E402
 from unlearn_engine.trainer import SweepConfig, load_base, unlearn  # noqa: E402
 
 log = logging.getLogger("bench.unlearn_quality")
@@ -143,7 +153,7 @@ def explain_misses(row: dict, original: dict, retrained: dict) -> list[str]:
             tries = len(row.get("attempts") or []) or 1
             out.append(f"training took {value:.2f}x the retrain time ({row['train_s']:.0f} s vs "
                        f"{retrained['train_s']:.0f} s), {value / 0.02:.0f}x the 2 % budget: "
-                       f"the small preset retrains in {retrained['train_s']:.0f} s, while "
+                       f"the gold standard trained in {retrained['train_s']:.0f} s, while "
                        f"the adapter job "
                        f"pays for probe evaluations at every checkpoint and ran {tries} "
                        f"attempt(s)")
@@ -190,12 +200,48 @@ def explain_sequential(seq: dict) -> list[str]:
     return out
 
 
+def protocol_lines(result: dict) -> list[str]:
+    """How the original and the retrained model of a ``--model`` run were made."""
+    sub, rec, ft = result["subset"], result["recipe"], result["finetune"]
+
+    def run(name: str) -> str:
+        r = ft[name]
+        tf = r.get("teacher_forced_accuracy")
+        return (f"{name}: {r['n_train_sequences']} QA, {r['epochs']} epochs / {r['steps']} steps, "
+                f"final loss {r['final_loss']:.3f}, exact answers (teacher forced) "
+                f"{'—' if tf is None else f'{tf:.3f}'}, {r['train_cpu_seconds']:.0f} CPU s "
+                f"({r['train_seconds']:.0f} s wall)")
+
+    return [f"Base `{result['base_dir']}` (digest {result['base_digest'][:16]}). Subset of the "
+            f"corpus: {sub['people'] or 'all'} people, {sub['phrasings'] or 'every'} train "
+            f"question(s) per fact ({sub['train_qa']} train QA, {sub['paraphrase_qa']} "
+            f"paraphrases, {sub['holdout_qa']} holdout QA of never-trained people).",
+            f"Recipe: full-weight fine-tuning, AdamW lr {rec['lr']:g} "
+            f"(warmup {rec['warmup_steps']} "
+            f"steps, cosine to x{rec['min_lr_ratio']:g} over {rec['schedule_epochs']} epochs), "
+            f"weight decay {rec['weight_decay']:g}, batch {rec['batch_size']}, at most "
+            f"{rec['max_epochs']} epochs, stopping early once {rec['target_accuracy']:.0%} of "
+            f"training answers are exact under teacher forcing; loss on answer tokens + EOS "
+            f"only, questions in the model's chat template (when it has one), max "
+            f"{rec['max_length']} tokens, seed {rec['seed']}. Both fine-tunes share recipe and "
+            "seed; the retrained one never sees the forget people.",
+            f"Fine-tunes (1 torch thread): {run('original')}; {run('retrained')}."
+            + (f" The original's greedy fact-span accuracy on all its training questions: "
+               f"{result['original_train_acc']:.3f}." if "original_train_acc" in result else "")]
+
+
 def markdown(result: dict) -> str:
     corpus = result.get("corpus", "demo")
-    lines = [f"# Unlearning quality on the demo model ({result['preset']} preset"
-             + ("" if corpus == "demo" else f", corpus {Path(corpus).name}") + ")", ""]
+    if result.get("model"):
+        lines = [f"# Unlearning quality on {result['model']} fine-tuned on {Path(corpus).name} "
+                 "(the TOFU protocol)", ""]
+    else:
+        lines = [f"# Unlearning quality on the demo model ({result['preset']} preset"
+                 + ("" if corpus == "demo" else f", corpus {Path(corpus).name}") + ")", ""]
     if result.get("note"):  # provenance added by hand to a stored result (e.g. load not recorded)
         lines += [f"> {result['note']}", ""]
+    if result.get("model"):
+        lines += protocol_lines(result) + [""]
     lines += [f"Forgot {len(result['forget_people'])} of {result['n_people']} people "
               f"({', '.join(result['forget_people'])}); retrain took {result['retrain_s']:.1f} s "
               "(training only, as recorded when that model was built: a cached build keeps the "
@@ -297,11 +343,89 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+@dataclass(frozen=True)
+class Setup:
+    """The two models a run compares and what they were trained on."""
+
+    model_dir: Path  # the original: trained on every person
+    retrained_dir: Path  # the gold standard: the same training without the forget people
+    corpus: tuple[Example, ...]  # every split
+    people: list[str]  # trained people
+    forget_people: list[str]
+    retrain_s: float  # training wall seconds of the gold standard
+    info: dict = field(default_factory=dict)  # provenance for the result (fine-tune protocol)
+
+
+def _forget_people(args, people: list[str], rng: random.Random) -> list[str]:
+    n_forget = max(1, round(args.forget_fraction * len(people)))
+    return sorted(rng.sample(people, n_forget))
+
+
+def demo_setup(args, rng: random.Random) -> Setup:
+    """The demo model built on the preset's (or --corpus's) corpus, and rebuilt without."""
+    config = DemoConfig.small() if args.preset == "small" else DemoConfig()
+    model_dir = build_demo_model(args.cache, config, corpus=args.corpus, num_threads=args.threads)
+    people = load_report(model_dir)["trained_people"]
+    forget_people = _forget_people(args, people, rng)
+    retrained_dir = build_demo_model(args.cache, config, corpus=args.corpus,
+                                     exclude_people=forget_people, num_threads=args.threads)
+    return Setup(model_dir, retrained_dir, load_corpus(model_dir / "corpus.jsonl"), people,
+                 forget_people, float(load_report(retrained_dir)["train_seconds"]))
+
+
+def pretrained_setup(args, rng: random.Random) -> Setup:
+    """TOFU's protocol on a pretrained base: fine-tuned on the corpus's training QA (a subset,
+    ``--ft-people`` / ``--ft-phrasings``), and fine-tuned by the same recipe without the forget
+    people; both cached by (base digest, training data, forget set, recipe)."""
+    if args.corpus is None:
+        raise SystemExit("--model needs --corpus (the QA the base is fine-tuned on)")
+    base = resolve_model(args.model, args.cache)
+    corpus = finetune.qa_subset(load_corpus(args.corpus), args.ft_people, args.ft_phrasings,
+                                args.seed)
+    train = [e for e in corpus if e.split == "train"]
+    recipe = finetune.FinetuneRecipe(lr=args.ft_lr, schedule_epochs=args.ft_epochs,
+                                     max_epochs=args.ft_epochs, batch_size=args.ft_batch,
+                                     target_accuracy=args.ft_target,
+                                     max_length=args.ft_max_length, seed=args.seed)
+    people = sorted({e.subject for e in train})
+    forget_people = _forget_people(args, people, rng)
+    model_dir = finetune.finetuned_model(base, train, recipe, args.cache)
+    retrained_dir = finetune.finetuned_model(base, train, recipe, args.cache,
+                                             exclude_people=forget_people)
+    keep = ("n_train_sequences", "epochs", "steps", "final_loss", "teacher_forced_accuracy",
+            "reached_target", "train_seconds", "train_cpu_seconds", "cache_key")
+    reports = {name: {k: finetune.load_report(d).get(k) for k in keep}
+               for name, d in (("original", model_dir), ("retrained", retrained_dir))}
+    info = {"model": args.model, "base_dir": str(base),
+            "base_digest": finetune.load_report(model_dir)["base_digest"],
+            "subset": {"people": args.ft_people, "phrasings": args.ft_phrasings,
+                       "train_qa": len(train),
+                       "paraphrase_qa": sum(e.split == "paraphrase" for e in corpus),
+                       "holdout_qa": sum(e.split == "holdout" for e in corpus)},
+            "recipe": asdict(recipe), "finetune": reports}
+    return Setup(model_dir, retrained_dir, corpus, people, forget_people,
+                 float(reports["retrained"]["train_seconds"]), info)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", choices=["small", "full"], default="small")
     ap.add_argument("--corpus", type=Path, help="a corpus JSONL in the export format (default: "
                                                  "the preset's generated demo corpus)")
+    ap.add_argument("--model", help="a pretrained base (registry name, e.g. smollm2, or a "
+                                    "directory): fine-tune it on --corpus, with and without the "
+                                    "forget people, instead of building the demo model")
+    ap.add_argument("--ft-people", type=int, default=10,
+                    help="--model: people of the corpus fine-tuned on (0: all)")
+    ap.add_argument("--ft-phrasings", type=int, default=1,
+                    help="--model: train questions per fact (0: all the corpus has)")
+    ap.add_argument("--ft-lr", type=float, default=2e-4)
+    ap.add_argument("--ft-epochs", type=int, default=6, help="--model: cosine horizon and cap")
+    ap.add_argument("--ft-batch", type=int, default=8)
+    ap.add_argument("--ft-target", type=float, default=0.9,
+                    help="--model: stop once this share of training answers is exact "
+                         "(teacher forced)")
+    ap.add_argument("--ft-max-length", type=int, default=192)
     ap.add_argument("--attacks", nargs="*", default=sorted(ATTACKS),
                     help="attacks run on every model (the retrained one too)")
     ap.add_argument("--methods", nargs="*", default=sorted(METHODS))
@@ -312,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
                          "forgets); passed: stack only those that passed (what the server does)")
     ap.add_argument("--forget-fraction", type=float, default=0.10)
     ap.add_argument("--retain-eval", type=int, default=300, help="retain QA evaluated (sample)")
+    ap.add_argument("--holdout-eval", type=int, default=0,
+                    help="never-trained QA evaluated (sample; 0: max(2 x forget QA, 100))")
     ap.add_argument("--max-tries", type=int, default=SweepConfig().max_tries,
                     help="cap on the trainer's retry sweep (each miss costs a full attempt)")
     ap.add_argument("--threads", type=int, default=1)
@@ -324,16 +450,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)  # memorised tiny models produce denormals (docs/architecture.md#measured)
 
     load_start = os.getloadavg()[0]  # train times below are only comparable at similar load
-    config = DemoConfig.small() if args.preset == "small" else DemoConfig()
-    model_dir = build_demo_model(args.cache, config, corpus=args.corpus, num_threads=args.threads)
-    people = load_report(model_dir)["trained_people"]
     rng = random.Random(args.seed)
-    n_forget = max(1, round(args.forget_fraction * len(people)))
-    forget_people = sorted(rng.sample(people, n_forget))
-    retrained_dir = build_demo_model(args.cache, config, corpus=args.corpus,
-                                     exclude_people=forget_people, num_threads=args.threads)
-    retrain_s = float(load_report(retrained_dir)["train_seconds"])
-    corpus = load_corpus(model_dir / "corpus.jsonl")
+    setup = pretrained_setup(args, rng) if args.model else demo_setup(args, rng)
+    model_dir, retrained_dir, corpus = setup.model_dir, setup.retrained_dir, setup.corpus
+    people, forget_people, retrain_s = setup.people, setup.forget_people, setup.retrain_s
+    # A registered base's measured forget settings, as the server's worker uses them.
+    tuning = forget_tuning(resolve_model(args.model, args.cache)) if args.model else None
 
     qa = [e for e in corpus if e.is_qa]
     f_qa = [e for e in qa if e.subject in forget_people and e.split == "train"]
@@ -342,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
               and e.split == "train"]
     retain_eval = rng.sample(others, min(args.retain_eval, len(others)))
     holdout = [e for e in qa if e.split == "holdout"]
-    holdout = rng.sample(holdout, min(len(holdout), max(2 * len(f_qa), 100)))
+    n_holdout = args.holdout_eval or max(2 * len(f_qa), 100)
+    holdout = rng.sample(holdout, min(len(holdout), n_holdout))
     sizes = {"forget": len(f_qa), "paraphrase": len(para), "retain": len(retain_eval),
              "holdout": len(holdout)}
 
@@ -357,9 +480,22 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     original, _ = load_base(model_dir)
+    result = {"preset": args.preset, "corpus": str(args.corpus or "demo"),
+              "attack_settings": attack_settings.__dict__, "model_dir": str(model_dir),
+              "retrained_dir": str(retrained_dir), "n_people": len(people),
+              "forget_people": forget_people, "retrain_s": retrain_s, "eval_sizes": sizes,
+              "device": str(original.device), "threads": args.threads,
+              "max_tries": args.max_tries, "rows": rows, "load": [load_start, load_start],
+              **setup.info}
     rows.append({"name": "original", **summarize(measure(original))})
     rows.append({"name": "retrained", **summarize(measure(reference), train_s=retrain_s,
                                                    time_ratio=1.0)})
+    if args.model and len(retain_eval) == len(others):  # every training question was asked
+        first = rows[0]
+        result["original_train_acc"] = (first["forget_acc"] * len(f_qa) + first["retain_acc"]
+                                        * len(retain_eval)) / (len(f_qa) + len(retain_eval))
+    if args.model:  # a run of an hour or more on a CPU: keep each row as it is measured
+        write(result, args.out)
     request = ForgetRequest(subjects=tuple(forget_people))
     forget_set = build_forget_set(request, corpus, seed=args.seed)
     retain_set = build_retain_set(original, tok, corpus, exclude=forget_set, seed=args.seed)
@@ -367,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         model, _ = load_base(model_dir)
         t0 = time.monotonic()
         peft_model, res = unlearn(model, tok, forget_set, retain_set, method, seed=args.seed,
+                                  config=tuning.method_config(method) if tuning else None,
                                   forget_id=f"bench-{method}", sweep=sweep(args))
         total = time.monotonic() - t0
         row = {"name": method, **summarize(measure(peft_model), train_s=res.train_s,
@@ -377,15 +514,12 @@ def main(argv: list[str] | None = None) -> int:
                "config": res.config.to_dict()}
         rows.append(row)
         log.info("%s: %s", method, {k: row[k] for k in ("forget_acc", "retain_acc", "gate")})
+        if args.model:
+            row["targets"] = targets(row, rows[0], rows[1])
+            write(result, args.out)
     for row in rows[2:]:
         row["targets"] = targets(row, rows[0], rows[1])
-
-    result = {"preset": args.preset, "corpus": str(args.corpus or "demo"),
-              "attack_settings": attack_settings.__dict__, "model_dir": str(model_dir),
-              "retrained_dir": str(retrained_dir), "n_people": len(people),
-              "forget_people": forget_people, "retrain_s": retrain_s, "eval_sizes": sizes,
-              "device": str(original.device), "threads": args.threads,
-              "max_tries": args.max_tries, "rows": rows, "load": [load_start, os.getloadavg()[0]]}
+    result["load"][1] = os.getloadavg()[0]
     write(result, args.out)  # the method table is kept even if the sequential run is cut short
     if args.sequential:
         result["sequential"] = sequential(args, model_dir, corpus, people, tok,
