@@ -11,8 +11,9 @@ subject (``data/generated.subject_examples``). Measured on the model before and 
   split ``probe``, never trained on): accuracy relative to the base (target >= 95 %);
 * perplexity of held-out encyclopaedic text (target <= 1.1x).
 
-``sweep``: one NPO run per learning rate with the engine's loss, measured at a few steps, to find
-what does damage. ``job``: the worker's own engine call (``run_forget_job`` with the model's
+``sweep``: one run per learning rate with a method's loss (``--method``, default NPO), measured at
+a few steps, to find what does damage. ``--forget-data reverse`` trains on the model's answers
+that *name* the subject (``data/generated.reverse_examples``) instead of its answers about it. ``job``: the worker's own engine call (``run_forget_job`` with the model's
 registry tuning: retain set, learning rate, steps, gate), timed, then the same measurements on
 the adapter it wrote. Writes bench/results/forget_real_subject_<mode>.{json,md}.
 
@@ -163,6 +164,11 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
     report["forget_examples"] = len(forget)
     report["forget_build_cpu_s"] = round(time.process_time() - t0, 1)
     retain = retain_examples(args.name)
+    if args.retain_neighbours > 1:  # retain questions asked like the forget ones ("Who wrote X?")
+        openers = {e.prompt.split()[0].casefold() for e in forget if e.prompt.endswith("?")}
+        near = [r for r in retain if r.prompt.split()[0].casefold() in openers]
+        report["retain_neighbours"] = len(near)
+        retain += near * (args.retain_neighbours - 1)
     report["retain_examples"] = len(retain)
     method_cls = get_method(args.method)
     steps = sorted(int(s) for s in args.steps.split(","))
@@ -199,7 +205,8 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
                 row = {"lr": lr, "step": step, "train_cpu_s": train_cpu,
                        **{k: round(v, 3) for k, v in parts.items()}, **probes.measure(adapter.model, tok)}
                 rows[f"{args.method} lr {lr:g} forget {args.forget_data}/{args.forget_tokens} "
-                     f"x{args.forget_weight:g}, retain {args.retain_loss} x{cfg.retain_weight:g}, "
+                     f"x{args.forget_weight:g}, retain {args.retain_loss} x{cfg.retain_weight:g}"
+                     f"{f' (neighbours x{args.retain_neighbours})' if args.retain_neighbours > 1 else ''}, "
                      f"LoRA on {args.targets} step {step}"] = row
                 print(json.dumps(row), flush=True)
                 c0 = time.process_time()
@@ -286,6 +293,8 @@ def main() -> int:
                         help="answers about the subject, answers naming it (data/generated.py), or both")
     parser.add_argument("--reverse-repeat", type=int, default=1, help="copies of each reverse example")
     parser.add_argument("--retain-weight", type=float, default=None, help="default: the method's")
+    parser.add_argument("--retain-neighbours", type=int, default=1,
+                        help="copies of the retain questions that open like a forget question")
     parser.add_argument("--targets", default="all-linear", help="LoRA target modules, comma-separated")
     parser.add_argument("--retain-loss", default="nll", choices=("nll", "kl"))
     parser.add_argument("--forget-weight", type=float, default=1.0, help="0: the retain term alone")
