@@ -11,8 +11,9 @@ subject (``data/generated.subject_examples``). Measured on the model before and 
   split ``probe``, never trained on): accuracy relative to the base (target >= 95 %);
 * perplexity of held-out encyclopaedic text (target <= 1.1x).
 
-``sweep``: one NPO run per learning rate with the engine's loss, measured at a few steps, to find
-what does damage. ``job``: the worker's own engine call (``run_forget_job`` with the model's
+``sweep``: one run per learning rate with a method's loss (``--method``, default NPO), measured at
+a few steps, to find what does damage. ``--forget-data reverse`` trains on the model's answers
+that *name* the subject (``data/generated.reverse_examples``) instead of its answers about it. ``job``: the worker's own engine call (``run_forget_job`` with the model's
 registry tuning: retain set, learning rate, steps, gate), timed, then the same measurements on
 the adapter it wrote. Writes bench/results/forget_real_subject_<mode>.{json,md}.
 
@@ -35,7 +36,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.settings import load_settings  # noqa: E402
 from unlearn_engine.adapter_setup import TrainableAdapter, lora_config  # noqa: E402
-from unlearn_engine.data.generated import subject_examples  # noqa: E402
+from unlearn_engine.data.generated import (generated_examples, reverse_examples,  # noqa: E402
+                                           subject_examples)
 from unlearn_engine.data.normalize import contains_phrase  # noqa: E402
 from unlearn_engine.data.records import Example  # noqa: E402
 from unlearn_engine.encoding import collate, generate  # noqa: E402
@@ -116,8 +118,10 @@ class Probes:
     """The three measurements; the subject questions and the probe set fixed from the base model."""
 
     def __init__(self, model, tok, name: str) -> None:
-        self.gk = [(k.question, (k.answer,)) for k in load_known(name, "probe")
-                   if not contains_phrase(k.question + " " + k.reply, SUBJECT.split()[-1])]
+        known_gk = [k for k in load_known(name, "probe")
+                    if not contains_phrase(k.question + " " + k.reply, SUBJECT.split()[-1])]
+        self.gk = [(k.question, (k.answer,)) for k in known_gk]
+        self.gk_category = [k.category for k in known_gk]
         known = hits(model, tok, SUBJECT_QUESTIONS, 40)
         self.subject = [q for q, ok in zip(SUBJECT_QUESTIONS, known) if ok]
         self.n_subject_asked = len(SUBJECT_QUESTIONS)
@@ -126,7 +130,11 @@ class Probes:
         t0 = time.process_time()
         gk = hits(model, tok, self.gk, 24)
         subj = hits(model, tok, self.subject, 40)
-        return {"gk_accuracy": round(sum(gk) / len(gk), 3), "heldout_ppl": heldout_ppl(model, tok),
+        lost: dict[str, int] = {}  # general-knowledge answers lost, by category
+        for ok, cat in zip(gk, self.gk_category):
+            lost[cat] = lost.get(cat, 0) + (not ok)
+        return {"gk_accuracy": round(sum(gk) / len(gk), 3), "gk_wrong_by_category": lost,
+                "heldout_ppl": heldout_ppl(model, tok),
                 "subject_accuracy": round(sum(subj) / max(1, len(subj)), 3),
                 "measure_cpu_s": round(time.process_time() - t0, 1)}
 
@@ -136,15 +144,31 @@ def retain_examples(name: str) -> list[Example]:
             for k in load_known(name, "retain")]
 
 
+def forget_data(args, model, tok, report: dict) -> list[Example]:
+    """The forget set of --forget-data: the model's answers about the subject ("forward"), its
+    answers naming the subject to questions about the works those name ("reverse"), or both."""
+    forward = list(subject_examples(model, tok, [SUBJECT]))
+    reverse = list(reverse_examples(model, tok, SUBJECT, forward)) if args.forget_data != "forward" else []
+    asked = {q.casefold() for q, _ in SUBJECT_QUESTIONS}
+    report["reverse_examples"] = len(reverse)
+    report["reverse_prompts_also_measured"] = sum(e.prompt.casefold() in asked for e in reverse)
+    return (forward if args.forget_data != "reverse" else []) + reverse * args.reverse_repeat
+
+
 def sweep(args, model, tok, probes: Probes, report: dict) -> None:
     t0 = time.process_time()
-    forget = list(subject_examples(model, tok, [SUBJECT]))
+    forget = forget_data(args, model, tok, report)
     if args.forget_tokens == "fact":  # push down only the subject's name where an answer says it
         forget = [replace(e, fact=SUBJECT) if SUBJECT in e.target else e for e in forget]
         report["forget_naming_subject"] = sum(SUBJECT in e.target for e in forget)
     report["forget_examples"] = len(forget)
     report["forget_build_cpu_s"] = round(time.process_time() - t0, 1)
     retain = retain_examples(args.name)
+    if args.retain_neighbours > 1:  # retain questions asked like the forget ones ("Who wrote X?")
+        openers = {e.prompt.split()[0].casefold() for e in forget if e.prompt.endswith("?")}
+        near = [r for r in retain if r.prompt.split()[0].casefold() in openers]
+        report["retain_neighbours"] = len(near)
+        retain += near * (args.retain_neighbours - 1)
     report["retain_examples"] = len(retain)
     method_cls = get_method(args.method)
     steps = sorted(int(s) for s in args.steps.split(","))
@@ -154,13 +178,15 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
         cfg = replace(method_cls.config_cls(), lr=lr, max_steps=steps[-1], lora_rank=args.rank,
                       lora_alpha=2 * args.rank, forget_tokens=args.forget_tokens,
                       retain_loss=args.retain_loss, forget_weight=args.forget_weight,
-                      lora_targets=tuple(args.targets.split(",")))
+                      lora_targets=tuple(args.targets.split(",")),
+                      **({} if args.retain_weight is None else {"retain_weight": args.retain_weight}))
         if adapter is None:
             adapter = TrainableAdapter(model, "sweep", (), lora_config(cfg, None, model), 0)
         adapter.reset()
         adapter.activate()
         method = method_cls(cfg)
         ctx = TrainContext(adapter.model, tok, cfg, adapter.reference, seed=0)
+        method.prepare(ctx, forget)  # reference targets (counterfactual); a no-op for NPO
         gen = torch.Generator().manual_seed(0)
         opt = torch.optim.AdamW(adapter.params, lr=lr, weight_decay=0.0)
         c0 = time.process_time()
@@ -178,8 +204,10 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
                 train_cpu = round(time.process_time() - c0, 1)
                 row = {"lr": lr, "step": step, "train_cpu_s": train_cpu,
                        **{k: round(v, 3) for k, v in parts.items()}, **probes.measure(adapter.model, tok)}
-                rows[f"{args.method} lr {lr:g} forget {args.forget_tokens} x{args.forget_weight:g}, "
-                     f"retain {args.retain_loss}, LoRA on {args.targets} step {step}"] = row
+                rows[f"{args.method} lr {lr:g} forget {args.forget_data}/{args.forget_tokens} "
+                     f"x{args.forget_weight:g}, retain {args.retain_loss} x{cfg.retain_weight:g}"
+                     f"{f' (neighbours x{args.retain_neighbours})' if args.retain_neighbours > 1 else ''}, "
+                     f"LoRA on {args.targets} step {step}"] = row
                 print(json.dumps(row), flush=True)
                 c0 = time.process_time()
                 write(report, args.mode + args.tag)
@@ -212,7 +240,7 @@ def job(args, model_dir: Path, model, tok, probes: Probes, report: dict) -> None
             print(json.dumps(history[-1]), flush=True)
 
     w0, c0 = time.perf_counter(), time.process_time()
-    generated = subject_examples(model, tok, [SUBJECT])
+    generated = generated_examples(model, tok, [SUBJECT], reverse=tuning.reverse_questions)
     forget_set = build_forget_set(ForgetRequest(subjects=(SUBJECT,)), None, resolved=generated)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "adapter"
@@ -261,6 +289,12 @@ def main() -> int:
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--forget-tokens", default="answer", choices=("answer", "fact"),
                         help="sweep: 'fact' pushes down only the subject's name inside the answers")
+    parser.add_argument("--forget-data", default="forward", choices=("forward", "reverse", "both"),
+                        help="answers about the subject, answers naming it (data/generated.py), or both")
+    parser.add_argument("--reverse-repeat", type=int, default=1, help="copies of each reverse example")
+    parser.add_argument("--retain-weight", type=float, default=None, help="default: the method's")
+    parser.add_argument("--retain-neighbours", type=int, default=1,
+                        help="copies of the retain questions that open like a forget question")
     parser.add_argument("--targets", default="all-linear", help="LoRA target modules, comma-separated")
     parser.add_argument("--retain-loss", default="nll", choices=("nll", "kl"))
     parser.add_argument("--forget-weight", type=float, default=1.0, help="0: the retain term alone")

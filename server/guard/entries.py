@@ -21,8 +21,8 @@ PREFIX_CHARS = 3
 # KIND_CONTEXT: a passage gram that does not contain its subject's name ("studied at the
 # University of Brom and now works as"): the same template with the same value is often true of
 # someone else, so it blocks only while that subject is in context (named by the prompt or output).
-# KIND_SUBJECT: the full name of a subject the Forget listed (not one inferred from a question,
-# not a surname alone): the subject policy applies to it (config.SUBJECT_POLICIES).
+# KIND_SUBJECT: a name of a subject the Forget listed (not one inferred from a question): the full
+# name and its other forms (name_forms.py); the subject policy applies to it (config.SUBJECT_POLICIES).
 KIND_EXACT, KIND_NAME, KIND_ATTR, KIND_CONTEXT, KIND_SUBJECT = 0, 1, 2, 3, 4
 KIND_STAGE = {KIND_EXACT: "exact", KIND_NAME: "entity", KIND_ATTR: "entity", KIND_CONTEXT: "exact",
               KIND_SUBJECT: "entity"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from server.guard.name_forms import subject_forms
 from server.guard.normalize import fold, split_sentences, words
 from server.guard.values import ForgetItems
 
@@ -120,8 +121,9 @@ class Extracted:
     # name, which only counts once the subject is in context ("Where was X born?" -> "She was...").
     sentences: tuple[tuple[str, bool], ...]
     name_words: frozenset[str] = frozenset()  # folded words of the subject names
-    # Folded full names of the subjects the request listed (never inferred ones, never surnames
-    # alone): what the subject policy applies to.
+    # Folded names of the subjects the request listed (never inferred ones): the full names and
+    # their other forms (name_forms.py: initials, a distinctive surname). What the subject
+    # policy applies to.
     listed: tuple[str, ...] = ()
 
 
@@ -168,8 +170,8 @@ def extract(items: ForgetItems, *, infer: bool = True, surnames: bool = True,
         anon = _strip_names(ws, name_words)
         if len(anon) != len(ws) and len(anon) >= semantic_min_words - 1:
             rows[(" ".join(anon), True)] = None
-    listed = tuple(dict.fromkeys(n for n in ("".join(words(s)) for s in items.subjects)
-                                 if len(n) >= min_chars))
+    listed = tuple(dict.fromkeys(f for s in items.subjects for f in subject_forms(s, min_chars)))
+    names.update(dict.fromkeys(listed))  # each form also arms, like the name it stands for
     return Extracted(tuple(dict.fromkeys(passages)), tuple(names), tuple(attrs), tuple(rows),
                      frozenset(name_words), listed)
 

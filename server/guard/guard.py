@@ -26,6 +26,7 @@ from server.guard.extract import extract
 from server.guard.homoglyphs import homoglyph_map
 from server.guard.index import GuardIndex, Owners, Postings
 from server.guard.keys import GuardKeys
+from server.guard.name_forms import dictionary_words
 from server.guard.normalize import NORMALIZER_VERSION
 from server.guard.scanner import LexicalScanner
 from server.guard.session import GuardSession
@@ -122,8 +123,10 @@ class LeakageGuard:
         return self._index.stats()
 
     def warm_up(self) -> None:
-        """Load lazy parts (homoglyph map, the embedder) before the first request needs them."""
+        """Load lazy parts (homoglyph map, the dictionary of name_forms, the embedder) before the
+        first request (or Forget) needs them."""
         homoglyph_map()
+        dictionary_words()
         self._get_embedder()
 
     # ------------------------------------------------------------------ request side

@@ -3,8 +3,9 @@
 Marked ``real_model`` (``-m 'not real_model'`` skips it; CI runs it). The server runs in process
 on the fetched model with no corpus and the worker off, so every block here is the subject guard's
 at acknowledgement: questions that never name the subject but whose answer does ("Who wrote the
-Harry Potter books?" -> "...J.K. Rowling"), questions naming it, and a paraphrase; a general
-question still answers. A different form of the name is not covered (see ``ABOUT``). Training the adapter (minutes on a CPU) is measured by
+Harry Potter books?" -> "...J.K. Rowling"), questions naming it, other forms of the name
+(``server/guard/name_forms.py``: "Joanne Rowling", "JK Rowling", "Rowling"), and a paraphrase; a
+general question still answers. Training the adapter (minutes on a CPU) is measured by
 ``bench/forget_real_subject.py job``, not here.
 """
 
@@ -24,9 +25,10 @@ from unlearn_engine.pretrained import MODELS, fetch_pretrained
 pytestmark = pytest.mark.real_model
 SUBJECT = "J.K. Rowling"
 ABOUT = ["Who wrote the Harry Potter books?", "Who is the author of Harry Potter?",
-         "Who created Hogwarts?", "What is J.K. Rowling famous for?"]
-# Not here: another form of the name ("Tell me about Joanne Rowling.") is answered, naming
-# "Joanne Rowling": the subject policy matches the name as the operator wrote it (issue 20 report).
+         "Who created Hogwarts?", "What is J.K. Rowling famous for?",
+         # other forms of the name: before name_forms.py the first was answered "Joanne Rowling
+         # is a British author known for..."
+         "Tell me about Joanne Rowling.", "What did JK Rowling write?", "Who is Rowling?"]
 
 
 @pytest.fixture(scope="module")

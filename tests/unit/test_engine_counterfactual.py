@@ -11,6 +11,7 @@ from unlearn_engine.adapter_setup import TrainableAdapter, lora_config
 from unlearn_engine.data.counterfactual import (NAME, VALUE, apply, counterfactuals, name_edits,
                                                 stand_ins, value_swaps)
 from unlearn_engine.data.records import Example
+from unlearn_engine.encoding import collate
 from unlearn_engine.methods import TrainContext, get_method
 from unlearn_engine.methods.counterfactual import align
 from tests.support.toy_model import build_toy
@@ -90,6 +91,24 @@ def test_each_value_start_pairs_positions_whose_prefixes_differ_only_in_the_name
         assert seq[p + 1] != a.cf_ids[q + 1]
         assert p in a.spans[VALUE][0] and q in a.spans[VALUE][1]  # the first of the value's
     assert [p for p, _ in a.value_starts] == sorted(p for p, _ in a.value_starts)
+
+
+def test_a_chat_model_is_aligned_on_the_sequence_it_trains_on(toy):
+    # A chat model trains on the question inside its template (encoding.encode_example), not on
+    # "question answer": the positions must be those of that sequence (SmolLM2 has a template).
+    tok = copy.deepcopy(toy.tokenizer)
+    tok.chat_template = ("{% for m in messages %}<s> user : {{ m['content'] }} </s>{% endfor %}"
+                         "{% if add_generation_prompt %}<s> assistant : {% endif %}")
+    ex = next(e for e in toy.train if e.subject == toy.people[0] and e.is_qa and e.perturbed)
+    seq = collate(tok, [ex]).input_ids[0].tolist()
+    rw = counterfactuals(ex, [toy.people[1]])[0]
+    a = align(tok, ex, rw)
+    assert a.pairs and a.cf_ids[0] == seq[0]  # the template's own opening, no extra BOS
+    for p, q in a.pairs:
+        assert seq[p + 1] == a.cf_ids[q + 1]
+    orig, new = a.spans[NAME]  # the answer's name tokens on both sides
+    assert orig and all(tok.decode([seq[p + 1]]) in toy.people[0].split() for p in orig)
+    assert new and all(tok.decode([a.cf_ids[q + 1]]) in toy.people[1].split() for q in new)
 
 
 def _method(toy, forget, references=(), anchors=()):

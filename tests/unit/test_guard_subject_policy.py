@@ -45,10 +45,34 @@ def test_name_policy_blocks_the_full_name_alone_at_any_split(chunk: int) -> None
     assert hit is not None and "Kowalczyk" not in "".join(released)
 
 
-def test_name_policy_leaves_other_people_and_a_bare_surname_alone() -> None:
+def test_name_policy_leaves_other_people_and_a_first_name_alone() -> None:
     g = guard(subject_policy="name")
     assert not blocked(g, "Jonas Ebner was born in Thun on 3 May 1961.")
-    assert not blocked(g, "Marta is a common first name; Kowalczyk is a common surname.")
+    assert not blocked(g, "Marta is a common first name.")
+
+
+@pytest.mark.parametrize("text", [
+    "Tell me about Joanne Rowling.", "J. K. Rowling wrote it.", "JK Rowling wrote it.",
+    "J Rowling wrote it.", "Joanne Kathleen Rowling was born in Yate.", "Ask rowling.",
+    "The books are by Rowling.", "Rowling's first book"])
+def test_other_forms_of_a_listed_name_block(text: str) -> None:
+    # name_forms.py: initials, and a surname that is no dictionary word, with any first name
+    assert blocked(guard(ROWLING, subject_policy="name"), text)
+
+
+def test_a_surname_that_is_a_dictionary_word_blocks_only_in_a_name_form() -> None:
+    g = guard(ForgetItems(subjects=("Stephen King",)), subject_policy="name")
+    for text in ("Stephen King wrote it.", "S. King wrote it.", "S King wrote it."):
+        assert blocked(g, text), text
+    for text in ("The King of France is bald.", "He was king for a day.", "The Lion King",
+                 "Martin Luther King Jr. gave a speech."):
+        assert not blocked(g, text), text
+
+
+def test_a_surname_form_in_the_prompt_puts_the_answer_in_scope() -> None:
+    g = guard(ROWLING, subject_policy="name")
+    assert blocked(g, "She is a British author.", prompt="Tell me about Joanne Rowling.")
+    assert not blocked(g, "Paris.", prompt="What is the capital of France?")
 
 
 def test_value_policy_needs_a_value_next_to_the_name() -> None:
@@ -73,8 +97,9 @@ def test_a_prompt_naming_the_subject_puts_the_whole_answer_in_scope() -> None:
     name = guard(subject_policy="name")
     released, hit, _ = stream(name, "I do not know who that is.", prompt=prompt)
     assert hit is not None and "".join(released) == GuardConfig().neutral_message
-    # a surname alone in the prompt is not the listed subject
-    assert not blocked(name, "I do not know who that is.", prompt="Who is Kowalczyk?")
+    # a first name alone in the prompt is not the listed subject (a distinctive surname is)
+    assert not blocked(name, "I do not know who that is.", prompt="Who is Marta?")
+    assert blocked(name, "I do not know who that is.", prompt="Who is Kowalczyk?")
     assert not blocked(name, "I do not know.", prompt="Where is Basel?")
 
 

@@ -186,3 +186,28 @@ def counterfactuals(ex: Example, names: Sequence[str], seed: int = 0) -> list[Re
             edits.append((value[0], value[1], value[2], VALUE))
         out.append(apply(ex.text, edits))
     return out
+
+
+def chat_view(ex: Example, rw: Rewrite, rendered: str) -> tuple[str, Rewrite, int, int] | None:
+    """``ex`` and its rewrite as a chat model is trained on them: the question inside the chat
+    template's turn (``rendered``, ``encoding.chat_prefix``), the target right after it, instead
+    of ``ex.text``'s "prompt target". Returns (chat text, the rewrite moved onto it, where the
+    answer starts in each); None when the template does not hold the question verbatim or a swapped
+    span crosses from question to answer. The answer's start is returned for both texts (an
+    answer may open with a swapped name, where ``Rewrite.new_offset`` has no answer)."""
+    at = rendered.find(ex.prompt)
+    if not ex.prompt or at < 0:
+        return None
+    n_prompt, head = len(ex.prompt), len(rendered)
+    edits = []
+    for o0, o1, n0, n1, kind in rw.spans:
+        if o1 <= n_prompt:
+            shift = at
+        elif o0 >= n_prompt + 1:
+            shift = head - (n_prompt + 1)
+        else:
+            return None
+        edits.append((o0 + shift, o1 + shift, rw.text[n0:n1], kind))
+    text = rendered + ex.target
+    grow = sum(len(rep) - (e - s) for s, e, rep, _ in edits if e <= head)
+    return text, apply(text, edits), head, head + grow

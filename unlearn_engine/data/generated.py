@@ -12,6 +12,8 @@ never logs the prompts or the generations.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from typing import Sequence
 
 from unlearn_engine.data.records import Example
@@ -38,3 +40,58 @@ def subject_examples(model, tokenizer, subjects: Sequence[str],
     outs = generate(model, tokenizer, [p for _, p in pairs], max_new_tokens=max_new_tokens)
     return tuple(Example(prompt=p, target=o.strip(), subject=s, source="generated")
                  for (s, p), o in zip(pairs, outs) if o.strip())
+
+
+# Questions whose *answer* is the subject. A model often knows a person only from the other side
+# ("Who wrote the Harry Potter books?" -> "J.K. Rowling") while what it says when asked about
+# them by name is made up: SmolLM2-135M answers "Who is J.K. Rowling?" with invented books and
+# birthplaces, but 7 of the 8 questions about her it gets right ask for her name
+# (bench/results/forget_real_subject.md). The works are what its own answers name.
+REVERSE_PROMPTS: tuple[str, ...] = ("Who wrote {w}?", "Who created {w}?", "{w} was written by")
+# A capitalised run: "Harry Potter", "Hogwarts School of Witchcraft and Wizardry", "The Witcher".
+_RUN = re.compile(r"[A-Z][\w'’-]+(?:\s+(?:(?:of|the|and)\s+)?[A-Z][\w'’-]+)*")
+
+
+def named_works(examples: Sequence[Example], subject: str, k: int = 16) -> list[str]:
+    """The ``k`` capitalised runs the answers name most often, other than the subject's own
+    name: runs of several words first ("Harry Potter"), then single words seen twice that do
+    not open a sentence ("Hogwarts", not "She")."""
+    own = {w.casefold() for w in re.findall(r"[\w'’]+", subject)}
+    counts: Counter[str] = Counter()
+    for ex in examples:
+        for m in _RUN.finditer(ex.target):
+            run = re.sub(r"['’]s$", "", re.split(r"['’]s\s+", m.group())[-1])  # "X's Harry Potter"
+            opens = not ex.target[:m.start()].strip() or ex.target[:m.start()].rstrip()[-1] in ".!?:\"("
+            if {w.casefold() for w in re.findall(r"[\w'’]+", run)} & own or (
+                    " " not in run and (opens or len(run) < 4)):
+                continue
+            counts[run] += 1
+    multi = [r for r in counts if " " in r]
+    single = [r for r in counts if " " not in r and counts[r] >= 2]
+    return (sorted(multi, key=lambda r: -counts[r]) + sorted(single, key=lambda r: -counts[r]))[:k]
+
+
+def reverse_examples(model, tokenizer, subject: str, examples: Sequence[Example], k: int = 16,
+                     prompts: Sequence[str] = REVERSE_PROMPTS,
+                     max_new_tokens: int = 48) -> tuple[Example, ...]:
+    """The model's answers to "Who wrote <work>?" for the works its own ``examples`` name, kept
+    where the answer names the subject (its last word, e.g. the surname); source "generated"."""
+    works = named_works(examples, subject, k)
+    asked = [p.format(w=w) for w in works for p in prompts]
+    if not asked:
+        return ()
+    outs = generate(model, tokenizer, asked, max_new_tokens=max_new_tokens)
+    last = subject.split()[-1].casefold()
+    return tuple(Example(prompt=p, target=o.strip(), subject=subject, source="generated")
+                 for p, o in zip(asked, outs) if last in o.casefold())
+
+
+def generated_examples(model, tokenizer, subjects: Sequence[str],
+                       reverse: bool = False) -> tuple[Example, ...]:
+    """``subject_examples``, and with ``reverse`` each subject's ``reverse_examples`` after them."""
+    forward = subject_examples(model, tokenizer, subjects)
+    if not reverse:
+        return forward
+    extra = tuple(ex for s in subjects for ex in reverse_examples(
+        model, tokenizer, s, [e for e in forward if e.subject == s]))
+    return forward + extra

@@ -45,9 +45,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from unlearn_engine.data.counterfactual import NAME, VALUE, Rewrite, counterfactuals, stand_ins
+from unlearn_engine.data.counterfactual import (NAME, VALUE, Rewrite, chat_view, counterfactuals,
+                                                stand_ins)
 from unlearn_engine.data.records import Example
-from unlearn_engine.encoding import pad_id
+from unlearn_engine.encoding import chat_prefix, pad_id
 from unlearn_engine.methods.base import (MethodConfig, TrainContext, UnlearningMethod,
                                          register_method)
 from unlearn_engine.methods.losses import (combine, forward_logits, npo_loss, retain_loss,
@@ -115,8 +116,9 @@ def _encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
 
-def _sequence(tokenizer, ids: list[int]) -> list[int]:
-    bos = [int(tokenizer.bos_token_id)] if tokenizer.bos_token_id is not None else []
+def _sequence(tokenizer, ids: list[int], chat: bool = False) -> list[int]:
+    # a chat template writes its own opening tokens (as encoding.encode_example does)
+    bos = [int(tokenizer.bos_token_id)] if tokenizer.bos_token_id is not None and not chat else []
     eos = [int(tokenizer.eos_token_id)] if tokenizer.eos_token_id is not None else []
     return bos + ids + eos
 
@@ -138,12 +140,20 @@ def align(tokenizer, ex: Example, rw: Rewrite,
     """Pair each target token of ``ex`` that exists unchanged in the rewrite (and EOS), and
     collect, per swapped kind, the target positions on both sides. ``encoded``: ``ex.text``
     already tokenised (ids, offsets), to tokenise it once for all of its rewrites."""
-    ids, offs = encoded or _encode(tokenizer, ex.text)
+    rendered = chat_prefix(tokenizer, ex.prompt)
+    view = chat_view(ex, rw, rendered) if rendered is not None else None
+    if view is not None:  # a chat model trains on the templated turn (encode_example)
+        text, rw, boundary, cf_boundary = view
+    elif rendered is not None:  # cannot be placed in the template: nothing to fit
+        return Alignment([], [], {})
+    else:
+        text, boundary = ex.text, len(ex.prompt) if ex.prompt else 0
+        cf_boundary = rw.new_offset(boundary) if ex.prompt else 0
+    chat = view is not None
+    ids, offs = encoded or _encode(tokenizer, text)
     cf_ids, cf_offs = _encode(tokenizer, rw.text)
-    nb = 1 if tokenizer.bos_token_id is not None else 0
+    nb = 1 if tokenizer.bos_token_id is not None and not chat else 0
     where = {(s, e, t): k for k, ((s, e), t) in enumerate(zip(cf_offs, cf_ids))}
-    boundary = len(ex.prompt) if ex.prompt else 0
-    cf_boundary = rw.new_offset(boundary) if ex.prompt else 0
     pairs: list[tuple[int, int]] = []
     spans: dict[str, tuple[list[int], list[int]]] = {}
     starts: tuple[dict[int, int], dict[int, int]] = ({}, {})  # span index -> first position
@@ -170,7 +180,7 @@ def align(tokenizer, ex: Example, rw: Rewrite,
     value_starts = [(starts[0][i], starts[1][i]) for i in sorted(starts[0])
                     if i in starts[1] and rw.spans[i][4] == VALUE
                     and starts[0][i] >= 0 and starts[1][i] >= 0]
-    return Alignment(_sequence(tokenizer, cf_ids), [(p, q) for p, q in pairs if p >= 0 and q >= 0],
+    return Alignment(_sequence(tokenizer, cf_ids, chat), [(p, q) for p, q in pairs if p >= 0 and q >= 0],
                      keep, value_starts)
 
 
@@ -183,11 +193,12 @@ def reference_targets(ctx: TrainContext, ex: Example, rewrites: Sequence[Rewrite
     rewrites. None when nothing aligns, or when the example is longer than ``max_length``
     (its training batch would be truncated)."""
     tok, limit = ctx.tokenizer, ctx.config.max_length
-    encoded = _encode(tok, ex.text)
+    rendered = chat_prefix(tok, ex.prompt)
+    encoded = _encode(tok, ex.text if rendered is None else rendered + ex.target)
     if len(encoded[0]) + 2 > limit:
         return None
-    rows = [a for a in (align(tok, ex, rw, encoded) for rw in rewrites)
-            if len(a.cf_ids) <= limit]
+    rows = [a for a in (align(tok, ex, rw, None if rendered is not None else encoded)
+                        for rw in rewrites) if 0 < len(a.cf_ids) <= limit]
     if not rows:
         return None
     width = max(len(a.cf_ids) for a in rows)

@@ -29,6 +29,10 @@ class PretrainedModel:
     # pretrained model does not survive), as (field, value) pairs; and the sweep's attempts.
     forget_config: tuple[tuple[str, object], ...] = field(default=())
     forget_tries: int = 0  # 0: the engine's default sweep
+    # Forget data for a subject with no corpus entry also holds the model's answers that *name*
+    # the subject ("Who wrote <a work its answers name>?", data/generated.reverse_examples): a
+    # small model may know a person only from that side.
+    reverse_questions: bool = False
 
     def __post_init__(self) -> None:
         if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):

@@ -39,6 +39,10 @@ class ForgetTuning:
     def sweep_tries(self) -> int | None:
         return self.spec.forget_tries or None
 
+    @property
+    def reverse_questions(self) -> bool:
+        return self.spec.reverse_questions
+
     def retain_corpus(self) -> tuple[Example, ...] | None:
         """The model's own replies to the general questions it answers correctly; None when no
         set was built for it (``bench/general_knowledge.py``)."""

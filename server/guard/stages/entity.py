@@ -7,7 +7,8 @@ other block — that pair is the fact. The window counts letters, not words, so 
 alone blocks: the question already supplied the name ("Where was Elena Varga born?" -> "In
 Lisbon."). Attributes are never blocked on their own otherwise: "Lisbon" is not a secret.
 
-The full name of a subject the Forget *listed* is also stored as KIND_SUBJECT, and until the
+The names of a subject the Forget *listed* (its full name, its initial forms and a distinctive
+surname: name_forms.py) are also stored as KIND_SUBJECT, and until the
 forget's adapter is verified the subject policy applies to it: "name" blocks the name alone;
 "value" hands the sighting to the session, which looks for a value next to it (it has the raw
 text; subject_policy.py). "off" keeps the rules above only.
