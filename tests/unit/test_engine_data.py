@@ -124,6 +124,31 @@ def test_retain_set_generated_by_the_model_is_seeded_and_excludes_forget_data():
     assert not any(contains_phrase(e.text, forgotten) for e in a.examples)
 
 
+def test_known_answer_filter_judges_each_example_as_if_generated_alone():
+    """QA and texts are generated apart, QA with a budget from its longest answer: the verdict
+    of each example must not depend on what it is batched with (an index mix-up would)."""
+    from unlearn_engine.data.normalize import rouge_l_recall
+    from unlearn_engine.data.retain_set import _knows
+    from unlearn_engine.encoding import generate
+
+    toy = build_toy()
+    wrong = [Example(prompt=e.prompt, target=e.target.replace(e.fact, "Nowhere Town"),
+                     subject=e.subject, fact="Nowhere Town") for e in toy.train[:6]]
+    mixed = [toy.train[0], toy.texts[0], wrong[0], *toy.train[1:6], toy.texts[1], *wrong[1:6]]
+
+    def alone(e):
+        if e.is_qa:
+            return contains_phrase(generate(toy.model, toy.tokenizer, [e.prompt],
+                                            max_new_tokens=64)[0], e.fact_text)
+        w = e.target.split()
+        out = generate(toy.model, toy.tokenizer, [" ".join(w[:len(w) // 2])], max_new_tokens=64)
+        return rouge_l_recall(" ".join(w[len(w) // 2:]), out[0]) >= 0.5
+
+    verdicts = _knows(toy.model, toy.tokenizer, mixed)
+    assert verdicts == [alone(e) for e in mixed]
+    assert any(verdicts) and not any(verdicts[i] for i, e in enumerate(mixed) if e in wrong)
+
+
 def test_fact_only_labels_cover_the_fact_tokens_and_nothing_else(tiny_model_dir):
     from transformers import AutoTokenizer
 
