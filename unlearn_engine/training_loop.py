@@ -44,6 +44,8 @@ CHEAP_METRICS: dict[str, tuple[str, ...]] = {
     "mia_loss": (), "mia_min_k": (), "mia_zlib": (),
     "mean_nll": ("forget",),
 }
+_REST_METRICS: dict[str, tuple[str, ...]] = {
+    name: splits for name, splits in PROBE_METRICS.items() if CHEAP_METRICS.get(name) != splits}
 
 
 @dataclass(frozen=True)
@@ -140,10 +142,13 @@ def _probe(probes: ProbeSets, model: torch.nn.Module, tokenizer, gate: GateConfi
     fails, the checkpoint fails whatever the rest says, so the generation metrics are skipped
     (``complete`` False) unless ``full`` (an attempt's last checkpoint is always complete, so
     the sweep's direction and the fallback choice always have every check to go on)."""
-    if not full:
-        cheap = probes.evaluate(model, tokenizer, CHEAP_METRICS, settings)
-        verdict = gate_decision(cheap, gate, baseline)
-        if any(not c.passed for c in verdict.checks):
-            return cheap, verdict, False
-    metrics = probes.evaluate(model, tokenizer, PROBE_METRICS, settings)
+    if full:
+        metrics = probes.evaluate(model, tokenizer, PROBE_METRICS, settings)
+        return metrics, gate_decision(metrics, gate, baseline), True
+    cheap = probes.evaluate(model, tokenizer, CHEAP_METRICS, settings)
+    verdict = gate_decision(cheap, gate, baseline)
+    if any(not c.passed for c in verdict.checks):
+        return cheap, verdict, False
+    # The likelihood metrics are already measured on these weights: only the rest is run.
+    metrics = {**cheap, **probes.evaluate(model, tokenizer, _REST_METRICS, settings)}
     return metrics, gate_decision(metrics, gate, baseline), True
