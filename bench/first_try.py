@@ -67,6 +67,10 @@ def write(out: Path, meta: dict, jobs: list[dict]) -> None:
              f"`{meta['command']}` at {meta['commit']}; one torch thread; load average "
              f"{meta['load_start']:.1f} at start. One attempt per job (no retry sweep), each "
              "from the unmodified model.", ""]
+    commits = sorted({j.get("commit", meta["commit"]) for j in jobs})
+    if commits != [meta["commit"]]:
+        lines += [f"Resumed (`--resume`): the jobs ran at commits {', '.join(commits)} "
+                  "(each job's commit is in the JSON).", ""]
     by_seed: dict[int, list[dict]] = {}
     for j in jobs:
         by_seed.setdefault(j["seed"], []).append(j)
@@ -101,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--cache", type=Path, default=Path("~/.cache/lethe").expanduser())
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the jobs already in --out.json (each says its commit) and run the rest")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -116,15 +122,22 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python bench/first_try.py " + " ".join(argv or sys.argv[1:]),
             "commit": commit, "load_start": os.getloadavg()[0]}
     jobs: list[dict] = []
+    if args.resume and out.with_suffix(".json").exists():
+        old = json.loads(out.with_suffix(".json").read_text())
+        jobs = [{"commit": old["meta"]["commit"], **j} for j in old["jobs"]]
+    done = {(j["seed"], j["person"]) for j in jobs}
     for seed in args.seeds:
         for person in sorted(random.Random(seed).sample(people, min(args.people, len(people)))):
+            if (seed, person) in done:
+                continue
             model, tok = trainer.load_base(model_dir)
             fs = build_forget_set(ForgetRequest(subjects=(person,)), corpus, seed=seed)
             rs = build_retain_set(model, tok, corpus, exclude=fs, seed=seed)
             cpu0, t0 = cpu_seconds(), time.monotonic()
             _, res = trainer.unlearn(model, tok, fs, rs, args.method, cfg, GateConfig(), seed=seed,
                                      sweep=trainer.SweepConfig(max_tries=1))
-            job = {"seed": seed, "person": person, "passed": res.passed, "step": res.chosen_step,
+            job = {"seed": seed, "person": person, "commit": commit, "passed": res.passed,
+                   "step": res.chosen_step,
                    "cpu_s": cpu_seconds() - cpu0, "wall_s": time.monotonic() - t0,
                    "failed": [c.name for c in res.gate.checks if not c.passed],
                    "metrics": {k: v for k, v in res.metrics.items() if isinstance(v, (int, float))},
