@@ -15,7 +15,7 @@ The model-level numbers are measured with the guard off, as the forget-flow test
 stack's artifacts (the ids ListAdapters names, read from the server's adapter store) folded into
 the base weights with the arithmetic the server serves them with (`folding.fold_stack`).
 
-    python bench/sequential_server.py [--full] [--steps 10] [--stem sequential_server] [--rewrite]
+    python bench/sequential_server.py [--full] [--steps 10 | --people A B ...] [--stem sequential_server] [--rewrite]
 
 Writes bench/results/<stem>.json and .md after every step, so a stopped run keeps what it
 measured. Does not train anything itself, change the server's defaults or judge the gate.
@@ -200,6 +200,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--full", action="store_true", help="the full demo preset (default: small)")
     ap.add_argument("--steps", type=int, default=10, help="sequential single-subject forgets")
+    ap.add_argument("--people", nargs="+", help="forget these trained people, in this order "
+                    "(default: the first --steps of the corpus)")
     ap.add_argument("--stem", help="results file name (default sequential_server[_full])")
     ap.add_argument("--rewrite", action="store_true", help="only re-render <stem>.md (and the targets) from <stem>.json")
     args = ap.parse_args()
@@ -210,9 +212,12 @@ def main() -> None:
         return
     model_dir = default_demo_model(CACHE, small=not args.full)
     corpus = load_corpus(model_dir)
-    people = list(corpus.trained_people[:args.steps])
-    if len(people) < args.steps:
+    people = list(args.people or corpus.trained_people[:args.steps])
+    if not args.people and len(people) < args.steps:
         raise SystemExit(f"only {len(people)} trained people in this preset")
+    unknown = sorted(set(people) - set(corpus.trained_people))
+    if unknown:
+        raise SystemExit(f"not trained people of this preset: {unknown}")
     retain_people = [p for p in corpus.trained_people if p not in people]
     if not retain_people:
         raise SystemExit("no trained person is left to measure retain on")
