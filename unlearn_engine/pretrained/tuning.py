@@ -43,6 +43,10 @@ class ForgetTuning:
     def reverse_questions(self) -> bool:
         return self.spec.reverse_questions
 
+    @property
+    def forward_questions(self) -> bool:
+        return self.spec.forward_questions
+
     def retain_corpus(self) -> tuple[Example, ...] | None:
         """The model's own replies to the general questions it answers correctly; None when no
         set was built for it (``bench/general_knowledge.py``)."""
