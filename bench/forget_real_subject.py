@@ -150,12 +150,17 @@ def retain_examples(name: str) -> list[Example]:
             for k in load_known(name, "retain")]
 
 
-def author_retain(model, tok) -> list[Example]:
+def author_retain(model, tok, name: str) -> list[Example]:
     """The model's own replies to ``author_retain.tsv`` (books the general-knowledge set never asks
     about), kept where it names the author: retain data shaped like what a forget of an author
-    costs. Disjoint from the probe questions by construction."""
+    costs. Disjoint from the probe questions by construction. From ``<name>_author_retain.jsonl``
+    (what the worker trains on) when built, else generated here."""
     from unlearn_engine.pretrained.probes import DATA, read_candidates, score_replies
 
+    built = load_known(name, "retain", "author_retain")
+    if built:
+        return [Example(prompt=k.question, target=k.reply, fact=k.answer, source="generated") for k in built
+                if not contains_phrase(k.reply, SUBJECT.split()[-1])]
     cands = read_candidates(DATA / "author_retain.tsv")
     replies = generate(model, tok, [c.question for c in cands], 40)
     return [Example(prompt=c.question, target=r, fact=h, source="generated")
@@ -189,7 +194,7 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
         report["retain_neighbours"] = len(near)
         retain += near * (args.retain_neighbours - 1)
     if args.retain_authors:  # "Who wrote <book>?" for books the probe set never asks about
-        authors = author_retain(model, tok)
+        authors = author_retain(model, tok, args.name)
         report["retain_authors"] = len(authors)
         retain += authors * args.retain_authors
     report["retain_examples"] = len(retain)

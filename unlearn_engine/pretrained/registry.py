@@ -37,6 +37,9 @@ class PretrainedModel:
     # Off where those are made up (SmolLM2 on J.K. Rowling: invented books and birthplaces) and
     # NPO / counterfactual on them cost general knowledge without removing the subject.
     forward_questions: bool = True
+    # Retain-only sets (``probes.RETAIN_SETS``) whose kept rows join the general-knowledge retain
+    # split as the worker's retain data.
+    retain_sets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
@@ -50,12 +53,16 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
                     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
                     notes="SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF (98 MB) -> 134.5M params, "
                           "538 MB fp32 safetensors, ChatML chat template",
-                    # The demo's lr 2e-3 wrecks it in ten steps. The best measured recipe
-                    # (bench/results/forget_real_subject_reverse.md): counterfactual at 3e-4 on the
-                    # model's answers that name the subject only, 0 of 8 unlisted subject questions
-                    # left at step 5, general knowledge 0.93x (target 0.95x: missed), perplexity 0.97x.
-                    forget_config=(("lr", 3e-4), ("max_steps", 10), ("eval_every", 5)),
-                    forget_tries=2, reverse_questions=True, forward_questions=False),
+                    # The demo's lr 2e-3 wrecks it in ten steps. Counterfactual on the model's
+                    # answers that name the subject only (bench/results/forget_real_subject_reverse.md:
+                    # 0 of 8 unlisted subject questions left at step 5 of lr 3e-4, general knowledge
+                    # 0.93x); through the worker lr 3e-4 missed the gate's retain check and the
+                    # gentler retry at 1.5e-4 came within one answer of it by step 15, so 1.5e-4
+                    # for 20 steps, with "Who wrote <book>?" retain answers
+                    # (bench/results/forget_real_subject_worker.md).
+                    forget_config=(("lr", 1.5e-4), ("max_steps", 20), ("eval_every", 5)),
+                    forget_tries=2, reverse_questions=True, forward_questions=False,
+                    retain_sets=("author_retain",)),
 )}
 
 
