@@ -348,8 +348,9 @@ def e2e(args, model_dir: Path, probes: Probes, report: dict) -> None:
                     report["rows"]["served stack after the job (guard off)"] = probes.measure(served, tok)
                     print(json.dumps(report["rows"]["served stack after the job (guard off)"]), flush=True)
         finally:
-            report["worker_log_tail"] = [line.rstrip() for line in sp.log
-                                         if "attempt" in line or "gate" in line][-12:]
+            log = data / "worker.log"  # the worker's probes, one line per evaluated checkpoint
+            report["worker_probes"] = [line.rstrip() for line in (log.read_text().splitlines() if log.exists() else [])
+                                       if "unlearn_engine.train" in line and "attempt" in line][-20:]
             sp.kill()
     report["pid"] = os.getpid()
 

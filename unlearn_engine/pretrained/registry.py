@@ -56,13 +56,12 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
                     # The demo's lr 2e-3 wrecks it in ten steps. Counterfactual on the model's
                     # answers that name the subject only (bench/results/forget_real_subject_reverse.md:
                     # 0 of 8 unlisted subject questions left at step 5 of lr 3e-4, general knowledge
-                    # 0.93x); through the worker lr 3e-4 missed the gate's retain check and the
-                    # gentler retry at 1.5e-4 came within one answer of it by step 15, so 1.5e-4
-                    # for 20 steps, with "Who wrote <book>?" retain answers
-                    # (bench/results/forget_real_subject_worker.md).
-                    forget_config=(("lr", 1.5e-4), ("max_steps", 20), ("eval_every", 5)),
-                    forget_tries=2, reverse_questions=True, forward_questions=False,
-                    retain_sets=("author_retain",)),
+                    # 0.93x). Through the worker this row misses the gate's retain check (best 0.943
+                    # < 0.95, on the retry at 1.5e-4, step 15): the job FAILS, by measurement
+                    # (bench/results/forget_real_subject_worker.md). Adding the "Who wrote <book>?"
+                    # retain set (retain_sets=("author_retain",)) at 1.5e-4 did worse there (0.902).
+                    forget_config=(("lr", 3e-4), ("max_steps", 10), ("eval_every", 5)),
+                    forget_tries=2, reverse_questions=True, forward_questions=False),
 )}
 
 
