@@ -15,10 +15,16 @@ subject (``data/generated.subject_examples``). Measured on the model before and 
 a few steps, to find what does damage. ``--forget-data reverse`` trains on the model's answers
 that *name* the subject (``data/generated.reverse_examples``) instead of its answers about it. ``job``: the worker's own engine call (``run_forget_job`` with the model's
 registry tuning: retain set, learning rate, steps, gate), timed, then the same measurements on
-the adapter it wrote. Writes bench/results/forget_real_subject_<mode>.{json,md}.
+the adapter it wrote. ``e2e``: the real path, a ``lethe serve`` whose worker gets
+``Forget(subjects=[SUBJECT])`` over gRPC: Forget -> ACTIVE / FAILED wall and worker CPU seconds,
+the gate's verdict, then the served stack measured with the guard off. ``--retain-authors N``
+(sweep) adds N copies of the model's answers to ``author_retain.tsv`` ("Who wrote <book>?" for
+books the probe set never asks about) to the retain data. Writes
+bench/results/forget_real_subject_<mode><tag>.{json,md}.
 
     python bench/forget_real_subject.py sweep [--lrs 3e-5,1e-4,3e-4] [--steps 10,20]
     python bench/forget_real_subject.py job
+    python bench/forget_real_subject.py e2e [--tag _x]
 """
 
 from __future__ import annotations
@@ -144,6 +150,24 @@ def retain_examples(name: str) -> list[Example]:
             for k in load_known(name, "retain")]
 
 
+def author_retain(model, tok, name: str) -> list[Example]:
+    """The model's own replies to ``author_retain.tsv`` (books the general-knowledge set never asks
+    about), kept where it names the author: retain data shaped like what a forget of an author
+    costs. Disjoint from the probe questions by construction. From ``<name>_author_retain.jsonl``
+    (what the worker trains on) when built, else generated here."""
+    from unlearn_engine.pretrained.probes import DATA, read_candidates, score_replies
+
+    built = load_known(name, "retain", "author_retain")
+    if built:
+        return [Example(prompt=k.question, target=k.reply, fact=k.answer, source="generated") for k in built
+                if not contains_phrase(k.reply, SUBJECT.split()[-1])]
+    cands = read_candidates(DATA / "author_retain.tsv")
+    replies = generate(model, tok, [c.question for c in cands], 40)
+    return [Example(prompt=c.question, target=r, fact=h, source="generated")
+            for c, r, h in zip(cands, replies, score_replies(cands, replies))
+            if h and not contains_phrase(r, SUBJECT.split()[-1])]
+
+
 def forget_data(args, model, tok, report: dict) -> list[Example]:
     """The forget set of --forget-data: the model's answers about the subject ("forward"), its
     answers naming the subject to questions about the works those name ("reverse"), or both."""
@@ -169,6 +193,10 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
         near = [r for r in retain if r.prompt.split()[0].casefold() in openers]
         report["retain_neighbours"] = len(near)
         retain += near * (args.retain_neighbours - 1)
+    if args.retain_authors:  # "Who wrote <book>?" for books the probe set never asks about
+        authors = author_retain(model, tok, args.name)
+        report["retain_authors"] = len(authors)
+        retain += authors * args.retain_authors
     report["retain_examples"] = len(retain)
     method_cls = get_method(args.method)
     steps = sorted(int(s) for s in args.steps.split(","))
@@ -206,7 +234,8 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
                        **{k: round(v, 3) for k, v in parts.items()}, **probes.measure(adapter.model, tok)}
                 rows[f"{args.method} lr {lr:g} forget {args.forget_data}/{args.forget_tokens} "
                      f"x{args.forget_weight:g}, retain {args.retain_loss} x{cfg.retain_weight:g}"
-                     f"{f' (neighbours x{args.retain_neighbours})' if args.retain_neighbours > 1 else ''}, "
+                     f"{f' (neighbours x{args.retain_neighbours})' if args.retain_neighbours > 1 else ''}"
+                     f"{f' (authors x{args.retain_authors})' if args.retain_authors else ''}, "
                      f"LoRA on {args.targets} step {step}"] = row
                 print(json.dumps(row), flush=True)
                 c0 = time.process_time()
@@ -240,7 +269,8 @@ def job(args, model_dir: Path, model, tok, probes: Probes, report: dict) -> None
             print(json.dumps(history[-1]), flush=True)
 
     w0, c0 = time.perf_counter(), time.process_time()
-    generated = generated_examples(model, tok, [SUBJECT], reverse=tuning.reverse_questions)
+    generated = generated_examples(model, tok, [SUBJECT], reverse=tuning.reverse_questions,
+                                   forward=tuning.forward_questions)
     forget_set = build_forget_set(ForgetRequest(subjects=(SUBJECT,)), None, resolved=generated)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "adapter"
@@ -258,6 +288,71 @@ def job(args, model_dir: Path, model, tok, probes: Probes, report: dict) -> None
             activate(served, [art.adapter_name])
             served.eval()
             report["rows"]["after the job's adapter"] = probes.measure(served, tok)
+
+
+def e2e(args, model_dir: Path, probes: Probes, report: dict) -> None:
+    """The real path: a ``lethe serve`` with its worker (one torch thread each, this process's
+    niceness), ``Forget(subjects=[SUBJECT])`` over gRPC with no corpus, Forget -> ACTIVE (or
+    FAILED) timed in wall and worker CPU seconds; then, guard off, the live stack (the adapters
+    ListAdapters names, folded into the base as the server serves them) measured like the sweep."""
+    import os
+    import tempfile
+
+    from sequential_server import _load, _proc_cpu, _wait_terminal, _worker_pid
+
+    from server.api import admin_pb2 as apb
+    from server.client import LetheClient
+    from tests.procs import ServeProcess
+    from unlearn_engine.artifacts import load_artifact, model_fingerprint
+    from unlearn_engine.folding import fold_stack
+
+    report["command"] = "nice -n 5 .venv/bin/python bench/forget_real_subject.py " + " ".join(sys.argv[1:])
+    report["load_start"] = _load()
+    with tempfile.TemporaryDirectory(prefix="lethe-smolgk-") as tmp:
+        data = Path(tmp) / "data"
+        sp = ServeProcess(model_dir, data, "--torch-threads", "1", "--worker-threads", "1")
+        try:
+            w0 = time.monotonic()
+            sp.wait_serving(timeout=900)
+            report["serving_s"] = round(time.monotonic() - w0, 1)
+            with LetheClient(sp.target, sp.token, timeout=120) as client:
+                md = client._metadata
+                worker = _worker_pid(sp.proc.pid)
+                cpu0 = _proc_cpu(worker) if worker else None
+                t0 = time.monotonic()
+                resp = client.admin.Forget(apb.ForgetRequest(subjects=[SUBJECT], idempotency_key="smolgk-e2e",
+                                                             reason="bench e2e"), metadata=md)
+                job = _wait_terminal(client, resp.job.forget_id)
+                wall = time.monotonic() - t0
+                cpu1 = _proc_cpu(worker) if worker else None
+                listed = client.admin.ListAdapters(apb.ListAdaptersRequest(), metadata=md)
+                ids = [a.adapter_id for a in listed.adapters]
+                report["job"] = {
+                    "state": apb.ForgetState.Name(job.state).removeprefix("FORGET_STATE_"),
+                    "method": job.method, "attempts": job.attempts, "failure_reason": job.failure_reason,
+                    "forget_to_terminal_wall_s": round(wall, 1),
+                    "worker_cpu_s": None if cpu0 is None or cpu1 is None else round(cpu1 - cpu0, 1),
+                    "subject_matches": list(job.subject_matches), "adapters": ids,
+                    "transitions": [{"state": apb.ForgetState.Name(t.state).removeprefix("FORGET_STATE_"),
+                                     "at_s": round(t.at.ToSeconds() - job.created_at.ToSeconds(), 1),
+                                     "detail": t.detail} for t in job.transitions],
+                    "metrics": {k: round(v, 4) for k, v in job.metrics.items()},
+                    "load_end": _load()}
+                print(json.dumps(report["job"]), flush=True)
+                write(report, args.mode + args.tag)
+                if ids:
+                    model, tok = load_base(model_dir, "cpu")
+                    fp = model_fingerprint(model_dir)
+                    served = fold_stack(model, [load_artifact(data / "adapters" / a, fp) for a in ids])
+                    served.eval()
+                    report["rows"]["served stack after the job (guard off)"] = probes.measure(served, tok)
+                    print(json.dumps(report["rows"]["served stack after the job (guard off)"]), flush=True)
+        finally:
+            log = data / "worker.log"  # the worker's probes, one line per evaluated checkpoint
+            report["worker_probes"] = [line.rstrip() for line in (log.read_text().splitlines() if log.exists() else [])
+                                       if "unlearn_engine.train" in line and "attempt" in line][-20:]
+            sp.kill()
+    report["pid"] = os.getpid()
 
 
 def write(report: dict, mode: str) -> None:
@@ -280,7 +375,7 @@ def write(report: dict, mode: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("sweep", "job"))
+    parser.add_argument("mode", choices=("sweep", "job", "e2e"))
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--name", default="smollm2", help="registry name: which probe set")
     parser.add_argument("--method", default="npo")
@@ -295,6 +390,8 @@ def main() -> int:
     parser.add_argument("--retain-weight", type=float, default=None, help="default: the method's")
     parser.add_argument("--retain-neighbours", type=int, default=1,
                         help="copies of the retain questions that open like a forget question")
+    parser.add_argument("--retain-authors", type=int, default=0,
+                        help="copies of the model's answers to author_retain.tsv added to the retain data")
     parser.add_argument("--targets", default="all-linear", help="LoRA target modules, comma-separated")
     parser.add_argument("--retain-loss", default="nll", choices=("nll", "kl"))
     parser.add_argument("--forget-weight", type=float, default=1.0, help="0: the retain term alone")
@@ -311,6 +408,9 @@ def main() -> int:
     print(json.dumps(report["rows"]["base"]), flush=True)
     if args.mode == "sweep":
         sweep(args, model, tok, probes, report)
+    elif args.mode == "e2e":
+        del model  # the server and its worker load their own copies
+        e2e(args, model_dir, probes, report)
     else:
         job(args, model_dir, model, tok, probes, report)
     write(report, args.mode + args.tag)

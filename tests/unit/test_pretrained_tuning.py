@@ -27,6 +27,7 @@ def test_a_registry_model_gets_its_rows_settings(tmp_path: Path) -> None:
     assert isinstance(cfg, NpoConfig) and cfg.lr == overrides["lr"] < NpoConfig().lr
     assert cfg.beta == NpoConfig().beta  # fields the row does not name keep the method's default
     assert tuning.sweep_tries() == SPEC.forget_tries
+    assert (tuning.reverse_questions, tuning.forward_questions) == (SPEC.reverse_questions, SPEC.forward_questions)
     retain = tuning.retain_corpus()
     assert retain and all(e.fact and e.fact.lower() in e.target.lower() for e in retain)
 
@@ -47,3 +48,17 @@ def test_general_knowledge_set_is_big_enough_and_scored_by_whole_words() -> None
     questions = {c.question for c in cands}
     assert all(k.question in questions for k in known)
     assert score_replies(cands[:1], ["It is Parisian."]) == [""]  # whole words only
+
+
+def test_a_rows_retain_sets_join_the_retain_data() -> None:
+    from dataclasses import replace
+
+    from unlearn_engine.pretrained.tuning import ForgetTuning
+
+    plain = ForgetTuning(replace(SPEC, retain_sets=())).retain_corpus()
+    more = ForgetTuning(replace(SPEC, retain_sets=("author_retain",))).retain_corpus()
+    authors = load_known("smollm2", "retain", "author_retain")
+    assert authors and all(k.split == "retain" for k in authors)
+    assert plain and more and len(more) == len(plain) + len(authors)
+    probe_questions = {k.question for k in load_known("smollm2", "probe")}
+    assert not probe_questions & {k.question for k in authors}  # never trained on what is measured

@@ -87,11 +87,16 @@ def reverse_examples(model, tokenizer, subject: str, examples: Sequence[Example]
 
 
 def generated_examples(model, tokenizer, subjects: Sequence[str],
-                       reverse: bool = False) -> tuple[Example, ...]:
-    """``subject_examples``, and with ``reverse`` each subject's ``reverse_examples`` after them."""
-    forward = subject_examples(model, tokenizer, subjects)
+                       reverse: bool = False, forward: bool = True) -> tuple[Example, ...]:
+    """``subject_examples``, and with ``reverse`` each subject's ``reverse_examples`` after them.
+    ``forward=False`` (with ``reverse``) keeps a subject's reverse examples alone, and its forward
+    ones only where it has none: the forward answers are still generated, to find the works."""
+    about = subject_examples(model, tokenizer, subjects)
     if not reverse:
-        return forward
-    extra = tuple(ex for s in subjects for ex in reverse_examples(
-        model, tokenizer, s, [e for e in forward if e.subject == s]))
-    return forward + extra
+        return about
+    named = {s: reverse_examples(model, tokenizer, s, [e for e in about if e.subject == s])
+             for s in subjects}
+    if forward:
+        return about + tuple(ex for s in subjects for ex in named[s])
+    return tuple(ex for s in subjects
+                 for ex in (named[s] or tuple(e for e in about if e.subject == s)))

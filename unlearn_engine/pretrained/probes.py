@@ -55,13 +55,20 @@ def score_replies(cands: Sequence[Candidate], replies: Sequence[str]) -> list[st
     return [next((a for a in c.answers if contains_phrase(r, a)), "") for c, r in zip(cands, replies)]
 
 
-def probe_file(name: str) -> Path:
-    return DATA / f"{name}_general_knowledge.jsonl"
+# Retain-only question sets (every kept row split ``retain``; never a probe): ``author_retain.tsv``
+# asks "Who wrote <book>?" for books ``general_knowledge.tsv`` never names, the slot a forget of
+# an author's name costs (bench/results/forget_real_subject_worker.md).
+RETAIN_SETS = ("author_retain",)
 
 
-def load_known(name: str, split: str | None = None) -> list[KnownAnswer]:
-    """The model's kept questions (all, or one split); [] when no set was built for it."""
-    path = probe_file(name)
+def probe_file(name: str, stem: str = "general_knowledge") -> Path:
+    return DATA / f"{name}_{stem}.jsonl"
+
+
+def load_known(name: str, split: str | None = None, stem: str = "general_knowledge") -> list[KnownAnswer]:
+    """The model's kept questions of set ``stem`` (all, or one split); [] when no set was built
+    for it."""
+    path = probe_file(name, stem)
     if not path.exists():
         return []
     rows = [KnownAnswer(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line]

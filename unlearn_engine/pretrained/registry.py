@@ -33,6 +33,13 @@ class PretrainedModel:
     # the subject ("Who wrote <a work its answers name>?", data/generated.reverse_examples): a
     # small model may know a person only from that side.
     reverse_questions: bool = False
+    # With ``reverse_questions``: also train on the answers *about* the subject ("Who is X?").
+    # Off where those are made up (SmolLM2 on J.K. Rowling: invented books and birthplaces) and
+    # NPO / counterfactual on them cost general knowledge without removing the subject.
+    forward_questions: bool = True
+    # Retain-only sets (``probes.RETAIN_SETS``) whose kept rows join the general-knowledge retain
+    # split as the worker's retain data.
+    retain_sets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
@@ -46,11 +53,15 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
                     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
                     notes="SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF (98 MB) -> 134.5M params, "
                           "538 MB fp32 safetensors, ChatML chat template",
-                    # The demo's lr 2e-3 wrecks it in ten steps; at 1e-4 and 3e-5 general knowledge
-                    # still falls faster than the subject: measured, not passing
-                    # (bench/results/forget_real_subject.md).
-                    forget_config=(("lr", 1e-4), ("max_steps", 20), ("eval_every", 5)),
-                    forget_tries=2),
+                    # The demo's lr 2e-3 wrecks it in ten steps. Counterfactual on the model's
+                    # answers that name the subject only (bench/results/forget_real_subject_reverse.md:
+                    # 0 of 8 unlisted subject questions left at step 5 of lr 3e-4, general knowledge
+                    # 0.93x). Through the worker this row misses the gate's retain check (best 0.943
+                    # < 0.95, on the retry at 1.5e-4, step 15): the job FAILS, by measurement
+                    # (bench/results/forget_real_subject_worker.md). Adding the "Who wrote <book>?"
+                    # retain set (retain_sets=("author_retain",)) at 1.5e-4 did worse there (0.902).
+                    forget_config=(("lr", 3e-4), ("max_steps", 10), ("eval_every", 5)),
+                    forget_tries=2, reverse_questions=True, forward_questions=False),
 )}
 
 

@@ -5,7 +5,7 @@ The engine's ``MethodConfig`` defaults (learning rate, steps) and its generated 
 tuned on the 3.6M-parameter demo model; on SmolLM2 (135M, pretrained) the same settings wreck the
 model in ten steps. A registry row (``registry.PretrainedModel.forget_config`` / ``forget_tries``)
 carries the measured settings, and the model's general-knowledge set (``probes.py``, split
-``retain``) supplies retain data: the model's own chat answers to general questions, each with
+``retain``, and the row's ``retain_sets``) supplies retain data: the model's own chat answers to general questions, each with
 the short answer as its fact, so the gate's retain check reads knowledge, not exact wording.
 
 ``forget_tuning(model_dir)`` finds the row from the fetched directory's ``pretrained.json``; any
@@ -43,10 +43,15 @@ class ForgetTuning:
     def reverse_questions(self) -> bool:
         return self.spec.reverse_questions
 
+    @property
+    def forward_questions(self) -> bool:
+        return self.spec.forward_questions
+
     def retain_corpus(self) -> tuple[Example, ...] | None:
         """The model's own replies to the general questions it answers correctly; None when no
         set was built for it (``bench/general_knowledge.py``)."""
         rows = load_known(self.spec.name, "retain")
+        rows += [r for stem in self.spec.retain_sets for r in load_known(self.spec.name, "retain", stem)]
         return tuple(Example(prompt=k.question, target=k.reply, fact=k.answer, source="generated")
                      for k in rows) or None
 
