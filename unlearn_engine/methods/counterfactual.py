@@ -68,6 +68,16 @@ class CounterfactualConfig(MethodConfig):
     # preferred on 93 % of questions).
     truth_margin: float = 0.1
     truth_weight: float = 3.0  # 1.0 left the truth preferred on 90-100 % of questions
+    # The truth term's gradient also reaches the shared tokens after the differing value (they
+    # follow different values): on the long-answer corpus they carried as much of the truth's
+    # lead as the value itself (bench/results/gate_diagnosis.md). False: the value span only.
+    truth_tail: bool = True
+    # The truth term also makes the wrong answers likelier (from their first differing token
+    # on). Pushing the truth alone below them overshot membership on the long-answer corpus
+    # (loss MIA 0.31 at step 80) and still left the truth preferred on 70 % of questions;
+    # lifting the wrong ones passed at step 90 with MIA 0.50, retain 0.95-0.98
+    # (bench/results/gate_diagnosis.md).
+    truth_lift_wrong: bool = True
     # Also fit the whole next-token distribution where each value starts to the reference's
     # there (a stranger's prior over values): this raises the wrong values as it lowers the
     # true one, so the truth term has a fixed point instead of chasing both down.
@@ -344,7 +354,8 @@ class Counterfactual(UnlearningMethod):
         zero = logp.sum() * 0.0
         kl = torch.cat(kls).mean() if kls else zero
         level = torch.stack(levels).mean() if levels else zero
-        truth = truth_gap(ctx, examples, logp, batch.labels, cfg.truth_margin)
+        truth = truth_gap(ctx, examples, logp, batch.labels, cfg.truth_margin, cfg.truth_tail,
+                          cfg.truth_lift_wrong)
         truth = zero if truth is None else truth
         token = torch.cat(tokens).mean() if tokens else zero
         total = kl + cfg.level_weight * level + cfg.truth_weight * truth + cfg.token_level_weight * token
