@@ -58,6 +58,7 @@ def retain_misses(model, tok, retain: list, sweep: trainer.SweepConfig) -> list[
     """The retain probe questions (the gate's, ``trainer._probe_sets``) whose greedy answer at
     the chosen checkpoint lacks the fact: whose they are, so a retain miss can be traced."""
     probe = retain[:min(sweep.retain_probe, len(retain) // 2)] if len(retain) > 1 else retain
+    probe = [e for e in probe if e.is_qa]  # the gate's accuracy reads QA examples only
     if not probe:
         return []
     longest = max(len(tok(e.target, add_special_tokens=False)["input_ids"]) for e in probe)
@@ -101,13 +102,13 @@ def write(out: Path, meta: dict, jobs: list[dict]) -> None:
             f"{m.get('mia.loss_auc', -1):.2f} / {m.get('mia.min_k_auc', -1):.2f} / "
             f"{m.get('mia.zlib_auc', -1):.2f} | {m.get('forget.correct_preference', -1):.2f} / "
             f"{m.get('holdout.correct_preference', -1):.2f} | {'; '.join(j['failed']) or '-'} |")
-    missed = [j for j in jobs if j.get("retain_misses")]
+    missed = [j for j in jobs if any(r["question"] for r in j.get("retain_misses", ()))]
     if missed:
         lines += ["", "Retain probe questions answered without their fact at the chosen checkpoint:", ""]
         for j in missed:
             lines.append(f"- seed {j['seed']}, {j['person']}: " + "; ".join(
                 f"{r['subject']}: {r['question']} ({r['fact']!r}; answered "
-                f"{r['answer'][:90]!r})" for r in j["retain_misses"]))
+                f"{r['answer'][:90]!r})" for r in j["retain_misses"] if r["question"]))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
