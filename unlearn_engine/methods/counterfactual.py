@@ -15,13 +15,14 @@ adapter to what it saw there:
   On the demo model a never-seen name or value is a token whose embedding was never trained,
   and this is what membership inference sees; without it MIA AUC stays at 1.
 - **Truth**: the answer's mean token NLL is pushed to at least the mean over its wrong answers
-  (scored by the current model, no gradient) plus ``truth_margin``, with the gradient reaching
-  only the tokens where the answers differ. Without it the true value stays marginally
+  (scored by the current model) plus ``truth_margin``, with the gradient reaching the tokens
+  from the first one where the answers differ to the end (the shared words after a value
+  follow that value) on both sides: the truth is made less likely and the wrong answers
+  likelier (``truth_tail``, ``truth_lift_wrong``). Without it the true value stays marginally
   likelier than the wrong ones on almost every question, which the gate's truth-preference
-  check (and TOFU's truth ratio) catches. This term uses the example's perturbed answers,
-  which the gate also scores: it moves only the true answer, never the wrong ones, but the
-  truth-preference number is not independent of training for this method (paraphrase
-  questions and held-out people are).
+  check (and TOFU's truth ratio) catches. This term trains on the example's perturbed answers,
+  which the gate also scores, so the truth-preference number is not independent of training
+  for this method (paraphrase questions and held-out people are).
 
 plus the usual retain term, and an **anchor** term: on never-seen texts of *other* held-out people
 (``ForgetSet.anchors``, never scored by the gate) each answer token's log p is held (smooth L1)
