@@ -16,9 +16,9 @@ adapter to what it saw there:
   and this is what membership inference sees; without it MIA AUC stays at 1.
 - **Truth**: the answer's mean token NLL is pushed to at least the mean over its wrong answers
   (scored by the current model) plus ``truth_margin``, with the gradient reaching the tokens
-  from the first one where the answers differ to the end (the shared words after a value
-  follow that value) on both sides: the truth is made less likely and the wrong answers
-  likelier (``truth_tail``, ``truth_lift_wrong``). Without it the true value stays marginally
+  where the answers differ; optionally (``truth_tail``, ``truth_lift_wrong``, for answers
+  carrying several facts) also on the shared words after the value, which follow that value,
+  and on the wrong answers, made likelier. Without it the true value stays marginally
   likelier than the wrong ones on almost every question, which the gate's truth-preference
   check (and TOFU's truth ratio) catches. This term trains on the example's perturbed answers,
   which the gate also scores, so the truth-preference number is not independent of training
@@ -69,16 +69,17 @@ class CounterfactualConfig(MethodConfig):
     # preferred on 93 % of questions).
     truth_margin: float = 0.1
     truth_weight: float = 3.0  # 1.0 left the truth preferred on 90-100 % of questions
-    # The truth term's gradient also reaches the shared tokens after the differing value (they
-    # follow different values): on the long-answer corpus they carried as much of the truth's
-    # lead as the value itself (bench/results/gate_diagnosis.md). False: the value span only.
-    truth_tail: bool = True
-    # The truth term also makes the wrong answers likelier (from their first differing token
-    # on). Pushing the truth alone below them overshot membership on the long-answer corpus
-    # (loss MIA 0.31 at step 80) and still left the truth preferred on 70 % of questions;
-    # lifting the wrong ones passed at step 90 with MIA 0.50, retain 0.95-0.98
-    # (bench/results/gate_diagnosis.md).
-    truth_lift_wrong: bool = True
+    # Opt-in, for corpora whose answers carry several facts (bench/results/gate_diagnosis.md,
+    # fourth session). ``truth_tail``: the truth term's gradient also reaches the shared tokens
+    # after the differing value (they follow different values; on the long-answer corpus they
+    # carried as much of the truth's lead as the value itself). ``truth_lift_wrong``: it also
+    # makes the wrong answers likelier. Both on: long-answer corpus 10 of 10 first tries (was 2
+    # of 5). Not the default: on the small demo model's two-person server forget
+    # (tests/integration/test_forget_flow.py) both on over-unlearned on every attempt (Min-K%
+    # AUC 0.13-0.30, truth preference 0.00), where the defaults pass. Tail alone overshot
+    # membership on the long corpus (loss MIA 0.31).
+    truth_tail: bool = False
+    truth_lift_wrong: bool = False
     # Also fit the whole next-token distribution where each value starts to the reference's
     # there (a stranger's prior over values): this raises the wrong values as it lowers the
     # true one, so the truth term has a fixed point instead of chasing both down.

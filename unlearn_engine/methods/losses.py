@@ -92,7 +92,7 @@ def combine(forget_loss: torch.Tensor, retain: torch.Tensor | None, config) -> t
 
 
 def truth_gap(ctx, examples: Sequence[Example], logp: torch.Tensor, labels: torch.Tensor,
-              margin: float, tail_live: bool = True,
+              margin: float, tail_live: bool = False,
               lift_wrong: bool = False) -> torch.Tensor | None:
     """mean relu(NLL(wrong) + margin - NLL(true))^2 over examples with wrong answers, NLL
     being the mean over answer tokens (the truth ratio's measure) and the wrong answers
@@ -105,7 +105,7 @@ def truth_gap(ctx, examples: Sequence[Example], logp: torch.Tensor, labels: torc
     (several facts per answer) the model keeps value-to-value associations ("born in Mixweith"
     -> "on 20 June 1949"), and after 120 steps the shared tail still made the true answer
     1.4 nats likelier than its wrong versions, as much as the value itself did
-    (bench/results/gate_diagnosis.md). False is the earlier behaviour (value span only).
+    (bench/results/gate_diagnosis.md). False: the value span only.
 
     ``lift_wrong``: the wrong answers are scored with gradient too (from their first differing
     token on), so the gap also closes by making them likelier, not only by making the truth
