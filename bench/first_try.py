@@ -39,7 +39,8 @@ from unlearn_engine.data import (ForgetRequest, build_forget_set,  # noqa: E402
                                  build_retain_set, load_corpus)
 from unlearn_engine.demo.builder import build_demo_model, load_report  # noqa: E402
 from unlearn_engine.demo.config import DemoConfig  # noqa: E402
-from unlearn_engine.evaluation import GateConfig  # noqa: E402
+from unlearn_engine.data.normalize import contains_phrase  # noqa: E402
+from unlearn_engine.evaluation import GateConfig, scoring  # noqa: E402
 from unlearn_engine.method_names import DEFAULT_METHOD  # noqa: E402
 from unlearn_engine.methods import get_method  # noqa: E402
 
@@ -51,6 +52,19 @@ TRAJECTORY = ("step", "forget.fact_span_accuracy", "retain.fact_span_accuracy", 
 def cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def retain_misses(model, tok, retain: list, sweep: trainer.SweepConfig) -> list[dict]:
+    """The retain probe questions (the gate's, ``trainer._probe_sets``) whose greedy answer at
+    the chosen checkpoint lacks the fact: whose they are, so a retain miss can be traced."""
+    probe = retain[:min(sweep.retain_probe, len(retain) // 2)] if len(retain) > 1 else retain
+    probe = [e for e in probe if e.is_qa]  # the gate's accuracy reads QA examples only
+    if not probe:
+        return []
+    longest = max(len(tok(e.target, add_special_tokens=False)["input_ids"]) for e in probe)
+    answers = scoring.answer(model, tok, probe, longest + 8)
+    return [{"subject": e.subject, "question": e.prompt, "fact": e.fact_text, "answer": a}
+            for e, a in zip(probe, answers) if not contains_phrase(a, e.fact_text)]
 
 
 def model_dir_for(args) -> Path:
@@ -80,7 +94,8 @@ def write(out: Path, meta: dict, jobs: list[dict]) -> None:
         lines.append(f"| {seed} | {sum(j['passed'] for j in js)} / {len(js)} | "
                      f"{cpu[len(cpu) // 2]:.0f} |")
     lines += ["", "| seed | person | passed | step | job CPU s | wall s | forget acc | retain / before "
-              "| MIA loss / min-k / zlib | failed checks |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| MIA loss / min-k / zlib | truth pref / holdout | failed checks |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for j in jobs:
         m = j["metrics"]
         lines.append(
@@ -89,7 +104,15 @@ def write(out: Path, meta: dict, jobs: list[dict]) -> None:
             f"{m.get('retain.fact_span_accuracy', -1):.3f} / "
             f"{m.get('before.retain.fact_span_accuracy', -1):.3f} | "
             f"{m.get('mia.loss_auc', -1):.2f} / {m.get('mia.min_k_auc', -1):.2f} / "
-            f"{m.get('mia.zlib_auc', -1):.2f} | {'; '.join(j['failed']) or '-'} |")
+            f"{m.get('mia.zlib_auc', -1):.2f} | {m.get('forget.correct_preference', -1):.2f} / "
+            f"{m.get('holdout.correct_preference', -1):.2f} | {'; '.join(j['failed']) or '-'} |")
+    missed = [j for j in jobs if any(r["question"] for r in j.get("retain_misses", ()))]
+    if missed:
+        lines += ["", "Retain probe questions answered without their fact at the chosen checkpoint:", ""]
+        for j in missed:
+            lines.append(f"- seed {j['seed']}, {j['person']}: " + "; ".join(
+                f"{r['subject']}: {r['question']} ({r['fact']!r}; answered "
+                f"{r['answer'][:90]!r})" for r in j["retain_misses"] if r["question"]))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -134,14 +157,16 @@ def main(argv: list[str] | None = None) -> int:
             fs = build_forget_set(ForgetRequest(subjects=(person,)), corpus, seed=seed)
             rs = build_retain_set(model, tok, corpus, exclude=fs, seed=seed)
             cpu0, t0 = cpu_seconds(), time.monotonic()
-            _, res = trainer.unlearn(model, tok, fs, rs, args.method, cfg, GateConfig(), seed=seed,
-                                     sweep=trainer.SweepConfig(max_tries=1))
+            sweep = trainer.SweepConfig(max_tries=1)
+            unlearned, res = trainer.unlearn(model, tok, fs, rs, args.method, cfg, GateConfig(),
+                                             seed=seed, sweep=sweep)
+            cpu_s, wall_s = cpu_seconds() - cpu0, time.monotonic() - t0
             job = {"seed": seed, "person": person, "commit": commit, "passed": res.passed,
-                   "step": res.chosen_step,
-                   "cpu_s": cpu_seconds() - cpu0, "wall_s": time.monotonic() - t0,
+                   "step": res.chosen_step, "cpu_s": cpu_s, "wall_s": wall_s,
                    "failed": [c.name for c in res.gate.checks if not c.passed],
                    "metrics": {k: v for k, v in res.metrics.items() if isinstance(v, (int, float))},
-                   "trajectory": [{k: h[k] for k in TRAJECTORY if k in h} for h in res.history]}
+                   "trajectory": [{k: h[k] for k in TRAJECTORY if k in h} for h in res.history],
+                   "retain_misses": retain_misses(unlearned, tok, list(rs.examples), sweep)}
             jobs.append(job)
             print(f"seed {seed} {person}: {'PASSED' if res.passed else 'FAILED'} step {res.chosen_step} "
                   f"cpu {job['cpu_s']:.0f} s wall {job['wall_s']:.0f} s {job['failed']}", flush=True)

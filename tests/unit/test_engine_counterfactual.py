@@ -177,3 +177,35 @@ def test_anchor_term_is_zero_at_the_reference_and_pulls_drifted_strangers_back(t
 def test_token_scope_is_checked():
     with pytest.raises(ValueError, match="token_scope"):
         get_method("counterfactual").config_cls(token_scope="after-name")
+
+
+def test_truth_gap_trains_the_tail_after_the_value_and_lifts_the_wrong_answers(toy):
+    """The shared tokens after the differing value follow different values, so the truth term
+    reaches them (``tail_live``); with ``lift_wrong`` the wrong answers carry gradient too.
+    The shared prefix never gets any."""
+    from unlearn_engine.methods.losses import truth_gap
+    base = next(e for e in toy.train if e.subject == toy.people[0] and e.is_qa and e.perturbed)
+    tail = " " + base.target  # a long shared tail after the value
+    ex = Example(base.prompt, base.target + tail, base.fact,
+                 tuple(w + tail for w in base.perturbed), subject=base.subject)
+    _, adapter, ctx = _method(toy, [ex])
+    batch = ctx.batch([ex])
+    with torch.no_grad():
+        logits = adapter.model(input_ids=batch.input_ids,
+                               attention_mask=batch.attention_mask).logits.float()
+    scored = (batch.labels[0, 1:] != -100).nonzero().squeeze(-1)  # output positions scored
+    grads = {}
+    for tail_live in (False, True):
+        logp = torch.log_softmax(logits, -1).requires_grad_(True)
+        gap = truth_gap(ctx, [ex], logp, batch.labels, margin=50.0, tail_live=tail_live)
+        gap.backward()
+        grads[tail_live] = logp.grad[0, scored].abs().sum(-1) > 0
+    live_span, live_tail = grads[False], grads[True]
+    assert not live_tail[0] and not live_span[0]  # the shared prefix (the name) stays detached
+    assert live_span.any() and live_tail.sum() > live_span.sum()
+    assert live_tail[-1] and not live_span[-1]  # the answer's last token: in the tail
+    logp = torch.log_softmax(logits, -1)  # no gradient on the true side at all
+    for p in adapter.params:
+        p.grad = None
+    truth_gap(ctx, [ex], logp, batch.labels, margin=50.0, lift_wrong=True).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in adapter.params)

@@ -15,13 +15,14 @@ adapter to what it saw there:
   On the demo model a never-seen name or value is a token whose embedding was never trained,
   and this is what membership inference sees; without it MIA AUC stays at 1.
 - **Truth**: the answer's mean token NLL is pushed to at least the mean over its wrong answers
-  (scored by the current model, no gradient) plus ``truth_margin``, with the gradient reaching
-  only the tokens where the answers differ. Without it the true value stays marginally
+  (scored by the current model) plus ``truth_margin``, with the gradient reaching the tokens
+  where the answers differ; optionally (``truth_tail``, ``truth_lift_wrong``, for answers
+  carrying several facts) also on the shared words after the value, which follow that value,
+  and on the wrong answers, made likelier. Without it the true value stays marginally
   likelier than the wrong ones on almost every question, which the gate's truth-preference
-  check (and TOFU's truth ratio) catches. This term uses the example's perturbed answers,
-  which the gate also scores: it moves only the true answer, never the wrong ones, but the
-  truth-preference number is not independent of training for this method (paraphrase
-  questions and held-out people are).
+  check (and TOFU's truth ratio) catches. This term trains on the example's perturbed answers,
+  which the gate also scores, so the truth-preference number is not independent of training
+  for this method (paraphrase questions and held-out people are).
 
 plus the usual retain term, and an **anchor** term: on never-seen texts of *other* held-out people
 (``ForgetSet.anchors``, never scored by the gate) each answer token's log p is held (smooth L1)
@@ -68,6 +69,17 @@ class CounterfactualConfig(MethodConfig):
     # preferred on 93 % of questions).
     truth_margin: float = 0.1
     truth_weight: float = 3.0  # 1.0 left the truth preferred on 90-100 % of questions
+    # Opt-in, for corpora whose answers carry several facts (bench/results/gate_diagnosis.md,
+    # fourth session). ``truth_tail``: the truth term's gradient also reaches the shared tokens
+    # after the differing value (they follow different values; on the long-answer corpus they
+    # carried as much of the truth's lead as the value itself). ``truth_lift_wrong``: it also
+    # makes the wrong answers likelier. Both on: long-answer corpus 10 of 10 first tries (was 2
+    # of 5). Not the default: on the small demo model's two-person server forget
+    # (tests/integration/test_forget_flow.py) both on over-unlearned on every attempt (Min-K%
+    # AUC 0.13-0.30, truth preference 0.00), where the defaults pass. Tail alone overshot
+    # membership on the long corpus (loss MIA 0.31).
+    truth_tail: bool = False
+    truth_lift_wrong: bool = False
     # Also fit the whole next-token distribution where each value starts to the reference's
     # there (a stranger's prior over values): this raises the wrong values as it lowers the
     # true one, so the truth term has a fixed point instead of chasing both down.
@@ -344,7 +356,8 @@ class Counterfactual(UnlearningMethod):
         zero = logp.sum() * 0.0
         kl = torch.cat(kls).mean() if kls else zero
         level = torch.stack(levels).mean() if levels else zero
-        truth = truth_gap(ctx, examples, logp, batch.labels, cfg.truth_margin)
+        truth = truth_gap(ctx, examples, logp, batch.labels, cfg.truth_margin, cfg.truth_tail,
+                          cfg.truth_lift_wrong)
         truth = zero if truth is None else truth
         token = torch.cat(tokens).mean() if tokens else zero
         total = kl + cfg.level_weight * level + cfg.truth_weight * truth + cfg.token_level_weight * token

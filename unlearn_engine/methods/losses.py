@@ -92,20 +92,32 @@ def combine(forget_loss: torch.Tensor, retain: torch.Tensor | None, config) -> t
 
 
 def truth_gap(ctx, examples: Sequence[Example], logp: torch.Tensor, labels: torch.Tensor,
-              margin: float) -> torch.Tensor | None:
+              margin: float, tail_live: bool = False,
+              lift_wrong: bool = False) -> torch.Tensor | None:
     """mean relu(NLL(wrong) + margin - NLL(true))^2 over examples with wrong answers, NLL
     being the mean over answer tokens (the truth ratio's measure) and the wrong answers
     scored by the current model without gradient. The gradient reaches only the true
     answer's tokens from where it first differs from a wrong one: pushing the shared
-    tokens (name, template) would raise both sides alike and never close the gap."""
+    prefix (name, template) would raise both sides alike and never close the gap.
+
+    ``tail_live``: the shared tokens *after* the differing value get the gradient too. They
+    are conditioned on different values, so they do not move alike: on the long-answer corpus
+    (several facts per answer) the model keeps value-to-value associations ("born in Mixweith"
+    -> "on 20 June 1949"), and after 120 steps the shared tail still made the true answer
+    1.4 nats likelier than its wrong versions, as much as the value itself did
+    (bench/results/gate_diagnosis.md). False: the value span only.
+
+    ``lift_wrong``: the wrong answers are scored with gradient too (from their first differing
+    token on), so the gap also closes by making them likelier, not only by making the truth
+    less likely (which alone overshoots membership: forgotten answers less likely than
+    never-seen ones)."""
     rows = [(i, ex) for i, ex in enumerate(examples) if ex.perturbed]
     if not rows:
         return None
     wrong_batch = ctx.batch([ex for _, ex in rows for _ in ex.perturbed],
                             [w for _, ex in rows for w in ex.perturbed])
-    with torch.no_grad():
-        w_lp, w_len = sequence_logprob(ctx.model, wrong_batch)
-    w_nll = -w_lp / w_len
+    with torch.set_grad_enabled(lift_wrong and torch.is_grad_enabled()):
+        w_tok, w_mask = token_logprobs(forward_logits(ctx.model, wrong_batch), wrong_batch.labels)
     gaps, j = [], 0
     for i, ex in rows:
         lab = labels[i, 1:]
@@ -113,16 +125,20 @@ def truth_gap(ctx, examples: Sequence[Example], logp: torch.Tensor, labels: torc
         true_ids = lab[mask]
         lp = logp[i, :-1][mask].gather(-1, true_ids.unsqueeze(-1)).squeeze(-1)
         head, tail = len(true_ids), len(true_ids)  # shared tokens at either end
+        w_rows = []
         for k in range(len(ex.perturbed)):
             wl = wrong_batch.labels[j + k, 1:]
             w_ids = wl[wl != IGNORE]
+            w_rows.append(w_tok[j + k][w_mask[j + k]])
             head = min(head, _common(true_ids, w_ids))
             tail = min(tail, _common(true_ids.flip(0), w_ids.flip(0)))
-        tail = min(tail, len(true_ids) - head)
+        end = len(true_ids) if tail_live else len(true_ids) - min(tail, len(true_ids) - head)
         live = torch.zeros_like(lp, dtype=torch.bool)
-        live[head:len(true_ids) - tail] = True
+        live[head:end] = True
         true_nll = -torch.where(live, lp, lp.detach()).sum() / len(true_ids)
-        wrong = w_nll[j:j + len(ex.perturbed)].mean()
+        # the wrong answers' shared prefix is detached like the true one's
+        wrong = torch.stack([-torch.cat([w[:head].detach(), w[head:]]).sum() / len(w)
+                             for w in w_rows]).mean()
         j += len(ex.perturbed)
         gaps.append(F.relu(wrong + margin - true_nll) ** 2)
     return torch.stack(gaps).mean()
