@@ -209,3 +209,21 @@ def test_truth_gap_trains_the_tail_after_the_value_and_lifts_the_wrong_answers(t
         p.grad = None
     truth_gap(ctx, [ex], logp, batch.labels, margin=50.0, lift_wrong=True).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in adapter.params)
+
+
+def test_the_multi_fact_truth_settings_switch_on_only_for_answers_that_go_on_after_the_value(toy):
+    """None = auto: a one-fact answer ("... in Brelow.") shares only its full stop after the
+    value and keeps the plain truth term; an answer that goes on after its value gets the
+    tail and the lifted wrong answers."""
+    from unlearn_engine.methods.counterfactual import shared_tail
+
+    one = next(e for e in toy.train if e.perturbed)  # "<name> was born in <town>."-shaped
+    tail = " " + toy.train[-1].target  # another sentence after the value
+    many = Example(prompt=one.prompt, target=one.target + tail, subject=one.subject,
+                   fact=one.fact, perturbed=tuple(w + tail for w in one.perturbed))
+    tok = toy.tokenizer
+    assert shared_tail(tok, [one]) < 3 <= shared_tail(tok, [many])
+    assert shared_tail(tok, [Example(prompt="q", target="a")]) == 0.0
+    for data, expected in (([one], False), ([many], True)):
+        method, _, _ = _method(toy, data, toy.holdout)
+        assert method.multi_fact is expected

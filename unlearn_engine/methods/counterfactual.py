@@ -40,6 +40,7 @@ only the ``top_k`` most likely tokens per position are kept (the tail is dropped
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -69,17 +70,20 @@ class CounterfactualConfig(MethodConfig):
     # preferred on 93 % of questions).
     truth_margin: float = 0.1
     truth_weight: float = 3.0  # 1.0 left the truth preferred on 90-100 % of questions
-    # Opt-in, for corpora whose answers carry several facts (bench/results/gate_diagnosis.md,
-    # fourth session). ``truth_tail``: the truth term's gradient also reaches the shared tokens
-    # after the differing value (they follow different values; on the long-answer corpus they
-    # carried as much of the truth's lead as the value itself). ``truth_lift_wrong``: it also
-    # makes the wrong answers likelier. Both on: long-answer corpus 10 of 10 first tries (was 2
-    # of 5). Not the default: on the small demo model's two-person server forget
-    # (tests/integration/test_forget_flow.py) both on over-unlearned on every attempt (Min-K%
-    # AUC 0.13-0.30, truth preference 0.00), where the defaults pass. Tail alone overshot
-    # membership on the long corpus (loss MIA 0.31).
-    truth_tail: bool = False
-    truth_lift_wrong: bool = False
+    # For answers that carry several facts (bench/results/gate_diagnosis.md, fourth session).
+    # ``truth_tail``: the truth term's gradient also reaches the shared tokens after the
+    # differing value (they follow different values; on the long-answer corpus they carried as
+    # much of the truth's lead as the value itself). ``truth_lift_wrong``: it also makes the
+    # wrong answers likelier. Both on: long-answer corpus 10 of 10 first tries (was 2 of 5).
+    # None (the default) = on exactly when the forget set's answers go on after their value
+    # (median shared tail >= ``multi_fact_tail`` tokens: 15 on the long-answer corpus, 1 -- the
+    # full stop -- on the small and full demo corpora). Not on everywhere: on the small demo
+    # model's two-person server forget (tests/integration/test_forget_flow.py) both on
+    # over-unlearned on every attempt (Min-K% AUC 0.13-0.30, truth preference 0.00), where
+    # they off pass. Tail alone overshot membership on the long corpus (loss MIA 0.31).
+    truth_tail: bool | None = None
+    truth_lift_wrong: bool | None = None
+    multi_fact_tail: int = 3
     # Also fit the whole next-token distribution where each value starts to the reference's
     # there (a stranger's prior over values): this raises the wrong values as it lowers the
     # true one, so the truth term has a fixed point instead of chasing both down.
@@ -275,6 +279,25 @@ def _anchor_targets(ctx: TrainContext, batch_size: int = 32) -> list[tuple[Examp
     return out
 
 
+def shared_tail(tokenizer, examples: Sequence[Example]) -> float:
+    """Median, over examples with wrong answers, of how many tokens the true answer shares
+    with all of them after the last differing one (0 when none has wrong answers)."""
+    tails = []
+    for ex in examples:
+        if not ex.perturbed:
+            continue
+        true = tokenizer(ex.target, add_special_tokens=False)["input_ids"]
+        n = len(true)
+        for wrong in ex.perturbed:
+            ids = tokenizer(wrong, add_special_tokens=False)["input_ids"]
+            k = 0
+            while k < min(n, len(ids)) and true[-1 - k] == ids[-1 - k]:
+                k += 1
+            n = k
+        tails.append(n)
+    return float(statistics.median(tails)) if tails else 0.0
+
+
 @register_method("counterfactual")
 class Counterfactual(UnlearningMethod):
     config_cls = CounterfactualConfig
@@ -287,6 +310,7 @@ class Counterfactual(UnlearningMethod):
 
     def prepare(self, ctx: TrainContext, forget: Sequence[Example]) -> None:
         self.targets = {}
+        self.multi_fact = shared_tail(ctx.tokenizer, forget) >= self.config.multi_fact_tail
         self.anchors = _anchor_targets(ctx) if self.config.anchor_weight else []
         self.anchor_gen = torch.Generator().manual_seed(ctx.seed + 7)
         for ex in forget:
@@ -356,8 +380,9 @@ class Counterfactual(UnlearningMethod):
         zero = logp.sum() * 0.0
         kl = torch.cat(kls).mean() if kls else zero
         level = torch.stack(levels).mean() if levels else zero
-        truth = truth_gap(ctx, examples, logp, batch.labels, cfg.truth_margin, cfg.truth_tail,
-                          cfg.truth_lift_wrong)
+        truth = truth_gap(ctx, examples, logp, batch.labels, cfg.truth_margin,
+                          self.multi_fact if cfg.truth_tail is None else cfg.truth_tail,
+                          self.multi_fact if cfg.truth_lift_wrong is None else cfg.truth_lift_wrong)
         truth = zero if truth is None else truth
         token = torch.cat(tokens).mean() if tokens else zero
         total = kl + cfg.level_weight * level + cfg.truth_weight * truth + cfg.token_level_weight * token
