@@ -16,9 +16,9 @@ adapter to what it saw there:
   and this is what membership inference sees; without it MIA AUC stays at 1.
 - **Truth**: the answer's mean token NLL is pushed to at least the mean over its wrong answers
   (scored by the current model) plus ``truth_margin``, with the gradient reaching the tokens
-  where the answers differ; optionally (``truth_tail``, ``truth_lift_wrong``, for answers
-  carrying several facts) also on the shared words after the value, which follow that value,
-  and on the wrong answers, made likelier. Without it the true value stays marginally
+  where the answers differ; where answers go on after their value (``truth_tail``,
+  ``truth_lift_wrong``, on by themselves there) also on the shared words after the value,
+  which follow that value, and on the wrong answers, made likelier. Without it the true value stays marginally
   likelier than the wrong ones on almost every question, which the gate's truth-preference
   check (and TOFU's truth ratio) catches. This term trains on the example's perturbed answers,
   which the gate also scores, so the truth-preference number is not independent of training
@@ -382,7 +382,8 @@ class Counterfactual(UnlearningMethod):
         level = torch.stack(levels).mean() if levels else zero
         truth = truth_gap(ctx, examples, logp, batch.labels, cfg.truth_margin,
                           self.multi_fact if cfg.truth_tail is None else cfg.truth_tail,
-                          self.multi_fact if cfg.truth_lift_wrong is None else cfg.truth_lift_wrong)
+                          self.multi_fact if cfg.truth_lift_wrong is None
+                          else cfg.truth_lift_wrong)
         truth = zero if truth is None else truth
         token = torch.cat(tokens).mean() if tokens else zero
         total = kl + cfg.level_weight * level + cfg.truth_weight * truth + cfg.token_level_weight * token
