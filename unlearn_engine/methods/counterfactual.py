@@ -18,11 +18,11 @@ adapter to what it saw there:
   (scored by the current model) plus ``truth_margin``, with the gradient reaching the tokens
   where the answers differ; where answers go on after their value (``truth_tail``,
   ``truth_lift_wrong``, on by themselves there) also on the shared words after the value,
-  which follow that value, and on the wrong answers, made likelier. Without it the true value stays marginally
-  likelier than the wrong ones on almost every question, which the gate's truth-preference
-  check (and TOFU's truth ratio) catches. This term trains on the example's perturbed answers,
-  which the gate also scores, so the truth-preference number is not independent of training
-  for this method (paraphrase questions and held-out people are).
+  which follow that value, and on the wrong answers, made likelier. Without it the true value
+  stays marginally likelier than the wrong ones on almost every question, which the gate's
+  truth-preference check (and TOFU's truth ratio) catches. This term trains on the example's
+  perturbed answers, which the gate also scores, so the truth-preference number is not
+  independent of training for this method (paraphrase questions and held-out people are).
 
 plus the usual retain term, and an **anchor** term: on never-seen texts of *other* held-out people
 (``ForgetSet.anchors``, never scored by the gate) each answer token's log p is held (smooth L1)
@@ -53,8 +53,8 @@ from unlearn_engine.data.records import Example
 from unlearn_engine.encoding import chat_prefix, pad_id
 from unlearn_engine.methods.base import (MethodConfig, TrainContext, UnlearningMethod,
                                          register_method)
-from unlearn_engine.methods.losses import (combine, forward_logits, npo_loss, retain_loss,
-                                           token_logprobs, truth_gap)
+from unlearn_engine.methods.losses import (combine, common_prefix, forward_logits, npo_loss,
+                                           retain_loss, token_logprobs, truth_gap)
 
 
 TOKEN_SCOPES = ("after_name", "all")
@@ -282,19 +282,11 @@ def _anchor_targets(ctx: TrainContext, batch_size: int = 32) -> list[tuple[Examp
 def shared_tail(tokenizer, examples: Sequence[Example]) -> float:
     """Median, over examples with wrong answers, of how many tokens the true answer shares
     with all of them after the last differing one (0 when none has wrong answers)."""
-    tails = []
-    for ex in examples:
-        if not ex.perturbed:
-            continue
-        true = tokenizer(ex.target, add_special_tokens=False)["input_ids"]
-        n = len(true)
-        for wrong in ex.perturbed:
-            ids = tokenizer(wrong, add_special_tokens=False)["input_ids"]
-            k = 0
-            while k < min(n, len(ids)) and true[-1 - k] == ids[-1 - k]:
-                k += 1
-            n = k
-        tails.append(n)
+    def ids(text: str) -> torch.Tensor:
+        return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"]).flip(0)
+
+    tails = [min(common_prefix(ids(ex.target), ids(w)) for w in ex.perturbed)
+             for ex in examples if ex.perturbed]
     return float(statistics.median(tails)) if tails else 0.0
 
 

@@ -130,8 +130,8 @@ def truth_gap(ctx, examples: Sequence[Example], logp: torch.Tensor, labels: torc
             wl = wrong_batch.labels[j + k, 1:]
             w_ids = wl[wl != IGNORE]
             w_rows.append(w_tok[j + k][w_mask[j + k]])
-            head = min(head, _common(true_ids, w_ids))
-            tail = min(tail, _common(true_ids.flip(0), w_ids.flip(0)))
+            head = min(head, common_prefix(true_ids, w_ids))
+            tail = min(tail, common_prefix(true_ids.flip(0), w_ids.flip(0)))
         end = len(true_ids) if tail_live else len(true_ids) - min(tail, len(true_ids) - head)
         live = torch.zeros_like(lp, dtype=torch.bool)
         live[head:end] = True
@@ -144,7 +144,7 @@ def truth_gap(ctx, examples: Sequence[Example], logp: torch.Tensor, labels: torc
     return torch.stack(gaps).mean()
 
 
-def _common(a: torch.Tensor, b: torch.Tensor) -> int:
+def common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
     """Length of the common prefix of two 1-d id tensors."""
     n = min(len(a), len(b))
     diff = (a[:n] != b[:n]).nonzero()
