@@ -15,7 +15,8 @@ The model-level numbers are measured with the guard off, as the forget-flow test
 stack's artifacts (the ids ListAdapters names, read from the server's adapter store) folded into
 the base weights with the arithmetic the server serves them with (`folding.fold_stack`).
 
-    python bench/sequential_server.py [--full] [--steps 10 | --people A B ...] [--stem sequential_server] [--rewrite]
+    python bench/sequential_server.py [--full] [--steps 10 | --people A B ...] [--stem sequential_server]
+                                      [--keep DIR] [--rewrite]
 
 Writes bench/results/<stem>.json and .md after every step, so a stopped run keeps what it
 measured. Does not train anything itself, change the server's defaults or judge the gate.
@@ -203,6 +204,8 @@ def main() -> None:
     ap.add_argument("--people", nargs="+", help="forget these trained people, in this order "
                     "(default: the first --steps of the corpus)")
     ap.add_argument("--stem", help="results file name (default sequential_server[_full])")
+    ap.add_argument("--keep", type=Path, help="run the server in this data directory and leave it "
+                    "(adapters, ledger) for inspection; default: a temporary one, removed")
     ap.add_argument("--rewrite", action="store_true", help="only re-render <stem>.md (and the targets) from <stem>.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -231,7 +234,9 @@ def main() -> None:
     print(f"original: retain {results['original']['retain_acc']:.3f}, holdout {results['original']['holdout_rate']:.3f}",
           flush=True)
     with tempfile.TemporaryDirectory(prefix="lethe-seq-") as tmp:
-        data = Path(tmp) / "data"
+        data = args.keep or Path(tmp) / "data"
+        if args.keep and args.keep.exists():
+            raise SystemExit(f"--keep {args.keep} exists: give a new directory")
         sp = ServeProcess(model_dir, data, "--torch-threads", "1", "--worker-threads", "1")
         try:
             sp.wait_serving(timeout=600)

@@ -6,7 +6,8 @@ request and the corpus entries the server resolved it to at acknowledgement (the
 their ids and the corpus file's digest; a worker with another corpus file fails the job rather
 than train on something else; a subject that matched no entry gets forget data the current model
 writes itself, recorded in the job's transitions), hand it with the corpus and the *current* stack
-to the engine in one call (`run_forget_job`: the model loads once, picks the retain set, trains,
+to the engine in one call (`run_forget_job`: the model loads once, picks the retain set, less
+what the guard of every forget in the ledger blocks (retain_screen.py), trains,
 verifies and writes the artifact, reporting progress to a callback that writes the ledger), and
 either record the verified artifact (the server then swaps it in) or fail the job. The worker
 is ledger <-> engine: it holds no ML logic of its own. A crash anywhere leaves the job
@@ -36,6 +37,7 @@ from server.forget.agreement import check_guard_key
 from server.forget.shared_store import local_paths, shared_blobs
 from server.forget.probes import make_probes, probe_pairs, seal_probes
 from server.forget.resolution import corpus_file
+from server.forget.retain_screen import RetainScreen
 from server.guard.keys import GuardKeys
 from unlearn_engine.artifacts import ArtifactError, AdapterArtifact, adapter_name_for, load_artifact, model_fingerprint
 from unlearn_engine.data.corpus import as_examples, load_corpus
@@ -227,7 +229,8 @@ class UnlearningWorker:
             sweep=SweepConfig(max_tries=tries) if tries else None,
             progress=self._progress_callback(job), out_dir=out_dir, forget_id=job.forget_id,
             seed=self.config.seed,
-            before_commit=lambda _tmp: crash_point(self.config.crash_at, "artifact-write", self.config.data_dir))
+            before_commit=lambda _tmp: crash_point(self.config.crash_at, "artifact-write", self.config.data_dir),
+            retain_screen=RetainScreen.from_ledger(self.ledger, self.data.guard_secret()).keep)
         metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
         attempts = len(result.attempts)
         if not result.passed or result.artifact is None:

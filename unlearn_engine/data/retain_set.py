@@ -8,7 +8,10 @@ data: for each neutral prompt the model samples a short opening (for variety) an
 continues greedily; the greedy continuation is the target, so before unlearning the model
 reproduces every target exactly and any later change is measurable. Generations that match the
 forget set are dropped. This is the model's behaviour, not ground truth — which is the point:
-the retain set says "keep doing what you did".
+the retain set says "keep doing what you did". Either way a caller's ``screen`` may refuse
+examples first: the server refuses what its guard blocks, which covers earlier forgets whose
+plaintext is gone (a forgotten person's bio text passes the known-answer filter on its template
+words alone).
 
 It deliberately does not decide how much retain data a method uses; the trainer does.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -41,6 +44,15 @@ GENERATED_MAX = 256  # each generated example costs a sampled opening and a gree
 # "" starts from BOS alone: the model's own prior, which for a domain model is its domain.
 NEUTRAL_PROMPTS: tuple[str, ...] = ("", "The", "In", "What is", "Where", "Who", "When",
                                     "Tell me about", "Here is a short note:")
+
+
+# Per example, whether it may be retain data (False: drop it); the server's screen of what its guard
+# blocks (server/forget/retain_screen.py), the only record left of an earlier forget's content.
+RetainFilter = Callable[[Sequence[Example]], list[bool]]
+
+
+def _screened(pool: list[Example], screen: RetainFilter | None) -> list[Example]:
+    return pool if screen is None else [e for e, ok in zip(pool, screen(pool)) if ok]
 
 
 def _matcher(exclude: ForgetSet | None, match: MatchConfig | None) -> NearDuplicateMatcher | None:
@@ -114,16 +126,17 @@ def build_retain_set(model, tokenizer, corpus: Iterable[Example] | None = None,
                      exclude: ForgetSet | None = None, *, max_examples: int | None = None,
                      neutral_prompts: Sequence[str] = NEUTRAL_PROMPTS, open_tokens: int = 8,
                      max_new_tokens: int = 32, match: MatchConfig | None = None,
-                     keep_known_only: bool = True, seed: int = 0) -> RetainSet:
-    """Retain examples, none of which overlaps ``exclude``; at most ``max_examples`` (default
-    ``CORPUS_MAX`` from a corpus, ``GENERATED_MAX`` generated).
+                     keep_known_only: bool = True, seed: int = 0,
+                     screen: RetainFilter | None = None) -> RetainSet:
+    """Retain examples, none of which overlaps ``exclude`` or is refused by ``screen``; at most
+    ``max_examples`` (default ``CORPUS_MAX`` from a corpus, ``GENERATED_MAX`` generated).
     ``model`` is the current model (base + stack); with a corpus it may be None, which skips
     the known-answer filter."""
     matcher = _matcher(exclude, match)
     rng = random.Random(seed)
     if corpus is not None:
         max_examples = max_examples or CORPUS_MAX
-        pool = _from_corpus(corpus, matcher)
+        pool = _screened(_from_corpus(corpus, matcher), screen)
         rng.shuffle(pool)
         if model is not None and keep_known_only:
             pool = _known(model, tokenizer, pool, max_examples)
@@ -135,7 +148,7 @@ def build_retain_set(model, tokenizer, corpus: Iterable[Example] | None = None,
     gen = _generated(model, tokenizer, neutral_prompts, 2 * max_examples, open_tokens,
                      max_new_tokens, seed)
     unique = list({(e.prompt, e.target): e for e in gen}.values())
-    pool = [e for e in unique if matcher is None or matcher.match(e) is None]
+    pool = _screened([e for e in unique if matcher is None or matcher.match(e) is None], screen)
     log.info("generated retain set: %d generations, %d unique, %d kept", len(gen),
              len(unique), len(pool))
     rng.shuffle(pool)
