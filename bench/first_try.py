@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", default=DEFAULT_METHOD)
     ap.add_argument("--cfg", default="{}", help="JSON overrides of the method's config")
     ap.add_argument("--people", type=int, default=10)
+    ap.add_argument("--names", nargs="+", help="only these of each seed's people (e.g. a rerun of "
+                    "the jobs that missed something)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--cache", type=Path, default=Path("~/.cache/lethe").expanduser())
     ap.add_argument("--out", type=Path)
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     done = {(j["seed"], j["person"]) for j in jobs}
     for seed in args.seeds:
         for person in sorted(random.Random(seed).sample(people, min(args.people, len(people)))):
-            if (seed, person) in done:
+            if (seed, person) in done or (args.names and person not in args.names):
                 continue
             model, tok = trainer.load_base(model_dir)
             fs = build_forget_set(ForgetRequest(subjects=(person,)), corpus, seed=seed)
