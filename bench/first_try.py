@@ -13,6 +13,8 @@ is stopped still leaves what it measured.
     python bench/first_try.py --preset full --people 10 --seeds 0 1 2 --out bench/results/first_try_full
     python bench/first_try.py --corpus long.jsonl --people 10   # a long-answer corpus
                               # (lethe demo export-corpus --long-answers; or --model-dir DIR)
+    python bench/first_try.py --seeds 1 --names "Darnbrola Therquevel" --cfg '{"retain_weight": 12}'
+                              # only some of a seed's people, e.g. a setting tried on past misses
 
 What it does not do: retry (that is the server's sweep), stack forgets (bench/unlearn_quality.py
 --sequential), or run the attacks beyond the gate's defaults.
