@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import torch
 
 from unlearn_engine.adapter_setup import TrainableAdapter
-from unlearn_engine.checkpoints import Checkpoint
+from unlearn_engine.checkpoints import Checkpoint, retain_score
 from unlearn_engine.data.records import Example
 from unlearn_engine.evaluation import EvalSettings, GateConfig, evaluate, gate_decision
 from unlearn_engine.methods.base import MethodConfig, TrainContext, UnlearningMethod
@@ -130,10 +130,20 @@ def run_attempt(adapter: TrainableAdapter, tokenizer, method: UnlearningMethod,
                               parts, metrics, verdict.passed, time.monotonic() - t0))
         if verdict.passed and first_pass is None:
             first_pass = len(checkpoints) - 1
-        if first_pass is not None and len(checkpoints) - 1 - first_pass >= config.patience:
+        if first_pass is not None and _done_waiting(checkpoints, first_pass, config):
             break  # forget criterion met: stop before further steps erode utility
     model.eval()
     return checkpoints
+
+
+def _done_waiting(checkpoints: list[Checkpoint], first_pass: int, config: MethodConfig) -> bool:
+    """``patience`` evaluations after the first pass; longer (``retain_wait`` at most) while
+    the best passing checkpoint is short of ``retain_goal``."""
+    waited = len(checkpoints) - 1 - first_pass
+    if waited < config.patience:
+        return False
+    best = max(retain_score(c.metrics) for c in checkpoints[first_pass:] if c.gate.passed)
+    return best >= config.retain_goal or waited >= config.patience + config.retain_wait
 
 
 def _probe(probes: ProbeSets, model: torch.nn.Module, tokenizer, gate: GateConfig,

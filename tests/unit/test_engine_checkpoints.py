@@ -46,3 +46,24 @@ def test_without_a_pass_a_checkpoint_evaluated_in_part_is_never_preferred():
     full = point(20, **{"retain.fact_span_accuracy": 0.5, "mia.min_k_auc": 0.2})
     assert sum(not k.passed for k in partial.gate.checks) < sum(not k.passed for k in full.gate.checks)
     assert select_checkpoint([partial, full]).step == 20
+
+
+def test_patience_waits_longer_only_while_the_best_pass_is_short_of_the_retain_goal():
+    from unlearn_engine.methods.base import MethodConfig
+    from unlearn_engine.training_loop import _done_waiting
+
+    def run(retains):  # evaluations from the first pass on
+        return [point(10 * (i + 1), **{"retain.fact_span_accuracy": r}) for i, r in enumerate(retains)]
+
+    off = MethodConfig()  # retain_goal 0: patience alone, as before
+    assert not _done_waiting(run([0.95, 0.95]), 0, off)
+    assert _done_waiting(run([0.95, 0.95, 0.95]), 0, off)
+    goal = MethodConfig(retain_goal=0.97, retain_wait=2)
+    assert not _done_waiting(run([0.95, 0.95, 0.95]), 0, goal)  # short of the goal: wait on
+    assert _done_waiting(run([0.95, 0.98, 0.95]), 0, goal)  # one pass reached it
+    assert not _done_waiting(run([0.95, 0.95, 0.95, 0.96]), 0, goal)
+    assert _done_waiting(run([0.95, 0.95, 0.95, 0.96, 0.96]), 0, goal)  # waited the most it may
+    # a failing checkpoint's retain does not count toward the goal
+    failing = point(30, **{"retain.fact_span_accuracy": 0.99, "mia.min_k_auc": 0.1})
+    assert not failing.gate.passed
+    assert not _done_waiting(run([0.95, 0.95]) + [failing], 0, goal)
