@@ -22,7 +22,7 @@ the gate's verdict, then the served stack measured with the guard off. ``--retai
 books the probe set never asks about) to the retain data; ``--layers`` / ``--targets`` restrict
 the LoRA, ``--optimizer sgd`` swaps AdamW for plain SGD, ``--whole-replies`` trains on the retain
 replies as generated (not cut after their fact), ``--gk-tokens`` sets the general-knowledge answer
-budget (40, the budget the probe set was kept at; 24 before the seventh session). Each measure
+budget (40, the budget the probe set was kept at; 24 before the sixth session). Each measure
 lists the general-knowledge answers it got wrong (``gk_wrong``). Writes
 bench/results/forget_real_subject_<mode><tag>.{json,md}.
 
@@ -132,7 +132,7 @@ class Probes:
 
     def __init__(self, model, tok, name: str, gk_tokens: int = 40) -> None:
         # Answer budget of the general-knowledge questions: the set keeps the questions the base
-        # answers within 40 tokens (bench/general_knowledge.py). At 24 (before the seventh
+        # answers within 40 tokens (bench/general_knowledge.py). At 24 (before the sixth
         # session) all 4 of the base's misses and 3 of 8 after a forget were the answer cut off
         # mid-word ("It was actually Thomas", "... physician Edward Jen").
         self.gk_tokens = gk_tokens
@@ -162,7 +162,7 @@ class Probes:
 
 def retain_examples(name: str, whole: bool = False) -> list[Example]:
     """The worker's retain data (``tuning.retain_corpus``: replies cut after their fact's
-    sentence); ``whole``: the replies as generated, cut at the token budget (before the seventh
+    sentence); ``whole``: the replies as generated, cut at the token budget (before the sixth
     session)."""
     return [Example(prompt=k.question, target=k.reply if whole else through_fact(k.reply, k.answer),
                     fact=k.answer, source="generated") for k in load_known(name, "retain")]
@@ -420,7 +420,7 @@ def main() -> int:
     parser.add_argument("--whole-replies", action="store_true",
                         help="sweep: retain targets as generated (cut at the token budget), not cut after the fact")
     parser.add_argument("--gk-tokens", type=int, default=40,
-                        help="answer budget of the general-knowledge questions (24 before the seventh session)")
+                        help="answer budget of the general-knowledge questions (24 before the sixth session)")
     parser.add_argument("--retain-loss", default="nll", choices=("nll", "kl"))
     parser.add_argument("--forget-weight", type=float, default=1.0, help="0: the retain term alone")
     parser.add_argument("--tag", default="", help="suffix of the result files")

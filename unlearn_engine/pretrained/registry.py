@@ -60,7 +60,7 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
                     # < 0.95, on the retry at 1.5e-4, step 15): the job FAILS, by measurement
                     # (bench/results/forget_real_subject_worker.md). Adding the "Who wrote <book>?"
                     # retain set (retain_sets=("author_retain",)) at 1.5e-4 did worse there (0.902).
-                    # Seventh session (bench/results/forget_real_subject_sweep_cf_rev_3e-4_cut_gk40.md,
+                    # Sixth session (bench/results/forget_real_subject_sweep_cf_rev_3e-4_cut_gk40.md,
                     # retain targets cut after their fact's sentence): subject 1 of 8 / general
                     # knowledge 0.951x at step 4, 0 of 8 / 0.93x at step 5, so probes at 4 and 5
                     # and the first checkpoint that passes the gate is taken (patience 0: it has met
