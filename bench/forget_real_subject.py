@@ -19,7 +19,11 @@ the adapter it wrote. ``e2e``: the real path, a ``lethe serve`` whose worker get
 ``Forget(subjects=[SUBJECT])`` over gRPC: Forget -> ACTIVE / FAILED wall and worker CPU seconds,
 the gate's verdict, then the served stack measured with the guard off. ``--retain-authors N``
 (sweep) adds N copies of the model's answers to ``author_retain.tsv`` ("Who wrote <book>?" for
-books the probe set never asks about) to the retain data. Writes
+books the probe set never asks about) to the retain data; ``--layers`` / ``--targets`` restrict
+the LoRA, ``--optimizer sgd`` swaps AdamW for plain SGD, ``--whole-replies`` trains on the retain
+replies as generated (not cut after their fact), ``--gk-tokens`` sets the general-knowledge answer
+budget (40, the budget the probe set was kept at; 24 before the sixth session). Each measure
+lists the general-knowledge answers it got wrong (``gk_wrong``). Writes
 bench/results/forget_real_subject_<mode><tag>.{json,md}.
 
     python bench/forget_real_subject.py sweep [--lrs 3e-5,1e-4,3e-4] [--steps 10,20]
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import replace
@@ -50,7 +55,7 @@ from unlearn_engine.encoding import collate, generate  # noqa: E402
 from unlearn_engine.methods import get_method  # noqa: E402
 from unlearn_engine.methods.base import TrainContext  # noqa: E402
 from unlearn_engine.pretrained import resolve_model  # noqa: E402
-from unlearn_engine.pretrained.probes import load_known  # noqa: E402
+from unlearn_engine.pretrained.probes import load_known, through_fact  # noqa: E402
 from unlearn_engine.trainer import load_base  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -106,8 +111,10 @@ HELDOUT = (
 )
 
 
-def hits(model, tok, items, max_new_tokens: int) -> list[bool]:
+def hits(model, tok, items, max_new_tokens: int, outs_to: list | None = None) -> list[bool]:
     outs = generate(model, tok, [q for q, _ in items], max_new_tokens)
+    if outs_to is not None:
+        outs_to.extend(outs)
     return [any(contains_phrase(o, a) for a in answers) for (_, answers), o in zip(items, outs)]
 
 
@@ -123,7 +130,12 @@ def heldout_ppl(model, tok) -> float:
 class Probes:
     """The three measurements; the subject questions and the probe set fixed from the base model."""
 
-    def __init__(self, model, tok, name: str) -> None:
+    def __init__(self, model, tok, name: str, gk_tokens: int = 40) -> None:
+        # Answer budget of the general-knowledge questions: the set keeps the questions the base
+        # answers within 40 tokens (bench/general_knowledge.py). At 24 (before the sixth
+        # session) all 4 of the base's misses and 3 of 8 after a forget were the answer cut off
+        # mid-word ("It was actually Thomas", "... physician Edward Jen").
+        self.gk_tokens = gk_tokens
         known_gk = [k for k in load_known(name, "probe")
                     if not contains_phrase(k.question + " " + k.reply, SUBJECT.split()[-1])]
         self.gk = [(k.question, (k.answer,)) for k in known_gk]
@@ -134,7 +146,8 @@ class Probes:
 
     def measure(self, model, tok) -> dict:
         t0 = time.process_time()
-        gk = hits(model, tok, self.gk, 24)
+        gk_out: list[str] = []
+        gk = hits(model, tok, self.gk, self.gk_tokens, gk_out)
         subj = hits(model, tok, self.subject, 40)
         lost: dict[str, int] = {}  # general-knowledge answers lost, by category
         for ok, cat in zip(gk, self.gk_category):
@@ -142,12 +155,17 @@ class Probes:
         return {"gk_accuracy": round(sum(gk) / len(gk), 3), "gk_wrong_by_category": lost,
                 "heldout_ppl": heldout_ppl(model, tok),
                 "subject_accuracy": round(sum(subj) / max(1, len(subj)), 3),
+                # the general-knowledge answers got wrong, to tell lost knowledge from drift in form
+                "gk_wrong": [[q, o] for (q, _), o, ok in zip(self.gk, gk_out, gk) if not ok],
                 "measure_cpu_s": round(time.process_time() - t0, 1)}
 
 
-def retain_examples(name: str) -> list[Example]:
-    return [Example(prompt=k.question, target=k.reply, fact=k.answer, source="generated")
-            for k in load_known(name, "retain")]
+def retain_examples(name: str, whole: bool = False) -> list[Example]:
+    """The worker's retain data (``tuning.retain_corpus``: replies cut after their fact's
+    sentence); ``whole``: the replies as generated, cut at the token budget (before the sixth
+    session)."""
+    return [Example(prompt=k.question, target=k.reply if whole else through_fact(k.reply, k.answer),
+                    fact=k.answer, source="generated") for k in load_known(name, "retain")]
 
 
 def author_retain(model, tok, name: str) -> list[Example]:
@@ -159,8 +177,8 @@ def author_retain(model, tok, name: str) -> list[Example]:
 
     built = load_known(name, "retain", "author_retain")
     if built:
-        return [Example(prompt=k.question, target=k.reply, fact=k.answer, source="generated") for k in built
-                if not contains_phrase(k.reply, SUBJECT.split()[-1])]
+        return [Example(prompt=k.question, target=through_fact(k.reply, k.answer), fact=k.answer,
+                        source="generated") for k in built if not contains_phrase(k.reply, SUBJECT.split()[-1])]
     cands = read_candidates(DATA / "author_retain.tsv")
     replies = generate(model, tok, [c.question for c in cands], 40)
     return [Example(prompt=c.question, target=r, fact=h, source="generated")
@@ -187,7 +205,8 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
         report["forget_naming_subject"] = sum(SUBJECT in e.target for e in forget)
     report["forget_examples"] = len(forget)
     report["forget_build_cpu_s"] = round(time.process_time() - t0, 1)
-    retain = retain_examples(args.name)
+    retain = retain_examples(args.name, args.whole_replies)
+    report["retain_targets"] = "whole replies" if args.whole_replies else "cut after the fact's sentence"
     if args.retain_neighbours > 1:  # retain questions asked like the forget ones ("Who wrote X?")
         openers = {e.prompt.split()[0].casefold() for e in forget if e.prompt.endswith("?")}
         near = [r for r in retain if r.prompt.split()[0].casefold() in openers]
@@ -209,14 +228,16 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
                       lora_targets=tuple(args.targets.split(",")),
                       **({} if args.retain_weight is None else {"retain_weight": args.retain_weight}))
         if adapter is None:
-            adapter = TrainableAdapter(model, "sweep", (), lora_config(cfg, None, model), 0)
+            layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+            adapter = TrainableAdapter(model, "sweep", (), lora_config(cfg, layers, model), 0)
         adapter.reset()
         adapter.activate()
         method = method_cls(cfg)
         ctx = TrainContext(adapter.model, tok, cfg, adapter.reference, seed=0)
         method.prepare(ctx, forget)  # reference targets (counterfactual); a no-op for NPO
         gen = torch.Generator().manual_seed(0)
-        opt = torch.optim.AdamW(adapter.params, lr=lr, weight_decay=0.0)
+        opt = torch.optim.AdamW(adapter.params, lr=lr, weight_decay=0.0) if args.optimizer == "adamw" \
+            else torch.optim.SGD(adapter.params, lr=lr, momentum=args.momentum)
         c0 = time.process_time()
         for step in range(1, steps[-1] + 1):
             fb = [forget[i] for i in torch.randperm(len(forget), generator=gen)[:cfg.batch_size].tolist()]
@@ -236,7 +257,8 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
                      f"x{args.forget_weight:g}, retain {args.retain_loss} x{cfg.retain_weight:g}"
                      f"{f' (neighbours x{args.retain_neighbours})' if args.retain_neighbours > 1 else ''}"
                      f"{f' (authors x{args.retain_authors})' if args.retain_authors else ''}, "
-                     f"LoRA on {args.targets} step {step}"] = row
+                     f"LoRA on {args.targets}{f' layers {args.layers}' if args.layers else ''}"
+                     f"{'' if args.optimizer == 'adamw' else f', {args.optimizer} momentum {args.momentum:g}'} step {step}"] = row
                 print(json.dumps(row), flush=True)
                 c0 = time.process_time()
                 write(report, args.mode + args.tag)
@@ -295,7 +317,6 @@ def e2e(args, model_dir: Path, probes: Probes, report: dict) -> None:
     niceness), ``Forget(subjects=[SUBJECT])`` over gRPC with no corpus, Forget -> ACTIVE (or
     FAILED) timed in wall and worker CPU seconds; then, guard off, the live stack (the adapters
     ListAdapters names, folded into the base as the server serves them) measured like the sweep."""
-    import os
     import tempfile
 
     from sequential_server import _load, _proc_cpu, _wait_terminal, _worker_pid
@@ -393,6 +414,13 @@ def main() -> int:
     parser.add_argument("--retain-authors", type=int, default=0,
                         help="copies of the model's answers to author_retain.tsv added to the retain data")
     parser.add_argument("--targets", default="all-linear", help="LoRA target modules, comma-separated")
+    parser.add_argument("--layers", default="", help="sweep: LoRA only on these layer indices, comma-separated")
+    parser.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"), help="sweep: the optimiser")
+    parser.add_argument("--momentum", type=float, default=0.0, help="sweep: SGD momentum")
+    parser.add_argument("--whole-replies", action="store_true",
+                        help="sweep: retain targets as generated (cut at the token budget), not cut after the fact")
+    parser.add_argument("--gk-tokens", type=int, default=40,
+                        help="answer budget of the general-knowledge questions (24 before the sixth session)")
     parser.add_argument("--retain-loss", default="nll", choices=("nll", "kl"))
     parser.add_argument("--forget-weight", type=float, default=1.0, help="0: the retain term alone")
     parser.add_argument("--tag", default="", help="suffix of the result files")
@@ -401,11 +429,14 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     model_dir = resolve_model(args.model, load_settings().cache_dir)
     model, tok = load_base(model_dir)
-    probes = Probes(model, tok, args.name)
+    probes = Probes(model, tok, args.name, args.gk_tokens)
     report: dict = {"model": args.model, "subject": SUBJECT, "method": args.method, "threads": args.threads,
+                    "gk_answer_tokens": args.gk_tokens,
                     "n_subject_asked": probes.n_subject_asked, "n_subject_known": len(probes.subject),
                     "n_gk": len(probes.gk), "rows": {"base": probes.measure(model, tok)}}
     print(json.dumps(report["rows"]["base"]), flush=True)
+    report["command"] = "nice -n 5 .venv/bin/python bench/forget_real_subject.py " + " ".join(sys.argv[1:])
+    report["load_start"] = "/".join(f"{x:.1f}" for x in os.getloadavg())
     if args.mode == "sweep":
         sweep(args, model, tok, probes, report)
     elif args.mode == "e2e":

@@ -62,3 +62,24 @@ def test_a_rows_retain_sets_join_the_retain_data() -> None:
     assert plain and more and len(more) == len(plain) + len(authors)
     probe_questions = {k.question for k in load_known("smollm2", "probe")}
     assert not probe_questions & {k.question for k in authors}  # never trained on what is measured
+
+
+def test_retain_targets_end_after_the_sentence_that_states_the_fact() -> None:
+    from unlearn_engine.pretrained.probes import through_fact
+
+    assert through_fact("The capital of Peru is Lima. It lies on the", "Lima") == "The capital of Peru is Lima."
+    # initials are not sentence ends; the sentence that names the fact is kept whole
+    assert through_fact("It was written by J.R.R. Tolkien. He was born", "Tolkien") == \
+        "It was written by J.R.R. Tolkien."
+    assert through_fact("A fine city. Its capital is Lima. More", "Lima") == "A fine city. Its capital is Lima."
+    # the fact only in an unfinished sentence: nothing to cut at, the reply stays as generated
+    assert through_fact("The capital of Albania is Tirana, capital of", "Tirana") == \
+        "The capital of Albania is Tirana, capital of"
+    retain = forget_tuning_retain()
+    assert sum(not e.target.endswith((".", "!", "?")) for e in retain) < 0.15 * len(retain)
+
+
+def forget_tuning_retain():
+    from unlearn_engine.pretrained.tuning import ForgetTuning
+
+    return ForgetTuning(SPEC).retain_corpus()

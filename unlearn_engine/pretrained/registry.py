@@ -60,7 +60,16 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
                     # < 0.95, on the retry at 1.5e-4, step 15): the job FAILS, by measurement
                     # (bench/results/forget_real_subject_worker.md). Adding the "Who wrote <book>?"
                     # retain set (retain_sets=("author_retain",)) at 1.5e-4 did worse there (0.902).
-                    forget_config=(("lr", 3e-4), ("max_steps", 10), ("eval_every", 5)),
+                    # Sixth session (bench/results/forget_real_subject_sweep_cf_rev_3e-4_cut_gk40.md,
+                    # retain targets cut after their fact's sentence): subject 1 of 8 / general
+                    # knowledge 0.951x at step 4, 0 of 8 / 0.93x at step 5, so probes at 4 and 5
+                    # and the first checkpoint that passes the gate is taken (patience 0: it has met
+                    # the forget and retain checks already, and each further probe costs 45 s to 3
+                    # min here against the 15 min Forget -> ACTIVE target).
+                    # Through the worker the job still FAILS, faster: 7.7 min wall, the gate's
+                    # retain probe at 33 of 35 (0.943) at every checkpoint of both tries
+                    # (bench/results/forget_real_subject_e2e_cut_p0.md, forget_real_subject_worker.md).
+                    forget_config=(("lr", 3e-4), ("max_steps", 5), ("eval_every", 4), ("patience", 0)),
                     forget_tries=2, reverse_questions=True, forward_questions=False),
 )}
 

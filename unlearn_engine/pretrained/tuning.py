@@ -21,7 +21,7 @@ from pathlib import Path
 from unlearn_engine.data.records import Example
 from unlearn_engine.methods import MethodConfig, get_method
 from unlearn_engine.pretrained.fetch import MANIFEST_NAME, load_manifest
-from unlearn_engine.pretrained.probes import load_known
+from unlearn_engine.pretrained.probes import load_known, through_fact
 from unlearn_engine.pretrained.registry import MODELS, PretrainedModel
 
 
@@ -48,12 +48,13 @@ class ForgetTuning:
         return self.spec.forward_questions
 
     def retain_corpus(self) -> tuple[Example, ...] | None:
-        """The model's own replies to the general questions it answers correctly; None when no
-        set was built for it (``bench/general_knowledge.py``)."""
+        """The model's own replies to the general questions it answers correctly, each cut after
+        the sentence that states its fact (``probes.through_fact``); None when no set was built
+        for it (``bench/general_knowledge.py``)."""
         rows = load_known(self.spec.name, "retain")
         rows += [r for stem in self.spec.retain_sets for r in load_known(self.spec.name, "retain", stem)]
-        return tuple(Example(prompt=k.question, target=k.reply, fact=k.answer, source="generated")
-                     for k in rows) or None
+        return tuple(Example(prompt=k.question, target=through_fact(k.reply, k.answer), fact=k.answer,
+                             source="generated") for k in rows) or None
 
 
 def forget_tuning(model_dir: str | Path) -> ForgetTuning | None:
