@@ -49,7 +49,7 @@ from unlearn_engine.data import (Example, ForgetRequest, build_forget_set,  # no
                                  build_retain_set, load_corpus)
 from unlearn_engine.demo.builder import build_demo_model, load_report  # noqa: E402
 from unlearn_engine.demo.config import DemoConfig  # noqa: E402
-from unlearn_engine.evaluation import evaluate  # noqa: E402
+from unlearn_engine.evaluation import EvalSettings, evaluate  # noqa: E402
 from unlearn_engine.evaluation.attacks import (ATTACKS, AttackSets, AttackSettings,  # noqa: E402
                                                run_attacks)
 from unlearn_engine.methods import METHODS, MethodConfig, get_method  # noqa: E402
@@ -485,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
                          "and retrained rows (only their verbatim column is measured again)")
     ap.add_argument("--max-tries", type=int, default=SweepConfig().max_tries,
                     help="cap on the trainer's retry sweep (each miss costs a full attempt)")
+    ap.add_argument("--eval-batch", type=int, default=EvalSettings().batch_size,
+                    help="generation / scoring batch of every evaluation (the forget jobs' probes "
+                         "too): SmolLM2's 49k-token vocabulary at 32 long answers a batch took "
+                         "16.7 GB and was killed for memory")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=Path("~/.cache/lethe").expanduser())
@@ -518,9 +522,11 @@ def main(argv: list[str] | None = None) -> int:
     reference, tok = load_base(retrained_dir)
 
     attack_settings = AttackSettings(seed=args.seed)
+    eval_settings = EvalSettings(batch_size=args.eval_batch)
 
     def measure(model) -> dict:
-        return {**evaluate(model, tok, f_qa, retain_eval, holdout, para, reference),
+        return {**evaluate(model, tok, f_qa, retain_eval, holdout, para, reference,
+                           settings=eval_settings),
                 **run_attacks(model, tok, AttackSets(tuple(f_qa), tuple(para)), args.attacks,
                               attack_settings)}
 
@@ -531,15 +537,16 @@ def main(argv: list[str] | None = None) -> int:
               "retrained_dir": str(retrained_dir), "n_people": len(people),
               "forget_people": forget_people, "retrain_s": retrain_s, "eval_sizes": sizes,
               "device": str(original.device), "threads": args.threads,
-              "max_tries": args.max_tries, "cfg": cfg_overrides, "rows": rows,
+              "max_tries": args.max_tries, "cfg": cfg_overrides, "eval_batch": args.eval_batch,
+              "rows": rows,
               "load": [load_start, load_start],
               **setup.info}
     if args.baselines_from:
         rows += reused_baselines(args.baselines_from, result, args.attacks)
         result["baselines_from"] = str(args.baselines_from)
         for row, model in zip(rows, (original, reference)):  # its prompt changed for chat models
-            row["verbatim"] = evaluate(model, tok, f_qa, [], metrics={"verbatim": ("forget",)})[
-                "forget.verbatim_rate"]
+            row["verbatim"] = evaluate(model, tok, f_qa, [], metrics={"verbatim": ("forget",)},
+                                       settings=eval_settings)["forget.verbatim_rate"]
     else:
         rows.append({"name": "original", **summarize(measure(original))})
         rows.append({"name": "retrained", **summarize(measure(reference), train_s=retrain_s,
@@ -558,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         t0, cpu0 = time.monotonic(), time.process_time()
         peft_model, res = unlearn(model, tok, forget_set, retain_set, method, seed=args.seed,
                                   config=method_config(method, tuning, cfg_overrides),
-                                  forget_id=f"bench-{method}", sweep=sweep(args))
+                                  forget_id=f"bench-{method}", sweep=sweep(args),
+                                  eval_settings=eval_settings)
         total, job_cpu = time.monotonic() - t0, time.process_time() - cpu0
         measured = measure(peft_model)
         # one torch thread: CPU seconds are the work, whatever else the machine runs
