@@ -16,7 +16,8 @@ is in bench/results/full/). Usage:
         --out bench/results/full
     python bench/unlearn_quality.py --corpus my_corpus.jsonl --methods npo --out DIR
     python bench/unlearn_quality.py --model smollm2 --corpus long.jsonl --methods counterfactual \
-        --sequential 0 --out bench/results/smollm2_long
+        --sequential 0 --eval-batch 8 --out bench/results/smollm2_long \
+        [--cfg '{"lr": 1e-3}'] [--baselines-from bench/results/smollm2_long/unlearn_quality.json]
 (``--corpus``: any corpus in the export format, e.g. ``lethe demo export-corpus --long-answers``;
 the model and the retrained-without model are trained on it first.) ``--model`` (a registry
 name or a directory) runs the literature's protocol on a pretrained base instead of the demo
@@ -255,6 +256,9 @@ def markdown(result: dict) -> str:
         lines += [f"> {result['note']}", ""]
     if result.get("model"):
         lines += protocol_lines(result) + [""]
+    if result.get("cfg"):
+        lines += [f"Method config overrides (`--cfg`, over the base's registered forget settings): "
+                  f"`{json.dumps(result['cfg'])}`; evaluation batch {result.get('eval_batch')}.", ""]
     if result.get("baselines_from"):
         lines += [f"The original and retrained rows are those of `{result['baselines_from']}` "
                   "(same models, forget people, eval sets and attacks; `--baselines-from`), "
