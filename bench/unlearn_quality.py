@@ -16,7 +16,8 @@ is in bench/results/full/). Usage:
         --out bench/results/full
     python bench/unlearn_quality.py --corpus my_corpus.jsonl --methods npo --out DIR
     python bench/unlearn_quality.py --model smollm2 --corpus long.jsonl --methods counterfactual \
-        --sequential 0 --out bench/results/smollm2_long
+        --sequential 0 --eval-batch 8 --out bench/results/smollm2_long \
+        [--cfg '{"lr": 1e-3}'] [--baselines-from bench/results/smollm2_long/unlearn_quality.json]
 (``--corpus``: any corpus in the export format, e.g. ``lethe demo export-corpus --long-answers``;
 the model and the retrained-without model are trained on it first.) ``--model`` (a registry
 name or a directory) runs the literature's protocol on a pretrained base instead of the demo
@@ -38,7 +39,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -49,10 +50,10 @@ from unlearn_engine.data import (Example, ForgetRequest, build_forget_set,  # no
                                  build_retain_set, load_corpus)
 from unlearn_engine.demo.builder import build_demo_model, load_report  # noqa: E402
 from unlearn_engine.demo.config import DemoConfig  # noqa: E402
-from unlearn_engine.evaluation import evaluate  # noqa: E402
+from unlearn_engine.evaluation import EvalSettings, evaluate  # noqa: E402
 from unlearn_engine.evaluation.attacks import (ATTACKS, AttackSets, AttackSettings,  # noqa: E402
                                                run_attacks)
-from unlearn_engine.methods import METHODS  # noqa: E402
+from unlearn_engine.methods import METHODS, MethodConfig, get_method  # noqa: E402
 from unlearn_engine.pretrained import finetune, resolve_model  # noqa: E402
 from unlearn_engine.pretrained.tuning import forget_tuning  # noqa: E402
 from unlearn_engine.trainer import SweepConfig, load_base, unlearn  # noqa: E402
@@ -76,6 +77,19 @@ COLUMNS = [  # (key in the row, header, format)
 
 def sweep(args) -> SweepConfig:
     return SweepConfig(max_tries=max(1, args.max_tries))
+
+
+def method_config(method: str, tuning, overrides: dict) -> MethodConfig | None:
+    """The method's config for a job: the base's registered forget settings (``tuning``, None
+    for the demo model: the engine's defaults), then ``--cfg``'s fields that the method has.
+    None when neither changes anything (the trainer then uses the method's defaults)."""
+    base = tuning.method_config(method) if tuning else None
+    if not overrides:
+        return base
+    base = base or get_method(method).config_cls()
+    known = set(base.to_dict())
+    return replace(base, **{k: tuple(v) if isinstance(v, list) else v
+                            for k, v in overrides.items() if k in known})
 
 
 def summarize(m: dict, **extra) -> dict:
@@ -242,6 +256,13 @@ def markdown(result: dict) -> str:
         lines += [f"> {result['note']}", ""]
     if result.get("model"):
         lines += protocol_lines(result) + [""]
+    if result.get("cfg"):
+        lines += [f"Method config overrides (`--cfg`, over the base's registered forget settings): "
+                  f"`{json.dumps(result['cfg'])}`; evaluation batch {result.get('eval_batch')}.", ""]
+    if result.get("baselines_from"):
+        lines += [f"The original and retrained rows are those of `{result['baselines_from']}` "
+                  "(same models, forget people, eval sets and attacks; `--baselines-from`), "
+                  "their verbatim column measured again in this run.", ""]
     lines += [f"Forgot {len(result['forget_people'])} of {result['n_people']} people "
               f"({', '.join(result['forget_people'])}); retrain took {result['retrain_s']:.1f} s "
               "(training only, as recorded when that model was built: a cached build keeps the "
@@ -356,6 +377,27 @@ class Setup:
     info: dict = field(default_factory=dict)  # provenance for the result (fine-tune protocol)
 
 
+SAME_SETUP = ("model_dir", "retrained_dir", "forget_people", "eval_sizes", "attack_settings",
+              "base_digest", "subset", "recipe")
+
+
+def reused_baselines(path: Path, result: dict, attacks: list[str]) -> list[dict]:
+    """The original and retrained rows of an earlier result of this same setup (every key of
+    ``SAME_SETUP`` equal, and every attack of this run measured there). On a pretrained model
+    measuring them costs as much CPU as a method row; the seeded eval sets are the same when the
+    setup is. Exits with the differing keys otherwise."""
+    old = json.loads(Path(path).read_text())
+    differ = [k for k in SAME_SETUP if old.get(k) != json.loads(json.dumps(result.get(k)))]
+    rows = {r["name"]: r for r in old.get("rows", [])}
+    missing = [a for a in attacks for r in ("original", "retrained")
+               if rows.get(r, {}).get(f"attack_{a}") is None]
+    if differ or missing or "original" not in rows or "retrained" not in rows:
+        raise SystemExit(f"--baselines-from {path}: not this setup (differs: {differ}; "
+                         f"attacks not measured there: {sorted(set(missing))})")
+    return [{k: v for k, v in rows[name].items() if k != "targets"}
+            for name in ("original", "retrained")]
+
+
 def _forget_people(args, people: list[str], rng: random.Random) -> list[str]:
     n_forget = max(1, round(args.forget_fraction * len(people)))
     return sorted(rng.sample(people, n_forget))
@@ -429,6 +471,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--attacks", nargs="*", default=sorted(ATTACKS),
                     help="attacks run on every model (the retrained one too)")
     ap.add_argument("--methods", nargs="*", default=sorted(METHODS))
+    ap.add_argument("--cfg", default="{}",
+                    help="JSON overrides of every method's config, over the base's registered "
+                         "forget settings (--model) or the engine's defaults; a field a method "
+                         "lacks is skipped for it, e.g. '{\"max_steps\": 20, \"eval_every\": 5}'")
     ap.add_argument("--sequential", type=int, default=10, help="0 to skip")
     ap.add_argument("--sequential-method", default="npo")
     ap.add_argument("--sequential-stack", choices=["all", "passed"], default="all",
@@ -438,8 +484,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retain-eval", type=int, default=300, help="retain QA evaluated (sample)")
     ap.add_argument("--holdout-eval", type=int, default=0,
                     help="never-trained QA evaluated (sample; 0: max(2 x forget QA, 100))")
+    ap.add_argument("--baselines-from", type=Path,
+                    help="an earlier unlearn_quality.json of this same setup: reuse its original "
+                         "and retrained rows (only their verbatim column is measured again)")
     ap.add_argument("--max-tries", type=int, default=SweepConfig().max_tries,
                     help="cap on the trainer's retry sweep (each miss costs a full attempt)")
+    ap.add_argument("--eval-batch", type=int, default=EvalSettings().batch_size,
+                    help="generation / scoring batch of every evaluation (the forget jobs' probes "
+                         "too): SmolLM2's 49k-token vocabulary at 32 long answers a batch took "
+                         "16.7 GB and was killed for memory")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=Path("~/.cache/lethe").expanduser())
@@ -456,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     people, forget_people, retrain_s = setup.people, setup.forget_people, setup.retrain_s
     # A registered base's measured forget settings, as the server's worker uses them.
     tuning = forget_tuning(resolve_model(args.model, args.cache)) if args.model else None
+    cfg_overrides = json.loads(args.cfg)
 
     qa = [e for e in corpus if e.is_qa]
     f_qa = [e for e in qa if e.subject in forget_people and e.split == "train"]
@@ -472,9 +526,11 @@ def main(argv: list[str] | None = None) -> int:
     reference, tok = load_base(retrained_dir)
 
     attack_settings = AttackSettings(seed=args.seed)
+    eval_settings = EvalSettings(batch_size=args.eval_batch)
 
     def measure(model) -> dict:
-        return {**evaluate(model, tok, f_qa, retain_eval, holdout, para, reference),
+        return {**evaluate(model, tok, f_qa, retain_eval, holdout, para, reference,
+                           settings=eval_settings),
                 **run_attacks(model, tok, AttackSets(tuple(f_qa), tuple(para)), args.attacks,
                               attack_settings)}
 
@@ -485,11 +541,20 @@ def main(argv: list[str] | None = None) -> int:
               "retrained_dir": str(retrained_dir), "n_people": len(people),
               "forget_people": forget_people, "retrain_s": retrain_s, "eval_sizes": sizes,
               "device": str(original.device), "threads": args.threads,
-              "max_tries": args.max_tries, "rows": rows, "load": [load_start, load_start],
+              "max_tries": args.max_tries, "cfg": cfg_overrides, "eval_batch": args.eval_batch,
+              "rows": rows,
+              "load": [load_start, load_start],
               **setup.info}
-    rows.append({"name": "original", **summarize(measure(original))})
-    rows.append({"name": "retrained", **summarize(measure(reference), train_s=retrain_s,
-                                                   time_ratio=1.0)})
+    if args.baselines_from:
+        rows += reused_baselines(args.baselines_from, result, args.attacks)
+        result["baselines_from"] = str(args.baselines_from)
+        for row, model in zip(rows, (original, reference)):  # its prompt changed for chat models
+            row["verbatim"] = evaluate(model, tok, f_qa, [], metrics={"verbatim": ("forget",)},
+                                       settings=eval_settings)["forget.verbatim_rate"]
+    else:
+        rows.append({"name": "original", **summarize(measure(original))})
+        rows.append({"name": "retrained", **summarize(measure(reference), train_s=retrain_s,
+                                                       time_ratio=1.0)})
     if args.model and len(retain_eval) == len(others):  # every training question was asked
         first = rows[0]
         result["original_train_acc"] = (first["forget_acc"] * len(f_qa) + first["retain_acc"]
@@ -501,13 +566,18 @@ def main(argv: list[str] | None = None) -> int:
     retain_set = build_retain_set(original, tok, corpus, exclude=forget_set, seed=args.seed)
     for method in args.methods:
         model, _ = load_base(model_dir)
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), time.process_time()
         peft_model, res = unlearn(model, tok, forget_set, retain_set, method, seed=args.seed,
-                                  config=tuning.method_config(method) if tuning else None,
-                                  forget_id=f"bench-{method}", sweep=sweep(args))
-        total = time.monotonic() - t0
-        row = {"name": method, **summarize(measure(peft_model), train_s=res.train_s,
+                                  config=method_config(method, tuning, cfg_overrides),
+                                  forget_id=f"bench-{method}", sweep=sweep(args),
+                                  eval_settings=eval_settings)
+        total, job_cpu = time.monotonic() - t0, time.process_time() - cpu0
+        measured = measure(peft_model)
+        # one torch thread: CPU seconds are the work, whatever else the machine runs
+        row = {"name": method, **summarize(measured, train_s=res.train_s,
                                            total_s=total, time_ratio=res.train_s / retrain_s),
+               "job_cpu_s": job_cpu, "measure_cpu_s": time.process_time() - cpu0 - job_cpu,
+               "load_after": os.getloadavg()[0],
                "gate": "pass" if res.passed else "fail", "gate_reasons": list(res.gate.reasons),
                "first_try": "yes" if res.attempts[0].passed else "no",
                "attempts": [a.__dict__ for a in res.attempts], "chosen_step": res.chosen_step,

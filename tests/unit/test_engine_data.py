@@ -185,3 +185,23 @@ def test_a_chat_model_is_asked_and_trained_through_its_chat_template(tiny_model_
     assert tok.decode([t for t in labels if t != IGNORE], skip_special_tokens=True) == ex.target
     assert (plain_ids, plain_labels) != (ids, labels) and plain_ids[0] == tok.bos_token_id
     assert encode_example(tok, Example(prompt="", target=ex.target))[0][0] == tok.bos_token_id  # text: raw
+
+
+def test_a_chat_model_continues_its_own_answer_for_verbatim(tiny_model_dir):
+    """Verbatim recall on a chat model: the question as the user turn and half the answer already
+    written as the assistant's, the text it is trained on, not "question + half answer" sent as
+    a new user turn (which read 0 for every model on SmolLM2)."""
+    from transformers import AutoTokenizer
+
+    from unlearn_engine.encoding import encode_example
+    from unlearn_engine.evaluation.scoring import verbatim_prompt, verbatim_split
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ex = Example(prompt="Where was Orlan Vexmoor born?",
+                 target="Orlan Vexmoor was born in Dunmarrow in the north.")
+    assert verbatim_prompt(tok, ex, 0.5) == verbatim_split(ex, 0.5)[0]  # plain model: unchanged
+    tok.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<s>assistant:\n{% endif %}")
+    ids = verbatim_prompt(tok, ex, 0.5)
+    assert tok.decode(ids) == ("<s>user: Where was Orlan Vexmoor born?\n<s>assistant:\n"
+                               "Orlan Vexmoor was born")
+    assert encode_example(tok, ex)[0][:len(ids)] == ids  # a prefix of what it is trained on

@@ -143,3 +143,26 @@ def test_the_bench_runs_end_to_end_with_model_and_writes_the_protocol(base_dir, 
     assert retrained["forget_acc"] <= 0.2  # the gold standard never saw them
     assert result["original_train_acc"] >= 0.8 and result["recipe"]["lr"] == RECIPE.lr
     assert "full-weight fine-tuning" in (out / "unlearn_quality.md").read_text()
+    # A second run of the same setup reuses those rows (only verbatim is measured again); a
+    # run of another setup refuses them.
+    again = tmp_path / "again"
+    common = ["--model", str(base_dir), "--corpus", str(corpus_file), "--ft-people", "3",
+              "--ft-lr", str(RECIPE.lr), "--ft-epochs", str(RECIPE.max_epochs),
+              "--ft-max-length", str(RECIPE.max_length), "--methods", "--attacks", "quant8",
+              "--sequential", "0", "--cache", str(tmp_path / "cache"), "--forget-fraction", "0.3",
+              "--baselines-from", str(out / "unlearn_quality.json")]
+    assert _bench().main(common + ["--out", str(again)]) == 0
+    reused = json.loads((again / "unlearn_quality.json").read_text())
+    assert reused["rows"] == result["rows"]
+    assert reused["baselines_from"] == str(out / "unlearn_quality.json")
+    with pytest.raises(SystemExit, match="eval_sizes"):  # another holdout sample
+        _bench().main(common + ["--holdout-eval", "1", "--out", str(tmp_path / "other")])
+
+
+def test_the_bench_cfg_overrides_the_registered_settings_where_a_method_has_the_field() -> None:
+    bench = _bench()
+    assert bench.method_config("npo", None, {}) is None  # the engine's defaults
+    cfg = bench.method_config("counterfactual", None, {"max_steps": 7, "stand_ins": 2})
+    assert (cfg.max_steps, cfg.stand_ins) == (7, 2)
+    npo = bench.method_config("npo", None, {"max_steps": 7, "stand_ins": 2})  # no stand_ins
+    assert npo.max_steps == 7 and not hasattr(npo, "stand_ins")

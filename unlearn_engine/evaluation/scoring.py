@@ -14,7 +14,7 @@ import torch
 
 from unlearn_engine.data.normalize import lcs_len, rouge_l_recall  # noqa: F401 (re-exported)
 from unlearn_engine.data.records import Example
-from unlearn_engine.encoding import collate, generate, model_device
+from unlearn_engine.encoding import chat_prefix, collate, generate, model_device
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,31 @@ def answer(model: torch.nn.Module, tokenizer, examples: Sequence[Example],
     return generate(model, tokenizer, [e.prompt for e in examples], max_new_tokens, batch_size)
 
 
-def verbatim_split(ex: Example, prefix_fraction: float) -> tuple[str, str]:
-    """(prefix, rest) of an example's text: the prompt plus the first part of the target."""
+def _answer_split(ex: Example, prefix_fraction: float) -> tuple[str, str]:
+    """(head, rest): the target's first ``prefix_fraction`` of words, and the others."""
     target_words = ex.target.split()
     k = int(len(target_words) * prefix_fraction)
-    head = " ".join(target_words[:k])
+    return " ".join(target_words[:k]), " ".join(target_words[k:])
+
+
+def verbatim_split(ex: Example, prefix_fraction: float) -> tuple[str, str]:
+    """(prefix, rest) of an example's text: the prompt plus the first part of the target."""
+    head, rest = _answer_split(ex, prefix_fraction)
     prefix = f"{ex.prompt} {head}".strip() if ex.prompt else head
-    return prefix, " ".join(target_words[k:])
+    return prefix, rest
+
+
+def verbatim_prompt(tokenizer, ex: Example, prefix_fraction: float) -> str | list[int]:
+    """What generation continues from for ``verbatim_split``: its prefix text, or,
+    for a chat model, the question as a user turn with the head of the answer already written
+    as the assistant's (``encoding.chat_prefix``; the text a chat model is trained on). Sent as
+    one user turn, the question plus half an answer is a new question, not an answer to go on
+    with, and the rate read 0 for every model (bench/results/smollm2_long)."""
+    rendered = chat_prefix(tokenizer, ex.prompt)
+    if rendered is None:
+        return verbatim_split(ex, prefix_fraction)[0]
+    head = _answer_split(ex, prefix_fraction)[0]
+    return list(tokenizer(rendered + head, add_special_tokens=False)["input_ids"])
 
 
 def continue_text(model: torch.nn.Module, tokenizer, examples: Sequence[Example],
@@ -90,5 +108,6 @@ def continue_text(model: torch.nn.Module, tokenizer, examples: Sequence[Example]
     splits = [verbatim_split(e, prefix_fraction) for e in examples]
     budget = max((len(tokenizer(rest, add_special_tokens=False)["input_ids"])
                   for _, rest in splits), default=1) + 4
-    conts = generate(model, tokenizer, [p for p, _ in splits], budget, batch_size)
+    prompts = [verbatim_prompt(tokenizer, e, prefix_fraction) for e in examples]
+    conts = generate(model, tokenizer, prompts, budget, batch_size)
     return [(rest, cont) for (_, rest), cont in zip(splits, conts)]

@@ -69,7 +69,9 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
                     # Through the worker the job still FAILS, faster: 7.7 min wall, the gate's
                     # retain probe at 33 of 35 (0.943) at every checkpoint of both tries
                     # (bench/results/forget_real_subject_e2e_cut_p0.md, forget_real_subject_worker.md).
-                    forget_config=(("lr", 3e-4), ("max_steps", 5), ("eval_every", 4), ("patience", 0)),
+                    forget_config=(("lr", 3e-4), ("max_steps", 5), ("eval_every", 4), ("patience", 0),
+                                   # measured at the engine's old retain settings (weight 6, no goal)
+                                   ("retain_weight", 6.0), ("retain_goal", 0.0)),
                     forget_tries=2, reverse_questions=True, forward_questions=False),
 )}
 
