@@ -127,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", default=DEFAULT_METHOD)
     ap.add_argument("--cfg", default="{}", help="JSON overrides of the method's config")
     ap.add_argument("--people", type=int, default=10)
-    ap.add_argument("--names", nargs="+", help="only these of each seed's people (e.g. a rerun of "
-                    "the jobs that missed something)")
+    ap.add_argument("--names", nargs="+", help="these trained people instead of each seed's draw "
+                    "(e.g. a rerun of the jobs that missed something, or a person a server run "
+                    "failed on)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--cache", type=Path, default=Path("~/.cache/lethe").expanduser())
     ap.add_argument("--out", type=Path)
@@ -153,9 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(out.with_suffix(".json").read_text())
         jobs = [{"commit": old["meta"]["commit"], **j} for j in old["jobs"]]
     done = {(j["seed"], j["person"]) for j in jobs}
+    unknown = sorted(set(args.names or ()) - set(people))
+    if unknown:
+        ap.error(f"--names: not trained people of this model: {unknown}")
     for seed in args.seeds:
-        for person in sorted(random.Random(seed).sample(people, min(args.people, len(people)))):
-            if (seed, person) in done or (args.names and person not in args.names):
+        drawn = sorted(args.names) if args.names else sorted(
+            random.Random(seed).sample(people, min(args.people, len(people))))
+        for person in drawn:
+            if (seed, person) in done:
                 continue
             model, tok = trainer.load_base(model_dir)
             fs = build_forget_set(ForgetRequest(subjects=(person,)), corpus, seed=seed)

@@ -40,12 +40,11 @@ from server.forget.resolution import corpus_file
 from server.forget.retain_screen import RetainScreen
 from server.guard.keys import GuardKeys
 from unlearn_engine.artifacts import ArtifactError, AdapterArtifact, adapter_name_for, load_artifact, model_fingerprint
-from unlearn_engine.data.corpus import as_examples, load_corpus
+from unlearn_engine.data.corpus import load_corpus
 from unlearn_engine.data.forget_set import build_forget_set
 from unlearn_engine.data.generated import generated_examples
 from unlearn_engine.data.records import Example, ForgetRequest, ForgetSet
 from unlearn_engine.data.resolve import CorpusMismatch, IndexedCorpus
-from unlearn_engine.demo import builder as demo_builder
 from unlearn_engine.pretrained.tuning import forget_tuning
 from unlearn_engine.progress import Progress as EngineProgress
 from unlearn_engine.trainer import SweepConfig, run_forget_job
@@ -74,12 +73,15 @@ class WorkerConfig:
 
 
 def load_worker_corpus(config: WorkerConfig) -> tuple[Example, ...] | None:
-    if config.corpus is not None:
-        return load_corpus(config.corpus)
-    if demo_builder.is_built(config.model_dir):  # the demo model ships the corpus it learned
-        corpus = demo_builder.load_corpus(config.model_dir)
-        return as_examples([r for r in corpus.qa if r.split == "train"])
-    return None
+    """The corpus the server resolves Forgets against (``--corpus``, else a demo build's own
+    export), every split of it: its held-out people are the gate's never-seen references and
+    the method's anchors, its paraphrases the gate's paraphrase probes. Only trained entries
+    become retain data (``build_retain_set``). Until the seventh session a demo build's worker
+    read only the trained QA, so its gate compared the subject with wrong answers instead of
+    never-seen people and its jobs overshot the membership check (bench/results/gate_diagnosis.md,
+    "Seventh session")."""
+    path = corpus_file(config.corpus, config.model_dir)
+    return load_corpus(path) if path is not None else None
 
 
 def adapter_record(forget_id: str, artifact: AdapterArtifact) -> AdapterRecord:
