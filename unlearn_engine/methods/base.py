@@ -49,6 +49,11 @@ class MethodConfig:
     # (bench/results/gate_diagnosis.md, sixth session); counterfactual turns it on (0.97).
     retain_goal: float = 0.0
     retain_wait: int = 3
+    # Each checkpoint is the trained adapter with its delta (LoRA B) scaled by this, probed,
+    # judged and kept as such; training goes on from the unscaled weights. 1.0 (the default):
+    # off. SmolLM2's row uses 0.85 (bench/results/forget_real_subject.md, seventh session): its
+    # subject went at step 5 with general knowledge 0.944x; x0.85 kept 0.951x and the forget.
+    delta_scale: float = 1.0
     max_length: int = 256  # tokens per example; demo answers are ~20
     gradient_checkpointing: bool = False  # for large models; needs enable_input_require_grads
 
