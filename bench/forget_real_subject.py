@@ -143,18 +143,25 @@ class Probes:
         known = hits(model, tok, SUBJECT_QUESTIONS, 40)
         self.subject = [q for q, ok in zip(SUBJECT_QUESTIONS, known) if ok]
         self.n_subject_asked = len(SUBJECT_QUESTIONS)
+        self.gate_probe: list = []  # sweep --worker-split: the worker gate's retain probe
+        self.gate_tokens = 48
 
     def measure(self, model, tok) -> dict:
         t0 = time.process_time()
         gk_out: list[str] = []
         gk = hits(model, tok, self.gk, self.gk_tokens, gk_out)
         subj = hits(model, tok, self.subject, 40)
+        gate_out: list[str] = []
+        gate = hits(model, tok, self.gate_probe, self.gate_tokens, gate_out) if self.gate_probe else []
         lost: dict[str, int] = {}  # general-knowledge answers lost, by category
         for ok, cat in zip(gk, self.gk_category):
             lost[cat] = lost.get(cat, 0) + (not ok)
         return {"gk_accuracy": round(sum(gk) / len(gk), 3), "gk_wrong_by_category": lost,
                 "heldout_ppl": heldout_ppl(model, tok),
                 "subject_accuracy": round(sum(subj) / max(1, len(subj)), 3),
+                **({"gate_retain_accuracy": round(sum(gate) / len(gate), 3), "gate_retain_n": len(gate),
+                    "gate_retain_wrong": [[q, o] for (q, _), o, ok in zip(self.gate_probe, gate_out, gate) if not ok]}
+                   if gate else {}),
                 # the general-knowledge answers got wrong, to tell lost knowledge from drift in form
                 "gk_wrong": [[q, o] for (q, _), o, ok in zip(self.gk, gk_out, gk) if not ok],
                 "measure_cpu_s": round(time.process_time() - t0, 1)}
@@ -226,8 +233,12 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
         import random  # retain_set.build_retain_set's shuffle (seed 0), then trainer._probe_sets' split
         random.Random(0).shuffle(retain)
         n_probe = min(64, len(retain) // 2)  # trainer.SweepConfig.retain_probe
-        report["retain_gate_probe"] = n_probe
-        retain = retain[n_probe:]
+        gate_probe, retain = retain[:n_probe], retain[n_probe:]
+        report["retain_gate_probe"] = len(gate_probe)
+        # the gate's retain check on the same adapters: its probe's greedy answers contain the fact
+        # (budget: the longest target + 8 tokens, evaluation/base.py)
+        probes.gate_probe = [(e.prompt, (e.fact,)) for e in gate_probe]
+        probes.gate_tokens = max(len(tok(e.target, add_special_tokens=False)["input_ids"]) for e in gate_probe) + 8
     report["retain_examples"] = len(retain)
     method_cls = get_method(args.method)
     steps = sorted(int(s) for s in args.steps.split(","))
