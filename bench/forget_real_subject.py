@@ -23,7 +23,11 @@ books the probe set never asks about) to the retain data; ``--layers`` / ``--tar
 the LoRA, ``--optimizer sgd`` swaps AdamW for plain SGD, ``--whole-replies`` trains on the retain
 replies as generated (not cut after their fact), ``--gk-tokens`` sets the general-knowledge answer
 budget (40, the budget the probe set was kept at; 24 before the sixth session). Each measure
-lists the general-knowledge answers it got wrong (``gk_wrong``). Writes
+lists the general-knowledge answers it got wrong (``gk_wrong``). ``--retain-set NAME`` adds a built
+retain-only set (``probes.RETAIN_SETS``) to the retain data, ``--worker-split`` shuffles it and holds
+out the worker gate's retain probe as the worker does (and measures that probe's answers:
+``gate_retain_accuracy``), ``--scales`` also measures each step's adapter with its delta scaled
+(the engine's ``delta_scale``), ``--adam-eps`` sets AdamW's eps. Writes
 bench/results/forget_real_subject_<mode><tag>.{json,md}.
 
     python bench/forget_real_subject.py sweep [--lrs 3e-5,1e-4,3e-4] [--steps 10,20]
