@@ -23,7 +23,11 @@ books the probe set never asks about) to the retain data; ``--layers`` / ``--tar
 the LoRA, ``--optimizer sgd`` swaps AdamW for plain SGD, ``--whole-replies`` trains on the retain
 replies as generated (not cut after their fact), ``--gk-tokens`` sets the general-knowledge answer
 budget (40, the budget the probe set was kept at; 24 before the sixth session). Each measure
-lists the general-knowledge answers it got wrong (``gk_wrong``). Writes
+lists the general-knowledge answers it got wrong (``gk_wrong``). ``--retain-set NAME`` adds a built
+retain-only set (``probes.RETAIN_SETS``) to the retain data, ``--worker-split`` shuffles it and holds
+out the worker gate's retain probe as the worker does (and measures that probe's answers:
+``gate_retain_accuracy``), ``--scales`` also measures each step's adapter with its delta scaled
+(the engine's ``delta_scale``), ``--adam-eps`` sets AdamW's eps. Writes
 bench/results/forget_real_subject_<mode><tag>.{json,md}.
 
     python bench/forget_real_subject.py sweep [--lrs 3e-5,1e-4,3e-4] [--steps 10,20]
@@ -143,18 +147,25 @@ class Probes:
         known = hits(model, tok, SUBJECT_QUESTIONS, 40)
         self.subject = [q for q, ok in zip(SUBJECT_QUESTIONS, known) if ok]
         self.n_subject_asked = len(SUBJECT_QUESTIONS)
+        self.gate_probe: list = []  # sweep --worker-split: the worker gate's retain probe
+        self.gate_tokens = 48
 
     def measure(self, model, tok) -> dict:
         t0 = time.process_time()
         gk_out: list[str] = []
         gk = hits(model, tok, self.gk, self.gk_tokens, gk_out)
         subj = hits(model, tok, self.subject, 40)
+        gate_out: list[str] = []
+        gate = hits(model, tok, self.gate_probe, self.gate_tokens, gate_out) if self.gate_probe else []
         lost: dict[str, int] = {}  # general-knowledge answers lost, by category
         for ok, cat in zip(gk, self.gk_category):
             lost[cat] = lost.get(cat, 0) + (not ok)
         return {"gk_accuracy": round(sum(gk) / len(gk), 3), "gk_wrong_by_category": lost,
                 "heldout_ppl": heldout_ppl(model, tok),
                 "subject_accuracy": round(sum(subj) / max(1, len(subj)), 3),
+                **({"gate_retain_accuracy": round(sum(gate) / len(gate), 3), "gate_retain_n": len(gate),
+                    "gate_retain_wrong": [[q, o] for (q, _), o, ok in zip(self.gate_probe, gate_out, gate) if not ok]}
+                   if gate else {}),
                 # the general-knowledge answers got wrong, to tell lost knowledge from drift in form
                 "gk_wrong": [[q, o] for (q, _), o, ok in zip(self.gk, gk_out, gk) if not ok],
                 "measure_cpu_s": round(time.process_time() - t0, 1)}
@@ -216,6 +227,22 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
         authors = author_retain(model, tok, args.name)
         report["retain_authors"] = len(authors)
         retain += authors * args.retain_authors
+    for stem in args.retain_set:  # a built retain-only set (probes.RETAIN_SETS), as the worker reads it
+        extra = [Example(prompt=k.question, target=through_fact(k.reply, k.answer), fact=k.answer,
+                         source="generated") for k in load_known(args.name, "retain", stem)
+                 if not contains_phrase(k.reply, SUBJECT.split()[-1])]
+        report[f"retain_set_{stem}"] = len(extra)
+        retain += extra
+    if args.worker_split:  # train on what the worker trains on: the gate's retain probe held out
+        import random  # retain_set.build_retain_set's shuffle (seed 0), then trainer._probe_sets' split
+        random.Random(0).shuffle(retain)
+        n_probe = min(64, len(retain) // 2)  # trainer.SweepConfig.retain_probe
+        gate_probe, retain = retain[:n_probe], retain[n_probe:]
+        report["retain_gate_probe"] = len(gate_probe)
+        # the gate's retain check on the same adapters: its probe's greedy answers contain the fact
+        # (budget: the longest target + 8 tokens, evaluation/base.py)
+        probes.gate_probe = [(e.prompt, (e.fact,)) for e in gate_probe]
+        probes.gate_tokens = max(len(tok(e.target, add_special_tokens=False)["input_ids"]) for e in gate_probe) + 8
     report["retain_examples"] = len(retain)
     method_cls = get_method(args.method)
     steps = sorted(int(s) for s in args.steps.split(","))
@@ -236,7 +263,7 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
         ctx = TrainContext(adapter.model, tok, cfg, adapter.reference, seed=0)
         method.prepare(ctx, forget)  # reference targets (counterfactual); a no-op for NPO
         gen = torch.Generator().manual_seed(0)
-        opt = torch.optim.AdamW(adapter.params, lr=lr, weight_decay=0.0) if args.optimizer == "adamw" \
+        opt = torch.optim.AdamW(adapter.params, lr=lr, weight_decay=0.0, eps=args.adam_eps) if args.optimizer == "adamw" \
             else torch.optim.SGD(adapter.params, lr=lr, momentum=args.momentum)
         c0 = time.process_time()
         for step in range(1, steps[-1] + 1):
@@ -256,10 +283,25 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
                 rows[f"{args.method} lr {lr:g} forget {args.forget_data}/{args.forget_tokens} "
                      f"x{args.forget_weight:g}, retain {args.retain_loss} x{cfg.retain_weight:g}"
                      f"{f' (neighbours x{args.retain_neighbours})' if args.retain_neighbours > 1 else ''}"
-                     f"{f' (authors x{args.retain_authors})' if args.retain_authors else ''}, "
+                     f"{f' (authors x{args.retain_authors})' if args.retain_authors else ''}"
+                     f"{''.join(f' (+{stem})' for stem in args.retain_set)}"
+                     f"{' (gate probe held out)' if args.worker_split else ''}, "
                      f"LoRA on {args.targets}{f' layers {args.layers}' if args.layers else ''}"
-                     f"{'' if args.optimizer == 'adamw' else f', {args.optimizer} momentum {args.momentum:g}'} step {step}"] = row
+                     f"{'' if args.optimizer == 'adamw' else f', {args.optimizer} momentum {args.momentum:g}'}"
+                     f"{f', Adam eps {args.adam_eps:g}' if args.adam_eps != 1e-8 else ''} step {step}"] = row
                 print(json.dumps(row), flush=True)
+                scale_at = {int(x) for x in args.scale_at.split(",") if x} or set(steps)
+                for scale in (float(x) for x in args.scales.split(",") if x and step in scale_at):
+                    # the adapter's delta scaled (LoRA B x scale), then restored for the next steps
+                    state = adapter.state()
+                    with torch.no_grad():
+                        for n, p in adapter.model.named_parameters():
+                            if ".sweep." in n and "lora_B" in n:
+                                p.mul_(scale)
+                    srow = {"lr": lr, "step": step, "delta_scale": scale, **probes.measure(adapter.model, tok)}
+                    adapter.load_state(state)
+                    rows[f"{args.method} lr {lr:g} ({args.tag}) step {step}, delta x{scale:g}"] = srow
+                    print(json.dumps(srow), flush=True)
                 c0 = time.process_time()
                 write(report, args.mode + args.tag)
 
@@ -413,6 +455,14 @@ def main() -> int:
                         help="copies of the retain questions that open like a forget question")
     parser.add_argument("--retain-authors", type=int, default=0,
                         help="copies of the model's answers to author_retain.tsv added to the retain data")
+    parser.add_argument("--retain-set", action="append", default=[],
+                        help="sweep: a built retain-only set (probes.RETAIN_SETS) added to the retain data")
+    parser.add_argument("--worker-split", action="store_true",
+                        help="sweep: hold the first min(64, n/2) retain examples out of training, as the worker does")
+    parser.add_argument("--adam-eps", type=float, default=1e-8, help="sweep: AdamW eps")
+    parser.add_argument("--scales", default="",
+                        help="sweep: also measure each step's adapter with its delta scaled by these factors")
+    parser.add_argument("--scale-at", default="", help="sweep: the steps --scales applies at (default: all)")
     parser.add_argument("--targets", default="all-linear", help="LoRA target modules, comma-separated")
     parser.add_argument("--layers", default="", help="sweep: LoRA only on these layer indices, comma-separated")
     parser.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"), help="sweep: the optimiser")

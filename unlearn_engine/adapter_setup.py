@@ -111,6 +111,23 @@ class TrainableAdapter:
         for n, t in state.items():
             params[n].copy_(t)
 
+    @contextmanager
+    def scaled(self, factor: float) -> Iterator[None]:
+        """The new adapter's delta (LoRA B) multiplied by ``factor`` inside the block; the
+        trained weights come back after it. A no-op at 1.0."""
+        if factor == 1.0:
+            yield
+            return
+        saved = self.state()
+        try:
+            with torch.no_grad():
+                for n, p in self.model.named_parameters():
+                    if f".{self.name}." in n and "lora_B" in n:
+                        p.mul_(factor)
+            yield
+        finally:
+            self.load_state(saved)
+
     def reset(self) -> None:
         """Back to the freshly initialised adapter (for the next sweep attempt)."""
         self.load_state(self.initial)

@@ -117,9 +117,11 @@ def run_attempt(adapter: TrainableAdapter, tokenizer, method: UnlearningMethod,
                               parts, elapsed_s=time.monotonic() - t0))
         if step % config.eval_every and step != config.max_steps:
             continue
-        metrics, verdict, complete = _probe(probes, model, tokenizer, gate, baseline,
-                                            eval_settings, full=step == config.max_steps)
-        checkpoints.append(Checkpoint(attempt, step, metrics, verdict, adapter.state(), complete))
+        with adapter.scaled(config.delta_scale):  # the checkpoint is what is probed
+            metrics, verdict, complete = _probe(probes, model, tokenizer, gate, baseline,
+                                                eval_settings, full=step == config.max_steps)
+            state = adapter.state()
+        checkpoints.append(Checkpoint(attempt, step, metrics, verdict, state, complete))
         model.train()
         log.info("attempt %d step %d: forget acc %.3f, retain acc %.3f, gate %s", attempt, step,
                  metrics.get("forget.fact_span_accuracy", float("nan")),

@@ -167,3 +167,32 @@ def test_linear_module_names_see_through_a_stack(toy):
                              adapter_name="stack0")
     assert linear_module_names(stacked) == plain
     assert not {"base_layer", "stack0", "lora_A", "lora_B"} & set(plain)
+
+
+def test_delta_scale_probes_and_keeps_the_scaled_adapter_and_trains_on_unscaled(toy):
+    from unlearn_engine.evaluation import GateConfig
+    from unlearn_engine.training_loop import PROBE_METRICS, ProbeSets, run_attempt
+
+    forget = [e for e in toy.train if e.subject == toy.people[0]][:4]
+    retain = [e for e in toy.train if e.subject == toy.people[1]][:4]
+    probes = ProbeSets(forget=tuple(forget), paraphrase=(), retain=tuple(retain), holdout=())
+
+    def attempt(scale: float):
+        cfg = get_method("grad_diff").config_cls(lr=1e-2, max_steps=2, eval_every=1, patience=10,
+                                                 delta_scale=scale)
+        adapter = TrainableAdapter(copy.deepcopy(toy.model), "new", [], lora_config(cfg, None), seed=0)
+        baseline = probes.evaluate(adapter.model, toy.tokenizer, PROBE_METRICS)
+        points = run_attempt(adapter, toy.tokenizer, get_method("grad_diff")(cfg), cfg, forget, retain,
+                             probes, GateConfig(), baseline)
+        return points, adapter.state()
+
+    full, live_full = attempt(1.0)
+    half, live_half = attempt(0.5)
+    assert [p.step for p in full] == [p.step for p in half] == [1, 2]
+    for a, b in zip(full, half):
+        for name, t in a.state.items():
+            want = 0.5 * t if "lora_B" in name else t  # the checkpoint is the scaled adapter
+            assert torch.allclose(b.state[name], want)
+    assert any(t.abs().sum() > 0 for n, t in full[-1].state.items() if "lora_B" in n)
+    for name, t in live_full.items():  # ... while training went on from the unscaled weights
+        assert torch.equal(live_half[name], t)

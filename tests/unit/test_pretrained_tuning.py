@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from unlearn_engine.methods import NpoConfig
 from unlearn_engine.pretrained import MODELS
-from unlearn_engine.pretrained.probes import CANDIDATES, load_known, read_candidates, score_replies
+from unlearn_engine.pretrained.probes import (CANDIDATES, RETAIN_SETS, load_known, read_candidates,
+                                              score_replies)
 from unlearn_engine.pretrained.tuning import forget_tuning
 
 SPEC = MODELS["smollm2"]
@@ -50,18 +53,21 @@ def test_general_knowledge_set_is_big_enough_and_scored_by_whole_words() -> None
     assert score_replies(cands[:1], ["It is Parisian."]) == [""]  # whole words only
 
 
-def test_a_rows_retain_sets_join_the_retain_data() -> None:
+@pytest.mark.parametrize("stem", RETAIN_SETS)
+def test_a_rows_retain_sets_join_the_retain_data(stem: str) -> None:
     from dataclasses import replace
 
     from unlearn_engine.pretrained.tuning import ForgetTuning
 
     plain = ForgetTuning(replace(SPEC, retain_sets=())).retain_corpus()
-    more = ForgetTuning(replace(SPEC, retain_sets=("author_retain",))).retain_corpus()
-    authors = load_known("smollm2", "retain", "author_retain")
-    assert authors and all(k.split == "retain" for k in authors)
-    assert plain and more and len(more) == len(plain) + len(authors)
+    more = ForgetTuning(replace(SPEC, retain_sets=(stem,))).retain_corpus()
+    extra = load_known("smollm2", "retain", stem)
+    assert extra and all(k.split == "retain" for k in extra)
+    assert plain and more and len(more) == len(plain) + len(extra)
+    # never trained on what is measured: no probe question, and no candidate of the probe set's file
     probe_questions = {k.question for k in load_known("smollm2", "probe")}
-    assert not probe_questions & {k.question for k in authors}  # never trained on what is measured
+    assert not probe_questions & {k.question for k in extra}
+    assert not {c.question for c in read_candidates(CANDIDATES)} & {k.question for k in extra}
 
 
 def test_retain_targets_end_after_the_sentence_that_states_the_fact() -> None:

@@ -49,6 +49,12 @@ class MethodConfig:
     # (bench/results/gate_diagnosis.md, sixth session); counterfactual turns it on (0.97).
     retain_goal: float = 0.0
     retain_wait: int = 3
+    # Each checkpoint is the trained adapter with its delta (LoRA B) scaled by this, probed,
+    # judged and kept as such; training goes on from the unscaled weights. 1.0 (the default):
+    # off. SmolLM2's row uses 0.85 (bench/results/forget_real_subject.md, seventh session): in
+    # the sweep its unscaled step-5 adapter left 1 of 8 subject answers at general knowledge
+    # 0.944x / 0.951x (two retain splits); x0.85 left 0 of 8 at 0.951x on both.
+    delta_scale: float = 1.0
     max_length: int = 256  # tokens per example; demo answers are ~20
     gradient_checkpointing: bool = False  # for large models; needs enable_input_require_grads
 

@@ -74,10 +74,13 @@ def through_fact(reply: str, fact: str) -> str:
 _SENTENCE_END = re.compile(r"(?<!\b[A-Z])[.!?](?=\s+[A-Z\"'(]|\s*$)")
 
 
-# Retain-only question sets (every kept row split ``retain``; never a probe): ``author_retain.tsv``
+# Retain-only question sets (every kept row split ``retain``; never the bench's probe, though the
+# worker may hold some out as its gate's retain probe, as with the ``retain`` split): ``author_retain.tsv``
 # asks "Who wrote <book>?" for books ``general_knowledge.tsv`` never names, the slot a forget of
-# an author's name costs (bench/results/forget_real_subject_worker.md).
-RETAIN_SETS = ("author_retain",)
+# an author's name costs (bench/results/forget_real_subject_worker.md). ``general_retain.tsv``
+# asks about other facts of the probe set's kinds (US state capitals, currencies, languages,
+# other people and events): more and more varied retain data, and a larger gate retain probe.
+RETAIN_SETS = ("author_retain", "general_retain")
 
 
 def probe_file(name: str, stem: str = "general_knowledge") -> Path:
