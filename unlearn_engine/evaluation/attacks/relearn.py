@@ -31,9 +31,11 @@ def split_by_fact(examples: tuple[Example, ...]) -> tuple[list[Example], list[Ex
 
 def relearned_copy(model: torch.nn.Module, tokenizer, train: Sequence[Example],
                    settings: AttackSettings,
-                   target_modules: str | list[str] = "all-linear") -> torch.nn.Module:
+                   target_modules: str | list[str] = "all-linear",
+                   fact_only: bool = False) -> torch.nn.Module:
     """A merged copy of ``model`` with a fresh LoRA (on ``target_modules``) trained with plain
-    NLL on ``train`` for ``settings.relearn_steps`` seeded steps; returned in eval mode."""
+    NLL on ``train`` for ``settings.relearn_steps`` seeded steps; returned in eval mode.
+    ``fact_only``: the loss only on each answer's fact span (a probe, not the attack)."""
     s = settings
     clone = merged_copy(model)
     device = next(clone.parameters()).device
@@ -46,7 +48,8 @@ def relearned_copy(model: torch.nn.Module, tokenizer, train: Sequence[Example],
     peft.train()
     for _ in range(s.relearn_steps):
         idx = torch.randint(len(train), (min(s.relearn_batch, len(train)),), generator=gen)
-        batch = collate(tokenizer, [train[i] for i in idx.tolist()], device=device)
+        batch = collate(tokenizer, [train[i] for i in idx.tolist()], device=device,
+                        fact_only=fact_only)
         loss = peft(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                     labels=batch.labels).loss
         opt.zero_grad(set_to_none=True)
