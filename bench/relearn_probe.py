@@ -131,20 +131,27 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", choices=["small", "full"], default="full")
     ap.add_argument("--adapter", type=Path, required=True)
-    ap.add_argument("--from", dest="src", type=Path, required=True,
+    ap.add_argument("--from", dest="src", type=Path,
                     help="the unlearn_quality.json whose forget people the adapter forgot")
+    ap.add_argument("--people", nargs="+", help="the people the adapter forgot (instead of --from)")
+    ap.add_argument("--retrained", type=Path,
+                    help="a model that never saw them (default: the retrained-without build; "
+                         "for one of the four people, the four-people build saves a retrain)")
     ap.add_argument("--variants", nargs="*", default=None)
+    ap.add_argument("--steps", type=int, default=AttackSettings().relearn_steps,
+                    help="relearning steps (a stronger attacker than the bench's budget)")
+    ap.add_argument("--lr", type=float, default=AttackSettings().relearn_lr)
+    ap.add_argument("--seed", type=int, default=AttackSettings().seed, help="the attack's seed")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    src = json.loads(args.src.read_text())
-    people = src["forget_people"]
+    people = args.people or json.loads(args.src.read_text())["forget_people"]
     config = DemoConfig.small() if args.preset == "small" else DemoConfig()
     cache = Path("~/.cache/lethe").expanduser()
     model_dir = build_demo_model(cache, config)
-    retrained_dir = build_demo_model(cache, config, exclude_people=people)
+    retrained_dir = args.retrained or build_demo_model(cache, config, exclude_people=people)
     corpus = load_corpus(model_dir / "corpus.jsonl")
     attr = {}
     for line in (model_dir / "corpus.jsonl").read_text().splitlines():
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     original, tok = load_base(model_dir)
     retrained, _ = load_base(retrained_dir)
     unlearned = merged_copy(PeftModel.from_pretrained(load_base(model_dir)[0], str(args.adapter)))
-    s = AttackSettings()
+    s = AttackSettings(relearn_steps=args.steps, relearn_lr=args.lr, seed=args.seed)
     half = len(people) // 2
     wrong = [replace(e, target=e.perturbed[0]) for e in train if e.perturbed]
     variants = {

@@ -273,9 +273,10 @@ def test_deep_term_is_off_by_default_and_reported_when_on(toy):
     loss.backward()
 
 
-@pytest.mark.parametrize("direction", ["forget", "relearn"])
+@pytest.mark.parametrize("direction,scope", [("forget", "all"), ("relearn", "all"),
+                                             ("forget", "truth"), ("relearn", "truth")])
 def test_sam_takes_the_gradient_at_the_moved_adapter_and_leaves_the_weights_as_they_were(
-        toy, direction):
+        toy, direction, scope):
     """SAM's loss has the plain term's value; its gradient is the plain one for a tiny radius
     and differs for a real one; the adapter's weights are back in place after the call."""
     from dataclasses import replace
@@ -297,17 +298,18 @@ def test_sam_takes_the_gradient_at_the_moved_adapter_and_leaves_the_weights_as_t
 
     plain_loss, plain_parts, plain = grad_of(plain_cfg)
     tiny_loss, tiny_parts, tiny = grad_of(replace(plain_cfg, sam_rho=1e-6,
-                                                  sam_direction=direction))
-    big_loss, big_parts, big = grad_of(replace(plain_cfg, sam_rho=0.5, sam_direction=direction))
+                                                  sam_direction=direction, sam_scope=scope))
+    big_loss, big_parts, big = grad_of(replace(plain_cfg, sam_rho=0.5, sam_direction=direction,
+                                               sam_scope=scope))
     assert abs(tiny_loss - plain_loss) < 1e-4 and abs(big_loss - plain_loss) < 1e-4
     assert "sam" in big_parts and "sam" not in plain_parts
     assert torch.allclose(tiny, plain, rtol=1e-2, atol=1e-5)
     assert not torch.allclose(big, plain, rtol=1e-2, atol=1e-5)
     assert all(torch.equal(a, p) for a, p in zip(before, adapter.params))
-    if direction == "forget":  # the worst case within the radius forgets less
-        assert big_parts["sam"] > plain_parts["kl"] - 1e-6
 
 
-def test_sam_direction_is_checked():
+def test_sam_direction_and_scope_are_checked():
     with pytest.raises(ValueError, match="sam_direction"):
         get_method("counterfactual").config_cls(sam_direction="up")
+    with pytest.raises(ValueError, match="sam_scope"):
+        get_method("counterfactual").config_cls(sam_scope="values")

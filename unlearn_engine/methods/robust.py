@@ -50,13 +50,15 @@ def adapter_off_below(model: torch.nn.Module, layer: int) -> Iterator[int]:
 
 
 def sam_surrogate(params: Sequence[torch.Tensor], direction: Sequence[torch.Tensor | None],
-                  rho: float, value: torch.Tensor,
-                  loss_fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float] | None:
+                  rho: float, value: torch.Tensor, loss_fn: Callable[[], torch.Tensor],
+                  plus: Sequence[torch.Tensor | None] = ()) -> tuple[torch.Tensor, float] | None:
     """(surrogate, loss at the moved weights): ``params`` are moved by ``rho`` (L2 norm over
     all of them) along ``direction``, ``loss_fn()`` is differentiated there, the weights are
     copied back, and the surrogate has ``value``'s value (pass it detached) and the moved
     loss's gradient (w.r.t. ``params``), so the caller's ``backward()`` and optimiser step see
-    SAM's gradient. None for a zero or non-finite direction (nothing to move along)."""
+    SAM's gradient. ``plus``: gradients (one per param, taken before the move) added to it,
+    for terms the caller keeps plain: a graph built before the move cannot be backpropagated
+    after it, as the weights changed in place. None for a zero or non-finite direction."""
     norm = torch.sqrt(sum((g.float() ** 2).sum() for g in direction if g is not None))
     if not torch.isfinite(norm) or float(norm) == 0.0:
         return None
@@ -72,5 +74,7 @@ def sam_surrogate(params: Sequence[torch.Tensor], direction: Sequence[torch.Tens
         with torch.no_grad():
             for p, old in zip(params, saved):
                 p.copy_(old)
+    plus = list(plus) or [None] * len(grads)
+    grads = [g if q is None else (q if g is None else g + q) for g, q in zip(grads, plus)]
     surrogate = sum((p * g).sum() for p, g in zip(params, grads) if g is not None)
     return surrogate - surrogate.detach() + value, float(moved.detach())
