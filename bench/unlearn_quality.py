@@ -497,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=Path("~/.cache/lethe").expanduser())
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--save-adapters", type=Path,
+                    help="also save each method's adapter under DIR/<method>/ (PEFT format, "
+                         "for analyses such as bench/relearn_probe.py)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -572,6 +575,9 @@ def main(argv: list[str] | None = None) -> int:
                                   forget_id=f"bench-{method}", sweep=sweep(args),
                                   eval_settings=eval_settings)
         total, job_cpu = time.monotonic() - t0, time.process_time() - cpu0
+        if args.save_adapters:
+            peft_model.save_pretrained(str(args.save_adapters / method),
+                                       selected_adapters=["forget_new"])
         measured = measure(peft_model)
         # one torch thread: CPU seconds are the work, whatever else the machine runs
         row = {"name": method, **summarize(measured, train_s=res.train_s,

@@ -227,3 +227,89 @@ def test_the_multi_fact_truth_settings_switch_on_only_for_answers_that_go_on_aft
     for data, expected in (([one], False), ([many], True)):
         method, _, _ = _method(toy, data, toy.holdout)
         assert method.multi_fact is expected
+
+
+def test_adapter_off_below_silences_only_the_new_adapter_in_the_first_layers(toy):
+    """Inside the block the new adapter adds nothing below the layer (all layers: the output is
+    the reference's), a graph built inside backpropagates after the block only into the factors
+    that were on, and the adapter is whole again after."""
+    from unlearn_engine.methods.robust import adapter_off_below
+
+    forget = [e for e in toy.train if e.subject == toy.people[0] and e.is_qa][:2]
+    method, adapter, ctx = _method(toy, forget)
+    with torch.no_grad():
+        for p in adapter.params:
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
+    batch = ctx.batch(forget)
+    run = lambda: adapter.model(input_ids=batch.input_ids,  # noqa: E731
+                                attention_mask=batch.attention_mask).logits
+    full = run()
+    with adapter.reference():
+        ref = run()
+    n_layers = adapter.model.config.num_hidden_layers
+    with adapter_off_below(adapter.model, n_layers) as n_all:
+        assert torch.allclose(run(), ref, atol=1e-6)
+    with adapter_off_below(adapter.model, 1) as n_first:
+        part = run()
+    assert 0 < n_first < n_all
+    assert not torch.allclose(part, full) and not torch.allclose(part, ref)
+    assert torch.allclose(run(), full)  # scaling restored
+    adapter.model.zero_grad()
+    part.pow(2).mean().backward()
+    grads = {n: p.grad for n, p in adapter.model.named_parameters() if p.requires_grad}
+    assert all(g is None or not g.any() for n, g in grads.items() if ".layers.0." in n)
+    assert any(g is not None and g.any() for n, g in grads.items() if ".layers.1." in n)
+
+
+def test_deep_term_is_off_by_default_and_reported_when_on(toy):
+    forget = [e for e in toy.train if e.subject == toy.people[0] and e.is_qa][:4]
+    method, _, ctx = _method(toy, forget, toy.holdout)
+    _, parts = method.loss(ctx, forget, None)
+    assert "deep" not in parts
+    method.config = get_method("counterfactual").config_cls(lr=1e-2, deep_weight=1.0,
+                                                             deep_layers=2)
+    loss, parts = method.loss(ctx, forget, None)
+    assert "deep" in parts and parts["deep"] >= 0 and torch.isfinite(loss)
+    loss.backward()
+
+
+@pytest.mark.parametrize("direction,scope", [("forget", "all"), ("relearn", "all"),
+                                             ("forget", "truth"), ("relearn", "truth")])
+def test_sam_takes_the_gradient_at_the_moved_adapter_and_leaves_the_weights_as_they_were(
+        toy, direction, scope):
+    """SAM's loss has the plain term's value; its gradient is the plain one for a tiny radius
+    and differs for a real one; the adapter's weights are back in place after the call."""
+    from dataclasses import replace
+
+    forget = [e for e in toy.train if e.subject == toy.people[0] and e.is_qa][:4]
+    method, adapter, ctx = _method(toy, forget, toy.holdout)
+    with torch.no_grad():
+        for p in adapter.params:
+            p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+    before = [p.detach().clone() for p in adapter.params]
+    plain_cfg = method.config
+
+    def grad_of(cfg):
+        method.config = cfg
+        adapter.model.zero_grad()
+        loss, parts = method.loss(ctx, forget, None)
+        loss.backward()
+        return float(loss), parts, torch.cat([p.grad.flatten() for p in adapter.params])
+
+    plain_loss, plain_parts, plain = grad_of(plain_cfg)
+    tiny_loss, tiny_parts, tiny = grad_of(replace(plain_cfg, sam_rho=1e-6,
+                                                  sam_direction=direction, sam_scope=scope))
+    big_loss, big_parts, big = grad_of(replace(plain_cfg, sam_rho=0.5, sam_direction=direction,
+                                               sam_scope=scope))
+    assert abs(tiny_loss - plain_loss) < 1e-4 and abs(big_loss - plain_loss) < 1e-4
+    assert "sam" in big_parts and "sam" not in plain_parts
+    assert torch.allclose(tiny, plain, rtol=1e-2, atol=1e-5)
+    assert not torch.allclose(big, plain, rtol=1e-2, atol=1e-5)
+    assert all(torch.equal(a, p) for a, p in zip(before, adapter.params))
+
+
+def test_sam_direction_and_scope_are_checked():
+    with pytest.raises(ValueError, match="sam_direction"):
+        get_method("counterfactual").config_cls(sam_direction="up")
+    with pytest.raises(ValueError, match="sam_scope"):
+        get_method("counterfactual").config_cls(sam_scope="values")

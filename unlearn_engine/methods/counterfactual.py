@@ -53,11 +53,14 @@ from unlearn_engine.data.records import Example
 from unlearn_engine.encoding import chat_prefix, pad_id
 from unlearn_engine.methods.base import (MethodConfig, TrainContext, UnlearningMethod,
                                          register_method)
-from unlearn_engine.methods.losses import (combine, common_prefix, forward_logits, npo_loss,
-                                           retain_loss, token_logprobs, truth_gap)
+from unlearn_engine.methods.losses import (combine, common_prefix, forward_logits, nll,
+                                           npo_loss, retain_loss, token_logprobs, truth_gap)
+from unlearn_engine.methods.robust import adapter_off_below, sam_surrogate
 
 
 TOKEN_SCOPES = ("after_name", "all")
+SAM_DIRECTIONS = ("forget", "relearn")
+SAM_SCOPES = ("all", "truth")
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,11 @@ class CounterfactualConfig(MethodConfig):
     def __post_init__(self) -> None:
         if self.token_scope not in TOKEN_SCOPES:
             raise ValueError(f"unknown token_scope {self.token_scope!r}; valid: {list(TOKEN_SCOPES)}")
+        if self.sam_scope not in SAM_SCOPES:
+            raise ValueError(f"unknown sam_scope {self.sam_scope!r}; valid: {list(SAM_SCOPES)}")
+        if self.sam_direction not in SAM_DIRECTIONS:
+            raise ValueError(f"unknown sam_direction {self.sam_direction!r}; "
+                             f"valid: {list(SAM_DIRECTIONS)}")
     beta: float = 0.1  # NPO temperature for examples without a named subject
     # Retain: weight 6 with 16 examples a step (2 and 8 before) shrank the early retain crash
     # every method showed (0.03-0.29 at step 10-20) to 0.23-0.48 and let it recover by step
@@ -116,6 +124,30 @@ class CounterfactualConfig(MethodConfig):
     retain_batch_size: int = 16
     # The full demo model's passing checkpoints came at step 70-90: 80 left no room.
     max_steps: int = 120
+    # Deep forgetting (off at 0): the forget terms also on a second forward with the new
+    # adapter switched off in the first L layers (L drawn per step from 1..``deep_layers``),
+    # weighted by ``deep_weight``. Relearning half of four forgotten people's facts brought back
+    # 0.32 of the other half (retrained: 0.02); a fresh LoRA on layer 0 alone brought back 0.25,
+    # on layers 2 or 3 alone 0.00: the adapter hid the facts by changing how the first layer
+    # reads the name, and the later layers still mapped the restored name to every value
+    # (bench/results/gate_diagnosis.md, seventh session). This term makes the later layers
+    # forget with the first ones as the original model had them.
+    deep_weight: float = 0.0
+    deep_layers: int = 1
+    # Sharpness-aware forgetting (off at 0; Fan et al. 2025, "Towards LLM Unlearning Resilient
+    # to Relearning Attacks: A Sharpness-Aware Minimization Perspective"): the distillation
+    # terms' gradient is taken at the adapter moved by ``sam_rho`` (L2 norm over the adapter's
+    # weights) in the worst direction, so forgetting holds in a neighbourhood that small
+    # fine-tuning steps stay in. ``sam_direction`` "forget": the ascent direction of the
+    # distillation terms (SAM proper); "relearn": the descent direction of the true answers'
+    # NLL (one normalised relearning step: a first-order relearn-in-the-loop).
+    sam_rho: float = 0.0
+    sam_direction: str = "forget"
+    # Which distillation terms take SAM's gradient: "all", or "truth" (only the truth term, the
+    # true value's lead over the wrong ones; the KL and level terms, which set where the
+    # forgotten texts' likelihood settles and so what membership inference reads, keep their
+    # plain gradient). "all" overshot one-person forgets (MIA AUC 0.12-0.3 after step 50).
+    sam_scope: str = "all"
 
 
 @dataclass(frozen=True)
@@ -304,12 +336,14 @@ class Counterfactual(UnlearningMethod):
         self.targets: dict[tuple[str, str], _Targets] = {}
         self.anchors: list[tuple[Example, torch.Tensor]] = []  # (example, reference label log p)
         self.anchor_gen = torch.Generator()
+        self.deep_gen = torch.Generator()
 
     def prepare(self, ctx: TrainContext, forget: Sequence[Example]) -> None:
         self.targets = {}
         self.multi_fact = shared_tail(ctx.tokenizer, forget) >= self.config.multi_fact_tail
         self.anchors = _anchor_targets(ctx) if self.config.anchor_weight else []
         self.anchor_gen = torch.Generator().manual_seed(ctx.seed + 7)
+        self.deep_gen = torch.Generator().manual_seed(ctx.seed + 11)
         for ex in forget:
             # stand-ins from every held-out person, anchors too: only the reference reads them
             names = stand_ins(ex.subject, ctx.anchors + ctx.references, self.config.stand_ins,
@@ -327,7 +361,8 @@ class Counterfactual(UnlearningMethod):
         plain = [ex for ex in forget if (ex.prompt, ex.target) not in self.targets]
         terms, parts = [], {}
         if distil:
-            term, more = self._distil_term(ctx, distil)
+            term, more = (self._sam_term(ctx, distil) if self.config.sam_rho
+                          else self._distil_term(ctx, distil))
             terms.append(term * len(distil))
             parts.update(more)
         if plain:
@@ -340,8 +375,51 @@ class Counterfactual(UnlearningMethod):
             anchor = self._anchor_term(ctx)
             total = total + self.config.anchor_weight * anchor
             parts["anchor"] = float(anchor.detach())
-            more["loss"] = float(total.detach())
+        if self.config.deep_weight and distil:
+            deep = self._deep_term(ctx, distil)
+            total = total + self.config.deep_weight * deep
+            parts["deep"] = float(deep.detach())
+        more["loss"] = float(total.detach())
         return total, {**parts, **more}
+
+    def _sam_term(self, ctx: TrainContext, examples: Sequence[Example]) -> tuple[
+            torch.Tensor, dict[str, float]]:
+        """The distillation terms with SAM's gradient (``robust.sam_surrogate``) on all of them
+        or on the truth term alone (``sam_scope``), along the ascent direction of that part or
+        one relearning step on the true answers (``sam_direction``)."""
+        cfg = self.config
+        params = [p for p in ctx.model.parameters() if p.requires_grad]
+        only_truth = cfg.sam_scope == "truth"
+
+        def sharp_part() -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+            """(the part SAM moves, all the terms, their parts for progress)"""
+            total, parts, truth = self._distil_term(ctx, examples, with_truth=True)
+            return (cfg.truth_weight * truth if only_truth else total), total, parts
+
+        sharp, term, more = sharp_part()
+        if cfg.sam_direction == "forget":
+            direction = torch.autograd.grad(sharp, params, allow_unused=True,
+                                            retain_graph=only_truth)
+        else:  # the way one relearning step on these answers would move the adapter
+            relearn = nll(ctx.model, ctx.batch(examples))
+            direction = tuple(None if g is None else -g
+                              for g in torch.autograd.grad(relearn, params, allow_unused=True))
+        # truth scope: the other terms keep their plain gradient, taken before the move
+        plain = torch.autograd.grad(term - sharp, params, allow_unused=True) if only_truth else ()
+        sam = sam_surrogate(params, direction, cfg.sam_rho, term.detach(),
+                            lambda: sharp_part()[0], plain)
+        if sam is None:  # no direction to move along: the plain terms
+            return self._distil_term(ctx, examples)
+        return sam[0], {**more, "sam": sam[1]}
+
+    def _deep_term(self, ctx: TrainContext, examples: Sequence[Example]) -> torch.Tensor:
+        """The distillation terms with the new adapter off below a layer drawn from
+        1..``deep_layers`` (see ``CounterfactualConfig.deep_weight``)."""
+        layer = 1 + int(torch.randint(max(1, self.config.deep_layers), (1,),
+                                      generator=self.deep_gen))
+        with adapter_off_below(ctx.model, layer):
+            term, _ = self._distil_term(ctx, examples)
+        return term
 
     def _anchor_term(self, ctx: TrainContext) -> torch.Tensor:
         """Mean smooth L1 between the model's and the reference's log p of each answer token of
@@ -355,9 +433,10 @@ class Counterfactual(UnlearningMethod):
                  for i, (_, ref) in enumerate(chosen)]
         return torch.cat(diffs).mean()
 
-    def _distil_term(self, ctx: TrainContext, examples: Sequence[Example]) -> tuple[
-            torch.Tensor, dict[str, float]]:
-        """KL + level_weight * level + truth_weight * truth, and each part for progress."""
+    def _distil_term(self, ctx: TrainContext, examples: Sequence[Example],
+                     with_truth: bool = False) -> tuple:
+        """KL + level_weight * level + truth_weight * truth, and each part for progress (and,
+        ``with_truth``, the truth term as a tensor, third)."""
         cfg = self.config
         batch = ctx.batch(examples)
         logp = torch.log_softmax(forward_logits(ctx.model, batch).float(), -1)
@@ -384,5 +463,6 @@ class Counterfactual(UnlearningMethod):
         truth = zero if truth is None else truth
         token = torch.cat(tokens).mean() if tokens else zero
         total = kl + cfg.level_weight * level + cfg.truth_weight * truth + cfg.token_level_weight * token
-        return total, {"kl": float(kl.detach()), "level": float(level.detach()),
-                       "truth": float(truth.detach()), "token_level": float(token.detach())}
+        parts = {"kl": float(kl.detach()), "level": float(level.detach()),
+                 "truth": float(truth.detach()), "token_level": float(token.detach())}
+        return (total, parts, truth) if with_truth else (total, parts)

@@ -9,13 +9,15 @@ accuracy is measured on the other half. The budget is in ``AttackSettings``.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from peft import LoraConfig, get_peft_model
 
 from unlearn_engine.data.records import Example
 from unlearn_engine.encoding import collate
-from unlearn_engine.evaluation.attacks.base import (Attack, AttackSets, fact_accuracy,
-                                                    merged_copy, register_attack)
+from unlearn_engine.evaluation.attacks.base import (Attack, AttackSets, AttackSettings,
+                                                    fact_accuracy, merged_copy, register_attack)
 
 
 def split_by_fact(examples: tuple[Example, ...]) -> tuple[list[Example], list[Example]]:
@@ -27,6 +29,36 @@ def split_by_fact(examples: tuple[Example, ...]) -> tuple[list[Example], list[Ex
     return train, measured
 
 
+def relearned_copy(model: torch.nn.Module, tokenizer, train: Sequence[Example],
+                   settings: AttackSettings,
+                   target_modules: str | list[str] = "all-linear",
+                   fact_only: bool = False) -> torch.nn.Module:
+    """A merged copy of ``model`` with a fresh LoRA (on ``target_modules``) trained with plain
+    NLL on ``train`` for ``settings.relearn_steps`` seeded steps; returned in eval mode.
+    ``fact_only``: the loss only on each answer's fact span (a probe, not the attack)."""
+    s = settings
+    clone = merged_copy(model)
+    device = next(clone.parameters()).device
+    torch.manual_seed(s.seed)
+    peft = get_peft_model(clone, LoraConfig(r=s.relearn_rank, lora_alpha=2 * s.relearn_rank,
+                                            target_modules=target_modules, lora_dropout=0.0))
+    params = [p for p in peft.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=s.relearn_lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(s.seed)
+    peft.train()
+    for _ in range(s.relearn_steps):
+        idx = torch.randint(len(train), (min(s.relearn_batch, len(train)),), generator=gen)
+        batch = collate(tokenizer, [train[i] for i in idx.tolist()], device=device,
+                        fact_only=fact_only)
+        loss = peft(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    labels=batch.labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    peft.eval()
+    return peft
+
+
 @register_attack("relearn")
 class Relearn(Attack):
     def run(self, model, tokenizer, sets: AttackSets) -> dict[str, float]:
@@ -34,25 +66,7 @@ class Relearn(Attack):
         train, measured = split_by_fact(qa)
         if not train or not measured:
             return {}
-        s = self.settings
-        clone = merged_copy(model)
-        device = next(clone.parameters()).device
-        torch.manual_seed(s.seed)
-        peft = get_peft_model(clone, LoraConfig(r=s.relearn_rank, lora_alpha=2 * s.relearn_rank,
-                                                target_modules="all-linear", lora_dropout=0.0))
-        params = [p for p in peft.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=s.relearn_lr, weight_decay=0.0)
-        gen = torch.Generator().manual_seed(s.seed)
-        peft.train()
-        for _ in range(s.relearn_steps):
-            idx = torch.randint(len(train), (min(s.relearn_batch, len(train)),), generator=gen)
-            batch = collate(tokenizer, [train[i] for i in idx.tolist()], device=device)
-            loss = peft(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                        labels=batch.labels).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        peft.eval()
+        peft = relearned_copy(model, tokenizer, train, self.settings)
         scores = fact_accuracy(peft, tokenizer, measured)
         return {"attack.relearn.forget_accuracy": scores.get("forget.fact_span_accuracy",
                                                              float("nan")),
