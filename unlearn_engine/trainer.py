@@ -132,6 +132,14 @@ def _probe_sets(forget_set: ForgetSet, retain_set: RetainSet,
     return probes, train_retain
 
 
+def subject_count(forget_set: ForgetSet) -> int:
+    """How many people the forget set is about: the requested subjects and the subjects its
+    examples name (case-insensitive), for the forget batch size (``MethodConfig.sized_for``)."""
+    names = {s.casefold() for s in forget_set.subjects}
+    names |= {e.subject.casefold() for e in forget_set.examples if e.subject}
+    return len(names)
+
+
 def unlearn(model: torch.nn.Module, tokenizer, forget_set: ForgetSet, retain_set: RetainSet,
             method: str = DEFAULT_METHOD, config: MethodConfig | None = None,
             gate: GateConfig | None = None, *,
@@ -140,12 +148,13 @@ def unlearn(model: torch.nn.Module, tokenizer, forget_set: ForgetSet, retain_set
             eval_settings: EvalSettings | None = None) -> tuple[torch.nn.Module, TrainResult]:
     """Train a forget adapter on an in-memory plain ``model`` (an earlier stack already folded
     into its weights: ``fold_stack``). Returns the PEFT model with the chosen adapter active, and
-    the result. Nothing is written to disk."""
+    the result. Nothing is written to disk. The config is first sized for the forget set's
+    subjects (``MethodConfig.sized_for``)."""
     t_start = time.monotonic()
     gate = gate or GateConfig()
     sweep = sweep or SweepConfig()
     method_cls = get_method(method)
-    base_config = config or method_cls.config_cls()
+    base_config = (config or method_cls.config_cls()).sized_for(subject_count(forget_set))
     probes, train_retain = _probe_sets(forget_set, retain_set, sweep)
     num_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
     layers = method_cls(base_config).lora_layers(num_layers) if num_layers else None

@@ -26,6 +26,14 @@ class MethodConfig:
     lr: float = 2e-3  # LoRA tolerates ~10x full-FT rates; 1e-3 was too weak (docs/architecture.md#measured)
     max_steps: int = 80  # upper bound; early stopping usually ends sooner
     batch_size: int = 8  # forget examples per step
+    # Forget batch in proportion to the forget set (``sized_for``; 0 = off, ``batch_size`` as
+    # is): with several subjects the batch is ``batch_per_subject`` per subject, at least
+    # ``batch_size`` and at most ``max_batch_size``, and ``max_steps`` is multiplied by
+    # ``multi_subject_steps``. A single subject keeps ``batch_size``. Off here; the methods that
+    # measured it turn it on (counterfactual).
+    batch_per_subject: int = 0
+    max_batch_size: int = 32
+    multi_subject_steps: float = 1.0
     retain_batch_size: int = 8  # OU pairs each forget example with a retain one
     retain_weight: float = 1.0  # alpha in gamma*L_forget + alpha*L_retain
     forget_weight: float = 1.0  # gamma
@@ -62,6 +70,14 @@ class MethodConfig:
         """A stronger (or weaker) copy for the retry sweep."""
         return replace(self, lr=self.lr * lr_mult,
                        max_steps=max(1, int(round(self.max_steps * steps_mult))))
+
+    def sized_for(self, subjects: int) -> MethodConfig:
+        """This config for a forget set about ``subjects`` people (see ``batch_per_subject``)."""
+        if self.batch_per_subject <= 0 or subjects <= 1:
+            return self
+        batch = max(self.batch_size, min(self.batch_per_subject * subjects, self.max_batch_size))
+        return replace(self, batch_size=batch,
+                       max_steps=max(1, int(round(self.max_steps * self.multi_subject_steps))))
 
     def to_dict(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)

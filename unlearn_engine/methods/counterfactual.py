@@ -124,6 +124,16 @@ class CounterfactualConfig(MethodConfig):
     retain_batch_size: int = 16
     # The full demo model's passing checkpoints came at step 70-90: 80 left no room.
     max_steps: int = 120
+    # Several people at once: 8 forget examples a step per person, up to 32, and 1.5x the steps
+    # (``MethodConfig.sized_for``; one person keeps 8 and 120). Four people on the full demo
+    # model at 8 a step saw each forget QA ~8 times instead of ~32 for one person; membership
+    # never reached the gate's band by step 120 and the gate failed both attempts (MIA AUC
+    # 0.70-0.74, retain 0.938). At 32 a step membership was in the band by step 110 (0.52-0.58)
+    # and with 180 steps the gate passed first try at step 140, retain 0.984
+    # (bench/results/full/relearn/b32s180/, gate_diagnosis.md seventh session).
+    batch_per_subject: int = 8
+    max_batch_size: int = 32
+    multi_subject_steps: float = 1.5
     # Deep forgetting (off at 0): the forget terms also on a second forward with the new
     # adapter switched off in the first L layers (L drawn per step from 1..``deep_layers``),
     # weighted by ``deep_weight``. Relearning half of four forgotten people's facts brought back
