@@ -1,4 +1,4 @@
-"""The forget batch follows the forget set: one person keeps the config's batch, several scale it."""
+"""The forget batch follows the forget set: one person keeps the batch, several scale it."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_the_trained_config_is_sized_for_the_forget_set(toy, n_people):
     fs = build_forget_set(ForgetRequest(subjects=list(toy.people[:n_people])), corpus)
     rs = build_retain_set(None, toy.tokenizer, corpus, exclude=fs)
     cfg = NpoConfig(max_steps=2, eval_every=2, batch_per_subject=8, multi_subject_steps=1.5)
-    _, result = unlearn(copy.deepcopy(toy.model), toy.tokenizer, fs, rs, "npo", cfg, GateConfig(mia_attacks=()),
-                        sweep=SweepConfig(max_tries=1, retain_probe=8))
+    _, result = unlearn(copy.deepcopy(toy.model), toy.tokenizer, fs, rs, "npo", cfg,
+                        GateConfig(mia_attacks=()), sweep=SweepConfig(max_tries=1, retain_probe=8))
     assert result.config.batch_size == (8 if n_people == 1 else 16)
     assert result.attempts[0].max_steps == (2 if n_people == 1 else 3)
