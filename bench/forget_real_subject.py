@@ -56,10 +56,12 @@ from unlearn_engine.data.generated import (generated_examples, reverse_examples,
 from unlearn_engine.data.normalize import contains_phrase  # noqa: E402
 from unlearn_engine.data.records import Example  # noqa: E402
 from unlearn_engine.encoding import collate, generate  # noqa: E402
+from unlearn_engine.fact_margin import fact_margins  # noqa: E402
 from unlearn_engine.methods import get_method  # noqa: E402
 from unlearn_engine.methods.base import TrainContext  # noqa: E402
 from unlearn_engine.pretrained import resolve_model  # noqa: E402
 from unlearn_engine.pretrained.probes import load_known, through_fact  # noqa: E402
+from unlearn_engine.projection import backward  # noqa: E402
 from unlearn_engine.trainer import load_base  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -238,11 +240,21 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
         random.Random(0).shuffle(retain)
         n_probe = min(64, len(retain) // 2)  # trainer.SweepConfig.retain_probe
         gate_probe, retain = retain[:n_probe], retain[n_probe:]
+        if args.probe_margin is not None:  # trainer._probe_sets with SweepConfig.retain_probe_margin
+            pool = gate_probe + retain
+            margins = fact_margins(model, tok, pool)
+            firm = [i for i, m in enumerate(margins) if m >= args.probe_margin][:n_probe]
+            report["retain_firm"] = sum(m >= args.probe_margin for m in margins)
+            gate_probe = [pool[i] for i in firm]
+            retain = [e for i, e in enumerate(pool) if i not in set(firm)]
         report["retain_gate_probe"] = len(gate_probe)
         # the gate's retain check on the same adapters: its probe's greedy answers contain the fact
         # (budget: the longest target + 8 tokens, evaluation/base.py)
         probes.gate_probe = [(e.prompt, (e.fact,)) for e in gate_probe]
         probes.gate_tokens = max(len(tok(e.target, add_special_tokens=False)["input_ids"]) for e in gate_probe) + 8
+        # the base model's margin on each probe answer's fact (how near a tie it is)
+        report["gate_probe_base_margin"] = {e.prompt: round(m, 3) for e, m in
+                                            zip(gate_probe, fact_margins(model, tok, gate_probe))}
     report["retain_examples"] = len(retain)
     method_cls = get_method(args.method)
     steps = sorted(int(s) for s in args.steps.split(","))
@@ -252,7 +264,7 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
         cfg = replace(method_cls.config_cls(), lr=lr, max_steps=steps[-1], lora_rank=args.rank,
                       lora_alpha=2 * args.rank, forget_tokens=args.forget_tokens,
                       retain_loss=args.retain_loss, forget_weight=args.forget_weight,
-                      lora_targets=tuple(args.targets.split(",")),
+                      lora_targets=tuple(args.targets.split(",")), retain_projection=args.projection,
                       **({} if args.retain_weight is None else {"retain_weight": args.retain_weight}))
         if adapter is None:
             layers = [int(x) for x in args.layers.split(",")] if args.layers else None
@@ -270,9 +282,7 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
             fb = [forget[i] for i in torch.randperm(len(forget), generator=gen)[:cfg.batch_size].tolist()]
             rb = [retain[i] for i in torch.randperm(len(retain), generator=gen)[:cfg.retain_batch_size].tolist()]
             adapter.model.train()
-            loss, parts = method.loss(ctx, fb, rb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, parts = backward(method, ctx, fb, rb, adapter.params, cfg.retain_projection)
             torch.nn.utils.clip_grad_norm_(adapter.params, cfg.max_grad_norm)
             opt.step()
             if step in steps:
@@ -288,7 +298,8 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
                      f"{' (gate probe held out)' if args.worker_split else ''}, "
                      f"LoRA on {args.targets}{f' layers {args.layers}' if args.layers else ''}"
                      f"{'' if args.optimizer == 'adamw' else f', {args.optimizer} momentum {args.momentum:g}'}"
-                     f"{f', Adam eps {args.adam_eps:g}' if args.adam_eps != 1e-8 else ''} step {step}"] = row
+                     f"{f', Adam eps {args.adam_eps:g}' if args.adam_eps != 1e-8 else ''}"
+                     f"{f', {args.projection} projection' if args.projection else ''} step {step}"] = row
                 print(json.dumps(row), flush=True)
                 scale_at = {int(x) for x in args.scale_at.split(",") if x} or set(steps)
                 for scale in (float(x) for x in args.scales.split(",") if x and step in scale_at):
@@ -339,7 +350,7 @@ def job(args, model_dir: Path, model, tok, probes: Probes, report: dict) -> None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "adapter"
         result = run_forget_job(model_dir, [], forget_set, tuning.retain_corpus(), method=args.method,
-                                config=config, sweep=SweepConfig(max_tries=tuning.sweep_tries() or 4),
+                                config=config, sweep=tuning.sweep_config() or SweepConfig(),
                                 progress=on_progress, out_dir=out, forget_id="bench")
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         report["job"] = {"passed": result.passed, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
@@ -459,6 +470,10 @@ def main() -> int:
                         help="sweep: a built retain-only set (probes.RETAIN_SETS) added to the retain data")
     parser.add_argument("--worker-split", action="store_true",
                         help="sweep: hold the first min(64, n/2) retain examples out of training, as the worker does")
+    parser.add_argument("--projection", default="", choices=("", "global", "tensor"),
+                        help="sweep: project the forget gradient off the retain gradient where they conflict")
+    parser.add_argument("--probe-margin", type=float, default=None,
+                        help="sweep --worker-split: probe only retain answers the base states with this fact margin")
     parser.add_argument("--adam-eps", type=float, default=1e-8, help="sweep: AdamW eps")
     parser.add_argument("--scales", default="",
                         help="sweep: also measure each step's adapter with its delta scaled by these factors")

@@ -40,6 +40,9 @@ class PretrainedModel:
     # Retain-only sets (``probes.RETAIN_SETS``) whose kept rows join the general-knowledge retain
     # split as the worker's retain data.
     retain_sets: tuple[str, ...] = ()
+    # ``trainer.SweepConfig.retain_probe_margin``: the gate's retain probe holds only answers the
+    # model states with at least this fact margin (nats); None: the engine's probe, unchanged.
+    retain_probe_margin: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
