@@ -151,19 +151,21 @@ class Probes:
         self.n_subject_asked = len(SUBJECT_QUESTIONS)
         self.gate_probe: list = []  # sweep --worker-split: the worker gate's retain probe
         self.gate_tokens = 48
+        self.gate_only = False
 
     def measure(self, model, tok) -> dict:
         t0 = time.process_time()
         gk_out: list[str] = []
-        gk = hits(model, tok, self.gk, self.gk_tokens, gk_out)
+        # --gate-only: the gate's retain probe (and the subject) only, after the base row
+        gk = [] if self.gate_only and self.gate_probe else hits(model, tok, self.gk, self.gk_tokens, gk_out)
         subj = hits(model, tok, self.subject, 40)
         gate_out: list[str] = []
         gate = hits(model, tok, self.gate_probe, self.gate_tokens, gate_out) if self.gate_probe else []
         lost: dict[str, int] = {}  # general-knowledge answers lost, by category
         for ok, cat in zip(gk, self.gk_category):
             lost[cat] = lost.get(cat, 0) + (not ok)
-        return {"gk_accuracy": round(sum(gk) / len(gk), 3), "gk_wrong_by_category": lost,
-                "heldout_ppl": heldout_ppl(model, tok),
+        return {"gk_accuracy": round(sum(gk) / len(gk), 3) if gk else -1.0, "gk_wrong_by_category": lost,
+                "heldout_ppl": heldout_ppl(model, tok) if gk else -1.0,
                 "subject_accuracy": round(sum(subj) / max(1, len(subj)), 3),
                 **({"gate_retain_accuracy": round(sum(gate) / len(gate), 3), "gate_retain_n": len(gate),
                     "gate_retain_wrong": [[q, o] for (q, _), o, ok in zip(self.gate_probe, gate_out, gate) if not ok]}
@@ -251,6 +253,7 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
         # the gate's retain check on the same adapters: its probe's greedy answers contain the fact
         # (budget: the longest target + 8 tokens, evaluation/base.py)
         probes.gate_probe = [(e.prompt, (e.fact,)) for e in gate_probe]
+        probes.gate_only = args.gate_only
         probes.gate_tokens = max(len(tok(e.target, add_special_tokens=False)["input_ids"]) for e in gate_probe) + 8
         # the base model's margin on each probe answer's fact (how near a tie it is)
         report["gate_probe_base_margin"] = {e.prompt: round(m, 3) for e, m in
@@ -474,6 +477,8 @@ def main() -> int:
                         help="sweep: project the forget gradient off the retain gradient where they conflict")
     parser.add_argument("--probe-margin", type=float, default=None,
                         help="sweep --worker-split: probe only retain answers the base states with this fact margin")
+    parser.add_argument("--gate-only", action="store_true",
+                        help="sweep --worker-split: after the base row measure only the gate's probe and the subject")
     parser.add_argument("--adam-eps", type=float, default=1e-8, help="sweep: AdamW eps")
     parser.add_argument("--scales", default="",
                         help="sweep: also measure each step's adapter with its delta scaled by these factors")
