@@ -167,6 +167,7 @@ class Probes:
         return {"gk_accuracy": round(sum(gk) / len(gk), 3) if gk else -1.0, "gk_wrong_by_category": lost,
                 "heldout_ppl": heldout_ppl(model, tok) if gk else -1.0,
                 "subject_accuracy": round(sum(subj) / max(1, len(subj)), 3),
+                "subject_still_right": [q for (q, _), ok in zip(self.subject, subj) if ok],
                 **({"gate_retain_accuracy": round(sum(gate) / len(gate), 3), "gate_retain_n": len(gate),
                     "gate_retain_wrong": [[q, o] for (q, _), o, ok in zip(self.gate_probe, gate_out, gate) if not ok]}
                    if gate else {}),
@@ -298,7 +299,8 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
                      f"{f' (neighbours x{args.retain_neighbours})' if args.retain_neighbours > 1 else ''}"
                      f"{f' (authors x{args.retain_authors})' if args.retain_authors else ''}"
                      f"{''.join(f' (+{stem})' for stem in args.retain_set)}"
-                     f"{' (gate probe held out)' if args.worker_split else ''}, "
+                     f"{' (gate probe held out)' if args.worker_split else ''}"
+                     f"{f' (probe margin >= {args.probe_margin:g})' if args.probe_margin is not None else ''}, "
                      f"LoRA on {args.targets}{f' layers {args.layers}' if args.layers else ''}"
                      f"{'' if args.optimizer == 'adamw' else f', {args.optimizer} momentum {args.momentum:g}'}"
                      f"{f', Adam eps {args.adam_eps:g}' if args.adam_eps != 1e-8 else ''}"
