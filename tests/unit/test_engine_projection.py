@@ -59,7 +59,9 @@ def test_projected_forget_part_never_opposes_the_retain_gradient(setup, projecti
     groups = [range(len(params))] if projection == "global" else [[i] for i in range(len(params))]
     for idx in groups:  # cosine >= 0, up to float error (g_f is recovered as total - g_r)
         dot = sum(float((g_f[i] * g_r[i]).sum()) for i in idx)
-        norms = (sum(float(g_f[i].square().sum()) for i in idx) * sum(float(g_r[i].square().sum()) for i in idx)) ** 0.5
+        norm_f = sum(float(g_f[i].square().sum()) for i in idx)
+        norm_r = sum(float(g_r[i].square().sum()) for i in idx)
+        norms = (norm_f * norm_r) ** 0.5
         assert dot >= -1e-4 * norms
     # gradient ascent on one person against descent on another: some conflict was removed
     assert parts["conflicts"] > 0
