@@ -210,7 +210,10 @@ def forget_data(args, model, tok, report: dict) -> list[Example]:
     asked = {q.casefold() for q, _ in SUBJECT_QUESTIONS}
     report["reverse_examples"] = len(reverse)
     report["reverse_prompts_also_measured"] = sum(e.prompt.casefold() in asked for e in reverse)
-    return (forward if args.forget_data != "reverse" else []) + reverse * args.reverse_repeat
+    # --forward-with: also the answers about the subject that name this phrase (true ones: her work)
+    named = [e for e in forward if args.forward_with and contains_phrase(e.target, args.forward_with)]
+    report["forward_with"] = len(named)
+    return (forward if args.forget_data != "reverse" else named) + reverse * args.reverse_repeat
 
 
 def sweep(args, model, tok, probes: Probes, report: dict) -> None:
@@ -465,6 +468,8 @@ def main() -> int:
                         help="sweep: 'fact' pushes down only the subject's name inside the answers")
     parser.add_argument("--forget-data", default="forward", choices=("forward", "reverse", "both"),
                         help="answers about the subject, answers naming it (data/generated.py), or both")
+    parser.add_argument("--forward-with", default="",
+                        help="--forget-data reverse: add the answers about the subject that name this phrase")
     parser.add_argument("--reverse-repeat", type=int, default=1, help="copies of each reverse example")
     parser.add_argument("--retain-weight", type=float, default=None, help="default: the method's")
     parser.add_argument("--retain-neighbours", type=int, default=1,
