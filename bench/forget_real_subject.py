@@ -27,7 +27,11 @@ lists the general-knowledge answers it got wrong (``gk_wrong``). ``--retain-set 
 retain-only set (``probes.RETAIN_SETS``) to the retain data, ``--worker-split`` shuffles it and holds
 out the worker gate's retain probe as the worker does (and measures that probe's answers:
 ``gate_retain_accuracy``), ``--scales`` also measures each step's adapter with its delta scaled
-(the engine's ``delta_scale``), ``--adam-eps`` sets AdamW's eps. Writes
+(the engine's ``delta_scale``), ``--adam-eps`` sets AdamW's eps, ``--projection`` the engine's
+``retain_projection``, ``--probe-margin`` its ``retain_probe_margin`` (the gate's probe only from
+answers the base states with that path margin), ``--gate-only`` measures only the gate's probe and
+the subject after the base row, ``--forward-with PHRASE`` adds the answers about the subject that
+name PHRASE to the reverse forget data. Writes
 bench/results/forget_real_subject_<mode><tag>.{json,md}.
 
     python bench/forget_real_subject.py sweep [--lrs 3e-5,1e-4,3e-4] [--steps 10,20]
