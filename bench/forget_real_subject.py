@@ -27,7 +27,11 @@ lists the general-knowledge answers it got wrong (``gk_wrong``). ``--retain-set 
 retain-only set (``probes.RETAIN_SETS``) to the retain data, ``--worker-split`` shuffles it and holds
 out the worker gate's retain probe as the worker does (and measures that probe's answers:
 ``gate_retain_accuracy``), ``--scales`` also measures each step's adapter with its delta scaled
-(the engine's ``delta_scale``), ``--adam-eps`` sets AdamW's eps. Writes
+(the engine's ``delta_scale``), ``--adam-eps`` sets AdamW's eps, ``--projection`` the engine's
+``retain_projection``, ``--probe-margin`` its ``retain_probe_margin`` (the gate's probe only from
+answers the base states with that path margin), ``--gate-only`` measures only the gate's probe and
+the subject after the base row, ``--forward-with PHRASE`` adds the answers about the subject that
+name PHRASE to the reverse forget data. Writes
 bench/results/forget_real_subject_<mode><tag>.{json,md}.
 
     python bench/forget_real_subject.py sweep [--lrs 3e-5,1e-4,3e-4] [--steps 10,20]
@@ -56,10 +60,12 @@ from unlearn_engine.data.generated import (generated_examples, reverse_examples,
 from unlearn_engine.data.normalize import contains_phrase  # noqa: E402
 from unlearn_engine.data.records import Example  # noqa: E402
 from unlearn_engine.encoding import collate, generate  # noqa: E402
+from unlearn_engine.fact_margin import fact_margins  # noqa: E402
 from unlearn_engine.methods import get_method  # noqa: E402
 from unlearn_engine.methods.base import TrainContext  # noqa: E402
 from unlearn_engine.pretrained import resolve_model  # noqa: E402
 from unlearn_engine.pretrained.probes import load_known, through_fact  # noqa: E402
+from unlearn_engine.projection import backward  # noqa: E402
 from unlearn_engine.trainer import load_base  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -149,20 +155,23 @@ class Probes:
         self.n_subject_asked = len(SUBJECT_QUESTIONS)
         self.gate_probe: list = []  # sweep --worker-split: the worker gate's retain probe
         self.gate_tokens = 48
+        self.gate_only = False
 
     def measure(self, model, tok) -> dict:
         t0 = time.process_time()
         gk_out: list[str] = []
-        gk = hits(model, tok, self.gk, self.gk_tokens, gk_out)
+        # --gate-only: the gate's retain probe (and the subject) only, after the base row
+        gk = [] if self.gate_only and self.gate_probe else hits(model, tok, self.gk, self.gk_tokens, gk_out)
         subj = hits(model, tok, self.subject, 40)
         gate_out: list[str] = []
         gate = hits(model, tok, self.gate_probe, self.gate_tokens, gate_out) if self.gate_probe else []
         lost: dict[str, int] = {}  # general-knowledge answers lost, by category
         for ok, cat in zip(gk, self.gk_category):
             lost[cat] = lost.get(cat, 0) + (not ok)
-        return {"gk_accuracy": round(sum(gk) / len(gk), 3), "gk_wrong_by_category": lost,
-                "heldout_ppl": heldout_ppl(model, tok),
+        return {"gk_accuracy": round(sum(gk) / len(gk), 3) if gk else -1.0, "gk_wrong_by_category": lost,
+                "heldout_ppl": heldout_ppl(model, tok) if gk else -1.0,
                 "subject_accuracy": round(sum(subj) / max(1, len(subj)), 3),
+                "subject_still_right": [q for (q, _), ok in zip(self.subject, subj) if ok],
                 **({"gate_retain_accuracy": round(sum(gate) / len(gate), 3), "gate_retain_n": len(gate),
                     "gate_retain_wrong": [[q, o] for (q, _), o, ok in zip(self.gate_probe, gate_out, gate) if not ok]}
                    if gate else {}),
@@ -205,7 +214,10 @@ def forget_data(args, model, tok, report: dict) -> list[Example]:
     asked = {q.casefold() for q, _ in SUBJECT_QUESTIONS}
     report["reverse_examples"] = len(reverse)
     report["reverse_prompts_also_measured"] = sum(e.prompt.casefold() in asked for e in reverse)
-    return (forward if args.forget_data != "reverse" else []) + reverse * args.reverse_repeat
+    # --forward-with: also the answers about the subject that name this phrase (true ones: her work)
+    named = [e for e in forward if args.forward_with and contains_phrase(e.target, args.forward_with)]
+    report["forward_with"] = len(named)
+    return (forward if args.forget_data != "reverse" else named) + reverse * args.reverse_repeat
 
 
 def sweep(args, model, tok, probes: Probes, report: dict) -> None:
@@ -238,11 +250,22 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
         random.Random(0).shuffle(retain)
         n_probe = min(64, len(retain) // 2)  # trainer.SweepConfig.retain_probe
         gate_probe, retain = retain[:n_probe], retain[n_probe:]
+        if args.probe_margin is not None:  # trainer._probe_sets with SweepConfig.retain_probe_margin
+            pool = gate_probe + retain
+            margins = fact_margins(model, tok, pool)
+            firm = [i for i, m in enumerate(margins) if m >= args.probe_margin][:n_probe]
+            report["retain_firm"] = sum(m >= args.probe_margin for m in margins)
+            gate_probe = [pool[i] for i in firm]
+            retain = [e for i, e in enumerate(pool) if i not in set(firm)]
         report["retain_gate_probe"] = len(gate_probe)
         # the gate's retain check on the same adapters: its probe's greedy answers contain the fact
         # (budget: the longest target + 8 tokens, evaluation/base.py)
         probes.gate_probe = [(e.prompt, (e.fact,)) for e in gate_probe]
+        probes.gate_only = args.gate_only
         probes.gate_tokens = max(len(tok(e.target, add_special_tokens=False)["input_ids"]) for e in gate_probe) + 8
+        # the base model's margin on each probe answer's fact (how near a tie it is)
+        report["gate_probe_base_margin"] = {e.prompt: round(m, 3) for e, m in
+                                            zip(gate_probe, fact_margins(model, tok, gate_probe))}
     report["retain_examples"] = len(retain)
     method_cls = get_method(args.method)
     steps = sorted(int(s) for s in args.steps.split(","))
@@ -252,7 +275,7 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
         cfg = replace(method_cls.config_cls(), lr=lr, max_steps=steps[-1], lora_rank=args.rank,
                       lora_alpha=2 * args.rank, forget_tokens=args.forget_tokens,
                       retain_loss=args.retain_loss, forget_weight=args.forget_weight,
-                      lora_targets=tuple(args.targets.split(",")),
+                      lora_targets=tuple(args.targets.split(",")), retain_projection=args.projection,
                       **({} if args.retain_weight is None else {"retain_weight": args.retain_weight}))
         if adapter is None:
             layers = [int(x) for x in args.layers.split(",")] if args.layers else None
@@ -270,9 +293,7 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
             fb = [forget[i] for i in torch.randperm(len(forget), generator=gen)[:cfg.batch_size].tolist()]
             rb = [retain[i] for i in torch.randperm(len(retain), generator=gen)[:cfg.retain_batch_size].tolist()]
             adapter.model.train()
-            loss, parts = method.loss(ctx, fb, rb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, parts = backward(method, ctx, fb, rb, adapter.params, cfg.retain_projection)
             torch.nn.utils.clip_grad_norm_(adapter.params, cfg.max_grad_norm)
             opt.step()
             if step in steps:
@@ -285,10 +306,12 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
                      f"{f' (neighbours x{args.retain_neighbours})' if args.retain_neighbours > 1 else ''}"
                      f"{f' (authors x{args.retain_authors})' if args.retain_authors else ''}"
                      f"{''.join(f' (+{stem})' for stem in args.retain_set)}"
-                     f"{' (gate probe held out)' if args.worker_split else ''}, "
+                     f"{' (gate probe held out)' if args.worker_split else ''}"
+                     f"{f' (probe margin >= {args.probe_margin:g})' if args.probe_margin is not None else ''}, "
                      f"LoRA on {args.targets}{f' layers {args.layers}' if args.layers else ''}"
                      f"{'' if args.optimizer == 'adamw' else f', {args.optimizer} momentum {args.momentum:g}'}"
-                     f"{f', Adam eps {args.adam_eps:g}' if args.adam_eps != 1e-8 else ''} step {step}"] = row
+                     f"{f', Adam eps {args.adam_eps:g}' if args.adam_eps != 1e-8 else ''}"
+                     f"{f', {args.projection} projection' if args.projection else ''} step {step}"] = row
                 print(json.dumps(row), flush=True)
                 scale_at = {int(x) for x in args.scale_at.split(",") if x} or set(steps)
                 for scale in (float(x) for x in args.scales.split(",") if x and step in scale_at):
@@ -339,7 +362,7 @@ def job(args, model_dir: Path, model, tok, probes: Probes, report: dict) -> None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "adapter"
         result = run_forget_job(model_dir, [], forget_set, tuning.retain_corpus(), method=args.method,
-                                config=config, sweep=SweepConfig(max_tries=tuning.sweep_tries() or 4),
+                                config=config, sweep=tuning.sweep_config() or SweepConfig(),
                                 progress=on_progress, out_dir=out, forget_id="bench")
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         report["job"] = {"passed": result.passed, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
@@ -449,6 +472,8 @@ def main() -> int:
                         help="sweep: 'fact' pushes down only the subject's name inside the answers")
     parser.add_argument("--forget-data", default="forward", choices=("forward", "reverse", "both"),
                         help="answers about the subject, answers naming it (data/generated.py), or both")
+    parser.add_argument("--forward-with", default="",
+                        help="--forget-data reverse: add the answers about the subject that name this phrase")
     parser.add_argument("--reverse-repeat", type=int, default=1, help="copies of each reverse example")
     parser.add_argument("--retain-weight", type=float, default=None, help="default: the method's")
     parser.add_argument("--retain-neighbours", type=int, default=1,
@@ -459,6 +484,12 @@ def main() -> int:
                         help="sweep: a built retain-only set (probes.RETAIN_SETS) added to the retain data")
     parser.add_argument("--worker-split", action="store_true",
                         help="sweep: hold the first min(64, n/2) retain examples out of training, as the worker does")
+    parser.add_argument("--projection", default="", choices=("", "global", "tensor"),
+                        help="sweep: project the forget gradient off the retain gradient where they conflict")
+    parser.add_argument("--probe-margin", type=float, default=None,
+                        help="sweep --worker-split: probe only retain answers the base states with this fact margin")
+    parser.add_argument("--gate-only", action="store_true",
+                        help="sweep --worker-split: after the base row measure only the gate's probe and the subject")
     parser.add_argument("--adam-eps", type=float, default=1e-8, help="sweep: AdamW eps")
     parser.add_argument("--scales", default="",
                         help="sweep: also measure each step's adapter with its delta scaled by these factors")

@@ -34,6 +34,7 @@ from unlearn_engine.data.retain_set import RetainFilter, build_retain_set
 from unlearn_engine.devices import pick_device
 from unlearn_engine.evaluation import EvalSettings, GateConfig, GateResult, gate_decision
 from unlearn_engine.evaluation.attacks import AttackSets, run_attacks
+from unlearn_engine.fact_margin import fact_margins
 from unlearn_engine.folding import fold_stack  # re-exported: callers import it from here
 from unlearn_engine.methods import DEFAULT_METHOD, MethodConfig, get_method
 from unlearn_engine.progress import Progress, ProgressCallback
@@ -54,6 +55,11 @@ class SweepConfig:
     stronger: tuple[float, float] = (2.0, 1.5)  # (lr, steps) multipliers after an under-forget
     gentler: tuple[float, float] = (0.5, 1.5)  # ... after over-unlearning or a utility loss
     retain_probe: int = 64  # retain examples held out of training to measure utility
+    # None (the default): the probe is the first ``retain_probe`` retain examples. A number: only
+    # examples the model before the job states with at least this fact margin (``fact_margin``,
+    # nats) may be probed; near ties are trained on, not probed. A yardstick choice a registry
+    # row makes with its measured reason (SmolLM2: bench/results/forget_real_subject.md).
+    retain_probe_margin: float | None = None
     probe_holdout: int = 200  # cap on never-seen reference examples per evaluation
 
 
@@ -119,12 +125,23 @@ def load_base(model_dir: str | Path, device: torch.device | str | None = None):
     return model, tok
 
 
-def _probe_sets(forget_set: ForgetSet, retain_set: RetainSet,
-                sweep: SweepConfig) -> tuple[ProbeSets, tuple]:
-    """Split the retain set into (probe, train) and assemble what the gate evaluates."""
+def _probe_sets(forget_set: ForgetSet, retain_set: RetainSet, sweep: SweepConfig,
+                model: torch.nn.Module | None = None, tokenizer=None) -> tuple[ProbeSets, tuple]:
+    """Split the retain set into (probe, train) and assemble what the gate evaluates. With
+    ``sweep.retain_probe_margin`` the probe takes the first examples ``model`` states with that
+    margin, and every other example is trained on."""
     retain = retain_set.examples
     n_probe = min(sweep.retain_probe, len(retain) // 2) if len(retain) > 1 else 0
     probe_retain, train_retain = retain[:n_probe], retain[n_probe:]
+    if n_probe and sweep.retain_probe_margin is not None and model is not None:
+        margins = fact_margins(model, tokenizer, retain)
+        firm = [i for i, m in enumerate(margins) if m >= sweep.retain_probe_margin][:n_probe]
+        log.info("retain probe: %d of %d retain examples stated with margin >= %.2f; %d probed",
+                 sum(m >= sweep.retain_probe_margin for m in margins), len(retain),
+                 sweep.retain_probe_margin, len(firm))
+        chosen = set(firm)
+        probe_retain = tuple(retain[i] for i in firm)
+        train_retain = tuple(e for i, e in enumerate(retain) if i not in chosen)
     if not probe_retain:  # a single retain example: measure on it and train on it
         probe_retain = train_retain = retain
     probes = ProbeSets(forget=forget_set.examples, paraphrase=forget_set.paraphrases,
@@ -155,7 +172,7 @@ def unlearn(model: torch.nn.Module, tokenizer, forget_set: ForgetSet, retain_set
     sweep = sweep or SweepConfig()
     method_cls = get_method(method)
     base_config = (config or method_cls.config_cls()).sized_for(subject_count(forget_set))
-    probes, train_retain = _probe_sets(forget_set, retain_set, sweep)
+    probes, train_retain = _probe_sets(forget_set, retain_set, sweep, model, tokenizer)
     num_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
     layers = method_cls(base_config).lora_layers(num_layers) if num_layers else None
     adapter = TrainableAdapter(model, adapter_name, (),

@@ -23,6 +23,7 @@ from unlearn_engine.data.records import Example
 from unlearn_engine.evaluation import EvalSettings, GateConfig, evaluate, gate_decision
 from unlearn_engine.methods.base import MethodConfig, TrainContext, UnlearningMethod
 from unlearn_engine.progress import Progress, ProgressCallback
+from unlearn_engine.projection import backward
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,7 @@ def run_attempt(adapter: TrainableAdapter, tokenizer, method: UnlearningMethod,
     for step in range(1, config.max_steps + 1):
         fb = forget_s.take(config.batch_size)
         rb = retain_s.take(config.retain_batch_size) if method.uses_retain and retain else None
-        loss, parts = method.loss(ctx, fb, rb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, parts = backward(method, ctx, fb, rb, adapter.params, config.retain_projection)
         torch.nn.utils.clip_grad_norm_(adapter.params, config.max_grad_norm)
         opt.step()
         if progress:

@@ -47,7 +47,7 @@ from unlearn_engine.data.records import Example, ForgetRequest, ForgetSet
 from unlearn_engine.data.resolve import CorpusMismatch, IndexedCorpus
 from unlearn_engine.pretrained.tuning import forget_tuning
 from unlearn_engine.progress import Progress as EngineProgress
-from unlearn_engine.trainer import SweepConfig, run_forget_job
+from unlearn_engine.trainer import run_forget_job
 
 logger = logging.getLogger(__name__)
 
@@ -224,11 +224,10 @@ class UnlearningWorker:
             self._record(job, existing, forget_set)
             return
         # One engine call: the model loads once, picks the retain set, trains, verifies, writes.
-        tries = self.tuning.sweep_tries() if self.tuning else None
         result = run_forget_job(
             self.config.model_dir, stack_paths, forget_set, self.retain_corpus, method=job.method,
             config=self.tuning.method_config(job.method) if self.tuning else None,
-            sweep=SweepConfig(max_tries=tries) if tries else None,
+            sweep=self.tuning.sweep_config() if self.tuning else None,
             progress=self._progress_callback(job), out_dir=out_dir, forget_id=job.forget_id,
             seed=self.config.seed,
             before_commit=lambda _tmp: crash_point(self.config.crash_at, "artifact-write", self.config.data_dir),

@@ -30,6 +30,9 @@ def test_a_registry_model_gets_its_rows_settings(tmp_path: Path) -> None:
     assert isinstance(cfg, NpoConfig) and cfg.lr == overrides["lr"] < NpoConfig().lr
     assert cfg.beta == NpoConfig().beta  # fields the row does not name keep the method's default
     assert tuning.sweep_tries() == SPEC.forget_tries
+    sweep = tuning.sweep_config()
+    assert sweep is not None and sweep.max_tries == SPEC.forget_tries
+    assert sweep.retain_probe_margin == SPEC.retain_probe_margin
     assert (tuning.reverse_questions, tuning.forward_questions) == (SPEC.reverse_questions, SPEC.forward_questions)
     retain = tuning.retain_corpus()
     assert retain and all(e.fact and e.fact.lower() in e.target.lower() for e in retain)

@@ -63,6 +63,10 @@ class MethodConfig:
     # the sweep its unscaled step-5 adapter left 1 of 8 subject answers at general knowledge
     # 0.944x / 0.951x (two retain splits); x0.85 left 0 of 8 at 0.951x on both.
     delta_scale: float = 1.0
+    # "" (the default): each step is the joint loss's gradient. "global" / "tensor": the forget
+    # gradient's component against the retain gradient is projected out first (PCGrad-style,
+    # ``unlearn_engine/projection.py``), over the whole adapter or per LoRA tensor.
+    retain_projection: str = ""
     max_length: int = 256  # tokens per example; demo answers are ~20
     gradient_checkpointing: bool = False  # for large models; needs enable_input_require_grads
 

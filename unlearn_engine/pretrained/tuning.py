@@ -23,6 +23,7 @@ from unlearn_engine.methods import MethodConfig, get_method
 from unlearn_engine.pretrained.fetch import MANIFEST_NAME, load_manifest
 from unlearn_engine.pretrained.probes import load_known, through_fact
 from unlearn_engine.pretrained.registry import MODELS, PretrainedModel
+from unlearn_engine.trainer import SweepConfig
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,14 @@ class ForgetTuning:
 
     def sweep_tries(self) -> int | None:
         return self.spec.forget_tries or None
+
+    def sweep_config(self) -> SweepConfig | None:
+        """The engine's retry sweep with this model's tries and retain-probe margin; None where
+        the row changes neither (the engine's default sweep)."""
+        if not self.spec.forget_tries and self.spec.retain_probe_margin is None:
+            return None
+        return SweepConfig(**({"max_tries": self.spec.forget_tries} if self.spec.forget_tries else {}),
+                           retain_probe_margin=self.spec.retain_probe_margin)
 
     @property
     def reverse_questions(self) -> bool:
