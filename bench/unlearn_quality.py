@@ -92,6 +92,23 @@ def method_config(method: str, tuning, overrides: dict) -> MethodConfig | None:
                             for k, v in overrides.items() if k in known})
 
 
+def probe_recorder(probes: list[dict], cpu0: float):
+    """A progress callback that appends each probe's (and the final evaluation's) metrics, gate
+    verdict and losses to ``probes``, with the process CPU seconds since ``cpu0``. Metrics only:
+    no forget text reaches the list or the log."""
+    def record(p) -> None:
+        if p.phase not in ("eval", "final"):
+            return
+        entry = {"phase": p.phase, "attempt": p.attempt, "step": p.step, "passed": p.passed,
+                 "cpu_s": round(time.process_time() - cpu0, 1), "losses": dict(p.losses),
+                 "metrics": dict(p.metrics)}
+        probes.append(entry)
+        log.info("probe %s step %d: %s", p.phase, p.step,
+                 {k: round(v, 3) for k, v in p.metrics.items() if k.startswith(
+                     ("forget.", "retain.", "mia_"))})
+    return record
+
+
 def summarize(m: dict, **extra) -> dict:
     return {"forget_acc": m.get("forget.fact_span_accuracy"),
             "paraphrase_acc": m.get("paraphrase.fact_span_accuracy"),
@@ -497,6 +514,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=Path("~/.cache/lethe").expanduser())
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--record-probes", action="store_true",
+                    help="keep every probe's metrics (step, gate verdict, losses, the likelihood "
+                         "checks and, where they ran, the generation metrics) in the method's row "
+                         "under 'probes': on SmolLM2 the chosen checkpoint alone hides the path")
     ap.add_argument("--save-adapters", type=Path,
                     help="also save each method's adapter under DIR/<method>/ (PEFT format, "
                          "for analyses such as bench/relearn_probe.py)")
@@ -569,11 +590,14 @@ def main(argv: list[str] | None = None) -> int:
     retain_set = build_retain_set(original, tok, corpus, exclude=forget_set, seed=args.seed)
     for method in args.methods:
         model, _ = load_base(model_dir)
+        probes: list[dict] = []
         t0, cpu0 = time.monotonic(), time.process_time()
         peft_model, res = unlearn(model, tok, forget_set, retain_set, method, seed=args.seed,
                                   config=method_config(method, tuning, cfg_overrides),
                                   forget_id=f"bench-{method}", sweep=sweep(args),
-                                  eval_settings=eval_settings)
+                                  eval_settings=eval_settings,
+                                  progress=probe_recorder(probes, cpu0) if args.record_probes
+                                  else None)
         total, job_cpu = time.monotonic() - t0, time.process_time() - cpu0
         if args.save_adapters:
             peft_model.save_pretrained(str(args.save_adapters / method),
@@ -588,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
                "first_try": "yes" if res.attempts[0].passed else "no",
                "attempts": [a.__dict__ for a in res.attempts], "chosen_step": res.chosen_step,
                "config": res.config.to_dict()}
+        if args.record_probes:
+            row["probes"] = probes
         rows.append(row)
         log.info("%s: %s", method, {k: row[k] for k in ("forget_acc", "retain_acc", "gate")})
         if args.model:
