@@ -291,7 +291,7 @@ def test_sam_takes_the_gradient_at_the_moved_adapter_and_leaves_the_weights_as_t
         for p in adapter.params:
             p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
     before = [p.detach().clone() for p in adapter.params]
-    plain_cfg = replace(method.config, sam_rho=0.0)  # SAM is on by default: this is without
+    plain_cfg = replace(method.config, sam_rho=0.0)  # without SAM
 
     def grad_of(cfg):
         method.config = cfg
@@ -312,9 +312,11 @@ def test_sam_takes_the_gradient_at_the_moved_adapter_and_leaves_the_weights_as_t
     assert all(torch.equal(a, p) for a, p in zip(before, adapter.params))
 
 
-def test_sam_on_the_truth_term_along_a_relearning_step_is_the_default():
+def test_sam_is_off_by_default_and_rho_alone_turns_on_the_measured_setting():
     cfg = get_method("counterfactual").config_cls()
-    assert (cfg.sam_rho, cfg.sam_direction, cfg.sam_scope) == (1.0, "relearn", "truth")
+    assert cfg.sam_rho == 0.0
+    on = get_method("counterfactual").config_cls(sam_rho=1.0)
+    assert (on.sam_direction, on.sam_scope) == ("relearn", "truth")
 
 
 def test_sam_direction_and_scope_are_checked():

@@ -151,17 +151,18 @@ class CounterfactualConfig(MethodConfig):
     # small fine-tuning steps stay in. ``sam_direction`` "forget": the ascent direction of the
     # distillation terms (SAM proper); "relearn": the descent direction of the true answers'
     # NLL (one normalised relearning step: a first-order relearn-in-the-loop).
-    # Default: rho 1 along a relearning step, on the truth term only (``sam_scope``). Without
-    # it, relearning half of four forgotten people's facts (20 steps, bench/unlearn_quality.py)
-    # brought back 0.317 of the other half, the retrained model 0.016; with it (and the
-    # multi-person batch above) 0.016 (bench/results/full/relearn/b32s180_truth/). First tries
-    # at this default: full demo model seed 0, 10 of 10, retain >= 97 % in 9 (the default
-    # before it: 10 of 10, 9 with the retain goal); small demo model seed 0, 9 of 10 (one miss
-    # on truth preference 0.83 at step 120; the default before it not rerun there); the
-    # forget-flow tests pass. Cost: job CPU median 73 s against 50-63 s (three forget forwards
-    # a step instead of one; bench/results/retain_weight/first_try_*_samtruth_seed0.md,
-    # gate_diagnosis.md eighth session).
-    sam_rho: float = 1.0
+    # Off by default (rho 0); ``{"sam_rho": 1}`` turns on the measured setting: rho 1 along a
+    # relearning step, on the truth term only (``sam_scope``). Without it, relearning half of
+    # four forgotten people's facts (20 steps, bench/unlearn_quality.py) brings back 0.238 of
+    # the other half at the multi-person batch (0.317 before it), the retrained model 0.016;
+    # with it 0.016 (bench/results/full/relearn/b32s180_truth/, default8/). Why it is not the
+    # default: it was for one session, and through a real server on the full demo model
+    # (bench/results/forget_active_full_samtruth.md) four single-person jobs took 91-104 s
+    # (53 s median without it) and the fifth, Fundvolen Gendurdane on a stack of four, FAILED
+    # after 4 attempts, where without it that job passed on its second attempt
+    # (forget_active_full_quiet4.md). First tries alone: full seed 0 10 of 10, small seed 0 9 of
+    # 10, job CPU +15-80 % (gate_diagnosis.md eighth session).
+    sam_rho: float = 0.0
     sam_direction: str = "relearn"
     # Which distillation terms take SAM's gradient: "all", or "truth" (only the truth term, the
     # true value's lead over the wrong ones; the KL and level terms, which set where the

@@ -94,9 +94,8 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
                     forget_config=(("lr", 3e-4), ("max_steps", 5), ("eval_every", 5), ("patience", 0),
                                    # measured at the engine's old retain settings (weight 6, no goal)
                                    ("retain_weight", 6.0), ("retain_goal", 0.0), ("delta_scale", 0.85),
-                                   # measured without SAM (the demo default since the eighth
-                                   # session); five steps leave it no room and it was never
-                                   # measured on this model
+                                   # measured without SAM (opt-in for the demo model; five
+                                   # steps leave it no room, never measured on this model)
                                    ("sam_rho", 0.0)),
                     forget_tries=2, reverse_questions=True, forward_questions=False,
                     retain_sets=("general_retain",), retain_probe_margin=0.5),
