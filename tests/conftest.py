@@ -16,8 +16,16 @@ import pytest
 import torch
 
 from server.settings import Settings
+from tests.procs import SLOW_TEST_HANG_GUARD_S
 
 torch.set_num_threads(1)  # two cores: one for the server under test, one for the test client
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests get the long hang guard unless they name their own (see tests/procs.py)."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_HANG_GUARD_S))
 
 
 def demo_cache_dir() -> Path:

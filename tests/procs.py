@@ -22,6 +22,15 @@ from server.tls import TlsFiles
 
 LETHE = [sys.executable, "-m", "server.cli"]
 
+# Hang guards, not speed claims (speed lives in bench/). CI shares its 2-core machine with other
+# work: a forget job that takes ~5 min quiet took over 15 min with five CPU-heavy processes beside
+# it (2026-12-07, load ~10), and a 900 s guard turned that into a failure. A test waiting on a
+# real forget job, or on a whole CLI run, gives it JOB_HANG_GUARD_S; a test marked slow gets
+# SLOW_TEST_HANG_GUARD_S in all (tests/conftest.py), so a real hang still fails well inside
+# CI's 90 minutes.
+JOB_HANG_GUARD_S = 1800
+SLOW_TEST_HANG_GUARD_S = 2400
+
 
 def free_port() -> int:
     """A port that was free a moment ago (HTTP port 0 means "off", so tests pick one)."""

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from server.client import LetheClient
-from tests.procs import LETHE, ServeProcess
+from tests.procs import JOB_HANG_GUARD_S, LETHE, ServeProcess
 from unlearn_engine.demo.config import DemoConfig
 from unlearn_engine.demo.corpus import generate_corpus
 
@@ -60,10 +60,10 @@ def test_cli_forget_wait_then_adapters_and_deactivate(served: ServeProcess, demo
     person = corpus.trained_people[5]
     qa = [r for r in corpus.qa if r.person == person and r.split == "train"][:6]
     env = {"LETHE_TOKEN": served.token}
-    args = [*LETHE, "forget", "--target", served.target, "--subject", person, "--wait", "--timeout", "900"]
+    args = [*LETHE, "forget", "--target", served.target, "--subject", person, "--wait", "--timeout", str(JOB_HANG_GUARD_S)]
     for r in qa:
         args += ["--qa", f"{r.question}|{r.answer}"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=900, env={**os.environ, **env})
+    out = subprocess.run(args, capture_output=True, text=True, timeout=JOB_HANG_GUARD_S + 60, env={**os.environ, **env})
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip().endswith("ACTIVE")
     listing = subprocess.run([*LETHE, "forgets", "--target", served.target], capture_output=True, text=True,

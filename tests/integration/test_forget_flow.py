@@ -20,7 +20,7 @@ from server.api import admin_pb2 as apb
 from server.api import inference_pb2 as ipb
 from server.client import LetheClient
 from tests.conftest import ServerThread, make_settings
-from tests.procs import LETHE, ServeProcess
+from tests.procs import JOB_HANG_GUARD_S, LETHE, ServeProcess
 from unlearn_engine.artifacts import load_artifact, model_fingerprint
 from unlearn_engine.demo.accuracy import residual_knowledge
 from unlearn_engine.demo.builder import load_corpus
@@ -44,7 +44,7 @@ def _forget_request(corpus, people, key: str) -> apb.ForgetRequest:
 def _watch(client: LetheClient, forget_id: str, rows: list | None = None) -> tuple[list[int], int, apb.ForgetJob]:
     states, progress, job = [], 0, None
     for ev in client.admin.WatchForget(apb.WatchForgetRequest(forget_id=forget_id), metadata=client._metadata,
-                                       timeout=900):
+                                       timeout=JOB_HANG_GUARD_S):
         job = ev.job
         if ev.HasField("transition"):
             states.append(ev.transition.state)
@@ -207,7 +207,7 @@ def test_restart_refuses_corrupt_adapter_and_deactivation_restores_outputs(demo_
 
     # A standalone worker trains both while no server runs (the ledger is the only channel).
     out = subprocess.run([*LETHE, "worker", "--once", "--data-dir", str(data), "--model", str(demo_model_dir)],
-                         capture_output=True, text=True, timeout=900)
+                         capture_output=True, text=True, timeout=JOB_HANG_GUARD_S)
     assert out.returncode == 0, out.stderr[-2000:]
     weights = next((data / "adapters").glob(f"*{bad.job.forget_id}*/adapter_model.safetensors"))
     blob = bytearray(weights.read_bytes())
@@ -275,7 +275,7 @@ def test_kill_9_after_ack_mid_training_mid_write_and_mid_swap_loses_nothing(demo
         sp.wait_serving()
         with LetheClient(sp.target, sp.token, timeout=60) as c:
             assert c.generate(probe.question, max_new_tokens=32).finish_reason == ipb.FINISH_REASON_FILTERED
-            for ev in c.admin.WatchForget(apb.WatchForgetRequest(forget_id=fid), metadata=c._metadata, timeout=600):
+            for ev in c.admin.WatchForget(apb.WatchForgetRequest(forget_id=fid), metadata=c._metadata, timeout=JOB_HANG_GUARD_S):
                 if ev.HasField("progress"):
                     break  # training is under way
     finally:
@@ -287,7 +287,7 @@ def test_kill_9_after_ack_mid_training_mid_write_and_mid_swap_loses_nothing(demo
     sp = ServeProcess(demo_model_dir, data, *fast_requeue, env={"LETHE_CRASH_AT": "artifact-write,mid-swap"})
     try:
         sp.wait_serving()
-        assert sp.proc.wait(timeout=900) == -9  # SIGKILL at mid-swap
+        assert sp.proc.wait(timeout=JOB_HANG_GUARD_S) == -9  # SIGKILL at mid-swap
         assert (data / ".crashed-at-artifact-write").exists() and (data / ".crashed-at-mid-swap").exists()
     finally:
         sp.kill()  # its worker too, as a whole-pod crash would

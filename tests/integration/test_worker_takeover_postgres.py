@@ -28,7 +28,7 @@ from server.forget.ledger import NotOwner
 from server.forget.ledger.postgres import PostgresLedger
 from server.keyfile import GUARD_KEY_FILE, guard_secret
 from tests.conftest import ServerThread, make_settings
-from tests.procs import LETHE
+from tests.procs import JOB_HANG_GUARD_S, LETHE
 from tests.support.replicas import wait_for
 from tests.support.standin_worker import wait_state
 from unlearn_engine.demo.builder import load_corpus
@@ -114,7 +114,7 @@ def test_a_worker_killed_mid_training_is_fenced_and_another_takes_the_job_over(
             _late_writes_refused(ledger, fid, first_id, first_epoch)
             _late_writes_refused(ledger, fid, second_id, first_epoch)
 
-            job = wait_state(c, fid, apb.FORGET_STATE_ACTIVE, timeout=900)
+            job = wait_state(c, fid, apb.FORGET_STATE_ACTIVE, timeout=JOB_HANG_GUARD_S)
             assert not job.failure_reason
             states = [t.state for t in job.transitions]
             assert states.count(apb.FORGET_STATE_TRAINING) >= 2
