@@ -168,7 +168,10 @@ class CounterfactualConfig(MethodConfig):
     # (53 s median without it) and the fifth, Fundvolen Gendurdane on a stack of four, FAILED
     # after 4 attempts, where without it that job passed on its second attempt
     # (forget_active_full_quiet4.md). First tries alone: full seed 0 10 of 10, small seed 0 9 of
-    # 10, job CPU +15-80 % (gate_diagnosis.md eighth session).
+    # 10, job CPU +15-80 % (gate_diagnosis.md eighth session). That was a step at 1.78x a plain
+    # one; the step is now 1.34x, 1.12x with ``sam_every`` 2, and ``{"sam_rho": 1, "sam_every":
+    # 2}`` brought back 0.032 of the four people's facts (gate passed first try, retain 0.953 in
+    # the bench's eval; gate_diagnosis.md ninth session). Not yet re-timed through the server.
     sam_rho: float = 0.0
     sam_direction: str = "relearn"
     # Which distillation terms take SAM's gradient: "all", or "truth" (only the truth term, the
@@ -178,7 +181,7 @@ class CounterfactualConfig(MethodConfig):
     sam_scope: str = "truth"
     # SAM's gradient on every ``sam_every``-th step only (the first, then every k-th; 1: every
     # step), the plain terms on the others: the moved point costs a relearning-step backward, a
-    # forward and a backward of the forget batch on each SAM step.
+    # forward and a backward of the forget batch on each SAM step. 2 measured (above).
     sam_every: int = 1
 
 
