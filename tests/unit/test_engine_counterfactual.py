@@ -324,3 +324,64 @@ def test_sam_direction_and_scope_are_checked():
         get_method("counterfactual").config_cls(sam_direction="up")
     with pytest.raises(ValueError, match="sam_scope"):
         get_method("counterfactual").config_cls(sam_scope="values")
+
+
+def test_a_moved_forward_has_the_gradient_of_weights_really_moved_there(toy):
+    """SAM's moved point without touching the weights: the loss and its gradient w.r.t. the
+    adapter equal those at the adapter moved in place by rho along the direction, and graphs
+    built before it can still be backpropagated (one backward for plain and moved terms)."""
+    from unlearn_engine.methods.losses import nll
+    from unlearn_engine.methods.robust import moved_forward
+
+    forget = [e for e in toy.train if e.subject == toy.people[0] and e.is_qa][:4]
+    _, adapter, ctx = _method(toy, forget, toy.holdout)
+    named = {n: p for n, p in adapter.model.named_parameters() if p.requires_grad}
+    params = list(named.values())
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(5)))
+    batch = ctx.batch(forget)
+    plain = nll(adapter.model, batch)  # built before the move
+    direction = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i))
+                 for i, p in enumerate(params)]
+    norm = float(torch.sqrt(sum((d ** 2).sum() for d in direction)))
+
+    moved = nll(moved_forward(adapter.model, named, direction, 0.5), batch)
+    got = torch.autograd.grad(plain + moved, params)
+
+    before = [p.detach().clone() for p in params]
+    with torch.no_grad():  # the reference: really move the weights, then put them back
+        for p, d in zip(params, direction):
+            p.add_(d, alpha=0.5 / norm)
+    there = nll(adapter.model, batch)
+    want_moved = torch.autograd.grad(there, params)
+    with torch.no_grad():
+        for p, b in zip(params, before):
+            p.copy_(b)
+    want_plain = torch.autograd.grad(nll(adapter.model, batch), params)
+    assert abs(float(moved) - float(there)) < 1e-5 and abs(float(moved) - float(plain)) > 1e-4
+    for g, a, b in zip(got, want_plain, want_moved):
+        assert torch.allclose(g, a + b, rtol=1e-4, atol=1e-6)
+    assert moved_forward(adapter.model, named, [torch.zeros_like(p) for p in params], 0.5) is None
+
+
+def test_sam_every_k_takes_sams_gradient_on_every_kth_step_only(toy):
+    forget = [e for e in toy.train if e.subject == toy.people[0] and e.is_qa][:4]
+    method, _, ctx = _method(toy, forget, toy.holdout)
+    method.config = dataclasses.replace(method.config, sam_rho=0.5, sam_every=3)
+    seen = []
+    for _ in range(7):
+        loss, parts = method.loss(ctx, forget, None)
+        loss.backward()
+        seen.append("sam" in parts)
+    assert seen == [True, False, False, True, False, False, True]
+    method.prepare(ctx, forget)  # a new attempt starts the count again
+    assert "sam" in method.loss(ctx, forget, None)[1]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_sam_every_is_checked(bad):
+    with pytest.raises(ValueError, match="sam_every"):
+        get_method("counterfactual").config_cls(sam_every=bad)
+    with pytest.raises(ValueError, match="sam_rho"):
+        get_method("counterfactual").config_cls(sam_rho=-0.1)

@@ -53,9 +53,10 @@ from unlearn_engine.data.records import Example
 from unlearn_engine.encoding import chat_prefix, pad_id
 from unlearn_engine.methods.base import (MethodConfig, TrainContext, UnlearningMethod,
                                          register_method)
-from unlearn_engine.methods.losses import (combine, common_prefix, forward_logits, nll,
-                                           npo_loss, retain_loss, token_logprobs, truth_gap)
-from unlearn_engine.methods.robust import adapter_off_below, sam_surrogate
+from unlearn_engine.methods.losses import (WrongScores, answer_nll, combine, common_prefix,
+                                           forward_logits, npo_loss, retain_loss, score_wrong,
+                                           token_logprobs, truth_gap)
+from unlearn_engine.methods.robust import adapter_off_below, moved_forward
 
 
 TOKEN_SCOPES = ("after_name", "all")
@@ -111,6 +112,12 @@ class CounterfactualConfig(MethodConfig):
         if self.sam_direction not in SAM_DIRECTIONS:
             raise ValueError(f"unknown sam_direction {self.sam_direction!r}; "
                              f"valid: {list(SAM_DIRECTIONS)}")
+        if self.sam_rho < 0:
+            raise ValueError(f"sam_rho must be >= 0 (0 turns SAM off), got {self.sam_rho}")
+        if isinstance(self.sam_every, bool) or not isinstance(self.sam_every, int) \
+                or self.sam_every < 1:
+            raise ValueError(f"sam_every must be an integer >= 1 (1: every step), "
+                             f"got {self.sam_every!r}")
     beta: float = 0.1  # NPO temperature for examples without a named subject
     # Retain: weight 6 with 16 examples a step (2 and 8 before) shrank the early retain crash
     # every method showed (0.03-0.29 at step 10-20) to 0.23-0.48 and let it recover by step
@@ -161,7 +168,10 @@ class CounterfactualConfig(MethodConfig):
     # (53 s median without it) and the fifth, Fundvolen Gendurdane on a stack of four, FAILED
     # after 4 attempts, where without it that job passed on its second attempt
     # (forget_active_full_quiet4.md). First tries alone: full seed 0 10 of 10, small seed 0 9 of
-    # 10, job CPU +15-80 % (gate_diagnosis.md eighth session).
+    # 10, job CPU +15-80 % (gate_diagnosis.md eighth session). That was a step at 1.78x a plain
+    # one; the step is now 1.34x, 1.12x with ``sam_every`` 2, and ``{"sam_rho": 1, "sam_every":
+    # 2}`` brought back 0.032 of the four people's facts (gate passed first try, retain 0.953 in
+    # the bench's eval; gate_diagnosis.md ninth session). Not yet re-timed through the server.
     sam_rho: float = 0.0
     sam_direction: str = "relearn"
     # Which distillation terms take SAM's gradient: "all", or "truth" (only the truth term, the
@@ -169,6 +179,22 @@ class CounterfactualConfig(MethodConfig):
     # forgotten texts' likelihood settles and so what membership inference reads, keep their
     # plain gradient). "all" overshot one-person forgets (MIA AUC 0.12-0.3 after step 50).
     sam_scope: str = "truth"
+    # SAM's gradient on every ``sam_every``-th step only (the first, then every k-th; 1: every
+    # step), the plain terms on the others: the moved point costs a relearning-step backward, a
+    # forward and a backward of the forget batch on each SAM step. 2 measured (above).
+    sam_every: int = 1
+
+
+@dataclass(frozen=True)
+class _Distil:
+    """The distillation terms on one forward of a forget batch, and what SAM reuses of it."""
+
+    total: torch.Tensor  # KL + level + truth + token level, weighted
+    parts: dict[str, float]  # each term's value, for progress
+    truth: torch.Tensor  # the truth term, unweighted
+    logp: torch.Tensor  # [B, T, V] the forward's log-probs
+    labels: torch.Tensor  # [B, T]
+    wrong: WrongScores | None  # the truth term's wrong answers, as scored here
 
 
 @dataclass(frozen=True)
@@ -358,9 +384,11 @@ class Counterfactual(UnlearningMethod):
         self.anchors: list[tuple[Example, torch.Tensor]] = []  # (example, reference label log p)
         self.anchor_gen = torch.Generator()
         self.deep_gen = torch.Generator()
+        self.steps = 0
 
     def prepare(self, ctx: TrainContext, forget: Sequence[Example]) -> None:
         self.targets = {}
+        self.steps = 0  # ``loss`` calls so far this attempt (``sam_every``)
         self.multi_fact = shared_tail(ctx.tokenizer, forget) >= self.config.multi_fact_tail
         self.anchors = _anchor_targets(ctx) if self.config.anchor_weight else []
         self.anchor_gen = torch.Generator().manual_seed(ctx.seed + 7)
@@ -381,9 +409,10 @@ class Counterfactual(UnlearningMethod):
         distil = [ex for ex in forget if (ex.prompt, ex.target) in self.targets]
         plain = [ex for ex in forget if (ex.prompt, ex.target) not in self.targets]
         terms, parts = [], {}
+        sam = self.config.sam_rho > 0 and self.steps % self.config.sam_every == 0
+        self.steps += 1
         if distil:
-            term, more = (self._sam_term(ctx, distil) if self.config.sam_rho
-                          else self._distil_term(ctx, distil))
+            term, more = self._sam_term(ctx, distil) if sam else self._distil_term(ctx, distil)
             terms.append(term * len(distil))
             parts.update(more)
         if plain:
@@ -405,33 +434,36 @@ class Counterfactual(UnlearningMethod):
 
     def _sam_term(self, ctx: TrainContext, examples: Sequence[Example]) -> tuple[
             torch.Tensor, dict[str, float]]:
-        """The distillation terms with SAM's gradient (``robust.sam_surrogate``) on all of them
+        """The distillation terms with SAM's gradient (``robust.moved_forward``) on all of them
         or on the truth term alone (``sam_scope``), along the ascent direction of that part or
-        one relearning step on the true answers (``sam_direction``)."""
+        one relearning step on the true answers (``sam_direction``). The returned loss has the
+        plain terms' value; its gradient is the plain one for the terms SAM leaves alone plus
+        the moved point's for the rest, in the caller's one ``backward()``."""
         cfg = self.config
-        params = [p for p in ctx.model.parameters() if p.requires_grad]
+        named = {n: p for n, p in ctx.model.named_parameters() if p.requires_grad}
         only_truth = cfg.sam_scope == "truth"
-
-        def sharp_part() -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-            """(the part SAM moves, all the terms, their parts for progress)"""
-            total, parts, truth = self._distil_term(ctx, examples, with_truth=True)
-            return (cfg.truth_weight * truth if only_truth else total), total, parts
-
-        sharp, term, more = sharp_part()
+        here = self._distil(ctx, examples)
+        sharp = cfg.truth_weight * here.truth if only_truth else here.total
         if cfg.sam_direction == "forget":
-            direction = torch.autograd.grad(sharp, params, allow_unused=True,
-                                            retain_graph=only_truth)
-        else:  # the way one relearning step on these answers would move the adapter
-            relearn = nll(ctx.model, ctx.batch(examples))
-            direction = tuple(None if g is None else -g
-                              for g in torch.autograd.grad(relearn, params, allow_unused=True))
-        # truth scope: the other terms keep their plain gradient, taken before the move
-        plain = torch.autograd.grad(term - sharp, params, allow_unused=True) if only_truth else ()
-        sam = sam_surrogate(params, direction, cfg.sam_rho, term.detach(),
-                            lambda: sharp_part()[0], plain)
-        if sam is None:  # no direction to move along: the plain terms
-            return self._distil_term(ctx, examples)
-        return sam[0], {**more, "sam": sam[1]}
+            grads = torch.autograd.grad(sharp, list(named.values()), allow_unused=True,
+                                        retain_graph=True)
+        else:  # the way one relearning step on these answers would move the adapter; their
+            # NLL read off the same forward (the same batch: same value and gradient as ``nll``)
+            grads = tuple(None if g is None else -g for g in torch.autograd.grad(
+                answer_nll(here.logp, here.labels), list(named.values()), allow_unused=True,
+                retain_graph=True))
+        forward = moved_forward(ctx.model, named, grads, cfg.sam_rho)
+        if forward is None:  # no direction to move along: the plain terms
+            return here.total, here.parts
+        # Wrong answers that take no gradient keep their unmoved scores: one forward fewer,
+        # and the moved truth is measured against the yardstick the gate reads.
+        lift = self.multi_fact if cfg.truth_lift_wrong is None else cfg.truth_lift_wrong
+        moved = self._distil(ctx, examples, forward, None if lift else here.wrong)
+        at_moved = cfg.truth_weight * moved.truth if only_truth else moved.total
+        # truth scope: the other terms keep their plain gradient, from the unmoved forward
+        kept = here.total - sharp if only_truth else here.total.new_zeros(())
+        loss = here.total.detach() + (kept - kept.detach()) + (at_moved - at_moved.detach())
+        return loss, {**here.parts, "sam": float(at_moved.detach())}
 
     def _deep_term(self, ctx: TrainContext, examples: Sequence[Example]) -> torch.Tensor:
         """The distillation terms with the new adapter off below a layer drawn from
@@ -454,13 +486,21 @@ class Counterfactual(UnlearningMethod):
                  for i, (_, ref) in enumerate(chosen)]
         return torch.cat(diffs).mean()
 
-    def _distil_term(self, ctx: TrainContext, examples: Sequence[Example],
-                     with_truth: bool = False) -> tuple:
-        """KL + level_weight * level + truth_weight * truth, and each part for progress (and,
-        ``with_truth``, the truth term as a tensor, third)."""
+    def _distil_term(self, ctx: TrainContext, examples: Sequence[Example]) -> tuple[
+            torch.Tensor, dict[str, float]]:
+        """KL + level_weight * level + truth_weight * truth, and each part for progress."""
+        d = self._distil(ctx, examples)
+        return d.total, d.parts
+
+    def _distil(self, ctx: TrainContext, examples: Sequence[Example], model=None,
+                wrong: WrongScores | None = None) -> _Distil:
+        """The distillation terms on one forward of ``examples`` by ``model`` (default
+        ``ctx.model``; SAM passes a moved forward), the truth term's wrong answers scored by
+        it too unless given (``wrong``)."""
         cfg = self.config
+        model = model or ctx.model
         batch = ctx.batch(examples)
-        logp = torch.log_softmax(forward_logits(ctx.model, batch).float(), -1)
+        logp = torch.log_softmax(forward_logits(model, batch).float(), -1)
         kls, levels, tokens = [], [], []
         for i, ex in enumerate(examples):
             t = self.targets[(ex.prompt, ex.target)]
@@ -477,13 +517,15 @@ class Counterfactual(UnlearningMethod):
         zero = logp.sum() * 0.0
         kl = torch.cat(kls).mean() if kls else zero
         level = torch.stack(levels).mean() if levels else zero
+        lift = self.multi_fact if cfg.truth_lift_wrong is None else cfg.truth_lift_wrong
+        if wrong is None:
+            wrong = score_wrong(ctx, examples, lift, model)
         truth = truth_gap(ctx, examples, logp, batch.labels, cfg.truth_margin,
                           self.multi_fact if cfg.truth_tail is None else cfg.truth_tail,
-                          self.multi_fact if cfg.truth_lift_wrong is None
-                          else cfg.truth_lift_wrong)
+                          lift, wrong)
         truth = zero if truth is None else truth
         token = torch.cat(tokens).mean() if tokens else zero
         total = kl + cfg.level_weight * level + cfg.truth_weight * truth + cfg.token_level_weight * token
         parts = {"kl": float(kl.detach()), "level": float(level.detach()),
                  "truth": float(truth.detach()), "token_level": float(token.detach())}
-        return (total, parts, truth) if with_truth else (total, parts)
+        return _Distil(total, parts, truth, logp, batch.labels, wrong)

@@ -9,7 +9,8 @@ These are building blocks only; which combination a method uses lives in the met
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -91,9 +92,34 @@ def combine(forget_loss: torch.Tensor, retain: torch.Tensor | None, config) -> t
     return total, parts
 
 
+@dataclass(frozen=True)
+class WrongScores:
+    """The wrong answers (``Example.perturbed``) of the examples that have them, in order,
+    scored by some model: what ``truth_gap`` compares the true answers with."""
+
+    labels: torch.Tensor  # [N, T] the wrong answers' labels (N = all their wrong answers)
+    logp: torch.Tensor  # [N, T-1] log p of each label (``token_logprobs``)
+    mask: torch.Tensor  # [N, T-1] scored positions
+
+
+def score_wrong(ctx, examples: Sequence[Example], with_grad: bool = False,
+                model: Callable[..., Any] | None = None) -> WrongScores | None:
+    """The wrong answers of ``examples`` scored by ``model`` (default ``ctx.model``; anything
+    called like it, e.g. ``robust.moved_forward``'s forward), with
+    gradient only when ``with_grad``; None when no example has wrong answers."""
+    rows = [ex for ex in examples if ex.perturbed]
+    if not rows:
+        return None
+    batch = ctx.batch([ex for ex in rows for _ in ex.perturbed],
+                      [w for ex in rows for w in ex.perturbed])
+    with torch.set_grad_enabled(with_grad and torch.is_grad_enabled()):
+        logp, mask = token_logprobs(forward_logits(model or ctx.model, batch), batch.labels)
+    return WrongScores(batch.labels, logp, mask)
+
+
 def truth_gap(ctx, examples: Sequence[Example], logp: torch.Tensor, labels: torch.Tensor,
               margin: float, tail_live: bool = False,
-              lift_wrong: bool = False) -> torch.Tensor | None:
+              lift_wrong: bool = False, wrong: WrongScores | None = None) -> torch.Tensor | None:
     """mean relu(NLL(wrong) + margin - NLL(true))^2 over examples with wrong answers, NLL
     being the mean over answer tokens (the truth ratio's measure) and the wrong answers
     scored by the current model without gradient. The gradient reaches only the true
@@ -110,14 +136,17 @@ def truth_gap(ctx, examples: Sequence[Example], logp: torch.Tensor, labels: torc
     ``lift_wrong``: the wrong answers are scored with gradient too (from their first differing
     token on), so the gap also closes by making them likelier, not only by making the truth
     less likely (which alone overshoots membership: forgotten answers less likely than
-    never-seen ones)."""
+    never-seen ones).
+
+    ``wrong``: the wrong answers already scored (``score_wrong`` on these ``examples``), e.g.
+    by the same model at other weights; scored here when None."""
     rows = [(i, ex) for i, ex in enumerate(examples) if ex.perturbed]
     if not rows:
         return None
-    wrong_batch = ctx.batch([ex for _, ex in rows for _ in ex.perturbed],
-                            [w for _, ex in rows for w in ex.perturbed])
-    with torch.set_grad_enabled(lift_wrong and torch.is_grad_enabled()):
-        w_tok, w_mask = token_logprobs(forward_logits(ctx.model, wrong_batch), wrong_batch.labels)
+    wrong = wrong if wrong is not None else score_wrong(ctx, examples, lift_wrong)
+    if wrong is None:
+        return None
+    w_tok, w_mask = wrong.logp, wrong.mask
     gaps, j = [], 0
     for i, ex in rows:
         lab = labels[i, 1:]
@@ -127,7 +156,7 @@ def truth_gap(ctx, examples: Sequence[Example], logp: torch.Tensor, labels: torc
         head, tail = len(true_ids), len(true_ids)  # shared tokens at either end
         w_rows = []
         for k in range(len(ex.perturbed)):
-            wl = wrong_batch.labels[j + k, 1:]
+            wl = wrong.labels[j + k, 1:]
             w_ids = wl[wl != IGNORE]
             w_rows.append(w_tok[j + k][w_mask[j + k]])
             head = min(head, common_prefix(true_ids, w_ids))
@@ -137,11 +166,20 @@ def truth_gap(ctx, examples: Sequence[Example], logp: torch.Tensor, labels: torc
         live[head:end] = True
         true_nll = -torch.where(live, lp, lp.detach()).sum() / len(true_ids)
         # the wrong answers' shared prefix is detached like the true one's
-        wrong = torch.stack([-torch.cat([w[:head].detach(), w[head:]]).sum() / len(w)
-                             for w in w_rows]).mean()
+        wrong_nll = torch.stack([-torch.cat([w[:head].detach(), w[head:]]).sum() / len(w)
+                                 for w in w_rows]).mean()
         j += len(ex.perturbed)
-        gaps.append(F.relu(wrong + margin - true_nll) ** 2)
+        gaps.append(F.relu(wrong_nll + margin - true_nll) ** 2)
     return torch.stack(gaps).mean()
+
+
+def answer_nll(logp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``nll``'s value and gradient from log-probs already computed ([B, T, V], the batch's
+    ``labels`` [B, T]): mean NLL over the scored tokens."""
+    lab = labels[:, 1:]
+    mask = lab != IGNORE
+    picked = logp[:, :-1].gather(-1, lab.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return -picked[mask].mean()
 
 
 def common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:

@@ -5,9 +5,10 @@
   people's facts brought back a third of the other half because the adapter had hidden them by
   changing how the first layer reads the name, while the later layers still mapped the name to
   every value (bench/results/gate_diagnosis.md, seventh session).
-- ``sam_surrogate``: sharpness-aware minimisation (Fan et al. 2025, "Towards LLM Unlearning
-  Resilient to Relearning Attacks: A Sharpness-Aware Minimization Perspective"): a loss's
-  gradient taken at the weights moved a fixed distance along a given direction.
+- ``moved_forward``: for sharpness-aware minimisation (Fan et al. 2025, "Towards LLM
+  Unlearning Resilient to Relearning Attacks: A Sharpness-Aware Minimization Perspective"): the
+  model's forward at the weights moved a fixed distance along a given direction, so a loss built
+  on it has its gradient at the moved point.
 
 Neither builds a loss, owns an optimiser or knows about data; both leave the weights exactly as
 they found them.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -49,32 +50,33 @@ def adapter_off_below(model: torch.nn.Module, layer: int) -> Iterator[int]:
             mod.scaling[key] = value
 
 
-def sam_surrogate(params: Sequence[torch.Tensor], direction: Sequence[torch.Tensor | None],
-                  rho: float, value: torch.Tensor, loss_fn: Callable[[], torch.Tensor],
-                  plus: Sequence[torch.Tensor | None] = ()) -> tuple[torch.Tensor, float] | None:
-    """(surrogate, loss at the moved weights): ``params`` are moved by ``rho`` (L2 norm over
-    all of them) along ``direction``, ``loss_fn()`` is differentiated there, the weights are
-    copied back, and the surrogate has ``value``'s value (pass it detached) and the moved
-    loss's gradient (w.r.t. ``params``), so the caller's ``backward()`` and optimiser step see
-    SAM's gradient. ``plus``: gradients (one per param, taken before the move) added to it,
-    for terms the caller keeps plain: a graph built before the move cannot be backpropagated
-    after it, as the weights changed in place. None for a zero or non-finite direction."""
+def moved_forward(model: torch.nn.Module, named: Mapping[str, torch.Tensor],
+                  direction: Sequence[torch.Tensor | None], rho: float) -> Callable[..., Any] | None:
+    """``model``'s forward (called like the model) at the weights ``named`` (name -> trainable
+    parameter) moved by ``rho`` (L2 norm over all of them) along ``direction`` (one gradient-like
+    tensor or None per weight, in ``named``'s order); None for a zero or non-finite direction.
+
+    The move is a constant added to each weight, so a loss built on this forward has, w.r.t.
+    the weights, the gradient at the moved point (SAM's); the weights themselves are never
+    changed, so graphs built before stay valid and one ``backward()`` covers a plain term and
+    a moved one. (Moving the weights in place instead, as this did before, costs a separate
+    backward for every plain term: a graph cannot be backpropagated after its weights change.)
+    Not with gradient checkpointing: a checkpointed layer is recomputed in ``backward()`` at the
+    unmoved weights, which would silently give the plain gradient."""
+    checkpointing = getattr(model, "is_activation_checkpointing", None)
+    if checkpointing is None:  # transformers < 4.57
+        checkpointing = getattr(model, "is_gradient_checkpointing", False)
+    if checkpointing:
+        raise ValueError("a moved forward (SAM) needs gradient checkpointing off: checkpointed "
+                         "layers are recomputed at the unmoved weights")
     norm = torch.sqrt(sum((g.float() ** 2).sum() for g in direction if g is not None))
     if not torch.isfinite(norm) or float(norm) == 0.0:
         return None
-    saved = [p.detach().clone() for p in params]  # put back exactly, not by subtracting
-    with torch.no_grad():
-        for p, g in zip(params, direction):
-            if g is not None:
-                p.add_(g, alpha=rho / float(norm))
-    try:
-        moved = loss_fn()
-        grads = torch.autograd.grad(moved, list(params), allow_unused=True)
-    finally:
-        with torch.no_grad():
-            for p, old in zip(params, saved):
-                p.copy_(old)
-    plus = list(plus) or [None] * len(grads)
-    grads = [g if q is None else (q if g is None else g + q) for g, q in zip(grads, plus)]
-    surrogate = sum((p * g).sum() for p, g in zip(params, grads) if g is not None)
-    return surrogate - surrogate.detach() + value, float(moved.detach())
+    scale = rho / float(norm)
+    moved = {name: p if g is None else p + scale * g.detach()
+             for (name, p), g in zip(named.items(), direction)}
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        return torch.func.functional_call(model, moved, args, kwargs)
+
+    return forward
