@@ -16,7 +16,7 @@ stack's artifacts (the ids ListAdapters names, read from the server's adapter st
 the base weights with the arithmetic the server serves them with (`folding.fold_stack`).
 
     python bench/sequential_server.py [--full] [--steps 10 | --people A B ...] [--stem sequential_server]
-                                      [--keep DIR] [--record] [--model-dir DIR] [--rewrite]
+                                      [--keep DIR [--resume]] [--record] [--model-dir DIR] [--rewrite]
 
 `--record` also writes bench/results/<stem>_facts.json: after every step, each probe of every
 subject forgotten so far and of the never-seen people (attribute, question split or bio prefix,
@@ -41,6 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import grpc
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -150,13 +151,23 @@ def record_facts(model, tok, corpus, subjects: list[str]) -> dict:
 
 
 def _wait_terminal(client: LetheClient, forget_id: str) -> apb.ForgetJob:
-    job = None
-    for ev in client.admin.WatchForget(apb.WatchForgetRequest(forget_id=forget_id), metadata=client._metadata,
-                                       timeout=4 * 3600):
-        job = ev.job
-    if job is None or job.state not in TERMINAL:  # the stream ended early: ask once more
-        job = client.admin.GetForget(apb.GetForgetRequest(forget_id=forget_id), metadata=client._metadata)
-    return job
+    """Watch the job until ACTIVE or FAILED. The server closes a connection at its max connection
+    age (UNAVAILABLE), which a job on a loaded machine outlives (a full-model job took 600+ s at
+    load 9): watch again then."""
+    deadline = time.monotonic() + 4 * 3600
+    while True:
+        job = None
+        try:
+            for ev in client.admin.WatchForget(apb.WatchForgetRequest(forget_id=forget_id),
+                                               metadata=client._metadata, timeout=4 * 3600):
+                job = ev.job
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+        if job is None or job.state not in TERMINAL:  # the stream ended early: ask once more
+            job = client.admin.GetForget(apb.GetForgetRequest(forget_id=forget_id), metadata=client._metadata)
+        if job.state in TERMINAL or time.monotonic() > deadline:
+            return job
 
 
 def _git_commit() -> str:
@@ -290,6 +301,8 @@ def main() -> None:
                     "(adapters, ledger) for inspection; default: a temporary one, removed")
     ap.add_argument("--record", action="store_true", help="also write every probe's answer and hit "
                     "after every step, and each subject's value-matched chance, to <stem>_facts.json")
+    ap.add_argument("--resume", action="store_true", help="continue a stopped run from <stem>.json in "
+                    "its --keep data directory (the same Forget idempotency keys)")
     ap.add_argument("--rewrite", action="store_true", help="only re-render <stem>.md (and the targets) from <stem>.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -309,6 +322,12 @@ def main() -> None:
     if not retain_people:
         raise SystemExit("no trained person is left to measure retain on")
     evaluator = Evaluator(model_dir, corpus, retain_people)
+    if args.resume:  # continue a stopped run: its results, its kept data dir, the same idempotency keys
+        results = json.loads((RESULTS / f"{stem}.json").read_text())
+        facts = json.loads((RESULTS / f"{stem}_facts.json").read_text()) if args.record else {}
+        results["notes"].append(f"resumed at step {len(results['steps']) + 1} (`{' '.join(sys.argv[1:])}`), "
+                                f"load {_load()}")
+        return _run(args, stem, model_dir, evaluator, people, results, facts)
     results: dict = {
         "command": "python " + " ".join([f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         "commit": _git_commit(), "platform": f"{platform.machine()}, {os.cpu_count()} CPUs",
@@ -320,10 +339,16 @@ def main() -> None:
         results["original"]["matched_chance"] = facts["original"]["matched_chance"]
     print(f"original: retain {results['original']['retain_acc']:.3f}, holdout {results['original']['holdout_rate']:.3f}",
           flush=True)
+    if args.keep and args.keep.exists():
+        raise SystemExit(f"--keep {args.keep} exists: give a new directory (or --resume)")
+    _run(args, stem, model_dir, evaluator, people, results, facts)
+
+
+def _run(args, stem: str, model_dir: Path, evaluator: Evaluator, people: list[str], results: dict,
+         facts: dict) -> None:
+    done = len(results["steps"])
     with tempfile.TemporaryDirectory(prefix="lethe-seq-") as tmp:
         data = args.keep or Path(tmp) / "data"
-        if args.keep and args.keep.exists():
-            raise SystemExit(f"--keep {args.keep} exists: give a new directory")
         sp = ServeProcess(model_dir, data, "--torch-threads", "1", "--worker-threads", "1")
         try:
             sp.wait_serving(timeout=600)
@@ -331,6 +356,8 @@ def main() -> None:
                 md = client._metadata
                 results["method"] = ""
                 for i, person in enumerate(people, 1):
+                    if i <= done:
+                        continue
                     worker = _worker_pid(sp.proc.pid)
                     cpu0 = _proc_cpu(worker) if worker else None
                     t0 = time.monotonic()
