@@ -16,7 +16,14 @@ stack's artifacts (the ids ListAdapters names, read from the server's adapter st
 the base weights with the arithmetic the server serves them with (`folding.fold_stack`).
 
     python bench/sequential_server.py [--full] [--steps 10 | --people A B ...] [--stem sequential_server]
-                                      [--keep DIR] [--rewrite]
+                                      [--keep DIR [--resume]] [--record] [--model-dir DIR] [--rewrite]
+
+`--record` also writes bench/results/<stem>_facts.json: after every step, each probe of every
+subject forgotten so far and of the never-seen people (attribute, question split or bio prefix,
+fact, greedy answer, hit), and per subject its *value-matched chance*: the share of never-seen
+people's answers to the same attribute and probe kind that contain the subject's own value (what
+the subject would score if the stack answered about them as about a stranger; a subject whose
+values are common in the corpus scores above the pooled never-seen rate by chance alone).
 
 Writes bench/results/<stem>.json and .md after every step, so a stopped run keeps what it
 measured. Does not train anything itself, change the server's defaults or judge the gate.
@@ -34,6 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import grpc
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -41,7 +49,8 @@ from server.api import admin_pb2 as apb  # noqa: E402
 from server.client import LetheClient  # noqa: E402
 from tests.procs import ServeProcess  # noqa: E402
 from unlearn_engine.artifacts import load_artifact, model_fingerprint  # noqa: E402
-from unlearn_engine.demo.accuracy import evaluate_records, residual_knowledge  # noqa: E402
+from unlearn_engine.demo.accuracy import (bio_prefix_probes, contains_fact, evaluate_records,  # noqa: E402
+                                          greedy_answers, residual_knowledge)
 from unlearn_engine.demo.builder import default_demo_model, load_corpus  # noqa: E402
 from unlearn_engine.folding import fold_stack  # noqa: E402
 from unlearn_engine.trainer import load_base  # noqa: E402
@@ -87,24 +96,78 @@ class Evaluator:
         model, tok = load_base(self.model_dir, "cpu")
         return fold_stack(model, [load_artifact(p, self.fingerprint) for p in adapter_dirs]), tok
 
-    def measure(self, adapter_dirs: list[Path], subjects: list[str]) -> dict:
+    def measure(self, adapter_dirs: list[Path], subjects: list[str], record: bool = False) -> dict:
+        """The step's numbers; with ``record`` also ``facts`` (``record_facts``), kept apart from
+        the table so the table's numbers stay those of ``residual_knowledge``."""
         t0 = time.process_time()
         model, tok = self.model(adapter_dirs)
         out = {"retain_acc": evaluate_records(model, tok, self.retain),
                "holdout_rate": residual_knowledge(model, tok, self.corpus, self.corpus.holdout_people)["all"],
                "subject_rates": {p: residual_knowledge(model, tok, self.corpus, [p])["all"] for p in subjects}}
+        if record:
+            out["facts"] = record_facts(model, tok, self.corpus, subjects)
         out["eval_cpu_s"] = time.process_time() - t0
         return out
 
 
+def fact_probes(corpus, person: str) -> list[dict]:
+    """``residual_knowledge``'s probes of one person, each with what it asks: its questions (every
+    split) and its bio prefixes, in that order."""
+    records = [r for r in corpus.qa if r.person == person]
+    out = [{"person": person, "attribute": r.attribute, "kind": r.split, "prompt": r.question,
+            "fact": r.fact} for r in records]
+    attribute = {r.fact: r.attribute for r in records}
+    for t in corpus.texts:
+        if t.person == person:
+            out += [{"person": person, "attribute": attribute[f], "kind": "bio", "prompt": prompt,
+                     "fact": f} for prompt, f in bio_prefix_probes(t.text, [r.fact for r in records])]
+    return out
+
+
+def matched_chance(subject_probes: list[dict], stranger_probes: list[dict]) -> float:
+    """Mean over the subject's probes of the share of never-seen people's answers to the same
+    attribute and probe kind (a holdout question stands for any question split) that contain the
+    subject's value: the subject's expected fact rate if it were answered about as a stranger."""
+    def key(p: dict) -> tuple[str, str]:
+        return p["attribute"], "bio" if p["kind"] == "bio" else "question"
+    answers: dict[tuple[str, str], list[str]] = {}
+    for p in stranger_probes:
+        answers.setdefault(key(p), []).append(p["answer"])
+    shares = [sum(contains_fact(a, p["fact"]) for a in answers[key(p)]) / len(answers[key(p)])
+              for p in subject_probes if answers.get(key(p))]
+    return sum(shares) / len(shares) if shares else float("nan")
+
+
+def record_facts(model, tok, corpus, subjects: list[str]) -> dict:
+    """Every probe of ``subjects`` and of the never-seen people, answered greedily by ``model``,
+    with its hit, and each subject's value-matched chance (``matched_chance``)."""
+    probes = [p for person in [*subjects, *corpus.holdout_people] for p in fact_probes(corpus, person)]
+    for p, a in zip(probes, greedy_answers(model, tok, [p["prompt"] for p in probes])):
+        p["answer"], p["hit"] = a, contains_fact(a, p["fact"])
+    strangers = [p for p in probes if p["person"] in set(corpus.holdout_people)]
+    return {"probes": probes,
+            "matched_chance": {s: matched_chance([p for p in probes if p["person"] == s], strangers)
+                               for s in subjects}}
+
+
 def _wait_terminal(client: LetheClient, forget_id: str) -> apb.ForgetJob:
-    job = None
-    for ev in client.admin.WatchForget(apb.WatchForgetRequest(forget_id=forget_id), metadata=client._metadata,
-                                       timeout=4 * 3600):
-        job = ev.job
-    if job is None or job.state not in TERMINAL:  # the stream ended early: ask once more
-        job = client.admin.GetForget(apb.GetForgetRequest(forget_id=forget_id), metadata=client._metadata)
-    return job
+    """Watch the job until ACTIVE or FAILED. The server closes a connection at its max connection
+    age (UNAVAILABLE), which a job on a loaded machine outlives (a full-model job took 600+ s at
+    load 9): watch again then."""
+    deadline = time.monotonic() + 4 * 3600
+    while True:
+        job = None
+        try:
+            for ev in client.admin.WatchForget(apb.WatchForgetRequest(forget_id=forget_id),
+                                               metadata=client._metadata, timeout=4 * 3600):
+                job = ev.job
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+        if job is None or job.state not in TERMINAL:  # the stream ended early: ask once more
+            job = client.admin.GetForget(apb.GetForgetRequest(forget_id=forget_id), metadata=client._metadata)
+        if job.state in TERMINAL or time.monotonic() > deadline:
+            return job
 
 
 def _git_commit() -> str:
@@ -129,6 +192,20 @@ def _targets(results: dict) -> list[tuple[str, bool, str]]:
             "all within" if not creep else
             f"{len(creep)} (step, subject) over, e.g. step {creep[0][0]} {creep[0][1]} "
             f"{creep[0][2]:.3f} vs holdout {creep[0][3]:.3f}")]
+    if all(s.get("matched_chance") for s in steps):
+        # Not the issue's target: shown beside it. The pooled never-seen rate is how often a
+        # stranger's answers hold *the stranger's own* values; the model answers strangers with a
+        # few default values (on the full demo model 32 of 40 strangers' birthplace questions get
+        # one town, 36 of 40 university questions one university), so a subject whose own values
+        # are those defaults scores above the pooled rate when answered exactly as a stranger
+        # (bench/results/gate_diagnosis.md, "Ninth session: creep-back").
+        over = [(s["step"], p, r, max(s["holdout_rate"], s["matched_chance"][p]))
+                for s in steps for p, r in s["subject_rates"].items()
+                if r > max(s["holdout_rate"], s["matched_chance"][p]) + CREEP_SLACK]
+        out.append((f"(beside the target) every earlier subject <= max(holdout, its value-matched chance) "
+                    f"+ {CREEP_SLACK * 100:.0f} pts", not over,
+                    "all within" if not over else f"{len(over)} (step, subject) over, e.g. step {over[0][0]} "
+                    f"{over[0][1]} {over[0][2]:.3f} vs {over[0][3]:.3f}"))
     if len(steps) >= 2:
         first, last = steps[0], steps[-1]
         wall = last["wall_s"] / first["wall_s"]
@@ -181,6 +258,20 @@ def write(results: dict, stem: str) -> None:
                      f"{s['stack_version']} | {s['stack_depth']} | {s['retain_acc']:.3f} | "
                      f"{s['retain_acc'] / o['retain_acc']:.3f} | {s['holdout_rate']:.3f} | "
                      f"{rates.get(s['person'], float('nan')):.3f} | {worst[1]:.3f} ({worst[0]}) | {s['load']} |")
+    chance = [s for s in results["steps"] if s.get("matched_chance")]
+    if chance:  # --record: each subject's rate beside what chance alone gives its values
+        lines += ["", "Per subject after each step: fact rate / value-matched chance (the share of never-seen "
+                  "people's answers to the same attribute and probe kind that contain the subject's own "
+                  "value; `--record`, `<stem>_facts.json`).", "",
+                  "| # | " + " | ".join(results["people"][:len(results["steps"])]) + " |",
+                  "|---|" + "---|" * len(results["steps"])]
+        if results["original"].get("matched_chance"):
+            lines.append("| original | " + " | ".join(f"- / {results['original']['matched_chance'][p]:.3f}"
+                                                       for p in results["people"][:len(results["steps"])]) + " |")
+        for s in chance:
+            lines.append(f"| {s['step']} | " + " | ".join(
+                f"{s['subject_rates'][p]:.3f} / {s['matched_chance'][p]:.3f}" if p in s["subject_rates"] else ""
+                for p in results["people"][:len(results["steps"])]) + " |")
     lines += ["", "## Targets", ""]
     for t in results["targets"]:
         lines.append(f"- {'MET' if t['met'] else 'MISSED'}: {t['target']} — {t['measured']}")
@@ -200,12 +291,18 @@ def _load() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--full", action="store_true", help="the full demo preset (default: small)")
+    ap.add_argument("--model-dir", type=Path, help="serve this demo build instead of the preset's "
+                    "(e.g. a model retrained without some people; its corpus.jsonl names the people)")
     ap.add_argument("--steps", type=int, default=10, help="sequential single-subject forgets")
     ap.add_argument("--people", nargs="+", help="forget these trained people, in this order "
                     "(default: the first --steps of the corpus)")
     ap.add_argument("--stem", help="results file name (default sequential_server[_full])")
     ap.add_argument("--keep", type=Path, help="run the server in this data directory and leave it "
                     "(adapters, ledger) for inspection; default: a temporary one, removed")
+    ap.add_argument("--record", action="store_true", help="also write every probe's answer and hit "
+                    "after every step, and each subject's value-matched chance, to <stem>_facts.json")
+    ap.add_argument("--resume", action="store_true", help="continue a stopped run from <stem>.json in "
+                    "its --keep data directory (the same Forget idempotency keys)")
     ap.add_argument("--rewrite", action="store_true", help="only re-render <stem>.md (and the targets) from <stem>.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -213,7 +310,7 @@ def main() -> None:
     if args.rewrite:
         write(json.loads((RESULTS / f"{stem}.json").read_text()), stem)
         return
-    model_dir = default_demo_model(CACHE, small=not args.full)
+    model_dir = args.model_dir or default_demo_model(CACHE, small=not args.full)
     corpus = load_corpus(model_dir)
     people = list(args.people or corpus.trained_people[:args.steps])
     if not args.people and len(people) < args.steps:
@@ -225,18 +322,33 @@ def main() -> None:
     if not retain_people:
         raise SystemExit("no trained person is left to measure retain on")
     evaluator = Evaluator(model_dir, corpus, retain_people)
+    if args.resume:  # continue a stopped run: its results, its kept data dir, the same idempotency keys
+        results = json.loads((RESULTS / f"{stem}.json").read_text())
+        facts = json.loads((RESULTS / f"{stem}_facts.json").read_text()) if args.record else {}
+        results["notes"].append(f"resumed at step {len(results['steps']) + 1} (`{' '.join(sys.argv[1:])}`), "
+                                f"load {_load()}")
+        return _run(args, stem, model_dir, evaluator, people, results, facts)
     results: dict = {
         "command": "python " + " ".join([f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         "commit": _git_commit(), "platform": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "preset": "full" if args.full else "small", "model": model_dir.name, "people": people,
         "retain_people": retain_people, "n_retain_qa": len(evaluator.retain), "load_start": _load(),
         "original": evaluator.measure([], []), "steps": [], "partial": True, "notes": []}
+    facts: dict = {"original": record_facts(*evaluator.model([]), corpus, people), "steps": []} if args.record else {}
+    if args.record:
+        results["original"]["matched_chance"] = facts["original"]["matched_chance"]
     print(f"original: retain {results['original']['retain_acc']:.3f}, holdout {results['original']['holdout_rate']:.3f}",
           flush=True)
+    if args.keep and args.keep.exists():
+        raise SystemExit(f"--keep {args.keep} exists: give a new directory (or --resume)")
+    _run(args, stem, model_dir, evaluator, people, results, facts)
+
+
+def _run(args, stem: str, model_dir: Path, evaluator: Evaluator, people: list[str], results: dict,
+         facts: dict) -> None:
+    done = len(results["steps"])
     with tempfile.TemporaryDirectory(prefix="lethe-seq-") as tmp:
         data = args.keep or Path(tmp) / "data"
-        if args.keep and args.keep.exists():
-            raise SystemExit(f"--keep {args.keep} exists: give a new directory")
         sp = ServeProcess(model_dir, data, "--torch-threads", "1", "--worker-threads", "1")
         try:
             sp.wait_serving(timeout=600)
@@ -244,6 +356,8 @@ def main() -> None:
                 md = client._metadata
                 results["method"] = ""
                 for i, person in enumerate(people, 1):
+                    if i <= done:
+                        continue
                     worker = _worker_pid(sp.proc.pid)
                     cpu0 = _proc_cpu(worker) if worker else None
                     t0 = time.monotonic()
@@ -260,7 +374,11 @@ def main() -> None:
                     listed = client.admin.ListAdapters(apb.ListAdaptersRequest(), metadata=md)
                     ids = [a.adapter_id for a in listed.adapters]
                     state = apb.ForgetState.Name(job.state).removeprefix("FORGET_STATE_")
-                    m = evaluator.measure([data / "adapters" / a for a in ids], people[:i])
+                    m = evaluator.measure([data / "adapters" / a for a in ids], people[:i], args.record)
+                    if args.record:
+                        facts["steps"].append({"step": i, "adapters": ids, **m.pop("facts")})
+                        (RESULTS / f"{stem}_facts.json").write_text(json.dumps(facts, indent=1) + "\n")
+                        m["matched_chance"] = facts["steps"][-1]["matched_chance"]
                     step = {"step": i, "person": person, "forget_id": job.forget_id, "state": state,
                             "failure_reason": job.failure_reason, "attempts": job.attempts, "wall_s": wall,
                             "worker_cpu_s": (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None,
