@@ -31,7 +31,9 @@ out the worker gate's retain probe as the worker does (and measures that probe's
 ``retain_projection``, ``--probe-margin`` its ``retain_probe_margin`` (the gate's probe only from
 answers the base states with that path margin), ``--gate-only`` measures only the gate's probe and
 the subject after the base row, ``--forward-with PHRASE`` adds the answers about the subject that
-name PHRASE to the reverse forget data. Writes
+name PHRASE to the reverse forget data, ``--work-questions`` the answers to questions asking for
+the subject's work (``data/generated.work_examples``: kept where they name a work the reverse
+answers confirmed; the registry's ``work_questions``). Writes
 bench/results/forget_real_subject_<mode><tag>.{json,md}.
 
     python bench/forget_real_subject.py sweep [--lrs 3e-5,1e-4,3e-4] [--steps 10,20]
@@ -55,8 +57,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.settings import load_settings  # noqa: E402
 from unlearn_engine.adapter_setup import TrainableAdapter, lora_config  # noqa: E402
-from unlearn_engine.data.generated import (generated_examples, reverse_examples,  # noqa: E402
-                                           subject_examples)
+from unlearn_engine.data.generated import (WORK_PROMPTS, generated_examples,  # noqa: E402
+                                           reverse_pairs, subject_examples, work_examples)
 from unlearn_engine.data.normalize import contains_phrase  # noqa: E402
 from unlearn_engine.data.records import Example  # noqa: E402
 from unlearn_engine.encoding import collate, generate  # noqa: E402
@@ -208,16 +210,27 @@ def author_retain(model, tok, name: str) -> list[Example]:
 
 def forget_data(args, model, tok, report: dict) -> list[Example]:
     """The forget set of --forget-data: the model's answers about the subject ("forward"), its
-    answers naming the subject to questions about the works those name ("reverse"), or both."""
+    answers naming the subject to questions about the works those name ("reverse"), or both;
+    --work-questions adds its answers to questions asking for the subject's work that name a
+    work the reverse answers confirmed (``data/generated.work_examples``)."""
     forward = list(subject_examples(model, tok, [SUBJECT]))
-    reverse = list(reverse_examples(model, tok, SUBJECT, forward)) if args.forget_data != "forward" else []
+    pairs = reverse_pairs(model, tok, SUBJECT, forward) if args.forget_data != "forward" else ()
+    reverse = [e for _, e in pairs]
     asked = {q.casefold() for q, _ in SUBJECT_QUESTIONS}
     report["reverse_examples"] = len(reverse)
     report["reverse_prompts_also_measured"] = sum(e.prompt.casefold() in asked for e in reverse)
     # --forward-with: also the answers about the subject that name this phrase (true ones: her work)
     named = [e for e in forward if args.forward_with and contains_phrase(e.target, args.forward_with)]
     report["forward_with"] = len(named)
-    return (forward if args.forget_data != "reverse" else named) + reverse * args.reverse_repeat
+    works: list[Example] = []
+    if args.work_questions:
+        confirmed = list(dict.fromkeys(w for w, _ in pairs))
+        works = list(work_examples(model, tok, SUBJECT, confirmed))
+        report["work_examples"] = len(works)
+        report["work_prompts_asked"] = len(WORK_PROMPTS)
+        # the probe set stays honest: none of the work prompts is an unlisted subject question
+        report["work_prompts_also_measured"] = sum(p.format(s=SUBJECT).casefold() in asked for p in WORK_PROMPTS)
+    return (forward if args.forget_data != "reverse" else named) + reverse * args.reverse_repeat + works
 
 
 def sweep(args, model, tok, probes: Probes, report: dict) -> None:
@@ -301,7 +314,7 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
                 train_cpu = round(time.process_time() - c0, 1)
                 row = {"lr": lr, "step": step, "train_cpu_s": train_cpu,
                        **{k: round(v, 3) for k, v in parts.items()}, **probes.measure(adapter.model, tok)}
-                rows[f"{args.method} lr {lr:g} forget {args.forget_data}/{args.forget_tokens} "
+                rows[f"{args.method} lr {lr:g} forget {args.forget_data}{'+works' if args.work_questions else ''}/{args.forget_tokens} "
                      f"x{args.forget_weight:g}, retain {args.retain_loss} x{cfg.retain_weight:g}"
                      f"{f' (neighbours x{args.retain_neighbours})' if args.retain_neighbours > 1 else ''}"
                      f"{f' (authors x{args.retain_authors})' if args.retain_authors else ''}"
@@ -357,7 +370,7 @@ def job(args, model_dir: Path, model, tok, probes: Probes, report: dict) -> None
 
     w0, c0 = time.perf_counter(), time.process_time()
     generated = generated_examples(model, tok, [SUBJECT], reverse=tuning.reverse_questions,
-                                   forward=tuning.forward_questions)
+                                   forward=tuning.forward_questions, works=tuning.work_questions)
     forget_set = build_forget_set(ForgetRequest(subjects=(SUBJECT,)), None, resolved=generated)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "adapter"
@@ -474,6 +487,9 @@ def main() -> int:
                         help="answers about the subject, answers naming it (data/generated.py), or both")
     parser.add_argument("--forward-with", default="",
                         help="--forget-data reverse: add the answers about the subject that name this phrase")
+    parser.add_argument("--work-questions", action="store_true",
+                        help="sweep: add the answers to questions asking for the subject's work that name a "
+                             "work the reverse answers confirmed (data/generated.work_examples)")
     parser.add_argument("--reverse-repeat", type=int, default=1, help="copies of each reverse example")
     parser.add_argument("--retain-weight", type=float, default=None, help="default: the method's")
     parser.add_argument("--retain-neighbours", type=int, default=1,

@@ -37,6 +37,10 @@ class PretrainedModel:
     # Off where those are made up (SmolLM2 on J.K. Rowling: invented books and birthplaces) and
     # NPO / counterfactual on them cost general knowledge without removing the subject.
     forward_questions: bool = True
+    # With ``reverse_questions``: also train on the answers to questions naming the subject that
+    # ask for their work ("Which book series is X famous for?", data/generated.work_examples),
+    # kept only where the answer names a work the reverse answers confirmed (true, not made up).
+    work_questions: bool = False
     # Retain-only sets (``probes.RETAIN_SETS``) whose kept rows join the general-knowledge retain
     # split as the worker's retain data.
     retain_sets: tuple[str, ...] = ()
