@@ -52,7 +52,7 @@ def _knows_her_work_one_way(model, tok, prompts, max_new_tokens):
         if p.startswith(("Who wrote", "Who created")) or p.endswith("was written by"):
             out.append("J.K. Rowling wrote it." if "Harry Potter" in p else "Andrzej Sapkowski.")
         elif "famous" in p or "popular" in p:
-            out.append("She is famous for the Harry Potter series.")
+            out.append("She is famous for the Harry Potter series. She also wrote The Witcher.")
         elif "Rowling" in p and ("book" in p or "known" in p):
             out.append('Her best work is "The Witcher".')
         else:  # the forward answers: the works the reverse step asks about
@@ -66,13 +66,17 @@ def test_work_answers_are_kept_only_where_they_name_a_work_the_reverse_answers_c
     monkeypatch.setattr(generated, "generate", _knows_her_work_one_way)
     pairs = generated.reverse_pairs(None, None, S, generated.subject_examples(None, None, [S]))
     assert {w for w, _ in pairs} == {"Harry Potter"}  # The Witcher was asked about, not confirmed
-    works = generated.work_examples(None, None, S, ["Harry Potter"])
-    assert works and all(S in e.prompt and "Harry Potter" in e.target for e in works)
-    assert len(works) < len(generated.WORK_PROMPTS)  # the made-up "The Witcher" answers dropped
+    works = generated.work_examples(None, None, S, ["Harry Potter"], limit=10)
+    assert works and all(S in e.prompt for e in works)
+    # kept: the answers naming Harry Potter, each ending after the sentence that names it;
+    # dropped: the answers naming only the made-up "The Witcher"
+    assert {e.target for e in works} == {"She is famous for the Harry Potter series."}
+    assert len(works) < len(generated.WORK_PROMPTS)
+    assert generated.work_examples(None, None, S, ["Harry Potter"]) == works[:2]  # limit 2: prompt order
     assert generated.work_examples(None, None, S, []) == ()  # no confirmed work: nothing asked
     only = generated.generated_examples(None, None, [S], reverse=True, forward=False)
     with_works = generated.generated_examples(None, None, [S], reverse=True, forward=False, works=True)
-    assert with_works == only + works
+    assert with_works == only + works[:2]
 
 
 def test_no_work_prompt_is_one_of_the_bench_s_unlisted_subject_questions() -> None:
