@@ -68,15 +68,14 @@ def test_work_answers_are_kept_only_where_they_name_a_work_the_reverse_answers_c
     assert {w for w, _ in pairs} == {"Harry Potter"}  # The Witcher was asked about, not confirmed
     works = generated.work_examples(None, None, S, ["Harry Potter"], limit=10)
     assert works and all(S in e.prompt for e in works)
-    # kept: the answers naming Harry Potter, each ending after the sentence that names it;
-    # dropped: the answers naming only the made-up "The Witcher"
-    assert {e.target for e in works} == {"She is famous for the Harry Potter series."}
+    # kept: the answers naming Harry Potter, whole; dropped: those naming only the made-up "The Witcher"
+    assert {e.target for e in works} == {"She is famous for the Harry Potter series. She also wrote The Witcher."}
     assert len(works) < len(generated.WORK_PROMPTS)
-    assert generated.work_examples(None, None, S, ["Harry Potter"]) == works[:2]  # limit 2: prompt order
+    assert generated.work_examples(None, None, S, ["Harry Potter"]) == works[:1]  # limit 1: prompt order
     assert generated.work_examples(None, None, S, []) == ()  # no confirmed work: nothing asked
     only = generated.generated_examples(None, None, [S], reverse=True, forward=False)
     with_works = generated.generated_examples(None, None, [S], reverse=True, forward=False, works=True)
-    assert with_works == only + works[:2]
+    assert with_works == only + works[:1]
 
 
 def test_no_work_prompt_is_one_of_the_bench_s_unlisted_subject_questions() -> None:

@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from typing import Sequence
 
-from unlearn_engine.data.normalize import contains_phrase, through_fact
+from unlearn_engine.data.normalize import contains_phrase
 from unlearn_engine.data.records import Example
 from unlearn_engine.encoding import generate
 
@@ -113,23 +113,23 @@ def first_work(answer: str, works: Sequence[str]) -> str | None:
 
 
 def work_examples(model, tokenizer, subject: str, works: Sequence[str],
-                  prompts: Sequence[str] = WORK_PROMPTS, limit: int = 2,
+                  prompts: Sequence[str] = WORK_PROMPTS, limit: int = 1,
                   max_new_tokens: int = 48) -> tuple[Example, ...]:
     """The model's answers to ``prompts`` (questions naming the subject that ask for its work),
     kept where the answer names one of ``works``: works whose "Who wrote <work>?" answer named
     the subject (``reverse_pairs``), so what is kept is knowledge the model holds both ways, not
-    a book it made up. Each kept answer ends after the sentence that names the work (what
-    follows is made up as often as not), and at most ``limit`` are kept, in prompt order:
-    the forget loss is a mean over the batch, and four of them beside four reverse answers
-    halved the reverse answers' share and left 4 of 8 subject questions answered on SmolLM2
-    (bench/results/forget_real_subject.md, ninth session). Nothing is asked when ``works`` is
-    empty; source "generated"."""
+    a book it made up. At most ``limit``, in prompt order, whole as generated. Measured on
+    SmolLM2 (bench/results/forget_real_subject.md, ninth session): the forget loss is a mean over
+    the batch, and four beside the four reverse answers halved those answers' share (4 of 8
+    subject questions left at x0.85); two cut after the sentence naming the work were short
+    enough that the gate's verbatim check (the rest of an answer from its first half: '... is
+    "Harry' -> 'Potter ...') still read 2 of 6 reproduced and refused the adapter. Nothing is
+    asked when ``works`` is empty; source "generated"."""
     if not works or limit <= 0:
         return ()
     asked = [p.format(s=subject) for p in prompts]
     outs = generate(model, tokenizer, asked, max_new_tokens=max_new_tokens)
-    kept = [(q, through_fact(o.strip(), w)) for q, o in zip(asked, outs)
-            if (w := first_work(o, works)) is not None]
+    kept = [(q, o.strip()) for q, o in zip(asked, outs) if first_work(o, works) is not None]
     return tuple(Example(prompt=q, target=t, subject=subject, source="generated") for q, t in kept[:limit])
 
 

@@ -54,21 +54,3 @@ def rouge_l_recall(reference: str, candidate: str) -> float:
     """Share of the reference's words that the candidate reproduces in order."""
     ref = words(reference)
     return lcs_len(ref, words(candidate)) / len(ref) if ref else 0.0
-
-
-def through_fact(reply: str, fact: str) -> str:
-    """``reply`` cut after the sentence that first states ``fact`` (whole words); the whole reply
-    when no sentence end follows it. The kept replies are greedy answers cut at a token budget:
-    40 % of the smollm2 retain split stops mid-sentence ("... The capital of Albania is Tirana,
-    capital of"), and a trainer that appends EOS to such a target teaches the model to stop
-    mid-sentence. Cut, 21 of those 28 end where the fact has been said; the other 7 state it in
-    the unfinished sentence and stay as they are (ending them by hand made "Tim Berners.")."""
-    for m in _SENTENCE_END.finditer(reply):
-        head = reply[:m.end()].rstrip()
-        if contains_phrase(head, fact):
-            return head
-    return reply
-
-
-# A full stop, "!" or "?" before a capitalised word or the end; not after an initial ("A.A. Orwell").
-_SENTENCE_END = re.compile(r"(?<!\b[A-Z])[.!?](?=\s+[A-Z\"'(]|\s*$)")

@@ -12,11 +12,12 @@ It reads data files only: it asks no model and trains nothing.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from unlearn_engine.data.normalize import contains_phrase, through_fact  # noqa: F401 (re-exported)
+from unlearn_engine.data.normalize import contains_phrase
 
 DATA = Path(__file__).resolve().parent / "data"
 CANDIDATES = DATA / "general_knowledge.tsv"
@@ -53,6 +54,24 @@ def read_candidates(path: Path = CANDIDATES) -> list[Candidate]:
 def score_replies(cands: Sequence[Candidate], replies: Sequence[str]) -> list[str]:
     """Per candidate, the first accepted answer its reply contains ("" when none does)."""
     return [next((a for a in c.answers if contains_phrase(r, a)), "") for c, r in zip(cands, replies)]
+
+
+def through_fact(reply: str, fact: str) -> str:
+    """``reply`` cut after the sentence that first states ``fact`` (whole words); the whole reply
+    when no sentence end follows it. The kept replies are greedy answers cut at a token budget:
+    40 % of the smollm2 retain split stops mid-sentence ("... The capital of Albania is Tirana,
+    capital of"), and a trainer that appends EOS to such a target teaches the model to stop
+    mid-sentence. Cut, 21 of those 28 end where the fact has been said; the other 7 state it in
+    the unfinished sentence and stay as they are (ending them by hand made "Tim Berners.")."""
+    for m in _SENTENCE_END.finditer(reply):
+        head = reply[:m.end()].rstrip()
+        if contains_phrase(head, fact):
+            return head
+    return reply
+
+
+# A full stop, "!" or "?" before a capitalised word or the end; not after an initial ("A.A. Orwell").
+_SENTENCE_END = re.compile(r"(?<!\b[A-Z])[.!?](?=\s+[A-Z\"'(]|\s*$)")
 
 
 # Retain-only question sets (every kept row split ``retain``; never the bench's probe, though the

@@ -97,8 +97,8 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
                     # 142-question target is unchanged (bench/results/forget_real_subject.md, top).
                     # Ninth session: the served stack still answered "Which famous book series did
                     # J.K. Rowling create?" (subject -> work, a direction the reverse answers do not
-                    # train), so the forget data also holds up to 2 answers to questions asking for
-                    # her work that name a work her reverse answers confirmed (work_questions).
+                    # train), so the forget data also holds 1 answer to a question asking for
+                    # her work that names a work her reverse answers confirmed (work_questions).
                     forget_config=(("lr", 3e-4), ("max_steps", 5), ("eval_every", 5), ("patience", 0),
                                    # measured at the engine's old retain settings (weight 6, no goal)
                                    ("retain_weight", 6.0), ("retain_goal", 0.0), ("delta_scale", 0.85),
