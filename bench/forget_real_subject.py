@@ -142,7 +142,7 @@ def heldout_ppl(model, tok) -> float:
 class Probes:
     """The three measurements; the subject questions and the probe set fixed from the base model."""
 
-    def __init__(self, model, tok, name: str, gk_tokens: int = 40) -> None:
+    def __init__(self, model, tok, name: str, gk_tokens: int = 40, known: list[str] | None = None) -> None:
         # Answer budget of the general-knowledge questions: the set keeps the questions the base
         # answers within 40 tokens (bench/general_knowledge.py). At 24 (before the sixth
         # session) all 4 of the base's misses and 3 of 8 after a forget were the answer cut off
@@ -152,8 +152,9 @@ class Probes:
                     if not contains_phrase(k.question + " " + k.reply, SUBJECT.split()[-1])]
         self.gk = [(k.question, (k.answer,)) for k in known_gk]
         self.gk_category = [k.category for k in known_gk]
-        known = hits(model, tok, SUBJECT_QUESTIONS, 40)
-        self.subject = [q for q, ok in zip(SUBJECT_QUESTIONS, known) if ok]
+        # known: the questions an earlier run's base answered (--base-from), else asked here
+        ok = hits(model, tok, SUBJECT_QUESTIONS, 40) if known is None else [q in known for q, _ in SUBJECT_QUESTIONS]
+        self.subject = [q for q, hit in zip(SUBJECT_QUESTIONS, ok) if hit]
         self.n_subject_asked = len(SUBJECT_QUESTIONS)
         self.gate_probe: list = []  # sweep --worker-split: the worker gate's retain probe
         self.gate_tokens = 48
@@ -390,6 +391,24 @@ def job(args, model_dir: Path, model, tok, probes: Probes, report: dict) -> None
             report["rows"]["after the job's adapter"] = probes.measure(served, tok)
 
 
+def _wait_job(client, forget_id: str, wait_terminal, terminal) -> object:
+    """``wait_terminal`` until the job is terminal: the server closes a watch stream at its max
+    connection age (UNAVAILABLE "max connection age"), which a job on a loaded CPU outlives (the
+    ninth session's first whole-row run lost its watch, and with it the run, after 30 min)."""
+    import grpc
+
+    while True:
+        try:
+            job = wait_terminal(client, forget_id)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            time.sleep(1.0)
+            continue
+        if job.state in terminal:
+            return job
+
+
 def e2e(args, model_dir: Path, probes: Probes, report: dict) -> None:
     """The real path: a ``lethe serve`` with its worker (one torch thread each, this process's
     niceness), ``Forget(subjects=[SUBJECT])`` over gRPC with no corpus, Forget -> ACTIVE (or
@@ -397,7 +416,7 @@ def e2e(args, model_dir: Path, probes: Probes, report: dict) -> None:
     ListAdapters names, folded into the base as the server serves them) measured like the sweep."""
     import tempfile
 
-    from sequential_server import _load, _proc_cpu, _wait_terminal, _worker_pid
+    from sequential_server import TERMINAL, _load, _proc_cpu, _wait_terminal, _worker_pid
 
     from server.api import admin_pb2 as apb
     from server.client import LetheClient
@@ -421,7 +440,7 @@ def e2e(args, model_dir: Path, probes: Probes, report: dict) -> None:
                 t0 = time.monotonic()
                 resp = client.admin.Forget(apb.ForgetRequest(subjects=[SUBJECT], idempotency_key="smolgk-e2e",
                                                              reason="bench e2e"), metadata=md)
-                job = _wait_terminal(client, resp.job.forget_id)
+                job = _wait_job(client, resp.job.forget_id, _wait_terminal, TERMINAL)
                 wall = time.monotonic() - t0
                 cpu1 = _proc_cpu(worker) if worker else None
                 listed = client.admin.ListAdapters(apb.ListAdaptersRequest(), metadata=md)
@@ -521,16 +540,21 @@ def main() -> int:
     parser.add_argument("--retain-loss", default="nll", choices=("nll", "kl"))
     parser.add_argument("--forget-weight", type=float, default=1.0, help="0: the retain term alone")
     parser.add_argument("--tag", default="", help="suffix of the result files")
+    parser.add_argument("--base-from", default="",
+                        help="an earlier result JSON whose base row (and known subject questions) to reuse unmeasured")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model_dir = resolve_model(args.model, load_settings().cache_dir)
     model, tok = load_base(model_dir)
-    probes = Probes(model, tok, args.name, args.gk_tokens)
+    base = json.loads(Path(args.base_from).read_text())["rows"]["base"] if args.base_from else None
+    probes = Probes(model, tok, args.name, args.gk_tokens, known=None if base is None else base["subject_still_right"])
     report: dict = {"model": args.model, "subject": SUBJECT, "method": args.method, "threads": args.threads,
                     "gk_answer_tokens": args.gk_tokens,
                     "n_subject_asked": probes.n_subject_asked, "n_subject_known": len(probes.subject),
-                    "n_gk": len(probes.gk), "rows": {"base": probes.measure(model, tok)}}
+                    "n_gk": len(probes.gk), "rows": {"base": base or probes.measure(model, tok)}}
+    if args.base_from:
+        report["base_from"] = args.base_from
     print(json.dumps(report["rows"]["base"]), flush=True)
     report["command"] = "nice -n 5 .venv/bin/python bench/forget_real_subject.py " + " ".join(sys.argv[1:])
     report["load_start"] = "/".join(f"{x:.1f}" for x in os.getloadavg())
