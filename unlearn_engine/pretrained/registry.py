@@ -97,15 +97,17 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
                     # 142-question target is unchanged (bench/results/forget_real_subject.md, top).
                     # Ninth session: the served stack still answered "Which famous book series did
                     # J.K. Rowling create?" (subject -> work, a direction the reverse answers do not
-                    # train), so the forget data also holds 1 answer to a question asking for
-                    # her work that names a work her reverse answers confirmed (work_questions).
+                    # train). work_questions adds 1 answer to a question asking for her work that
+                    # names a work her reverse answers confirmed; it stays off here until a run
+                    # through the worker has measured it (the one started this session had not
+                    # ended at the code deadline: bench/results/forget_real_subject.md, top).
                     forget_config=(("lr", 3e-4), ("max_steps", 5), ("eval_every", 5), ("patience", 0),
                                    # measured at the engine's old retain settings (weight 6, no goal)
                                    ("retain_weight", 6.0), ("retain_goal", 0.0), ("delta_scale", 0.85),
                                    # measured without SAM (opt-in for the demo model; five
                                    # steps leave it no room, never measured on this model)
                                    ("sam_rho", 0.0)),
-                    forget_tries=2, reverse_questions=True, forward_questions=False, work_questions=True,
+                    forget_tries=2, reverse_questions=True, forward_questions=False, work_questions=False,
                     retain_sets=("general_retain",), retain_probe_margin=0.5),
 )}
 
