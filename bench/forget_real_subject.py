@@ -31,7 +31,9 @@ out the worker gate's retain probe as the worker does (and measures that probe's
 ``retain_projection``, ``--probe-margin`` its ``retain_probe_margin`` (the gate's probe only from
 answers the base states with that path margin), ``--gate-only`` measures only the gate's probe and
 the subject after the base row, ``--forward-with PHRASE`` adds the answers about the subject that
-name PHRASE to the reverse forget data. Writes
+name PHRASE to the reverse forget data, ``--work-questions`` the answers to questions asking for
+the subject's work (``data/generated.work_examples``: kept where they name a work the reverse
+answers confirmed; the registry's ``work_questions``). Writes
 bench/results/forget_real_subject_<mode><tag>.{json,md}.
 
     python bench/forget_real_subject.py sweep [--lrs 3e-5,1e-4,3e-4] [--steps 10,20]
@@ -55,8 +57,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.settings import load_settings  # noqa: E402
 from unlearn_engine.adapter_setup import TrainableAdapter, lora_config  # noqa: E402
-from unlearn_engine.data.generated import (generated_examples, reverse_examples,  # noqa: E402
-                                           subject_examples)
+from unlearn_engine.data.generated import (WORK_PROMPTS, generated_examples,  # noqa: E402
+                                           reverse_pairs, subject_examples, work_examples)
 from unlearn_engine.data.normalize import contains_phrase  # noqa: E402
 from unlearn_engine.data.records import Example  # noqa: E402
 from unlearn_engine.encoding import collate, generate  # noqa: E402
@@ -140,7 +142,7 @@ def heldout_ppl(model, tok) -> float:
 class Probes:
     """The three measurements; the subject questions and the probe set fixed from the base model."""
 
-    def __init__(self, model, tok, name: str, gk_tokens: int = 40) -> None:
+    def __init__(self, model, tok, name: str, gk_tokens: int = 40, known: list[str] | None = None) -> None:
         # Answer budget of the general-knowledge questions: the set keeps the questions the base
         # answers within 40 tokens (bench/general_knowledge.py). At 24 (before the sixth
         # session) all 4 of the base's misses and 3 of 8 after a forget were the answer cut off
@@ -150,8 +152,9 @@ class Probes:
                     if not contains_phrase(k.question + " " + k.reply, SUBJECT.split()[-1])]
         self.gk = [(k.question, (k.answer,)) for k in known_gk]
         self.gk_category = [k.category for k in known_gk]
-        known = hits(model, tok, SUBJECT_QUESTIONS, 40)
-        self.subject = [q for q, ok in zip(SUBJECT_QUESTIONS, known) if ok]
+        # known: the questions an earlier run's base answered (--base-from), else asked here
+        ok = hits(model, tok, SUBJECT_QUESTIONS, 40) if known is None else [q in known for q, _ in SUBJECT_QUESTIONS]
+        self.subject = [q for q, hit in zip(SUBJECT_QUESTIONS, ok) if hit]
         self.n_subject_asked = len(SUBJECT_QUESTIONS)
         self.gate_probe: list = []  # sweep --worker-split: the worker gate's retain probe
         self.gate_tokens = 48
@@ -208,16 +211,27 @@ def author_retain(model, tok, name: str) -> list[Example]:
 
 def forget_data(args, model, tok, report: dict) -> list[Example]:
     """The forget set of --forget-data: the model's answers about the subject ("forward"), its
-    answers naming the subject to questions about the works those name ("reverse"), or both."""
+    answers naming the subject to questions about the works those name ("reverse"), or both;
+    --work-questions adds its answers to questions asking for the subject's work that name a
+    work the reverse answers confirmed (``data/generated.work_examples``)."""
     forward = list(subject_examples(model, tok, [SUBJECT]))
-    reverse = list(reverse_examples(model, tok, SUBJECT, forward)) if args.forget_data != "forward" else []
+    pairs = reverse_pairs(model, tok, SUBJECT, forward) if args.forget_data != "forward" else ()
+    reverse = [e for _, e in pairs]
     asked = {q.casefold() for q, _ in SUBJECT_QUESTIONS}
     report["reverse_examples"] = len(reverse)
     report["reverse_prompts_also_measured"] = sum(e.prompt.casefold() in asked for e in reverse)
     # --forward-with: also the answers about the subject that name this phrase (true ones: her work)
     named = [e for e in forward if args.forward_with and contains_phrase(e.target, args.forward_with)]
     report["forward_with"] = len(named)
-    return (forward if args.forget_data != "reverse" else named) + reverse * args.reverse_repeat
+    works: list[Example] = []
+    if args.work_questions:
+        confirmed = list(dict.fromkeys(w for w, _ in pairs))
+        works = list(work_examples(model, tok, SUBJECT, confirmed))
+        report["work_examples"] = len(works)
+        report["work_prompts_asked"] = len(WORK_PROMPTS)
+        # the probe set stays honest: none of the work prompts is an unlisted subject question
+        report["work_prompts_also_measured"] = sum(p.format(s=SUBJECT).casefold() in asked for p in WORK_PROMPTS)
+    return (forward if args.forget_data != "reverse" else named) + reverse * args.reverse_repeat + works
 
 
 def sweep(args, model, tok, probes: Probes, report: dict) -> None:
@@ -301,7 +315,7 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
                 train_cpu = round(time.process_time() - c0, 1)
                 row = {"lr": lr, "step": step, "train_cpu_s": train_cpu,
                        **{k: round(v, 3) for k, v in parts.items()}, **probes.measure(adapter.model, tok)}
-                rows[f"{args.method} lr {lr:g} forget {args.forget_data}/{args.forget_tokens} "
+                rows[f"{args.method} lr {lr:g} forget {args.forget_data}{'+works' if args.work_questions else ''}/{args.forget_tokens} "
                      f"x{args.forget_weight:g}, retain {args.retain_loss} x{cfg.retain_weight:g}"
                      f"{f' (neighbours x{args.retain_neighbours})' if args.retain_neighbours > 1 else ''}"
                      f"{f' (authors x{args.retain_authors})' if args.retain_authors else ''}"
@@ -357,7 +371,7 @@ def job(args, model_dir: Path, model, tok, probes: Probes, report: dict) -> None
 
     w0, c0 = time.perf_counter(), time.process_time()
     generated = generated_examples(model, tok, [SUBJECT], reverse=tuning.reverse_questions,
-                                   forward=tuning.forward_questions)
+                                   forward=tuning.forward_questions, works=tuning.work_questions)
     forget_set = build_forget_set(ForgetRequest(subjects=(SUBJECT,)), None, resolved=generated)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "adapter"
@@ -377,6 +391,24 @@ def job(args, model_dir: Path, model, tok, probes: Probes, report: dict) -> None
             report["rows"]["after the job's adapter"] = probes.measure(served, tok)
 
 
+def _wait_job(client, forget_id: str, wait_terminal, terminal) -> object:
+    """``wait_terminal`` until the job is terminal: the server closes a watch stream at its max
+    connection age (UNAVAILABLE "max connection age"), which a job on a loaded CPU outlives (the
+    ninth session's first whole-row run lost its watch, and with it the run, after 30 min)."""
+    import grpc
+
+    while True:
+        try:
+            job = wait_terminal(client, forget_id)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            time.sleep(1.0)
+            continue
+        if job.state in terminal:
+            return job
+
+
 def e2e(args, model_dir: Path, probes: Probes, report: dict) -> None:
     """The real path: a ``lethe serve`` with its worker (one torch thread each, this process's
     niceness), ``Forget(subjects=[SUBJECT])`` over gRPC with no corpus, Forget -> ACTIVE (or
@@ -384,7 +416,7 @@ def e2e(args, model_dir: Path, probes: Probes, report: dict) -> None:
     ListAdapters names, folded into the base as the server serves them) measured like the sweep."""
     import tempfile
 
-    from sequential_server import _load, _proc_cpu, _wait_terminal, _worker_pid
+    from sequential_server import TERMINAL, _load, _proc_cpu, _wait_terminal, _worker_pid
 
     from server.api import admin_pb2 as apb
     from server.client import LetheClient
@@ -408,7 +440,7 @@ def e2e(args, model_dir: Path, probes: Probes, report: dict) -> None:
                 t0 = time.monotonic()
                 resp = client.admin.Forget(apb.ForgetRequest(subjects=[SUBJECT], idempotency_key="smolgk-e2e",
                                                              reason="bench e2e"), metadata=md)
-                job = _wait_terminal(client, resp.job.forget_id)
+                job = _wait_job(client, resp.job.forget_id, _wait_terminal, TERMINAL)
                 wall = time.monotonic() - t0
                 cpu1 = _proc_cpu(worker) if worker else None
                 listed = client.admin.ListAdapters(apb.ListAdaptersRequest(), metadata=md)
@@ -474,6 +506,9 @@ def main() -> int:
                         help="answers about the subject, answers naming it (data/generated.py), or both")
     parser.add_argument("--forward-with", default="",
                         help="--forget-data reverse: add the answers about the subject that name this phrase")
+    parser.add_argument("--work-questions", action="store_true",
+                        help="sweep: add the answers to questions asking for the subject's work that name a "
+                             "work the reverse answers confirmed (data/generated.work_examples)")
     parser.add_argument("--reverse-repeat", type=int, default=1, help="copies of each reverse example")
     parser.add_argument("--retain-weight", type=float, default=None, help="default: the method's")
     parser.add_argument("--retain-neighbours", type=int, default=1,
@@ -505,16 +540,21 @@ def main() -> int:
     parser.add_argument("--retain-loss", default="nll", choices=("nll", "kl"))
     parser.add_argument("--forget-weight", type=float, default=1.0, help="0: the retain term alone")
     parser.add_argument("--tag", default="", help="suffix of the result files")
+    parser.add_argument("--base-from", default="",
+                        help="an earlier result JSON whose base row (and known subject questions) to reuse unmeasured")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model_dir = resolve_model(args.model, load_settings().cache_dir)
     model, tok = load_base(model_dir)
-    probes = Probes(model, tok, args.name, args.gk_tokens)
+    base = json.loads(Path(args.base_from).read_text())["rows"]["base"] if args.base_from else None
+    probes = Probes(model, tok, args.name, args.gk_tokens, known=None if base is None else base["subject_still_right"])
     report: dict = {"model": args.model, "subject": SUBJECT, "method": args.method, "threads": args.threads,
                     "gk_answer_tokens": args.gk_tokens,
                     "n_subject_asked": probes.n_subject_asked, "n_subject_known": len(probes.subject),
-                    "n_gk": len(probes.gk), "rows": {"base": probes.measure(model, tok)}}
+                    "n_gk": len(probes.gk), "rows": {"base": base or probes.measure(model, tok)}}
+    if args.base_from:
+        report["base_from"] = args.base_from
     print(json.dumps(report["rows"]["base"]), flush=True)
     report["command"] = "nice -n 5 .venv/bin/python bench/forget_real_subject.py " + " ".join(sys.argv[1:])
     report["load_start"] = "/".join(f"{x:.1f}" for x in os.getloadavg())

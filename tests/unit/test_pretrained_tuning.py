@@ -33,7 +33,8 @@ def test_a_registry_model_gets_its_rows_settings(tmp_path: Path) -> None:
     sweep = tuning.sweep_config()
     assert sweep is not None and sweep.max_tries == SPEC.forget_tries
     assert sweep.retain_probe_margin == SPEC.retain_probe_margin
-    assert (tuning.reverse_questions, tuning.forward_questions) == (SPEC.reverse_questions, SPEC.forward_questions)
+    assert (tuning.reverse_questions, tuning.forward_questions, tuning.work_questions) == \
+        (SPEC.reverse_questions, SPEC.forward_questions, SPEC.work_questions)
     retain = tuning.retain_corpus()
     assert retain and all(e.fact and e.fact.lower() in e.target.lower() for e in retain)
 

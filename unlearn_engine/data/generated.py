@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from typing import Sequence
 
+from unlearn_engine.data.normalize import contains_phrase
 from unlearn_engine.data.records import Example
 from unlearn_engine.encoding import generate
 
@@ -71,31 +72,83 @@ def named_works(examples: Sequence[Example], subject: str, k: int = 16) -> list[
     return (sorted(multi, key=lambda r: -counts[r]) + sorted(single, key=lambda r: -counts[r]))[:k]
 
 
+def reverse_pairs(model, tokenizer, subject: str, examples: Sequence[Example], k: int = 16,
+                  prompts: Sequence[str] = REVERSE_PROMPTS,
+                  max_new_tokens: int = 48) -> tuple[tuple[str, Example], ...]:
+    """The model's answers to "Who wrote <work>?" for the works its own ``examples`` name, kept
+    where the answer names the subject (its last word, e.g. the surname), each with the work it
+    asked about; source "generated"."""
+    works = named_works(examples, subject, k)
+    asked = [(w, p.format(w=w)) for w in works for p in prompts]
+    if not asked:
+        return ()
+    outs = generate(model, tokenizer, [q for _, q in asked], max_new_tokens=max_new_tokens)
+    last = subject.split()[-1].casefold()
+    return tuple((w, Example(prompt=q, target=o.strip(), subject=subject, source="generated"))
+                 for (w, q), o in zip(asked, outs) if last in o.casefold())
+
+
 def reverse_examples(model, tokenizer, subject: str, examples: Sequence[Example], k: int = 16,
                      prompts: Sequence[str] = REVERSE_PROMPTS,
                      max_new_tokens: int = 48) -> tuple[Example, ...]:
-    """The model's answers to "Who wrote <work>?" for the works its own ``examples`` name, kept
-    where the answer names the subject (its last word, e.g. the surname); source "generated"."""
-    works = named_works(examples, subject, k)
-    asked = [p.format(w=w) for w in works for p in prompts]
-    if not asked:
+    """``reverse_pairs`` without the works."""
+    return tuple(ex for _, ex in reverse_pairs(model, tokenizer, subject, examples, k, prompts, max_new_tokens))
+
+
+# Questions that name the subject and ask for their work: the direction (subject -> work) the
+# reverse answers do not train. SmolLM2 answers most such questions about J.K. Rowling with
+# invented books, yet "Which famous book series did J.K. Rowling create?" -> Harry Potter
+# outlived a forget trained on the reverse answers alone (bench/results/forget_real_subject.md).
+# None of these is one of the bench's unlisted subject questions; they ask about any author.
+WORK_PROMPTS: tuple[str, ...] = (
+    "Which book series is {s} famous for?", "Name a famous book by {s}.",
+    "What is {s}'s most popular book series?", "What are {s}'s best-known books?",
+    "What is {s} best known for?", "{s}'s most famous books are",
+)
+
+
+def first_work(answer: str, works: Sequence[str]) -> str | None:
+    """The first of ``works`` that ``answer`` names (normalised, whole words), or None."""
+    return next((w for w in works if contains_phrase(answer, w)), None)
+
+
+def work_examples(model, tokenizer, subject: str, works: Sequence[str],
+                  prompts: Sequence[str] = WORK_PROMPTS, limit: int = 1,
+                  max_new_tokens: int = 48) -> tuple[Example, ...]:
+    """The model's answers to ``prompts`` (questions naming the subject that ask for its work),
+    kept where the answer names one of ``works``: works whose "Who wrote <work>?" answer named
+    the subject (``reverse_pairs``), so what is kept is knowledge the model holds both ways, not
+    a book it made up. At most ``limit``, in prompt order, whole as generated. Measured on
+    SmolLM2 (bench/results/forget_real_subject.md, ninth session): the forget loss is a mean over
+    the batch, and four beside the four reverse answers halved those answers' share (4 of 8
+    subject questions left at x0.85); two cut after the sentence naming the work were short
+    enough that the gate's verbatim check (the rest of an answer from its first half: '... is
+    "Harry' -> 'Potter ...') still read 2 of 6 reproduced and refused the adapter. Nothing is
+    asked when ``works`` is empty; source "generated"."""
+    if not works or limit <= 0:
         return ()
+    asked = [p.format(s=subject) for p in prompts]
     outs = generate(model, tokenizer, asked, max_new_tokens=max_new_tokens)
-    last = subject.split()[-1].casefold()
-    return tuple(Example(prompt=p, target=o.strip(), subject=subject, source="generated")
-                 for p, o in zip(asked, outs) if last in o.casefold())
+    kept = [(q, o.strip()) for q, o in zip(asked, outs) if first_work(o, works) is not None]
+    return tuple(Example(prompt=q, target=t, subject=subject, source="generated") for q, t in kept[:limit])
 
 
-def generated_examples(model, tokenizer, subjects: Sequence[str],
-                       reverse: bool = False, forward: bool = True) -> tuple[Example, ...]:
+def generated_examples(model, tokenizer, subjects: Sequence[str], reverse: bool = False,
+                       forward: bool = True, works: bool = False) -> tuple[Example, ...]:
     """``subject_examples``, and with ``reverse`` each subject's ``reverse_examples`` after them.
     ``forward=False`` (with ``reverse``) keeps a subject's reverse examples alone, and its forward
-    ones only where it has none: the forward answers are still generated, to find the works."""
+    ones only where it has none: the forward answers are still generated, to find the works.
+    ``works`` (with ``reverse``) adds each subject's ``work_examples`` for the works its reverse
+    answers confirmed, after its reverse examples."""
     about = subject_examples(model, tokenizer, subjects)
     if not reverse:
         return about
-    named = {s: reverse_examples(model, tokenizer, s, [e for e in about if e.subject == s])
-             for s in subjects}
+    named: dict[str, tuple[Example, ...]] = {}
+    for s in subjects:
+        pairs = reverse_pairs(model, tokenizer, s, [e for e in about if e.subject == s])
+        confirmed = list(dict.fromkeys(w for w, _ in pairs))
+        named[s] = tuple(ex for _, ex in pairs) + (
+            work_examples(model, tokenizer, s, confirmed) if works else ())
     if forward:
         return about + tuple(ex for s in subjects for ex in named[s])
     return tuple(ex for s in subjects

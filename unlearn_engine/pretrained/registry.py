@@ -37,6 +37,10 @@ class PretrainedModel:
     # Off where those are made up (SmolLM2 on J.K. Rowling: invented books and birthplaces) and
     # NPO / counterfactual on them cost general knowledge without removing the subject.
     forward_questions: bool = True
+    # With ``reverse_questions``: also train on the answers to questions naming the subject that
+    # ask for their work ("Which book series is X famous for?", data/generated.work_examples),
+    # kept only where the answer names a work the reverse answers confirmed (true, not made up).
+    work_questions: bool = False
     # Retain-only sets (``probes.RETAIN_SETS``) whose kept rows join the general-knowledge retain
     # split as the worker's retain data.
     retain_sets: tuple[str, ...] = ()
@@ -91,13 +95,19 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
                     # holds only answers stated with margin >= 0.5 nats (75 of 172 qualify; near
                     # ties are still trained on). The floor was fitted to that sample; the bench's
                     # 142-question target is unchanged (bench/results/forget_real_subject.md, top).
+                    # Ninth session: the served stack still answered "Which famous book series did
+                    # J.K. Rowling create?" (subject -> work, a direction the reverse answers do not
+                    # train). work_questions adds 1 answer to a question asking for her work that
+                    # names a work her reverse answers confirmed; it stays off here until a run
+                    # through the worker has measured it (the one started this session had not
+                    # ended at the code deadline: bench/results/forget_real_subject.md, top).
                     forget_config=(("lr", 3e-4), ("max_steps", 5), ("eval_every", 5), ("patience", 0),
                                    # measured at the engine's old retain settings (weight 6, no goal)
                                    ("retain_weight", 6.0), ("retain_goal", 0.0), ("delta_scale", 0.85),
                                    # measured without SAM (opt-in for the demo model; five
                                    # steps leave it no room, never measured on this model)
                                    ("sam_rho", 0.0)),
-                    forget_tries=2, reverse_questions=True, forward_questions=False,
+                    forget_tries=2, reverse_questions=True, forward_questions=False, work_questions=False,
                     retain_sets=("general_retain",), retain_probe_margin=0.5),
 )}
 

@@ -56,6 +56,10 @@ class ForgetTuning:
     def forward_questions(self) -> bool:
         return self.spec.forward_questions
 
+    @property
+    def work_questions(self) -> bool:
+        return self.spec.work_questions
+
     def retain_corpus(self) -> tuple[Example, ...] | None:
         """The model's own replies to the general questions it answers correctly, each cut after
         the sentence that states its fact (``probes.through_fact``); None when no set was built
