@@ -98,9 +98,10 @@ MODELS: dict[str, PretrainedModel] = {m.name: m for m in (
                     # Ninth session: the served stack still answered "Which famous book series did
                     # J.K. Rowling create?" (subject -> work, a direction the reverse answers do not
                     # train). work_questions adds 1 answer to a question asking for her work that
-                    # names a work her reverse answers confirmed; it stays off here until a run
-                    # through the worker has measured it (the one started this session had not
-                    # ended at the code deadline: bench/results/forget_real_subject.md, top).
+                    # names a work her reverse answers confirmed. Through the worker that served
+                    # 0 of 8 subject answers but 134 of 142 = 0.944x general knowledge (this row:
+                    # 1 of 8 at 0.951x), the same edge crossed the other way, so it stays off
+                    # (bench/results/forget_real_subject.md, ninth session).
                     forget_config=(("lr", 3e-4), ("max_steps", 5), ("eval_every", 5), ("patience", 0),
                                    # measured at the engine's old retain settings (weight 6, no goal)
                                    ("retain_weight", 6.0), ("retain_goal", 0.0), ("delta_scale", 0.85),
