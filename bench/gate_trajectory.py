@@ -8,6 +8,7 @@ the final verdict alone does not. Diagnosis only: nothing is written but stdout.
 
     python bench/gate_trajectory.py --preset small --method npo --person-seed 2
     python bench/gate_trajectory.py --method npo --cfg '{"truth_weight": 3.0}' --tries 2
+    python bench/gate_trajectory.py --method npo --first-people 2 --tries 4  # test_engine_forget's job
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cfg", default="{}", help="JSON overrides of the method's config")
     ap.add_argument("--person-seed", type=int, default=0, help="picks the person to forget")
     ap.add_argument("--people", type=int, default=1)
+    ap.add_argument("--first-people", type=int, default=0,
+                    help="forget the first N trained people of the build report instead of a draw "
+                         "(tests/integration/test_engine_forget.py forgets the first 2)")
     ap.add_argument("--tries", type=int, default=1, help="attempts of the retry sweep")
     ap.add_argument("--cache", type=Path, default=Path("~/.cache/lethe").expanduser())
     args = ap.parse_args(argv)
@@ -49,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)
     config = DemoConfig.small() if args.preset == "small" else DemoConfig()
     model_dir = build_demo_model(args.cache, config, corpus=args.corpus, num_threads=1)
-    people = sorted(load_report(model_dir)["trained_people"])
-    forget_people = sorted(random.Random(args.person_seed).sample(people, args.people))
+    trained = load_report(model_dir)["trained_people"]
+    forget_people = (list(trained[:args.first_people]) if args.first_people else
+                     sorted(random.Random(args.person_seed).sample(sorted(trained), args.people)))
     corpus = load_corpus(model_dir / "corpus.jsonl")
     model, tok = trainer.load_base(model_dir)
     fs = build_forget_set(ForgetRequest(subjects=tuple(forget_people)), corpus, seed=0)
@@ -72,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     _, res = trainer.unlearn(model, tok, fs, rs, args.method, cfg, GateConfig(), seed=0,
                              sweep=trainer.SweepConfig(max_tries=args.tries), progress=printing)
     for a in res.attempts:
-        print(f"attempt {a.attempt}: lr {a.lr:.2g}, {a.max_steps} steps, best step {a.chosen_step}: "
+        retrace = "" if a.replay_of is None else f" (retracing attempt {a.replay_of})"
+        print(f"attempt {a.attempt}: lr {a.lr:.2g}, {a.max_steps} steps{retrace}, best step {a.chosen_step}: "
               + ("passed" if a.passed else "; ".join(a.reasons)), flush=True)
     print(f"gate {'PASSED' if res.passed else 'FAILED'} (attempt {res.chosen_attempt}, step "
           f"{res.chosen_step}) in {time.monotonic() - t0:.0f} s: "

@@ -3,7 +3,9 @@
 ``train_forget_adapter`` loads the base model and the current stack (verifying each artifact),
 adds a fresh LoRA adapter above the frozen stack, and runs a small sweep: the method's config
 first, then learning-rate x steps settings moved in the direction the miss points to. Each attempt is
-probed during training; the checkpoint is chosen by ``checkpoints.select_checkpoint``; the
+probed during training; an attempt whose probes jump over the gate's window (one still remembers,
+the next is over-unlearned) is retraced, probing every step between the two (``bracket``).
+The checkpoint is chosen by ``checkpoints.select_checkpoint``; the
 chosen adapter gets a full evaluation and the gate's final verdict. Only an adapter that passed
 is written (atomically, as a PEFT artifact with a manifest).
 
@@ -61,20 +63,42 @@ class SweepConfig:
     # row makes with its measured reason (SmolLM2: bench/results/forget_real_subject.md).
     retain_probe_margin: float | None = None
     probe_holdout: int = 200  # cap on never-seen reference examples per evaluation
+    # Retrace an attempt whose probes bracket the gate's window, probing every step between them
+    # (``bracket``). Where the window lies on the step grid depends on the machine's numerics:
+    # without this the same job passed on one machine and failed on another (NPO crossed the
+    # MIA band within 10 steps at every learning rate; docs/unlearning.md#bracketed-window).
+    refine: bool = True
 
 
 _UNDER = {"forget_accuracy", "paraphrase_accuracy", "verbatim", "truth_preference", "zero_delta",
           "attack_quant8", "attack_quant4", "attack_relearn"}
 
 
-def sweep_direction(verdict: GateResult) -> str:
-    """``stronger`` when only "still remembers" checks failed, else ``gentler``."""
+def _misses(verdict: GateResult) -> tuple[bool, bool]:
+    """(still remembers, over-unlearned or utility lost): which ways the failed checks point."""
     failed = [c for c in verdict.checks if not c.passed]
     under = any(c.name in _UNDER or (c.name.startswith("mia_") and c.value > 0.5)
                 for c in failed)
     over = any(c.name == "retain" or (c.name.startswith("mia_") and c.value < 0.5)
                for c in failed)
+    return under, over
+
+
+def sweep_direction(verdict: GateResult) -> str:
+    """``stronger`` when only "still remembers" checks failed, else ``gentler``."""
+    under, over = _misses(verdict)
     return "stronger" if under and not over else "gentler"
+
+
+def bracket(points: Sequence[Checkpoint]) -> tuple[Checkpoint, Checkpoint] | None:
+    """The first two consecutive probes of one attempt, with unprobed steps between them, where
+    the verdict goes from only "still remembers" to "over-unlearned": if the gate's window
+    exists on this trajectory it lies between them, narrower than the probe interval."""
+    for a, b in zip(points, points[1:]):
+        under_a, over_a = _misses(a.gate)
+        if under_a and not over_a and _misses(b.gate)[1] and b.step - a.step > 1:
+            return a, b
+    return None
 
 
 @dataclass(frozen=True)
@@ -87,6 +111,7 @@ class AttemptReport:
     passed: bool
     reasons: tuple[str, ...]
     wall_s: float
+    replay_of: int | None = None  # the attempt this one retraced, probing a bracket finely
 
 
 @dataclass(frozen=True)
@@ -187,25 +212,38 @@ def unlearn(model: torch.nn.Module, tokenizer, forget_set: ForgetSet, retain_set
     reports: list[AttemptReport] = []
     configs: dict[int, MethodConfig] = {}
     t_train = time.monotonic()
-    cfg = base_config
+    # What to run next: (config, the attempt it retraces or None, the steps to probe or None).
+    plan: list[tuple[MethodConfig, int | None, frozenset[int] | None]] = [(base_config, None, None)]
     for attempt in range(max(1, sweep.max_tries)):
+        cfg, replay_of, probe_steps = plan.pop(0)
         configs[attempt] = cfg
         t0 = time.monotonic()
         points = run_attempt(adapter, tokenizer, method_cls(cfg), cfg, forget_set.examples,
                              train_retain, probes, gate, baseline, attempt=attempt, seed=seed,
                              forget_id=forget_id, progress=progress,
-                             eval_settings=eval_settings, anchors=forget_set.anchors)
+                             eval_settings=eval_settings, anchors=forget_set.anchors,
+                             replay_of=replay_of, probe_steps=probe_steps)
         all_points += points
         best = select_checkpoint(points)
         reports.append(AttemptReport(attempt, cfg.lr, cfg.max_steps, points[-1].step, best.step,
                                      best.gate.passed, best.gate.reasons,
-                                     time.monotonic() - t0))
-        log.info("attempt %d (lr %.2g, %d steps): %s at step %d", attempt, cfg.lr,
-                 cfg.max_steps, "passed" if best.gate.passed else "missed", best.step)
+                                     time.monotonic() - t0, replay_of))
+        log.info("attempt %d (lr %.2g, %d steps%s): %s at step %d", attempt, cfg.lr, cfg.max_steps,
+                 "" if replay_of is None else f", retracing attempt {replay_of}",
+                 "passed" if best.gate.passed else "missed", best.step)
         if best.gate.passed:
             break
-        direction = sweep_direction(best.gate)
-        cfg = cfg.scaled(*(sweep.stronger if direction == "stronger" else sweep.gentler))
+        if replay_of is not None:
+            continue  # the sweep's next setting is already planned
+        window = bracket(points) if sweep.refine else None
+        if window is not None:
+            a, b = window
+            plan.append((replace(cfg, max_steps=b.step - 1), attempt,
+                         frozenset(range(a.step + 1, b.step))))
+        # Crossed the window between two probes: slower, so the next attempt samples it finer.
+        direction = "gentler" if window is not None else sweep_direction(best.gate)
+        plan.append((cfg.scaled(*(sweep.stronger if direction == "stronger" else sweep.gentler)),
+                     None, None))
     train_s = time.monotonic() - t_train
 
     chosen = select_checkpoint(all_points)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import torch
 
@@ -88,16 +88,23 @@ def run_attempt(adapter: TrainableAdapter, tokenizer, method: UnlearningMethod,
                 attempt: int = 0, seed: int = 0, forget_id: str = "",
                 progress: ProgressCallback | None = None,
                 eval_settings: EvalSettings | None = None,
-                anchors: Sequence[Example] = ()) -> list[Checkpoint]:
-    """Train from the adapter's initial weights; return every evaluated checkpoint."""
+                anchors: Sequence[Example] = (), replay_of: int | None = None,
+                probe_steps: Collection[int] | None = None) -> list[Checkpoint]:
+    """Train from the adapter's initial weights; return every evaluated checkpoint.
+
+    ``replay_of``: train with that attempt's seeds (data order, sampled answers) instead of this
+    one's, so with the same config the run retraces it step for step (exactly on one device at
+    ``lora_dropout`` 0, the default). ``probe_steps``: probe at these steps instead of every
+    ``eval_every``; the last step is always probed."""
     adapter.reset()
     adapter.activate()
     model = adapter.model
     if config.gradient_checkpointing:
         adapter.enable_gradient_checkpointing()
-    ctx = TrainContext(model, tokenizer, config, adapter.reference, seed=seed + 1000 * attempt,
+    run_seed = seed + 1000 * (attempt if replay_of is None else replay_of)
+    ctx = TrainContext(model, tokenizer, config, adapter.reference, seed=run_seed,
                        references=probes.holdout, anchors=anchors)
-    gen = torch.Generator().manual_seed(seed + 1000 * attempt)
+    gen = torch.Generator().manual_seed(run_seed)
     forget_s, retain_s = _Sampler(forget, gen), _Sampler(retain, gen)
     method.prepare(ctx, forget)
     opt = torch.optim.AdamW(adapter.params, lr=config.lr, weight_decay=0.0)
@@ -114,7 +121,8 @@ def run_attempt(adapter: TrainableAdapter, tokenizer, method: UnlearningMethod,
         if progress:
             progress(Progress(forget_id, "train", attempt, step, config.max_steps, config.lr,
                               parts, elapsed_s=time.monotonic() - t0))
-        if step % config.eval_every and step != config.max_steps:
+        probe = step % config.eval_every == 0 if probe_steps is None else step in probe_steps
+        if not probe and step != config.max_steps:
             continue
         with adapter.scaled(config.delta_scale):  # the checkpoint is what is probed
             metrics, verdict, complete = _probe(probes, model, tokenizer, gate, baseline,
