@@ -1,6 +1,10 @@
 """Forget two people of the small demo model with the default method and gate; check that
 their facts are gone (also when asked in other words) while everyone else's are kept.
 
+The method is ``DEFAULT_METHOD``, whatever it is: until 2026-12-07 this test named NPO, the
+default when it was written, and passed or failed by where NPO's probes fell on the machine's
+numerics (docs/architecture.md#bracketed-window).
+
 Uses the real demo model (built and cached on first use, ~1-2 min on one CPU thread) and the
 real artifact path: the adapter is saved, verified and re-attached before measuring.
 """
@@ -16,6 +20,7 @@ from unlearn_engine.artifacts import load_artifact, model_fingerprint
 from unlearn_engine.data import ForgetRequest, build_forget_set, build_retain_set, load_corpus
 from unlearn_engine.demo.builder import default_demo_model, load_report
 from unlearn_engine.evaluation import evaluate
+from unlearn_engine.methods import DEFAULT_METHOD
 from unlearn_engine.stacking import attach_stack
 from unlearn_engine.trainer import load_base, train_forget_adapter
 
@@ -47,7 +52,7 @@ def test_forget_two_people_drops_their_accuracy_and_keeps_the_rest(demo, tmp_pat
     before = evaluate(model, tok, forget_qa, retain_qa, holdout, para, metrics=metrics)
 
     events = []
-    result = train_forget_adapter(model_dir, [], forget_set, retain_set, "npo",
+    result = train_forget_adapter(model_dir, [], forget_set, retain_set, DEFAULT_METHOD,
                                   progress=events.append, out_dir=tmp_path / "adapter",
                                   forget_id="two-people")
     assert result.passed, result.gate.reasons
