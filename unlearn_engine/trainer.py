@@ -66,7 +66,7 @@ class SweepConfig:
     # Retrace an attempt whose probes bracket the gate's window, probing every step between them
     # (``bracket``). Where the window lies on the step grid depends on the machine's numerics:
     # without this the same job passed on one machine and failed on another (NPO crossed the
-    # MIA band within 10 steps at every learning rate; docs/unlearning.md#bracketed-window).
+    # MIA band within 10 steps at every learning rate; docs/architecture.md#bracketed-window).
     refine: bool = True
 
 
