@@ -110,12 +110,13 @@ class LetheClient:
     def model_info(self) -> pb.ModelInfoResponse:
         return self.inference.ModelInfo(pb.ModelInfoRequest(), timeout=self.timeout, metadata=self._metadata)
 
-    def watch_forget(self, forget_id: str,
+    def watch_forget(self, forget_id: str, timeout: float | None = None,
                      reconnect_seconds: float = WATCH_RECONNECT_SECONDS) -> Iterator[apb.ForgetEvent]:
         """WatchForget's events for `forget_id` until the server ends the stream (it does when the
         job is ACTIVE, FAILED or DEACTIVATED), reopened whenever it breaks with UNAVAILABLE: the
         server closed the connection at its max age, or restarted. Other errors propagate as
-        grpc.RpcError; a server unreachable for `reconnect_seconds` raises WatchLost.
+        grpc.RpcError (DEADLINE_EXCEEDED once `timeout`, for the whole watch, runs out); a server
+        unreachable for `reconnect_seconds` raises WatchLost.
 
         Each event is yielded once. A reopened stream replays the job from its start (the
         servicer keeps no cursor), but the ledger only appends transitions and progress rows and
@@ -123,10 +124,12 @@ class LetheClient:
         Events missed while disconnected arrive transitions first, then progress."""
         request = apb.WatchForgetRequest(forget_id=forget_id)
         seen = {"transition": 0, "progress": 0}
+        end = None if timeout is None else time.monotonic() + timeout
         failures, lost_since = 0, 0.0
         while True:
             replayed = {"transition": 0, "progress": 0}
-            call = self.admin.WatchForget(request, metadata=self._metadata, timeout=None)
+            left = None if end is None else max(end - time.monotonic(), 0.0)
+            call = self.admin.WatchForget(request, metadata=self._metadata, timeout=left)
             try:
                 for event in call:
                     failures = 0
@@ -142,12 +145,25 @@ class LetheClient:
                 lost_since = time.monotonic() if failures == 0 else lost_since
                 failures += 1
                 log.info("WatchForget %s lost (%s: %s); reopening", forget_id, err.code().name, err.details())
-                if not self._reconnect(lost_since + reconnect_seconds, failures):
-                    raise WatchLost(f"lost {self.target} while watching {forget_id} and could not reconnect "
-                                    f"within {reconnect_seconds:.0f} s (last error: {err.code().name}: "
+                give_up = lost_since + reconnect_seconds if end is None else min(lost_since + reconnect_seconds, end)
+                if not self._reconnect(give_up, failures):
+                    raise WatchLost(f"lost {self.target} while watching {forget_id}: no answer for "
+                                    f"{time.monotonic() - lost_since:.0f} s (last error: {err.code().name}: "
                                     f"{err.details()}); the job goes on on the server") from err
             finally:
                 call.cancel()  # a caller that stops early frees its server watch slot at once
+
+    def wait_forget(self, forget_id: str, timeout: float | None = None,
+                    reconnect_seconds: float = WATCH_RECONNECT_SECONDS) -> apb.ForgetJob:
+        """The job as `watch_forget` last saw it, when the server ends the watch: ACTIVE, FAILED
+        or DEACTIVATED."""
+        job = None
+        for event in self.watch_forget(forget_id, timeout, reconnect_seconds):
+            job = event.job
+        if job is None:  # every job has a transition, so this is only a guard
+            job = self.admin.GetForget(apb.GetForgetRequest(forget_id=forget_id), timeout=self.timeout,
+                                       metadata=self._metadata)
+        return job
 
     def _reconnect(self, deadline: float, failures: int) -> bool:
         """Back off (doubling with each failure in a row), then wait until the channel is READY
