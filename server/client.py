@@ -172,9 +172,11 @@ class LetheClient:
         if time.monotonic() + pause >= deadline:
             return False
         time.sleep(pause)
+        ready = grpc.channel_ready_future(self.channel)
         try:
-            grpc.channel_ready_future(self.channel).result(timeout=max(deadline - time.monotonic(), 0.0))
+            ready.result(timeout=max(deadline - time.monotonic(), 0.0))
         except grpc.FutureTimeoutError:
+            ready.cancel()  # stops watching the channel's state
             return False
         return True
 
