@@ -391,24 +391,6 @@ def job(args, model_dir: Path, model, tok, probes: Probes, report: dict) -> None
             report["rows"]["after the job's adapter"] = probes.measure(served, tok)
 
 
-def _wait_job(client, forget_id: str, wait_terminal, terminal) -> object:
-    """``wait_terminal`` until the job is terminal: the server closes a watch stream at its max
-    connection age (UNAVAILABLE "max connection age"), which a job on a loaded CPU outlives (the
-    ninth session's first whole-row run lost its watch, and with it the run, after 30 min)."""
-    import grpc
-
-    while True:
-        try:
-            job = wait_terminal(client, forget_id)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                raise
-            time.sleep(1.0)
-            continue
-        if job.state in terminal:
-            return job
-
-
 def e2e(args, model_dir: Path, probes: Probes, report: dict) -> None:
     """The real path: a ``lethe serve`` with its worker (one torch thread each, this process's
     niceness), ``Forget(subjects=[SUBJECT])`` over gRPC with no corpus, Forget -> ACTIVE (or
@@ -416,7 +398,7 @@ def e2e(args, model_dir: Path, probes: Probes, report: dict) -> None:
     ListAdapters names, folded into the base as the server serves them) measured like the sweep."""
     import tempfile
 
-    from sequential_server import TERMINAL, _load, _proc_cpu, _wait_terminal, _worker_pid
+    from sequential_server import _load, _proc_cpu, _worker_pid
 
     from server.api import admin_pb2 as apb
     from server.client import LetheClient
@@ -440,7 +422,7 @@ def e2e(args, model_dir: Path, probes: Probes, report: dict) -> None:
                 t0 = time.monotonic()
                 resp = client.admin.Forget(apb.ForgetRequest(subjects=[SUBJECT], idempotency_key="smolgk-e2e",
                                                              reason="bench e2e"), metadata=md)
-                job = _wait_job(client, resp.job.forget_id, _wait_terminal, TERMINAL)
+                job = client.wait_forget(resp.job.forget_id)  # reopened across connection ages
                 wall = time.monotonic() - t0
                 cpu1 = _proc_cpu(worker) if worker else None
                 listed = client.admin.ListAdapters(apb.ListAdaptersRequest(), metadata=md)

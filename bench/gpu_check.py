@@ -52,8 +52,7 @@ def main() -> int:
             qa = [apb.QAPair(question=r.question, answer=r.answer) for r in train if r.person == person]
             t0 = time.time()
             job = c.admin.Forget(apb.ForgetRequest(subjects=[person], qa_pairs=qa), metadata=c._metadata).job
-            for ev in c.admin.WatchForget(apb.WatchForgetRequest(forget_id=job.forget_id), metadata=c._metadata):
-                job = ev.job
+            job = c.wait_forget(job.forget_id)
             report["forget_state"] = apb.ForgetState.Name(job.state)
             report["forget_failure"] = job.failure_reason
             report["forget_to_active_s"] = round(time.time() - t0, 1)

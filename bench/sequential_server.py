@@ -41,7 +41,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -58,7 +57,6 @@ from unlearn_engine.trainer import load_base  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path.home() / ".cache" / "lethe"
 ROOT = Path(__file__).resolve().parents[1]
-TERMINAL = {apb.FORGET_STATE_ACTIVE, apb.FORGET_STATE_FAILED}
 RETAIN_FLOOR, CREEP_SLACK, TIME_RATIO = 0.95, 0.02, 1.2  # the issue's targets
 
 
@@ -148,26 +146,6 @@ def record_facts(model, tok, corpus, subjects: list[str]) -> dict:
     return {"probes": probes,
             "matched_chance": {s: matched_chance([p for p in probes if p["person"] == s], strangers)
                                for s in subjects}}
-
-
-def _wait_terminal(client: LetheClient, forget_id: str) -> apb.ForgetJob:
-    """Watch the job until ACTIVE or FAILED. The server closes a connection at its max connection
-    age (UNAVAILABLE), which a job on a loaded machine outlives (a full-model job took 600+ s at
-    load 9): watch again then."""
-    deadline = time.monotonic() + 4 * 3600
-    while True:
-        job = None
-        try:
-            for ev in client.admin.WatchForget(apb.WatchForgetRequest(forget_id=forget_id),
-                                               metadata=client._metadata, timeout=4 * 3600):
-                job = ev.job
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                raise
-        if job is None or job.state not in TERMINAL:  # the stream ended early: ask once more
-            job = client.admin.GetForget(apb.GetForgetRequest(forget_id=forget_id), metadata=client._metadata)
-        if job.state in TERMINAL or time.monotonic() > deadline:
-            return job
 
 
 def _git_commit() -> str:
@@ -363,7 +341,7 @@ def _run(args, stem: str, model_dir: Path, evaluator: Evaluator, people: list[st
                     t0 = time.monotonic()
                     resp = client.admin.Forget(apb.ForgetRequest(subjects=[person], idempotency_key=f"seq-{i}",
                                                                  reason="bench sequential"), metadata=md)
-                    job = _wait_terminal(client, resp.job.forget_id)
+                    job = client.wait_forget(resp.job.forget_id)  # reopened across connection ages
                     wall = time.monotonic() - t0
                     cpu1 = _proc_cpu(worker) if worker else None
                     if worker and (cpu1 is None or _worker_pid(sp.proc.pid) != worker):

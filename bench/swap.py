@@ -244,10 +244,7 @@ def part_real_forget(model_dir: Path, n_streams: int, tokens: int) -> dict:
         resp = admin.admin.Forget(apb.ForgetRequest(
             subjects=[person], reason="bench",
             qa_pairs=[apb.QAPair(question=r.question, answer=r.answer) for r in qa]), metadata=admin._metadata)
-        job = None
-        for ev in admin.admin.WatchForget(apb.WatchForgetRequest(forget_id=resp.job.forget_id),
-                                          metadata=admin._metadata, timeout=1800):
-            job = ev.job
+        job = admin.wait_forget(resp.job.forget_id, timeout=1800)
         wall = time.perf_counter() - t0
         streams.finish()
         m = scrape(sp.metrics_port)

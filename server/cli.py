@@ -154,8 +154,7 @@ def _cmd_forget(args: argparse.Namespace) -> int:
                       transient=True) as bar:
             task = bar.add_task(_state(job.state), total=None)
             scores: dict[str, float] = {}
-            for ev in client.admin.WatchForget(apb.WatchForgetRequest(forget_id=job.forget_id),
-                                               metadata=client._metadata, timeout=None):
+            for ev in client.watch_forget(job.forget_id):  # reopened across connection ages and restarts
                 job = ev.job
                 if ev.HasField("progress") and ev.progress.total_steps:
                     p = ev.progress
@@ -329,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except grpc.RpcError as err:  # every client command reports a failed call the same way
         print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+    except ConnectionError as err:  # server.client.WatchLost: `forget --wait` lost the server for good
+        print(f"error: {err}", file=sys.stderr)
         return 1
     except SettingsError as exc:  # e.g. a short token: refused at start-up, with how to fix it
         print(f"lethe: {exc}", file=sys.stderr)

@@ -20,7 +20,6 @@ from server.auth import ADMIN_PREFIX, INFERENCE_PREFIX, bearer_token
 from server.settings import Settings
 
 KEEPALIVE_TIMEOUT_MS = 20_000  # a peer that does not answer a ping this long is dropped
-CONNECTION_AGE_GRACE_MS = 300_000  # calls still running at max age get this long to finish
 LIMITED = (INFERENCE_PREFIX, ADMIN_PREFIX)
 
 
@@ -36,7 +35,7 @@ def server_options(s: Settings) -> list[tuple[str, int]]:
     ]
     if s.max_connection_age_seconds > 0:
         options += [("grpc.max_connection_age_ms", int(s.max_connection_age_seconds * 1000)),
-                    ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_MS)]
+                    ("grpc.max_connection_age_grace_ms", int(s.max_connection_age_grace_seconds * 1000))]
     return options
 
 

@@ -130,6 +130,7 @@ class Settings:
     max_queued_forgets: int = 64  # forgets not yet ACTIVE / FAILED; more wait for RESOURCE_EXHAUSTED
     keepalive_seconds: float = 60.0  # ping idle connections this often; a peer silent 20 s more is dropped
     max_connection_age_seconds: float = 1800.0  # GOAWAY then, so clients rebalance across replicas; 0 = never
+    max_connection_age_grace_seconds: float = 300.0  # calls still running at max age get this long to finish
     reflection: bool = True  # gRPC server reflection (grpcurl, Postman); off for locked-down setups
     operator_token: str | None = None  # None = read or create <data_dir>/operator.token
     client_tokens: tuple[str, ...] = ()  # empty = Inference needs no credential
@@ -215,6 +216,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_queued_forgets": ("LETHE_MAX_QUEUED_FORGETS", int),
     "keepalive_seconds": ("LETHE_KEEPALIVE_SECONDS", float),
     "max_connection_age_seconds": ("LETHE_MAX_CONNECTION_AGE_SECONDS", float),
+    "max_connection_age_grace_seconds": ("LETHE_MAX_CONNECTION_AGE_GRACE_SECONDS", float),
     "reflection": ("LETHE_REFLECTION", _bool),
     "operator_token": ("LETHE_OPERATOR_TOKEN", str),
     "client_tokens": ("LETHE_CLIENT_TOKENS", _tokens),
@@ -290,6 +292,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     p("--keepalive-seconds", type=float, help="keepalive ping interval, seconds (env LETHE_KEEPALIVE_SECONDS)")
     p("--max-connection-age-seconds", type=float,
       help="close connections after this long, 0 = never (env LETHE_MAX_CONNECTION_AGE_SECONDS)")
+    p("--max-connection-age-grace-seconds", type=float,
+      help="calls still running at the max connection age get this long to finish before the connection "
+           "closes (env LETHE_MAX_CONNECTION_AGE_GRACE_SECONDS; default 300)")
     p("--no-reflection", dest="reflection", action="store_const", const=False,
       help="disable gRPC server reflection (env LETHE_REFLECTION=0)")
     p("--receipt-key", type=Path,
@@ -398,8 +403,9 @@ def validate(s: Settings) -> None:
         raise ValueError("ledger_url (--ledger-url, LETHE_LEDGER_URL) must be a postgresql:// URL")
     if s.reconcile_seconds <= 0 or s.max_replica_lag_seconds <= 0:
         raise ValueError("reconcile_seconds and max_replica_lag_seconds must be > 0")
-    if s.keepalive_seconds <= 0 or s.max_connection_age_seconds < 0:
-        raise ValueError("keepalive_seconds must be > 0 and max_connection_age_seconds >= 0")
+    if s.keepalive_seconds <= 0 or s.max_connection_age_seconds < 0 or s.max_connection_age_grace_seconds <= 0:
+        raise ValueError("keepalive_seconds and max_connection_age_grace_seconds must be > 0 and "
+                         "max_connection_age_seconds >= 0")
     check_transport(s)
     if s.operator_token is not None:
         check_token("the operator token (LETHE_OPERATOR_TOKEN)", s.operator_token)

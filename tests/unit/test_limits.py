@@ -9,16 +9,19 @@ from server.settings import Settings, validate
 
 
 def test_server_options_carry_keepalive_and_connection_age() -> None:
-    opts = dict(server_options(Settings(keepalive_seconds=30, max_connection_age_seconds=600)))
+    opts = dict(server_options(Settings(keepalive_seconds=30, max_connection_age_seconds=600,
+                                        max_connection_age_grace_seconds=2.5)))
     assert opts["grpc.keepalive_time_ms"] == 30_000
     assert opts["grpc.max_connection_age_ms"] == 600_000
+    assert opts["grpc.max_connection_age_grace_ms"] == 2_500
     assert opts["grpc.max_receive_message_length"] == Settings().max_message_bytes
     assert "grpc.max_connection_age_ms" not in dict(server_options(Settings(max_connection_age_seconds=0)))
 
 
 def test_bad_bounds_are_refused() -> None:
     for bad in (dict(max_prompt_chars=0), dict(max_client_rpcs=0), dict(max_watch_streams=0),
-                dict(max_queued_forgets=0), dict(keepalive_seconds=0)):
+                dict(max_queued_forgets=0), dict(keepalive_seconds=0),
+                dict(max_connection_age_grace_seconds=0)):
         with pytest.raises(ValueError):
             validate(Settings(**bad))
 
@@ -53,3 +56,16 @@ def test_client_commands_do_not_check_the_servers_settings() -> None:
     assert load_settings(None, {"LETHE_HOST": "0.0.0.0"}, check=False).host == "0.0.0.0"
     with pytest.raises(ValueError, match="without TLS"):
         load_settings(None, {"LETHE_HOST": "0.0.0.0"})
+
+
+def test_connection_age_grace_is_a_setting() -> None:
+    import argparse
+
+    from server.settings import add_serve_arguments, load_settings
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    flag = parser.parse_args(["--max-connection-age-grace-seconds", "2"])
+    assert load_settings(flag, {"LETHE_MAX_CONNECTION_AGE_GRACE_SECONDS": "1.5"}).max_connection_age_grace_seconds == 2
+    assert load_settings(None, {"LETHE_MAX_CONNECTION_AGE_GRACE_SECONDS": "1.5"}).max_connection_age_grace_seconds == 1.5
+    assert load_settings(None, {}).max_connection_age_grace_seconds == 300  # five minutes, as before
