@@ -180,10 +180,12 @@ def test_image_recipe_builds_and_serves_from_the_filtered_context(demo_model_dir
     build, runtime = stages()
     image_env = env_of(runtime)
     image_env.pop("PATH")  # the image's venv is this test's interpreter
-    # Paths and ports move into the sandbox; everything else is the image's ENV as written.
-    image_env.update(LETHE_DATA_DIR=str(data), LETHE_CACHE_DIR=str(cache), LETHE_DEMO="small",
-                     LETHE_PORT=str(free_port()), LETHE_METRICS_PORT=str(free_port()),
-                     LETHE_HEALTH_PORT=str(free_port()))
+    # Paths and ports move into the sandbox; everything else is the image's ENV as written. Every
+    # port the image sets, whatever it serves: a fixed one (the HTTP front's 8000, added after
+    # this test) collided with another run of this suite on the same machine.
+    ports = {k: str(free_port()) for k in image_env if k.startswith("LETHE_") and k.endswith("_PORT")}
+    assert {"LETHE_PORT", "LETHE_HTTP_PORT", "LETHE_METRICS_PORT", "LETHE_HEALTH_PORT"} <= set(ports)
+    image_env.update(LETHE_DATA_DIR=str(data), LETHE_CACHE_DIR=str(cache), LETHE_DEMO="small", **ports)
     # On 0.0.0.0 the image refuses plaintext unless told: `docker run -e LETHE_INSECURE=1`, as
     # compose does (the TLS path is tests/integration/test_tls.py).
     image_env.setdefault("LETHE_INSECURE", "1")
