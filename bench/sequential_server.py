@@ -17,6 +17,7 @@ the base weights with the arithmetic the server serves them with (`folding.fold_
 
     python bench/sequential_server.py [--full] [--steps 10 | --people A B ...] [--stem sequential_server]
                                       [--keep DIR [--resume]] [--record] [--model-dir DIR] [--rewrite]
+                                      [--retrained DIR]
 
 `--record` also writes bench/results/<stem>_facts.json: after every step, each probe of every
 subject forgotten so far and of the never-seen people (attribute, question split or bio prefix,
@@ -24,6 +25,14 @@ fact, greedy answer, hit), and per subject its *value-matched chance*: the share
 people's answers to the same attribute and probe kind that contain the subject's own value (what
 the subject would score if the stack answered about them as about a stranger; a subject whose
 values are common in the corpus scores above the pooled never-seen rate by chance alone).
+
+`--retrained DIR` names a demo build of the same corpus retrained without this run's people
+(`lethe demo build [--small] --exclude-person A --exclude-person B ...`): the gold yardstick the
+issue names beside the never-seen people. Each subject's fact rate on it (the same
+`residual_knowledge` probes) is what a model that never saw that subject states about them, its
+values' defaults included; the targets then also judge every earlier subject against its own
+retrained-without rate + 2 points. With `--rewrite` it adds that yardstick to a finished run
+without repeating the run.
 
 Writes bench/results/<stem>.json and .md after every step, so a stopped run keeps what it
 measured. Does not train anything itself, change the server's defaults or judge the gate.
@@ -50,7 +59,7 @@ from tests.procs import ServeProcess  # noqa: E402
 from unlearn_engine.artifacts import load_artifact, model_fingerprint  # noqa: E402
 from unlearn_engine.demo.accuracy import (bio_prefix_probes, contains_fact, evaluate_records,  # noqa: E402
                                           greedy_answers, residual_knowledge)
-from unlearn_engine.demo.builder import default_demo_model, load_corpus  # noqa: E402
+from unlearn_engine.demo.builder import default_demo_model, load_corpus, load_report  # noqa: E402
 from unlearn_engine.folding import fold_stack  # noqa: E402
 from unlearn_engine.trainer import load_base  # noqa: E402
 
@@ -148,6 +157,23 @@ def record_facts(model, tok, corpus, subjects: list[str]) -> dict:
                                for s in subjects}}
 
 
+def measure_retrained(model_dir: Path, people: list[str], corpus=None) -> dict:
+    """Each of ``people`` that ``model_dir`` (a demo build) was trained without, and its fact rate
+    there (``residual_knowledge``'s ``all``), with the never-seen holdout rate on the same model.
+    ``corpus`` (the run's) must be the one the build came from: the probes are the same."""
+    report = load_report(model_dir)
+    built_from = load_corpus(model_dir)
+    if corpus is not None and (built_from.qa != corpus.qa or built_from.texts != corpus.texts):
+        raise SystemExit(f"--retrained {model_dir} was built from another corpus than the served model")
+    excluded = [p for p in people if p in set(report["excluded_people"])]
+    if not excluded:
+        raise SystemExit(f"--retrained {model_dir} was trained with every person of this run")
+    model, tok = load_base(model_dir, "cpu")
+    return {"model": model_dir.name, "excluded_people": list(report["excluded_people"]), "commit": _git_commit(),
+            "holdout_rate": residual_knowledge(model, tok, built_from, built_from.holdout_people)["all"],
+            "subject_rates": {p: residual_knowledge(model, tok, built_from, [p])["all"] for p in excluded}}
+
+
 def _git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -184,6 +210,19 @@ def _targets(results: dict) -> list[tuple[str, bool, str]]:
                     f"+ {CREEP_SLACK * 100:.0f} pts", not over,
                     "all within" if not over else f"{len(over)} (step, subject) over, e.g. step {over[0][0]} "
                     f"{over[0][1]} {over[0][2]:.3f} vs {over[0][3]:.3f}"))
+    gold = results.get("retrained")
+    if gold:
+        # The issue's gold yardstick: a model retrained without these people states each of them
+        # this often (its values' defaults included); only the people it excluded are judged.
+        judged = [(s["step"], p, r, gold["subject_rates"][p]) for s in steps
+                  for p, r in s["subject_rates"].items() if p in gold["subject_rates"]]
+        over = [j for j in judged if j[2] > j[3] + CREEP_SLACK]
+        out.append((f"every earlier subject <= its retrained-without rate + {CREEP_SLACK * 100:.0f} pts "
+                    f"after each step", not over and bool(judged),
+                    ("no subject of this run is excluded by the retrained model" if not judged else
+                     f"all within (worst margin {max(r - g for _, _, r, g in judged) * 100:+.1f} pts)"
+                     if not over else f"{len(over)} (step, subject) over, e.g. step {over[0][0]} "
+                     f"{over[0][1]} {over[0][2]:.3f} vs retrained {over[0][3]:.3f}")))
     if len(steps) >= 2:
         first, last = steps[0], steps[-1]
         wall = last["wall_s"] / first["wall_s"]
@@ -250,6 +289,20 @@ def write(results: dict, stem: str) -> None:
             lines.append(f"| {s['step']} | " + " | ".join(
                 f"{s['subject_rates'][p]:.3f} / {s['matched_chance'][p]:.3f}" if p in s["subject_rates"] else ""
                 for p in results["people"][:len(results["steps"])]) + " |")
+    gold = results.get("retrained")
+    if gold:
+        names = [p for p in results["people"][:len(results["steps"])] if p in gold["subject_rates"]]
+        lines += ["", f"Retrained-without yardstick (`--retrained`): `{gold['model']}`, trained without "
+                  f"{len(gold['excluded_people'])} people ({', '.join(gold['excluded_people'])}); measured "
+                  f"at commit {gold['commit']}. Each subject's fact rate on it (the same probes), the "
+                  f"never-seen holdout rate on it {gold['holdout_rate']:.3f}, and the highest rate the "
+                  f"live stack reached for that subject after its own step.", "",
+                  "| subject | retrained-without | stack, worst after its step | step |",
+                  "|---|---|---|---|"]
+        for p in names:
+            after = [(s["subject_rates"][p], s["step"]) for s in results["steps"] if p in s["subject_rates"]]
+            worst = max(after)
+            lines.append(f"| {p} | {gold['subject_rates'][p]:.3f} | {worst[0]:.3f} | {worst[1]} |")
     lines += ["", "## Targets", ""]
     for t in results["targets"]:
         lines.append(f"- {'MET' if t['met'] else 'MISSED'}: {t['target']} — {t['measured']}")
@@ -282,11 +335,16 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="continue a stopped run from <stem>.json in "
                     "its --keep data directory (the same Forget idempotency keys)")
     ap.add_argument("--rewrite", action="store_true", help="only re-render <stem>.md (and the targets) from <stem>.json")
+    ap.add_argument("--retrained", type=Path, metavar="DIR", help="a demo build of the same corpus retrained "
+                    "without this run's people: each subject's rate on it is a further yardstick")
     args = ap.parse_args()
     torch.set_num_threads(1)
     stem = args.stem or ("sequential_server_full" if args.full else "sequential_server")
     if args.rewrite:
-        write(json.loads((RESULTS / f"{stem}.json").read_text()), stem)
+        results = json.loads((RESULTS / f"{stem}.json").read_text())
+        if args.retrained:
+            results["retrained"] = measure_retrained(args.retrained, results["people"])
+        write(results, stem)
         return
     model_dir = args.model_dir or default_demo_model(CACHE, small=not args.full)
     corpus = load_corpus(model_dir)
@@ -312,6 +370,8 @@ def main() -> None:
         "preset": "full" if args.full else "small", "model": model_dir.name, "people": people,
         "retain_people": retain_people, "n_retain_qa": len(evaluator.retain), "load_start": _load(),
         "original": evaluator.measure([], []), "steps": [], "partial": True, "notes": []}
+    if args.retrained:
+        results["retrained"] = measure_retrained(args.retrained, people, corpus)
     facts: dict = {"original": record_facts(*evaluator.model([]), corpus, people), "steps": []} if args.record else {}
     if args.record:
         results["original"]["matched_chance"] = facts["original"]["matched_chance"]
