@@ -187,9 +187,12 @@ def _targets(results: dict) -> list[tuple[str, bool, str]]:
     if not steps:
         return []
     original = results["original"]["retain_acc"]
+    # Creep-back is about subjects the model forgot: a FAILED job's subject was never taken out
+    # of the model (its guard still blocks it), so it is not judged as coming back.
+    forgotten = {s["person"] for s in steps if s["state"] == "ACTIVE"}
     worst_retain = min(s["retain_acc"] for s in steps) / original if original else 0.0
     creep = [(s["step"], p, r, s["holdout_rate"]) for s in steps for p, r in s["subject_rates"].items()
-             if r > s["holdout_rate"] + CREEP_SLACK]
+             if p in forgotten and r > s["holdout_rate"] + CREEP_SLACK]
     out = [(f"retain >= {RETAIN_FLOOR:.0%} of original after each step", worst_retain >= RETAIN_FLOOR,
             f"worst {worst_retain:.3f} of original"),
            (f"every earlier subject <= holdout + {CREEP_SLACK * 100:.0f} pts after each step", not creep,
@@ -205,7 +208,7 @@ def _targets(results: dict) -> list[tuple[str, bool, str]]:
         # (bench/results/gate_diagnosis.md, "Ninth session: creep-back").
         over = [(s["step"], p, r, max(s["holdout_rate"], s["matched_chance"][p]))
                 for s in steps for p, r in s["subject_rates"].items()
-                if r > max(s["holdout_rate"], s["matched_chance"][p]) + CREEP_SLACK]
+                if p in forgotten and r > max(s["holdout_rate"], s["matched_chance"][p]) + CREEP_SLACK]
         out.append((f"(beside the target) every earlier subject <= max(holdout, its value-matched chance) "
                     f"+ {CREEP_SLACK * 100:.0f} pts", not over,
                     "all within" if not over else f"{len(over)} (step, subject) over, e.g. step {over[0][0]} "
@@ -215,7 +218,7 @@ def _targets(results: dict) -> list[tuple[str, bool, str]]:
         # The issue's gold yardstick: a model retrained without these people states each of them
         # this often (its values' defaults included); only the people it excluded are judged.
         judged = [(s["step"], p, r, gold["subject_rates"][p]) for s in steps
-                  for p, r in s["subject_rates"].items() if p in gold["subject_rates"]]
+                  for p, r in s["subject_rates"].items() if p in gold["subject_rates"] and p in forgotten]
         over = [j for j in judged if j[2] > j[3] + CREEP_SLACK]
         out.append((f"every earlier subject <= its retrained-without rate + {CREEP_SLACK * 100:.0f} pts "
                     f"after each step", not over and bool(judged),
