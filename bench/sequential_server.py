@@ -294,12 +294,13 @@ def write(results: dict, stem: str) -> None:
                 for p in results["people"][:len(results["steps"])]) + " |")
     gold = results.get("retrained")
     if gold:
-        names = [p for p in results["people"][:len(results["steps"])] if p in gold["subject_rates"]]
+        active = {s["person"] for s in results["steps"] if s["state"] == "ACTIVE"}
+        names = [p for p in results["people"][:len(results["steps"])] if p in gold["subject_rates"] and p in active]
         lines += ["", f"Retrained-without yardstick (`--retrained`): `{gold['model']}`, trained without "
                   f"{len(gold['excluded_people'])} people ({', '.join(gold['excluded_people'])}); measured "
                   f"at commit {gold['commit']}. Each subject's fact rate on it (the same probes), the "
                   f"never-seen holdout rate on it {gold['holdout_rate']:.3f}, and the highest rate the "
-                  f"live stack reached for that subject after its own step.", "",
+                  f"live stack reached for that subject after its own step (subjects whose job went ACTIVE).", "",
                   "| subject | retrained-without | stack, worst after its step | step |",
                   "|---|---|---|---|"]
         for p in names:
@@ -346,7 +347,9 @@ def main() -> None:
     if args.rewrite:
         results = json.loads((RESULTS / f"{stem}.json").read_text())
         if args.retrained:
-            results["retrained"] = measure_retrained(args.retrained, results["people"])
+            served = args.model_dir or CACHE / results["model"]  # the run's model: same corpus?
+            results["retrained"] = measure_retrained(args.retrained, results["people"],
+                                                     load_corpus(served) if served.exists() else None)
         write(results, stem)
         return
     model_dir = args.model_dir or default_demo_model(CACHE, small=not args.full)
