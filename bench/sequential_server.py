@@ -163,7 +163,7 @@ def measure_retrained(model_dir: Path, people: list[str], corpus=None) -> dict:
     ``corpus`` (the run's) must be the one the build came from: the probes are the same."""
     report = load_report(model_dir)
     built_from = load_corpus(model_dir)
-    if corpus is not None and (built_from.qa != corpus.qa or built_from.texts != corpus.texts):
+    if corpus is not None and built_from != corpus:
         raise SystemExit(f"--retrained {model_dir} was built from another corpus than the served model")
     excluded = [p for p in people if p in set(report["excluded_people"])]
     if not excluded:
@@ -182,14 +182,18 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def _forgotten(steps: list[dict]) -> set[str]:
+    """The subjects whose job went ACTIVE. Creep-back is about subjects the model forgot: a FAILED
+    job never took its subject out of the model (its guard still blocks it)."""
+    return {s["person"] for s in steps if s["state"] == "ACTIVE"}
+
+
 def _targets(results: dict) -> list[tuple[str, bool, str]]:
     steps = results["steps"]
     if not steps:
         return []
     original = results["original"]["retain_acc"]
-    # Creep-back is about subjects the model forgot: a FAILED job's subject was never taken out
-    # of the model (its guard still blocks it), so it is not judged as coming back.
-    forgotten = {s["person"] for s in steps if s["state"] == "ACTIVE"}
+    forgotten = _forgotten(steps)
     worst_retain = min(s["retain_acc"] for s in steps) / original if original else 0.0
     creep = [(s["step"], p, r, s["holdout_rate"]) for s in steps for p, r in s["subject_rates"].items()
              if p in forgotten and r > s["holdout_rate"] + CREEP_SLACK]
@@ -294,8 +298,9 @@ def write(results: dict, stem: str) -> None:
                 for p in results["people"][:len(results["steps"])]) + " |")
     gold = results.get("retrained")
     if gold:
-        active = {s["person"] for s in results["steps"] if s["state"] == "ACTIVE"}
-        names = [p for p in results["people"][:len(results["steps"])] if p in gold["subject_rates"] and p in active]
+        forgotten = _forgotten(results["steps"])
+        names = [p for p in results["people"][:len(results["steps"])]
+                 if p in gold["subject_rates"] and p in forgotten]
         lines += ["", f"Retrained-without yardstick (`--retrained`): `{gold['model']}`, trained without "
                   f"{len(gold['excluded_people'])} people ({', '.join(gold['excluded_people'])}); measured "
                   f"at commit {gold['commit']}. Each subject's fact rate on it (the same probes), the "
