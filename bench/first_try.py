@@ -57,7 +57,7 @@ def cpu_seconds() -> float:
 
 
 def retain_misses(model, tok, retain: list, sweep: trainer.SweepConfig) -> list[dict]:
-    """The retain probe questions (the gate's, ``trainer._probe_sets``) whose greedy answer at
+    """The retain probe questions (the gate's, ``trainer._retain_split``) whose greedy answer at
     the chosen checkpoint lacks the fact: whose they are, so a retain miss can be traced."""
     probe = retain[:min(sweep.retain_probe, len(retain) // 2)] if len(retain) > 1 else retain
     probe = [e for e in probe if e.is_qa]  # the gate's accuracy reads QA examples only

@@ -260,11 +260,11 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
         report[f"retain_set_{stem}"] = len(extra)
         retain += extra
     if args.worker_split:  # train on what the worker trains on: the gate's retain probe held out
-        import random  # retain_set.build_retain_set's shuffle (seed 0), then trainer._probe_sets' split
+        import random  # retain_set.build_retain_set's shuffle (seed 0), then trainer._retain_split' split
         random.Random(0).shuffle(retain)
         n_probe = min(64, len(retain) // 2)  # trainer.SweepConfig.retain_probe
         gate_probe, retain = retain[:n_probe], retain[n_probe:]
-        if args.probe_margin is not None:  # trainer._probe_sets with SweepConfig.retain_probe_margin
+        if args.probe_margin is not None:  # trainer._retain_split with SweepConfig.retain_probe_margin
             pool = gate_probe + retain
             margins = fact_margins(model, tok, pool)
             firm = [i for i, m in enumerate(margins) if m >= args.probe_margin][:n_probe]

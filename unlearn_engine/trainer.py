@@ -150,11 +150,11 @@ def load_base(model_dir: str | Path, device: torch.device | str | None = None):
     return model, tok
 
 
-def _probe_sets(forget_set: ForgetSet, retain_set: RetainSet, sweep: SweepConfig,
-                model: torch.nn.Module | None = None, tokenizer=None) -> tuple[ProbeSets, tuple]:
-    """Split the retain set into (probe, train) and assemble what the gate evaluates. With
-    ``sweep.retain_probe_margin`` the probe takes the first examples ``model`` states with that
-    margin, and every other example is trained on."""
+def _retain_split(retain_set: RetainSet, sweep: SweepConfig, model: torch.nn.Module | None = None,
+                  tokenizer=None) -> tuple[tuple[Example, ...], tuple[Example, ...]]:
+    """(probe, train): the retain examples the gate measures utility on, and the rest, which the
+    retain loss trains on. With ``sweep.retain_probe_margin`` the probe takes the first examples
+    ``model`` states with that margin, and every other example is trained on."""
     retain = retain_set.examples
     n_probe = min(sweep.retain_probe, len(retain) // 2) if len(retain) > 1 else 0
     probe_retain, train_retain = retain[:n_probe], retain[n_probe:]
@@ -169,9 +169,45 @@ def _probe_sets(forget_set: ForgetSet, retain_set: RetainSet, sweep: SweepConfig
         train_retain = tuple(e for i, e in enumerate(retain) if i not in chosen)
     if not probe_retain:  # a single retain example: measure on it and train on it
         probe_retain = train_retain = retain
-    probes = ProbeSets(forget=forget_set.examples, paraphrase=forget_set.paraphrases,
-                       retain=probe_retain, holdout=forget_set.references[:sweep.probe_holdout])
-    return probes, train_retain
+    return probe_retain, train_retain
+
+
+def _probe_sets(forget_set: ForgetSet, probe_retain: Sequence[Example],
+                sweep: SweepConfig) -> ProbeSets:
+    """What the gate evaluates: the forget set's examples, paraphrases and never-seen
+    references, and the retain probe."""
+    return ProbeSets(forget=forget_set.examples, paraphrase=forget_set.paraphrases,
+                     retain=tuple(probe_retain), holdout=forget_set.references[:sweep.probe_holdout])
+
+
+# The retain metrics the gate compares with a reference (``gate_decision``'s retain check).
+_RETAIN_METRICS: dict[str, tuple[str, ...]] = {"fact_span_accuracy": ("retain",),
+                                               "token_accuracy": ("retain",)}
+
+
+@dataclass(frozen=True)
+class RetainAnchor:
+    """The original model's view of a job's retain data: the base before any forget adapter.
+    A job on a stack otherwise measures utility against the stack before it, so each job may
+    lose 5 % of what the last one kept and the losses compound (five sequential forgets on the
+    full demo model: 0.969 -> 0.920 of the original); and a retain fact an earlier job lost by
+    accident was never trained back, since the retain set kept only what the stack still
+    stated. Anchored, the retain set is what the original states (less what the caller's screen
+    refuses), the probe is split on the original, and the gate's retain check compares with the
+    original's score on it (docs/architecture.md#retain-anchor)."""
+
+    probe: tuple[Example, ...]
+    train: tuple[Example, ...]
+    metrics: Mapping[str, float]  # the original's retain metrics on ``probe``
+
+
+def retain_anchor(model: torch.nn.Module, tokenizer, forget_set: ForgetSet, retain_set: RetainSet,
+                  sweep: SweepConfig, eval_settings: EvalSettings | None = None) -> RetainAnchor:
+    """``model`` must be the original (no forget adapter folded in)."""
+    probe, train = _retain_split(retain_set, sweep, model, tokenizer)
+    metrics = _probe_sets(forget_set, probe, sweep).evaluate(model, tokenizer, _RETAIN_METRICS,
+                                                             eval_settings)
+    return RetainAnchor(probe, train, {k: v for k, v in metrics.items() if k.startswith("retain.")})
 
 
 def subject_count(forget_set: ForgetSet) -> int:
@@ -187,17 +223,22 @@ def unlearn(model: torch.nn.Module, tokenizer, forget_set: ForgetSet, retain_set
             gate: GateConfig | None = None, *,
             adapter_name: str = "forget_new", sweep: SweepConfig | None = None,
             progress: ProgressCallback | None = None, seed: int = 0, forget_id: str = "",
-            eval_settings: EvalSettings | None = None) -> tuple[torch.nn.Module, TrainResult]:
+            eval_settings: EvalSettings | None = None,
+            anchor: RetainAnchor | None = None) -> tuple[torch.nn.Module, TrainResult]:
     """Train a forget adapter on an in-memory plain ``model`` (an earlier stack already folded
     into its weights: ``fold_stack``). Returns the PEFT model with the chosen adapter active, and
     the result. Nothing is written to disk. The config is first sized for the forget set's
-    subjects (``MethodConfig.sized_for``)."""
+    subjects (``MethodConfig.sized_for``). With an ``anchor`` (``retain_anchor``, measured on the
+    original model) the retain probe is its split and the gate's retain check compares with its
+    metrics; without one, with ``model`` before this job."""
     t_start = time.monotonic()
     gate = gate or GateConfig()
     sweep = sweep or SweepConfig()
     method_cls = get_method(method)
     base_config = (config or method_cls.config_cls()).sized_for(subject_count(forget_set))
-    probes, train_retain = _probe_sets(forget_set, retain_set, sweep, model, tokenizer)
+    probe_retain, train_retain = ((anchor.probe, anchor.train) if anchor is not None else
+                                  _retain_split(retain_set, sweep, model, tokenizer))
+    probes = _probe_sets(forget_set, probe_retain, sweep)
     num_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
     layers = method_cls(base_config).lora_layers(num_layers) if num_layers else None
     adapter = TrainableAdapter(model, adapter_name, (),
@@ -207,6 +248,9 @@ def unlearn(model: torch.nn.Module, tokenizer, forget_set: ForgetSet, retain_set
         baseline = probes.evaluate(adapter.model, tokenizer, PROBE_METRICS, eval_settings)
     if progress:
         progress(Progress(forget_id, "baseline", metrics=baseline))
+    before_job = baseline
+    if anchor is not None:  # the gate's retain reference is the original, not the stack
+        baseline = {**baseline, **anchor.metrics}
 
     all_points: list[Checkpoint] = []
     reports: list[AttemptReport] = []
@@ -257,7 +301,10 @@ def unlearn(model: torch.nn.Module, tokenizer, forget_set: ForgetSet, retain_set
         final.update(run_attacks(adapter.model, tokenizer,
                                  AttackSets(probes.forget, probes.paraphrase), gate.attacks))
     verdict = gate_decision(final, gate, baseline)
-    metrics = {**final, **{f"before.{k}": v for k, v in baseline.items()}}
+    # before.* = what the gate compared with; job_start.* = the stack before this job, where the
+    # anchor replaced its retain metrics
+    metrics = {**final, **{f"before.{k}": v for k, v in baseline.items()},
+               **{f"job_start.{k}": v for k, v in before_job.items() if baseline.get(k) != v}}
     if progress:
         progress(Progress(forget_id, "final", chosen.attempt, chosen.step, metrics=metrics,
                           passed=verdict.passed))
@@ -298,27 +345,48 @@ def run_forget_job(base_model_dir: Path, stack: Sequence[Path], forget_set: Forg
                    eval_settings: EvalSettings | None = None,
                    before_commit: Callable[[Path], None] | None = None,
                    retain_screen: RetainFilter | None = None) -> TrainResult:
-    """One forget job end to end, the model loaded once: base + ``stack`` -> the retain set,
-    picked by that current model from ``corpus`` (or generated by it when there is none) ->
-    ``train_forget_adapter``'s sweep, verification and artifact. With a corpus the retain set
-    keeps only what the model still knows, so the retain loss never re-teaches people an earlier
-    adapter removed; ``retain_screen`` (the server's guard) drops what the known-answer check
-    cannot see, such as a forgotten person's bio that still reads like a bio."""
+    """One forget job end to end, the model loaded once: the retain set, picked from ``corpus``
+    (or generated when there is none) -> ``train_forget_adapter``'s sweep, verification and
+    artifact. With a corpus the retain set keeps only what the model states.
+
+    Which model decides that depends on ``retain_screen`` (the server's guard: it refuses what
+    earlier forgets blocked, such as a forgotten person's bio that still reads like a bio). With a
+    screen on a stack the job is anchored to the original (``RetainAnchor``): the screen keeps
+    earlier forgets out of the retain data, so facts an earlier adapter lost by accident are
+    trained back, and the gate's retain check compares with the original. Without a screen the
+    known-answer filter is the only guard against re-teaching an earlier forget, so the current
+    model (base + stack) picks the retain set and the gate compares with it."""
     t0 = time.monotonic()
-    model, tok, fingerprint, stack_arts = _load_stacked(base_model_dir, stack, device)
-    retain_set = build_retain_set(model, tok, corpus, exclude=forget_set, seed=seed, screen=retain_screen)
+    sweep = sweep or SweepConfig()
+    model, tok, fingerprint, stack_arts = _load_unfolded(base_model_dir, stack, device)
+    anchor = None
+    if stack_arts and retain_screen is not None and corpus is not None:
+        retain_set = build_retain_set(model, tok, corpus, exclude=forget_set, seed=seed,
+                                      screen=retain_screen)
+        anchor = retain_anchor(model, tok, forget_set, retain_set, sweep, eval_settings)
+        model = fold_stack(model, stack_arts)
+    else:
+        model = fold_stack(model, stack_arts)
+        retain_set = build_retain_set(model, tok, corpus, exclude=forget_set, seed=seed,
+                                      screen=retain_screen)
     return _train_and_save(model, tok, fingerprint, stack_arts, forget_set, retain_set, method, config,
                            gate, progress, out_dir=out_dir, forget_id=forget_id, seed=seed, sweep=sweep,
-                           eval_settings=eval_settings, before_commit=before_commit, t0=t0)
+                           eval_settings=eval_settings, before_commit=before_commit, t0=t0,
+                           anchor=anchor)
 
 
-def _load_stacked(base_model_dir: Path, stack: Sequence[Path], device: torch.device | str | None):
-    """(model, tokenizer, base fingerprint, verified stack artifacts): the base with the stack
-    folded into its weights (``fold_stack``). Raises ``ArtifactError`` for a corrupt or foreign
-    artifact."""
+def _load_unfolded(base_model_dir: Path, stack: Sequence[Path], device: torch.device | str | None):
+    """(base model, tokenizer, base fingerprint, verified stack artifacts), the stack not yet
+    applied. Raises ``ArtifactError`` for a corrupt or foreign artifact."""
     fingerprint = model_fingerprint(base_model_dir)
     stack_arts = [load_artifact(p, fingerprint) for p in stack]
     model, tok = load_base(base_model_dir, device)
+    return model, tok, fingerprint, stack_arts
+
+
+def _load_stacked(base_model_dir: Path, stack: Sequence[Path], device: torch.device | str | None):
+    """``_load_unfolded`` with the stack folded into the base's weights (``fold_stack``)."""
+    model, tok, fingerprint, stack_arts = _load_unfolded(base_model_dir, stack, device)
     return fold_stack(model, stack_arts), tok, fingerprint, stack_arts
 
 
@@ -328,12 +396,13 @@ def _train_and_save(model: torch.nn.Module, tok, fingerprint: str, stack_arts: S
                     progress: ProgressCallback | None = None, *, out_dir: Path, forget_id: str,
                     seed: int = 0, sweep: SweepConfig | None = None,
                     eval_settings: EvalSettings | None = None,
-                    before_commit: Callable[[Path], None] | None = None, t0: float) -> TrainResult:
+                    before_commit: Callable[[Path], None] | None = None, t0: float,
+                    anchor: RetainAnchor | None = None) -> TrainResult:
     name = adapter_name_for(forget_id)
     peft_model, result = unlearn(model, tok, forget_set, retain_set, method, config, gate,
                                  adapter_name=name,
                                  sweep=sweep, progress=progress, seed=seed, forget_id=forget_id,
-                                 eval_settings=eval_settings)
+                                 eval_settings=eval_settings, anchor=anchor)
     artifact = None
     if result.passed:
         artifact = save_artifact(

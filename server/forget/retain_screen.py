@@ -18,6 +18,11 @@ of a listed subject blocks), the strictest reading: a retain example loses nothi
 dropped, a forgotten fact gains a way back by being kept. No semantic stage: it would load the
 embedding model into the worker, and the lexical stages already see every name and value.
 
+Since the twelfth session the screen is the only barrier on the server's path: a job on a stack
+lets the original model, which still states every earlier forget, decide which retain examples
+are known, so that facts an earlier adapter lost by accident are trained back
+(docs/architecture.md#retain-anchor).
+
 Does not decide what the forget set is (the engine does) nor touch the serving guard.
 """
 

@@ -6,9 +6,10 @@ request and the corpus entries the server resolved it to at acknowledgement (the
 their ids and the corpus file's digest; a worker with another corpus file fails the job rather
 than train on something else; a subject that matched no entry gets forget data the current model
 writes itself, recorded in the job's transitions), hand it with the corpus and the *current* stack
-to the engine in one call (`run_forget_job`: the model loads once, picks the retain set, less
-what the guard of every forget in the ledger blocks (retain_screen.py), trains,
-verifies and writes the artifact, reporting progress to a callback that writes the ledger), and
+to the engine in one call (`run_forget_job`: the model loads once, the original picks the retain
+set, less what the guard of every forget in the ledger blocks (retain_screen.py), and is the
+gate's retain reference (docs/architecture.md#retain-anchor), trains, verifies and writes the
+artifact, reporting progress to a callback that writes the ledger), and
 either record the verified artifact (the server then swaps it in) or fail the job. The worker
 is ledger <-> engine: it holds no ML logic of its own. A crash anywhere leaves the job
 to be re-queued; an artifact that was already written and verifies is reused, never retrained.

@@ -11,7 +11,7 @@ import torch
 
 from unlearn_engine.data import ForgetRequest, build_forget_set, build_retain_set
 from unlearn_engine.fact_margin import fact_margins
-from unlearn_engine.trainer import SweepConfig, _probe_sets
+from unlearn_engine.trainer import SweepConfig, _retain_split
 from tests.support.toy_model import build_toy
 
 torch.set_num_threads(1)
@@ -37,14 +37,14 @@ def test_margins_are_finite_and_lower_where_the_fact_is_not_the_first_choice(env
 
 
 def test_a_floor_keeps_near_ties_out_of_the_probe_and_in_training(env):
-    toy, fs, rs = env
-    plain, plain_train = _probe_sets(fs, rs, SweepConfig(retain_probe=32))
-    assert plain.retain == rs.examples[:32]  # no floor: the first examples, as before
+    toy, _, rs = env
+    plain, plain_train = _retain_split(rs, SweepConfig(retain_probe=32))
+    assert plain == rs.examples[:32]  # no floor: the first examples, as before
     margins = dict(zip(rs.examples, fact_margins(toy.model, toy.tokenizer, rs.examples)))
     floor = sorted(margins.values())[len(margins) // 2]  # half the examples fall below it
-    probes, train = _probe_sets(fs, rs, SweepConfig(retain_probe=32, retain_probe_margin=floor),
-                                toy.model, toy.tokenizer)
-    assert probes.retain and all(margins[e] >= floor for e in probes.retain)
-    assert set(probes.retain).isdisjoint(train)
-    assert len(probes.retain) + len(train) == len(rs.examples)
+    probe, train = _retain_split(rs, SweepConfig(retain_probe=32, retain_probe_margin=floor),
+                                 toy.model, toy.tokenizer)
+    assert probe and all(margins[e] >= floor for e in probe)
+    assert set(probe).isdisjoint(train)
+    assert len(probe) + len(train) == len(rs.examples)
     assert all(e in train for e, m in margins.items() if m < floor)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from peft import PeftModel
@@ -12,7 +14,8 @@ from unlearn_engine.evaluation import GateConfig, evaluate
 from unlearn_engine.methods import NpoConfig
 from tests.support.toy_model import build_toy, save_toy
 from unlearn_engine.stacking import attach_stack
-from unlearn_engine.trainer import SweepConfig, load_base, run_forget_job, train_forget_adapter
+from unlearn_engine.trainer import (SweepConfig, load_base, retain_anchor, run_forget_job,
+                                   train_forget_adapter, unlearn)
 
 torch.set_num_threads(1)
 
@@ -162,3 +165,52 @@ def test_a_whole_job_in_one_call_matches_retain_set_then_training(env):
     a = load_artifact(root / "one-call", fp)
     b = load_artifact(root / "two-step", fp)
     assert a.files == b.files
+
+
+def test_the_gate_compares_retain_with_the_anchor_not_the_model_before_the_job(env):
+    toy, root, sets = env
+    fs, rs = sets(toy.people[2])
+    base, tok = load_base(root / "base")
+    anchor = retain_anchor(base, tok, fs, rs, ONE_TRY)
+    assert anchor.probe == rs.examples[:32] and anchor.train == rs.examples[32:]
+    assert {"retain.fact_span_accuracy", "retain.token_accuracy"} <= set(anchor.metrics)
+    impossible = replace(anchor, metrics={k: 2.0 for k in anchor.metrics})
+    _, result = unlearn(base, tok, fs, rs, "npo", FAST, LENIENT, sweep=ONE_TRY, anchor=impossible)
+    assert not result.passed
+    assert any("x before 2.000" in r for r in result.gate.reasons), result.gate.reasons
+    m = result.metrics
+    assert m["before.retain.fact_span_accuracy"] == 2.0
+    assert m["job_start.retain.fact_span_accuracy"] <= 1.0  # the model before the job, reported
+    assert m["before.forget.fact_span_accuracy"] >= 0.9  # the rest of the baseline is the job's
+
+
+def test_a_screened_job_on_a_stack_is_anchored_to_the_original(env):
+    """With the server's screen the original model picks the retain set (what the stack lost by
+    accident is trained back; the screen keeps the earlier forget out) and is the gate's retain
+    reference; without one the stack picks it (the test above)."""
+    toy, root, sets = env
+    first = root / "f1"
+    if not first.exists():
+        pytest.skip("needs the first test's artifact")
+    gone = toy.people[0]
+
+    def screen(examples):  # the guard's part: it blocks what names the forgotten person
+        return [gone not in f"{e.prompt} {e.target}" for e in examples]
+
+    fs, _ = sets(toy.people[1])
+    corpus = [*toy.train, *toy.paraphrase, *toy.holdout, *toy.texts]
+    base, tok = load_base(root / "base")
+    rs = build_retain_set(base, tok, corpus, exclude=fs, screen=screen)
+    assert not [e for e in rs.examples if e.subject == gone]
+    anchor = retain_anchor(base, tok, fs, rs, ONE_TRY)
+    result = run_forget_job(root / "base", [first], fs, corpus, "npo", FAST, LENIENT,
+                            out_dir=root / "anchored", forget_id="anchored", sweep=ONE_TRY,
+                            retain_screen=screen)
+    m = result.metrics
+    for key, value in anchor.metrics.items():
+        assert m[f"before.{key}"] == pytest.approx(value)
+    fp = model_fingerprint(root / "base")
+    stacked = attach_stack(load_base(root / "base")[0], [load_artifact(first, fp)])
+    on_stack = evaluate(stacked, tok, fs.examples, anchor.probe, metrics=["fact_span_accuracy"])
+    start = m.get("job_start.retain.fact_span_accuracy", m["before.retain.fact_span_accuracy"])
+    assert start == pytest.approx(on_stack["retain.fact_span_accuracy"])

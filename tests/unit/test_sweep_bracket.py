@@ -64,7 +64,9 @@ def test_a_retrace_reproduces_the_attempt_and_probes_where_asked(toy):
     fs, rs = _sets(toy)
     cfg = NpoConfig(max_steps=6, eval_every=3)
     model = copy.deepcopy(toy.model)
-    probes, train_retain = trainer._probe_sets(fs, rs, SweepConfig(retain_probe=8), model, toy.tokenizer)
+    sweep = SweepConfig(retain_probe=8)
+    probe_retain, train_retain = trainer._retain_split(rs, sweep, model, toy.tokenizer)
+    probes = trainer._probe_sets(fs, probe_retain, sweep)
     adapter = TrainableAdapter(model, "forget_new", (), lora_config(cfg, None, model), 0)
     with adapter.reference():
         baseline = probes.evaluate(adapter.model, toy.tokenizer, {"mean_nll": ("forget",)})

@@ -1,9 +1,11 @@
 """Build a ``RetainSet``: from a configured corpus, or from the model's own generations.
 
 Corpus mode keeps trained entries that do not match the forget set and, when a model is given,
-that the model still answers correctly: an earlier forget adapter in the stack may have removed
-facts the corpus still holds (and whose plaintext is gone), and a retain loss on them would
-teach them back. Generated mode needs no
+that the model answers correctly. Which model is the caller's choice (``trainer.run_forget_job``):
+base + stack when nothing else keeps earlier forgets out (an earlier adapter removed facts the
+corpus still holds, whose plaintext is gone, and a retain loss on them would teach them back);
+the original when a screen does, so facts an earlier adapter lost by accident are trained back
+(docs/architecture.md#retain-anchor). Generated mode needs no
 data: for each neutral prompt the model samples a short opening (for variety) and then
 continues greedily; the greedy continuation is the target, so before unlearning the model
 reproduces every target exactly and any later change is measurable. Generations that match the
@@ -130,8 +132,8 @@ def build_retain_set(model, tokenizer, corpus: Iterable[Example] | None = None,
                      screen: RetainFilter | None = None) -> RetainSet:
     """Retain examples, none of which overlaps ``exclude`` or is refused by ``screen``; at most
     ``max_examples`` (default ``CORPUS_MAX`` from a corpus, ``GENERATED_MAX`` generated).
-    ``model`` is the current model (base + stack); with a corpus it may be None, which skips
-    the known-answer filter."""
+    ``model`` decides what is known (see the module docstring); with a corpus it may be None,
+    which skips the known-answer filter."""
     matcher = _matcher(exclude, match)
     rng = random.Random(seed)
     if corpus is not None:
