@@ -94,6 +94,16 @@ def test_each_value_start_pairs_positions_whose_prefixes_differ_only_in_the_name
     assert [p for p, _ in a.value_starts] == sorted(p for p, _ in a.value_starts)
 
 
+def test_each_name_start_in_the_answer_pairs_the_position_before_the_name(toy):
+    rw, a, seq = _aligned(toy)
+    assert a.name_starts, "the answer names the subject"
+    for p, q in a.name_starts:
+        assert p in a.spans[NAME][0] and q in a.spans[NAME][1]  # the first of the name's
+        assert seq[p + 1] != a.cf_ids[q + 1]  # the subject's name against the stand-in's
+        assert p - 1 not in a.spans[NAME][0]
+    assert not set(a.name_starts) & set(a.value_starts)
+
+
 def test_a_chat_model_is_aligned_on_the_sequence_it_trains_on(toy):
     # A chat model trains on the question inside its template (encoding.encode_example), not on
     # "question answer": the positions must be those of that sequence (SmolLM2 has a template).

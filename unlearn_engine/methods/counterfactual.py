@@ -92,6 +92,12 @@ class CounterfactualConfig(MethodConfig):
     # there (a stranger's prior over values): this raises the wrong values as it lowers the
     # true one, so the truth term has a fixed point instead of chasing both down.
     value_kl: bool = True
+    # Also where each name in the answer starts: whom the model answers as. Without it a stack
+    # answered a forgotten person's question as a trained neighbour who shares the asked value
+    # ("Tandnando Stutroxmoor's father was a stolbrexist", the subject's value; the model
+    # retrained without him answers as a neighbour who does not): creep-back through the choice
+    # of person (bench/results/gate_diagnosis.md, "Twelfth session"). Opt-in: measuring.
+    name_kl: bool = False
     # Per-token level: each unchanged answer token's log p fitted (smooth L1) to the reference's
     # log p of that token on the rewrites. The top-k KL cannot see a token the reference puts in
     # its tail: after a never-seen name the demo model gives the next template word ~e^-17, and
@@ -233,6 +239,8 @@ class Alignment:
     # (original, rewrite) output positions predicting the first token of each swapped value:
     # the prefixes differ only in the subject's name, so the distributions are comparable
     value_starts: list[tuple[int, int]] = field(default_factory=list)
+    # ... and the first token of each swapped name in the answer: whom the answer is about
+    name_starts: list[tuple[int, int]] = field(default_factory=list)
 
 
 def align(tokenizer, ex: Example, rw: Rewrite,
@@ -277,17 +285,19 @@ def align(tokenizer, ex: Example, rw: Rewrite,
     if tokenizer.eos_token_id is not None:
         pairs.append((nb + len(ids) - 1, nb + len(cf_ids) - 1))
     keep = {k: v for k, v in spans.items() if v[0] and v[1]}
-    value_starts = [(starts[0][i], starts[1][i]) for i in sorted(starts[0])
-                    if i in starts[1] and rw.spans[i][4] == VALUE
-                    and starts[0][i] >= 0 and starts[1][i] >= 0]
+    def first_tokens(kind: str) -> list[tuple[int, int]]:
+        return [(starts[0][i], starts[1][i]) for i in sorted(starts[0])
+                if i in starts[1] and rw.spans[i][4] == kind
+                and starts[0][i] >= 0 and starts[1][i] >= 0]
+
     return Alignment(_sequence(tokenizer, cf_ids, chat), [(p, q) for p, q in pairs if p >= 0 and q >= 0],
-                     keep, value_starts)
+                     keep, first_tokens(VALUE), first_tokens(NAME))
 
 
 @torch.no_grad()
 def reference_targets(ctx: TrainContext, ex: Example, rewrites: Sequence[Rewrite],
                       top_k: int, value_kl: bool = False,
-                      token_scope: str = "after_name") -> _Targets | None:
+                      token_scope: str = "after_name", name_kl: bool = False) -> _Targets | None:
     """The reference model's next-token distributions on ``rewrites`` at the aligned target
     positions, and its mean log-prob per token of each swapped span, both averaged over
     rewrites. None when nothing aligns, or when the example is longer than ``max_length``
@@ -317,7 +327,7 @@ def reference_targets(ctx: TrainContext, ex: Example, rewrites: Sequence[Rewrite
     level_vals: dict[str, list[float]] = {}
     level_pos: dict[str, list[int]] = {}
     for i, a in enumerate(rows):
-        for p, q in a.pairs + (a.value_starts if value_kl else []):
+        for p, q in a.pairs + (a.value_starts if value_kl else []) + (a.name_starts if name_kl else []):
             prob = logp[i, q].exp()
             sums[p] = sums[p] + prob if p in sums else prob
             counts[p] = counts.get(p, 0) + 1
@@ -400,7 +410,7 @@ class Counterfactual(UnlearningMethod):
                 if ex.subject else []
             rewrites = counterfactuals(ex, names, ctx.seed)
             t = reference_targets(ctx, ex, rewrites, self.config.top_k, self.config.value_kl,
-                                  self.config.token_scope) if rewrites else None
+                                  self.config.token_scope, self.config.name_kl) if rewrites else None
             if t is not None:
                 self.targets[(ex.prompt, ex.target)] = t
 
