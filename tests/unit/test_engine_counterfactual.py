@@ -156,6 +156,19 @@ def test_one_step_moves_forget_answers_toward_the_stand_in_prediction(toy):
     assert all(torch.isfinite(torch.tensor(v)) for v in parts.values())
 
 
+def test_name_kl_adds_the_answers_name_start_to_the_fitted_positions(toy):
+    forget = [e for e in toy.train if e.subject == toy.people[0] and e.is_qa][:4]
+    assert all(toy.people[0] in e.target for e in forget)
+    method, adapter, ctx = _method(toy, forget, toy.holdout)
+    assert not method.config.name_kl  # opt-in
+    plain = {k: set(t.positions.tolist()) for k, t in method.targets.items()}
+    method.config = dataclasses.replace(method.config, name_kl=True)
+    method.prepare(ctx, forget)
+    for key, t in method.targets.items():
+        added = set(t.positions.tolist()) - plain[key]
+        assert plain[key] <= set(t.positions.tolist()) and len(added) >= 1, key
+
+
 def test_examples_without_a_subject_fall_back_to_npo(toy):
     forget = [Example(e.prompt, e.target, e.fact) for e in toy.train[:4]]  # subjects dropped
     method, _, ctx = _method(toy, forget)
