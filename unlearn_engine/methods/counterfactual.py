@@ -96,10 +96,10 @@ class CounterfactualConfig(MethodConfig):
     # answered a forgotten person's question as a trained neighbour who shares the asked value
     # ("Tandnando Stutroxmoor's father was a stolbrexist", the subject's value; the model
     # retrained without him answers as a neighbour who does not): creep-back through the choice
-    # of person (bench/results/gate_diagnosis.md, "Twelfth session"). Opt-in: five anchored
-    # sequential forgets with it kept that subject at 0 of 48 (3 without) and retain >= 0.983,
-    # but another subject was still answered as a neighbour from the third job on: the later
-    # jobs reroute earlier subjects, and this term acts in the subject's own job only.
+    # of person (bench/results/gate_diagnosis.md, "Twelfth session"). Opt-in: over ten anchored
+    # sequential forgets it kept retain higher (>= 0.982) but brought more creep-back (37 probe
+    # hits against 26): the later jobs reroute earlier subjects, and this term acts in the
+    # subject's own job only.
     name_kl: bool = False
     # Per-token level: each unchanged answer token's log p fitted (smooth L1) to the reference's
     # log p of that token on the rewrites. The top-k KL cannot see a token the reference puts in
