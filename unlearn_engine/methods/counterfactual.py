@@ -99,7 +99,8 @@ class CounterfactualConfig(MethodConfig):
     # of person (bench/results/gate_diagnosis.md, "Twelfth session"). Opt-in: over ten anchored
     # sequential forgets it kept retain higher (>= 0.982) but brought more creep-back (37 probe
     # hits against 26): the later jobs reroute earlier subjects, and this term acts in the
-    # subject's own job only.
+    # subject's own job only. Single jobs: 7 of 10 first tries on the full model (10 of 10
+    # without), three misses on retain.
     name_kl: bool = False
     # Per-token level: each unchanged answer token's log p fitted (smooth L1) to the reference's
     # log p of that token on the rewrites. The top-k KL cannot see a token the reference puts in
