@@ -260,7 +260,7 @@ def sweep(args, model, tok, probes: Probes, report: dict) -> None:
         report[f"retain_set_{stem}"] = len(extra)
         retain += extra
     if args.worker_split:  # train on what the worker trains on: the gate's retain probe held out
-        import random  # retain_set.build_retain_set's shuffle (seed 0), then trainer._retain_split' split
+        import random  # retain_set.build_retain_set's shuffle (seed 0), then trainer._retain_split
         random.Random(0).shuffle(retain)
         n_probe = min(64, len(retain) // 2)  # trainer.SweepConfig.retain_probe
         gate_probe, retain = retain[:n_probe], retain[n_probe:]

@@ -359,16 +359,13 @@ def run_forget_job(base_model_dir: Path, stack: Sequence[Path], forget_set: Forg
     t0 = time.monotonic()
     sweep = sweep or SweepConfig()
     model, tok, fingerprint, stack_arts = _load_unfolded(base_model_dir, stack, device)
-    anchor = None
-    if stack_arts and retain_screen is not None and corpus is not None:
-        retain_set = build_retain_set(model, tok, corpus, exclude=forget_set, seed=seed,
-                                      screen=retain_screen)
-        anchor = retain_anchor(model, tok, forget_set, retain_set, sweep, eval_settings)
+    anchored = bool(stack_arts) and retain_screen is not None and corpus is not None
+    if not anchored:  # base + stack picks the retain set
         model = fold_stack(model, stack_arts)
-    else:
+    retain_set = build_retain_set(model, tok, corpus, exclude=forget_set, seed=seed, screen=retain_screen)
+    anchor = retain_anchor(model, tok, forget_set, retain_set, sweep, eval_settings) if anchored else None
+    if anchored:  # the original has picked and measured; the job trains above the stack
         model = fold_stack(model, stack_arts)
-        retain_set = build_retain_set(model, tok, corpus, exclude=forget_set, seed=seed,
-                                      screen=retain_screen)
     return _train_and_save(model, tok, fingerprint, stack_arts, forget_set, retain_set, method, config,
                            gate, progress, out_dir=out_dir, forget_id=forget_id, seed=seed, sweep=sweep,
                            eval_settings=eval_settings, before_commit=before_commit, t0=t0,
